@@ -1,0 +1,1 @@
+"""The integration layer (issue 4)."""

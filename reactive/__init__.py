@@ -1,0 +1,1 @@
+"""The reactive engine (issue 3)."""

@@ -1,0 +1,52 @@
+"""Async entity-relation storage: record types, links, matches, attribute queries, events.
+
+Knows nothing of the reactive engine; the engine derives a :class:`Schema` from its model and
+runs its computations through a backend's synchronous session inside one transaction.
+"""
+
+from storage.errors import (
+    FieldTypeError,
+    InvalidDataError,
+    MatchError,
+    MissingReferenceError,
+    NotSetUpError,
+    QueryError,
+    SchemaError,
+    StorageError,
+    TransactionError,
+    UniqueViolationError,
+    UnknownFieldError,
+    UnknownRecordError,
+)
+from storage.events import MutationEvent, MutationType, Record, WriteResult
+from storage.match import MatchExp
+from storage.schema import LINK_FIELDS_KEY, Field, Index, LinkType, RecordType, Schema
+from storage.sqlite import SQLiteSession, SQLiteStorage
+
+__all__ = [
+    "LINK_FIELDS_KEY",
+    "Field",
+    "FieldTypeError",
+    "Index",
+    "InvalidDataError",
+    "LinkType",
+    "MatchError",
+    "MatchExp",
+    "MissingReferenceError",
+    "MutationEvent",
+    "MutationType",
+    "NotSetUpError",
+    "QueryError",
+    "Record",
+    "RecordType",
+    "SQLiteSession",
+    "SQLiteStorage",
+    "Schema",
+    "SchemaError",
+    "StorageError",
+    "TransactionError",
+    "UniqueViolationError",
+    "UnknownFieldError",
+    "UnknownRecordError",
+    "WriteResult",
+]

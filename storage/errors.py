@@ -1,0 +1,105 @@
+"""The storage exception hierarchy.
+
+Every error the storage layer raises on purpose derives from :class:`StorageError` and names the
+record (and, where there is one, the field) at fault, so that a caller never has to read a driver
+traceback to learn what was wrong with its input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StorageError(Exception):
+    """Base of every error raised by the storage layer.
+
+    ``record`` and ``field`` name the record type and field at fault when there is one.
+    """
+
+    def __init__(self, message: str, *, record: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.record = record
+        self.field = field
+
+
+class SchemaError(StorageError, ValueError):
+    """A schema declaration is invalid (bad name, duplicate field, unknown endpoint, ...)."""
+
+
+class NotSetUpError(StorageError, RuntimeError):
+    """The storage was used before ``setup()`` or after ``close()``."""
+
+
+class UnknownRecordError(StorageError, LookupError):
+    """A record type name that the schema does not declare."""
+
+    def __init__(self, record: str, known: list[str] | None = None):
+        hint = f" (known: {', '.join(sorted(known))})" if known else ""
+        super().__init__(f"unknown record type {record!r}{hint}", record=record)
+
+
+class UnknownFieldError(StorageError, LookupError):
+    """A field or relation attribute that the record type does not have."""
+
+    def __init__(self, record: str, field: str, known: list[str] | None = None):
+        hint = f"; it has: {', '.join(sorted(known))}" if known is not None else ""
+        super().__init__(f"{record} has no field {field!r}{hint}", record=record, field=field)
+
+
+class FieldTypeError(StorageError, TypeError):
+    """A value does not fit the declared type of its field."""
+
+    def __init__(self, record: str, field: str, expected: str, value: Any, detail: str = ""):
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        extra = f": {detail}" if detail else ""
+        super().__init__(
+            f"{record}.{field} expects {expected}, got {type(value).__name__} {shown}{extra}",
+            record=record,
+            field=field,
+        )
+        self.expected = expected
+        self.value = value
+
+
+class InvalidDataError(StorageError, ValueError):
+    """A write payload is malformed (not a dict, a reference with extra keys, ...)."""
+
+
+class QueryError(StorageError, ValueError):
+    """A read is malformed: a bad attribute query, ``order_by``, ``limit`` or ``offset``."""
+
+
+class MatchError(QueryError):
+    """A match expression is malformed: bad operator, bad operand, unknown path."""
+
+
+class MissingReferenceError(StorageError, LookupError):
+    """A write refers to a record (by id) that does not exist."""
+
+    def __init__(self, record: str, field: str, target: str, target_id: Any):
+        super().__init__(
+            f"{record}.{field} refers to {target} id={target_id!r}, which does not exist",
+            record=record,
+            field=field,
+        )
+        self.target = target
+        self.target_id = target_id
+
+
+class UniqueViolationError(StorageError):
+    """A write would give two records the same value(s) for a unique field set."""
+
+    def __init__(self, record: str, fields: tuple[str, ...], values: dict[str, Any] | None = None):
+        shown = f" (values {values!r})" if values else ""
+        super().__init__(
+            f"{record}: another record already has the same {', '.join(fields)}{shown}",
+            record=record,
+            field=fields[0] if len(fields) == 1 else None,
+        )
+        self.fields = fields
+
+
+class TransactionError(StorageError, RuntimeError):
+    """A transaction was misused (nested ``run`` on the same storage, savepoint misuse)."""

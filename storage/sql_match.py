@@ -1,0 +1,276 @@
+"""Compile a :class:`MatchExp` into a SQL condition for one record type.
+
+Backend-neutral: the placeholder and identifier quoting come from the caller.
+
+Semantics, chosen to read like Python rather than like SQL's three-valued logic:
+
+- ``None`` compares like in Python: ``None != 5`` is true, ``None < 5`` is false, ``= None``
+  is ``is null``; ``~`` is an exact complement (``~a`` matches exactly what ``a`` does not).
+- A path through a relation attribute (``"posts.title"``) is existential: it matches when some
+  related record matches; its negation matches when no related record does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from storage.errors import FieldTypeError, MatchError
+from storage.match import MatchExp
+from storage.schema import LINK_FIELDS_KEY, RelationAttribute, Schema
+from storage.types import encode
+
+_NEGATED = {"=": "!=", "!=": "=", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+
+def quote(name: str) -> str:
+    """Quote an identifier (names are validated against ``[A-Za-z_][A-Za-z0-9_]*`` upstream)."""
+    return f'"{name}"'
+
+
+class MatchCompiler:
+    """Turns a match into ``(sql, params)`` against a table alias of a record type."""
+
+    def __init__(self, schema: Schema, placeholder: str = "?"):
+        self.schema = schema
+        self.placeholder = placeholder
+        self._aliases = 0
+
+    def compile(self, record: str, match: MatchExp, alias: str) -> tuple[str, list[Any]]:
+        params: list[Any] = []
+        sql = self._node(record, match, alias, False, params)
+        return sql, params
+
+    def _alias(self) -> str:
+        self._aliases += 1
+        return f"m{self._aliases}"
+
+    def _node(
+        self, record: str, node: MatchExp, alias: str, negate: bool, params: list[Any]
+    ) -> str:
+        if node.kind == "not":
+            return self._node(record, node.children[0], alias, not negate, params)
+        if node.kind in ("and", "or"):
+            if not node.children:
+                # An empty AND is true; an empty OR is false.
+                truth = node.kind == "and"
+                return "1" if truth != negate else "0"
+            # De Morgan: push negation to the atoms so that positive atoms stay index-friendly.
+            joiner = " AND " if (node.kind == "and") != negate else " OR "
+            parts = [self._node(record, c, alias, negate, params) for c in node.children]
+            return "(" + joiner.join(parts) + ")"
+        assert node.key is not None and node.op is not None
+        return self._atom(
+            record, node.key, node.key.split("."), node.op, node.value, alias, negate, params
+        )
+
+    def _atom(
+        self,
+        record: str,
+        path: str,
+        segments: list[str],
+        op: str,
+        value: Any,
+        alias: str,
+        negate: bool,
+        params: list[Any],
+    ) -> str:
+        head, rest = segments[0], segments[1:]
+        fields = self.schema.fields(record)
+        attributes = self.schema.attributes(record)
+        if head == "id" and not rest:
+            return self._compare(f"{alias}.id", op, value, negate, params, _ids(record, path))
+        if head in fields and not rest:
+            type_name = fields[head].type
+
+            def encoder(v: Any) -> Any:
+                try:
+                    return encode(record, head, type_name, v)
+                except FieldTypeError as exc:
+                    raise MatchError(
+                        f"match on {record}.{path}: {exc}", record=record, field=head
+                    ) from None
+
+            if op == "like" and type_name != "string":
+                raise MatchError(
+                    f"match on {record}.{path}: 'like' needs a string field, not {type_name}",
+                    record=record,
+                    field=head,
+                )
+            return self._compare(f"{alias}.{quote(head)}", op, value, negate, params, encoder)
+        if head in attributes:
+            attribute = attributes[head]
+            if not rest:
+                rest = ["id"]
+                if op not in ("is null", "is not null"):
+                    value = _unwrap_refs(record, path, value)
+                else:
+                    # "has a related record" / "has none".
+                    exists = self._exists(attribute, alias, None, params)
+                    return exists if (op == "is not null") != negate else f"NOT {exists}"
+            inner = _Pending(self, attribute, path, rest, op, value)
+            exists = self._exists(attribute, alias, inner, params)
+            return f"NOT {exists}" if negate else exists
+        known = [*fields, *attributes]
+        raise MatchError(
+            f"match on {record}: {path!r} does not name a field or relation "
+            f"(first unknown part {head!r}; {record} has: {', '.join(sorted(known))})",
+            record=record,
+            field=head,
+        )
+
+    def _exists(
+        self,
+        attribute: RelationAttribute,
+        alias: str,
+        inner: _Pending | None,
+        params: list[Any],
+    ) -> str:
+        related = quote(attribute.related)
+        target = self._alias()
+        if not attribute.via_link:
+            # A link record's own source/target column points straight at the endpoint.
+            column = f"{alias}.{quote(attribute.name)}"
+            where = inner.sql(attribute.related, target, None, params) if inner else "1"
+            return (
+                f"EXISTS (SELECT 1 FROM {related} {target} "
+                f"WHERE {target}.id = {column} AND {where})"
+            )
+        link = quote(attribute.link.name)
+        row = self._alias()
+        if attribute.symmetric:
+            join_on = (
+                f"{target}.id = CASE WHEN {row}.source = {alias}.id "
+                f"THEN {row}.target ELSE {row}.source END"
+            )
+            owner = f"({row}.source = {alias}.id OR {row}.target = {alias}.id)"
+        else:
+            join_on = f"{target}.id = {row}.{attribute.other}"
+            owner = f"{row}.{attribute.side} = {alias}.id"
+        where = inner.sql(attribute.related, target, row, params) if inner else "1"
+        return (
+            f"EXISTS (SELECT 1 FROM {link} {row} JOIN {related} {target} ON {join_on} "
+            f"WHERE {owner} AND {where})"
+        )
+
+    def _compare(
+        self,
+        column: str,
+        op: str,
+        value: Any,
+        negate: bool,
+        params: list[Any],
+        encoder: Callable[[Any], Any],
+    ) -> str:
+        p = self.placeholder
+        if op in ("is null", "is not null"):
+            is_null = (op == "is null") != negate
+            return f"{column} IS NULL" if is_null else f"{column} IS NOT NULL"
+        if op in ("in", "not in"):
+            values = list(value)
+            with_null = any(v is None for v in values)
+            concrete = [encoder(v) for v in values if v is not None]
+            member = self._membership(column, concrete, with_null, params)
+            return member if (op == "in") != negate else f"NOT {member}"
+        if op == "like":
+            params.append(value)
+            if negate:
+                return f"({column} IS NULL OR {column} NOT LIKE {p})"
+            return f"{column} LIKE {p}"
+        effective = _NEGATED[op] if negate else op
+        params.append(encoder(value))
+        if effective == "!=":
+            # None != value is true, as in Python.
+            return f"({column} IS NULL OR {column} <> {p})"
+        if negate and effective != "=":
+            # The atom was false for None, so its complement is true for None.
+            return f"({column} IS NULL OR {column} {effective} {p})"
+        return f"{column} {effective} {p}"
+
+    def _membership(
+        self, column: str, values: list[Any], with_null: bool, params: list[Any]
+    ) -> str:
+        parts: list[str] = []
+        if values:
+            params.extend(values)
+            parts.append(f"{column} IN ({', '.join(self.placeholder for _ in values)})")
+        if with_null:
+            parts.append(f"{column} IS NULL")
+        if not parts:
+            return "0"
+        # COALESCE keeps the membership two-valued, so its NOT is the exact complement.
+        return f"COALESCE(({' OR '.join(parts)}), 0)"
+
+
+class _Pending:
+    """The rest of a path, compiled once the related record's alias is known."""
+
+    def __init__(
+        self,
+        compiler: MatchCompiler,
+        attribute: RelationAttribute,
+        path: str,
+        rest: list[str],
+        op: str,
+        value: Any,
+    ):
+        self.compiler = compiler
+        self.attribute = attribute
+        self.path = path
+        self.rest = rest
+        self.op = op
+        self.value = value
+
+    def sql(self, related: str, alias: str, link_alias: str | None, params: list[Any]) -> str:
+        if self.rest[0] == LINK_FIELDS_KEY:
+            if link_alias is None or len(self.rest) < 2:
+                raise MatchError(
+                    f"match path {self.path!r}: '&' must follow a relation and name a link field",
+                    record=self.attribute.owner,
+                )
+            return self.compiler._atom(
+                self.attribute.link.name,
+                self.path,
+                self.rest[1:],
+                self.op,
+                self.value,
+                link_alias,
+                False,
+                params,
+            )
+        return self.compiler._atom(
+            related, self.path, self.rest, self.op, self.value, alias, False, params
+        )
+
+
+def _ids(record: str, path: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise MatchError(
+                f"match on {record}.{path}: an id must be an int or str, got {value!r}",
+                record=record,
+                field="id",
+            )
+        return value
+
+    return check
+
+
+def _unwrap_refs(record: str, path: str, value: Any) -> Any:
+    """Allow ``{"author": {"id": 3}}`` as shorthand for ``{"author.id": 3}``."""
+
+    def one(v: Any) -> Any:
+        if isinstance(v, dict):
+            if set(v) != {"id"}:
+                raise MatchError(
+                    f"match on {record}.{path}: a record reference must be {{'id': ...}}, "
+                    f"got {v!r}",
+                    record=record,
+                    field=path,
+                )
+            return v["id"]
+        return v
+
+    if isinstance(value, tuple):
+        return tuple(one(v) for v in value)
+    return one(value)

@@ -1,0 +1,270 @@
+"""Reads: ``find`` with matches, attribute queries, ordering and paging.
+
+Related records are loaded per relation attribute with one batched query for all parents of a
+level (never one query per parent), so a read costs O(depth of the attribute query) statements.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from storage.errors import MatchError, QueryError, UnknownFieldError
+from storage.events import Record
+from storage.match import MatchExp, to_match
+from storage.query import AttributeQuery, parse_attribute_query
+from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
+from storage.sql_match import MatchCompiler, quote
+from storage.types import decode
+
+# Stay well below SQLite's bound-parameter limit when loading related records in batches.
+_BATCH = 500
+
+
+def chunks(ids: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(ids), _BATCH):
+        yield ids[start : start + _BATCH]
+
+
+def placeholders(count: int) -> str:
+    return ", ".join("?" for _ in range(count))
+
+
+class Reader:
+    """Synchronous read queries over one connection, inside the caller's transaction."""
+
+    def __init__(self, schema: Schema, conn: sqlite3.Connection):
+        self.schema = schema
+        self.conn = conn
+
+    # -- public reads ----------------------------------------------------------------------
+
+    def find(
+        self,
+        name: str,
+        match: MatchExp | Mapping[str, Any] | None = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Record]:
+        self.schema.record(name)
+        query = parse_attribute_query(self.schema, name, attribute_query)
+        columns = self._own_columns(name, query)
+        sql = f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
+        where, params = self.where(name, match, "t")
+        sql += where + self._order_by(name, order_by) + self._paging(name, limit, offset, params)
+        rows = self.conn.execute(sql, params).fetchall()
+        records = [self._decode_row(name, columns, row) for row in rows]
+        self._attach(name, records, query)
+        return records
+
+    def count(self, name: str, match: MatchExp | Mapping[str, Any] | None = None) -> int:
+        self.schema.record(name)
+        where, params = self.where(name, match, "t")
+        row = self.conn.execute(f"SELECT COUNT(*) FROM {quote(name)} t{where}", params).fetchone()
+        return int(row[0])
+
+    # -- building blocks shared with the writer ---------------------------------------------
+
+    def where(
+        self, name: str, match: MatchExp | Mapping[str, Any] | None, alias: str
+    ) -> tuple[str, list[Any]]:
+        exp = to_match(match)
+        if exp is None:
+            return "", []
+        sql, params = MatchCompiler(self.schema).compile(name, exp, alias)
+        return f" WHERE {sql}", params
+
+    def snapshot_columns(self, name: str) -> list[str]:
+        """Every stored column of a record type but ``id`` (link endpoints included)."""
+        columns = list(self.schema.fields(name))
+        if self.schema.is_link(name):
+            columns = ["source", "target", *columns]
+        return columns
+
+    def snapshots(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> list[Record]:
+        """Full value snapshots (links with ``source``/``target`` refs) of the matching records."""
+        columns = self.snapshot_columns(name)
+        where, params = self.where(name, match, "t")
+        sql = f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
+        rows = self.conn.execute(sql + where + " ORDER BY t.id", params).fetchall()
+        return [self._decode_row(name, columns, row) for row in rows]
+
+    def snapshots_by_column(self, name: str, column: str, value: Any) -> list[Record]:
+        columns = self.snapshot_columns(name)
+        sql = (
+            f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t "
+            f"WHERE t.{quote(column)} = ? ORDER BY t.id"
+        )
+        rows = self.conn.execute(sql, (value,)).fetchall()
+        return [self._decode_row(name, columns, row) for row in rows]
+
+    def exists(self, name: str, record_id: Any) -> bool:
+        sql = f"SELECT 1 FROM {quote(name)} WHERE id = ?"
+        return self.conn.execute(sql, (record_id,)).fetchone() is not None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _own_columns(self, name: str, query: AttributeQuery) -> list[str]:
+        columns = list(query.fields)
+        for attr_name, _ in query.relations:
+            attribute = self.schema.attribute(name, attr_name)
+            if not attribute.via_link and attr_name not in columns:
+                columns.append(attr_name)
+        return columns
+
+    def _decode_row(self, name: str, columns: list[str], row: Sequence[Any]) -> Record:
+        fields = self.schema.fields(name)
+        record: Record = {"id": row[0]}
+        for column, value in zip(columns, row[1:], strict=True):
+            if column in ("source", "target") and column not in fields:
+                record[column] = {"id": value}
+            else:
+                record[column] = decode(fields[column].type, value)
+        return record
+
+    def _order_by(self, name: str, order_by: Mapping[str, str] | None) -> str:
+        if order_by is None:
+            return ""
+        if not isinstance(order_by, Mapping):
+            raise QueryError(
+                f"order_by for {name} must be a dict of field -> 'asc'|'desc'", record=name
+            )
+        fields = self.schema.fields(name)
+        parts: list[str] = []
+        for field, direction in order_by.items():
+            if field != "id" and field not in fields:
+                raise UnknownFieldError(name, str(field), list(fields))
+            if not isinstance(direction, str) or direction.lower() not in ("asc", "desc"):
+                raise QueryError(
+                    f"order_by {name}.{field}: direction must be 'asc' or 'desc', "
+                    f"got {direction!r}",
+                    record=name,
+                    field=str(field),
+                )
+            parts.append(f"t.{quote(field)} {direction.upper()}")
+        # Ties are broken by id so that paging is deterministic.
+        parts.append("t.id ASC")
+        return " ORDER BY " + ", ".join(parts)
+
+    def _paging(self, name: str, limit: int | None, offset: int | None, params: list[Any]) -> str:
+        for label, value in (("limit", limit), ("offset", offset)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise QueryError(
+                    f"{label} for {name} must be a non-negative int, got {value!r}", record=name
+                )
+        if limit is None and offset is None:
+            return ""
+        params.extend((-1 if limit is None else limit, offset or 0))
+        return " LIMIT ? OFFSET ?"
+
+    def _attach(self, name: str, records: list[Record], query: AttributeQuery) -> None:
+        if not records:
+            return
+        for attr_name, nested in query.relations:
+            attribute = self.schema.attribute(name, attr_name)
+            if attribute.via_link:
+                self._attach_linked(attribute, records, nested)
+            else:
+                self._attach_endpoint(attribute, records, nested, attr_name in query.fields)
+
+    def _attach_endpoint(
+        self,
+        attribute: RelationAttribute,
+        records: list[Record],
+        nested: AttributeQuery,
+        keep_ref: bool,
+    ) -> None:
+        ids = list(dict.fromkeys(r[attribute.name]["id"] for r in records))
+        related = {r["id"]: r for r in self._load(attribute.related, ids, nested)}
+        for record in records:
+            found = related.get(record[attribute.name]["id"])
+            record[attribute.name] = dict(found) if found is not None else None
+        self._attach(
+            attribute.related,
+            [r[attribute.name] for r in records if r[attribute.name] is not None],
+            nested,
+        )
+
+    def _load(self, name: str, ids: list[Any], query: AttributeQuery) -> list[Record]:
+        columns = list(query.fields)
+        select = f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
+        out: list[Record] = []
+        for batch in chunks(ids):
+            rows = self.conn.execute(
+                f"{select} WHERE t.id IN ({placeholders(len(batch))})", list(batch)
+            ).fetchall()
+            out.extend(self._decode_row(name, columns, row) for row in rows)
+        return out
+
+    def _attach_linked(
+        self, attribute: RelationAttribute, records: list[Record], nested: AttributeQuery
+    ) -> None:
+        link: LinkType = attribute.link
+        link_fields = list(nested.link.fields) if nested.link is not None else []
+        columns = [*nested.fields]
+        select_link = "".join(f", l.{quote(f)}" for f in link_fields)
+        select_related = "".join(f", r.{quote(c)}" for c in columns)
+        sides = (
+            [("source", "target"), ("target", "source")]
+            if attribute.symmetric
+            else [(attribute.side, attribute.other)]
+        )
+        by_parent: dict[Any, dict[Any, Record]] = {}
+        parent_ids = list(dict.fromkeys(r["id"] for r in records))
+        for side, other in sides:
+            for batch in chunks(parent_ids):
+                sql = (
+                    f"SELECT l.{side}, l.id{select_link}, r.id{select_related} "
+                    f"FROM {quote(link.name)} l JOIN {quote(attribute.related)} r "
+                    f"ON r.id = l.{other} WHERE l.{side} IN ({placeholders(len(batch))}) "
+                    "ORDER BY l.id"
+                )
+                for row in self.conn.execute(sql, list(batch)):
+                    parent, link_id = row[0], row[1]
+                    link_values = row[2 : 2 + len(link_fields)]
+                    related = self._decode_row(
+                        attribute.related, columns, row[2 + len(link_fields) :]
+                    )
+                    if nested.link is not None:
+                        link_record = self._decode_row(
+                            link.name, link_fields, (link_id, *link_values)
+                        )
+                        related[LINK_FIELDS_KEY] = link_record
+                    # A symmetric self-link shows up from both sides: keep it once.
+                    by_parent.setdefault(parent, {}).setdefault(link_id, related)
+        loaded: list[Record] = []
+        link_records: list[Record] = []
+        for record in records:
+            items = sorted(by_parent.get(record["id"], {}).items())
+            # Each parent gets its own dicts, so nested loading can fill them independently.
+            copies = [_copy_related(item) for _, item in items]
+            loaded.extend(copies)
+            if nested.link is not None:
+                link_records.extend(c[LINK_FIELDS_KEY] for c in copies)
+            if attribute.to_many:
+                record[attribute.name] = copies
+            else:
+                record[attribute.name] = copies[0] if copies else None
+        self._attach(attribute.related, loaded, nested)
+        if nested.link is not None:
+            self._attach(link.name, link_records, nested.link)
+
+
+def _copy_related(record: Record) -> Record:
+    copy = dict(record)
+    if LINK_FIELDS_KEY in copy:
+        copy[LINK_FIELDS_KEY] = dict(copy[LINK_FIELDS_KEY])
+    return copy
+
+
+def check_ids(name: str, ids: Sequence[Any]) -> None:
+    for record_id in ids:
+        if isinstance(record_id, bool) or not isinstance(record_id, int | str):
+            raise MatchError(
+                f"{name}: an id must be an int or str, got {record_id!r}", record=name, field="id"
+            )

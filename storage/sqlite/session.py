@@ -1,0 +1,81 @@
+"""The synchronous face of SQLite storage: everything one transaction does.
+
+A :class:`SQLiteSession` is handed to the body of :meth:`SQLiteStorage.run`; it offers the same
+reads and writes as the async storage, synchronously, inside the running transaction. This is the
+face the engine's computations use, so a whole write and everything it triggers costs one thread
+hop (or none).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from storage.events import MutationEvent, Record, WriteResult
+from storage.match import MatchExp
+from storage.schema import Schema
+from storage.sqlite.reader import Reader
+from storage.sqlite.writer import Writer
+
+
+class SQLiteSession:
+    """Reads and writes inside one SQLite transaction.
+
+    ``events`` lists every mutation event of the transaction so far, in order; a rolled-back
+    savepoint removes its events again.
+    """
+
+    def __init__(self, schema: Schema, conn: sqlite3.Connection):
+        self.schema = schema
+        self.events: list[MutationEvent] = []
+        self._reader = Reader(schema, conn)
+        self._writer = Writer(schema, conn, self._reader, self.events)
+
+    def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
+        """Create a record (and nested related records and links). ``result.record`` is it."""
+        return self._writer.create(name, data)
+
+    def update(
+        self, name: str, match: MatchExp | Mapping[str, Any] | None, data: Mapping[str, Any]
+    ) -> WriteResult:
+        """Write ``data`` to every record matching ``match``; returns their new values."""
+        return self._writer.update(name, match, data)
+
+    def delete(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> WriteResult:
+        """Delete every matching record with its links (and declared cascades)."""
+        return self._writer.delete(name, match)
+
+    def find(
+        self,
+        name: str,
+        match: MatchExp | Mapping[str, Any] | None = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Record]:
+        """Records matching ``match``; without ``attribute_query`` each is just ``{"id": ...}``."""
+        return self._reader.find(name, match, attribute_query, order_by, limit, offset)
+
+    def find_one(
+        self,
+        name: str,
+        match: MatchExp | Mapping[str, Any] | None = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+    ) -> Record | None:
+        """The first matching record, or None."""
+        found = self._reader.find(name, match, attribute_query, order_by, 1, None)
+        return found[0] if found else None
+
+    def count(self, name: str, match: MatchExp | Mapping[str, Any] | None = None) -> int:
+        """How many records match."""
+        return self._reader.count(name, match)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: on an exception everything inside it is undone, then re-raised."""
+        with self._writer.atomic(True):
+            yield

@@ -1,0 +1,467 @@
+"""Writes: create, update and delete, with nested references and creates, re-linking of
+exclusive relations, cascades, and the mutation events each write causes.
+
+Every payload is validated completely before the first statement runs, so bad input changes
+nothing; errors that only the database can see (a unique violation) roll back the write's
+savepoint.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from storage.errors import (
+    InvalidDataError,
+    MissingReferenceError,
+    StorageError,
+    UniqueViolationError,
+)
+from storage.events import MutationEvent, Record, WriteResult
+from storage.match import MatchExp
+from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
+from storage.sql_match import quote
+from storage.sqlite.reader import Reader, chunks, placeholders
+from storage.types import decode, encode
+
+_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)")
+
+
+class _Plan:
+    """A validated create payload: encoded values and relation items, in payload order."""
+
+    __slots__ = ("name", "relations", "source", "target", "values")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.values: dict[str, Any] = {}
+        self.relations: list[tuple[RelationAttribute, list[_Item] | None]] = []
+        self.source: _Item | None = None
+        self.target: _Item | None = None
+
+
+class _Item:
+    """One related record in a payload: a reference by id, or a nested create."""
+
+    __slots__ = ("link_values", "nested", "ref")
+
+    def __init__(
+        self,
+        ref: Any = None,
+        nested: _Plan | None = None,
+        link_values: dict[str, Any] | None = None,
+    ):
+        self.ref = ref
+        self.nested = nested
+        self.link_values = link_values or {}
+
+
+class Writer:
+    """Synchronous writes over one connection; events go to ``events`` in order."""
+
+    def __init__(
+        self, schema: Schema, conn: sqlite3.Connection, reader: Reader, events: list[MutationEvent]
+    ):
+        self.schema = schema
+        self.conn = conn
+        self.reader = reader
+        self.events = events
+        self._savepoints = 0
+
+    # -- public writes -----------------------------------------------------------------------
+
+    def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
+        plan = self._plan(name, data)
+        start = len(self.events)
+        with self.atomic(bool(plan.relations) or plan.source is not None):
+            record = self._create(plan)
+        return WriteResult([record], self.events[start:])
+
+    def update(
+        self, name: str, match: MatchExp | Mapping[str, Any] | None, data: Mapping[str, Any]
+    ) -> WriteResult:
+        values, relations = self._plan_update(name, data)
+        start = len(self.events)
+        old_rows = self.reader.snapshots(name, match)
+        if not old_rows:
+            return WriteResult([], [])
+        with self.atomic(len(old_rows) > 1 or bool(relations)):
+            ids = [row["id"] for row in old_rows]
+            if values:
+                assignments = ", ".join(f"{quote(k)} = ?" for k in values)
+                for batch in chunks(ids):
+                    self._execute(
+                        name,
+                        f"UPDATE {quote(name)} SET {assignments} "
+                        f"WHERE id IN ({placeholders(len(batch))})",
+                        [*values.values(), *batch],
+                        data,
+                    )
+            written = self._plain(name, values)
+            records: list[Record] = []
+            for old in old_rows:
+                if written:
+                    self.events.append(
+                        MutationEvent(
+                            name, "update", {"id": old["id"], **written}, old, tuple(written)
+                        )
+                    )
+                for attribute, items in relations:
+                    self._relink(attribute, old["id"], items)
+                records.append({**old, **written})
+        return WriteResult(records, self.events[start:])
+
+    def delete(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> WriteResult:
+        start = len(self.events)
+        rows = self.reader.snapshots(name, match)
+        deleted: set[tuple[str, Any]] = set()
+        with self.atomic(bool(rows)):
+            for row in rows:
+                self._delete_record(name, row, deleted)
+        return WriteResult(rows, self.events[start:])
+
+    @contextmanager
+    def atomic(self, needed: bool = True) -> Iterator[None]:
+        """A savepoint around a multi-statement write: it happens whole or not at all."""
+        if not needed:
+            yield
+            return
+        self._savepoints += 1
+        name = f"w{self._savepoints}"
+        events_before = len(self.events)
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
+            del self.events[events_before:]
+            raise
+        finally:
+            self._savepoints -= 1
+        self.conn.execute(f"RELEASE {name}")
+
+    # -- validation --------------------------------------------------------------------------
+
+    def _plan(self, name: str, data: Mapping[str, Any]) -> _Plan:
+        record_type = self.schema.record(name)
+        if not isinstance(data, Mapping):
+            raise InvalidDataError(
+                f"create {name}: data must be a dict, got {type(data).__name__}", record=name
+            )
+        plan = _Plan(name)
+        fields = self.schema.fields(name)
+        attributes = self.schema.attributes(name)
+        for key, value in data.items():
+            if key == "id":
+                raise InvalidDataError(
+                    f"create {name}: 'id' is assigned by the storage", record=name, field="id"
+                )
+            if key in fields:
+                plan.values[key] = encode(name, key, fields[key].type, value)
+            elif key in attributes:
+                attribute = attributes[key]
+                if not attribute.via_link:
+                    item = self._item(name, attribute, value, allow_link_values=False)
+                    if item is None:
+                        raise InvalidDataError(
+                            f"create {name}: {key} must refer to a record", record=name, field=key
+                        )
+                    if key == "source":
+                        plan.source = item
+                    else:
+                        plan.target = item
+                else:
+                    plan.relations.append((attribute, self._items(name, attribute, value)))
+            else:
+                self.schema.attribute(name, key)  # raises UnknownFieldError with the known names
+        if isinstance(record_type, LinkType) and (plan.source is None or plan.target is None):
+            raise InvalidDataError(
+                f"create {name}: a link record needs both 'source' and 'target'", record=name
+            )
+        return plan
+
+    def _plan_update(
+        self, name: str, data: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[tuple[RelationAttribute, list[_Item] | None]]]:
+        self.schema.record(name)
+        if not isinstance(data, Mapping):
+            raise InvalidDataError(
+                f"update {name}: data must be a dict, got {type(data).__name__}", record=name
+            )
+        fields = self.schema.fields(name)
+        attributes = self.schema.attributes(name)
+        values: dict[str, Any] = {}
+        relations: list[tuple[RelationAttribute, list[_Item] | None]] = []
+        for key, value in data.items():
+            if key == "id":
+                raise InvalidDataError(
+                    f"update {name}: 'id' cannot be changed", record=name, field="id"
+                )
+            if key in fields:
+                values[key] = encode(name, key, fields[key].type, value)
+            elif key in attributes and attributes[key].via_link:
+                relations.append((attributes[key], self._items(name, attributes[key], value)))
+            elif key in attributes:
+                raise InvalidDataError(
+                    f"update {name}: a link's {key} cannot be changed; delete the link record "
+                    "and create a new one",
+                    record=name,
+                    field=key,
+                )
+            else:
+                self.schema.attribute(name, key)
+        return values, relations
+
+    def _items(self, name: str, attribute: RelationAttribute, value: Any) -> list[_Item] | None:
+        if value is None:
+            return None
+        if attribute.to_many:
+            if isinstance(value, Mapping | str | bytes) or not isinstance(value, Sequence):
+                raise InvalidDataError(
+                    f"{name}.{attribute.name} holds many records: give a list, "
+                    f"got {type(value).__name__}",
+                    record=name,
+                    field=attribute.name,
+                )
+            items = [self._item(name, attribute, v, allow_link_values=True) for v in value]
+            return [i for i in items if i is not None]
+        item = self._item(name, attribute, value, allow_link_values=True)
+        return [item] if item is not None else None
+
+    def _item(
+        self, name: str, attribute: RelationAttribute, value: Any, allow_link_values: bool
+    ) -> _Item | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise InvalidDataError(
+                f"{name}.{attribute.name} must be a record ({{'id': ...}} or a dict of fields to "
+                f"create), got {type(value).__name__} {value!r}",
+                record=name,
+                field=attribute.name,
+            )
+        link_values: dict[str, Any] = {}
+        if LINK_FIELDS_KEY in value:
+            if not allow_link_values:
+                raise InvalidDataError(
+                    f"{name}.{attribute.name}: '&' is not allowed here",
+                    record=name,
+                    field=attribute.name,
+                )
+            raw = value[LINK_FIELDS_KEY]
+            if not isinstance(raw, Mapping):
+                raise InvalidDataError(
+                    f"{name}.{attribute.name}['&'] must be a dict of link fields",
+                    record=name,
+                    field=attribute.name,
+                )
+            link_name = attribute.link.name
+            link_fields = self.schema.fields(link_name)
+            for key, v in raw.items():
+                if key not in link_fields:
+                    self.schema.field(link_name, key)
+                link_values[key] = encode(link_name, key, link_fields[key].type, v)
+        rest = {k: v for k, v in value.items() if k != LINK_FIELDS_KEY}
+        if "id" in rest:
+            if len(rest) != 1:
+                raise InvalidDataError(
+                    f"{name}.{attribute.name}: a reference {{'id': ...}} cannot carry other "
+                    f"fields ({', '.join(k for k in rest if k != 'id')}); update the related "
+                    "record separately",
+                    record=name,
+                    field=attribute.name,
+                )
+            ref = rest["id"]
+            if isinstance(ref, bool) or not isinstance(ref, int | str):
+                raise InvalidDataError(
+                    f"{name}.{attribute.name}: id must be an int or str, got {ref!r}",
+                    record=name,
+                    field=attribute.name,
+                )
+            return _Item(ref=ref, link_values=link_values)
+        return _Item(nested=self._plan(attribute.related, rest), link_values=link_values)
+
+    # -- statements --------------------------------------------------------------------------
+
+    def _create(self, plan: _Plan) -> Record:
+        name = plan.name
+        link = self.schema.links.get(name)
+        record: Record
+        if link is not None:
+            assert plan.source is not None and plan.target is not None
+            source = self._resolve(name, "source", link.source, plan.source)
+            target = self._resolve(name, "target", link.target, plan.target)
+            record = self._insert_link(link, source, target, plan.values)
+        else:
+            record_id = self._insert(name, plan.values)
+            record = {"id": record_id, **self._plain(name, plan.values)}
+            self.events.append(MutationEvent(name, "create", dict(record)))
+        for attribute, items in plan.relations:
+            refs: list[Record] = []
+            for item in items or []:
+                related = self._resolve(name, attribute.name, attribute.related, item)
+                self._link(attribute, record["id"], related, item.link_values)
+                refs.append({"id": related})
+            record[attribute.name] = refs if attribute.to_many else (refs[0] if refs else None)
+        return record
+
+    def _plain(self, name: str, encoded: Mapping[str, Any]) -> Record:
+        # Decode the encoded form, so that events and results agree exactly with what a read
+        # returns (json normalised, timestamps in UTC).
+        fields = self.schema.fields(name)
+        return {k: decode(fields[k].type, v) for k, v in encoded.items()}
+
+    def _insert(self, name: str, values: Mapping[str, Any]) -> Any:
+        if values:
+            sql = (
+                f"INSERT INTO {quote(name)} ({', '.join(quote(k) for k in values)}) "
+                f"VALUES ({placeholders(len(values))})"
+            )
+        else:
+            sql = f"INSERT INTO {quote(name)} DEFAULT VALUES"
+        cursor = self._execute(name, sql, list(values.values()), values)
+        return cursor.lastrowid
+
+    def _resolve(self, owner: str, field: str, related: str, item: _Item) -> Any:
+        if item.nested is not None:
+            return self._create(item.nested)["id"]
+        if not self.reader.exists(related, item.ref):
+            raise MissingReferenceError(owner, field, related, item.ref)
+        return item.ref
+
+    def _link(
+        self,
+        attribute: RelationAttribute,
+        this_id: Any,
+        other_id: Any,
+        link_values: Mapping[str, Any],
+    ) -> None:
+        if attribute.side == "source":
+            self._insert_link(attribute.link, this_id, other_id, link_values)
+        else:
+            self._insert_link(attribute.link, other_id, this_id, link_values)
+
+    def _insert_link(
+        self, link: LinkType, source: Any, target: Any, values: Mapping[str, Any]
+    ) -> Record:
+        # The "1" side is exclusive: a new link displaces the one holding that slot.
+        if link.source_is_exclusive:
+            self._unlink_where(link, "target", target)
+        if link.target_is_exclusive:
+            self._unlink_where(link, "source", source)
+        columns = {"source": source, "target": target, **values}
+        sql = (
+            f"INSERT INTO {quote(link.name)} ({', '.join(quote(k) for k in columns)}) "
+            f"VALUES ({placeholders(len(columns))})"
+        )
+        link_id = self._execute(link.name, sql, list(columns.values()), values).lastrowid
+        record = {
+            "id": link_id,
+            "source": {"id": source},
+            "target": {"id": target},
+            **self._plain(link.name, values),
+        }
+        self.events.append(MutationEvent(link.name, "create", dict(record)))
+        return record
+
+    def _unlink_where(self, link: LinkType, column: str, value: Any) -> None:
+        for row in self.reader.snapshots_by_column(link.name, column, value):
+            self._delete_record(link.name, row, set())
+
+    def _relink(
+        self, attribute: RelationAttribute, record_id: Any, items: list[_Item] | None
+    ) -> None:
+        """Replace the records ``record_id`` reaches through ``attribute`` with ``items``."""
+        current = self._links_of(attribute, record_id)
+        resolved = [
+            (self._resolve(attribute.owner, attribute.name, attribute.related, item), item)
+            for item in items or []
+        ]
+        wanted = [(other, item.link_values) for other, item in resolved]
+        now: list[tuple[Any, dict[str, Any]]] = [
+            (
+                row[attribute.other]["id"]
+                if not attribute.symmetric
+                else _other_end(row, record_id),
+                {},
+            )
+            for row in current
+        ]
+        if not any(values for _, values in wanted) and now == [(o, {}) for o, _ in wanted]:
+            return  # same related records, nothing to re-link
+        for row in current:
+            self._delete_record(attribute.link.name, row, set())
+        for other, item in resolved:
+            self._link(attribute, record_id, other, item.link_values)
+
+    def _links_of(self, attribute: RelationAttribute, record_id: Any) -> list[Record]:
+        rows = self.reader.snapshots_by_column(attribute.link.name, attribute.side, record_id)
+        if attribute.symmetric:
+            seen = {r["id"] for r in rows}
+            rows += [
+                r
+                for r in self.reader.snapshots_by_column(
+                    attribute.link.name, attribute.other, record_id
+                )
+                if r["id"] not in seen
+            ]
+            rows.sort(key=lambda r: r["id"])
+        return rows
+
+    def _delete_record(self, name: str, row: Record, deleted: set[tuple[str, Any]]) -> None:
+        key = (name, row["id"])
+        if key in deleted:
+            return
+        deleted.add(key)
+        cascaded: list[tuple[str, Record]] = []
+        for link in self.schema.links_touching(name):
+            for side in ("source", "target"):
+                if getattr(link, side) != name:
+                    continue
+                for link_row in self.reader.snapshots_by_column(link.name, side, row["id"]):
+                    if (link.name, link_row["id"]) in deleted:
+                        continue
+                    if link.cascade and side == "source":
+                        cascaded.extend(
+                            (link.target, dependent)
+                            for dependent in self.reader.snapshots(
+                                link.target, {"id": link_row["target"]["id"]}
+                            )
+                        )
+                    self._delete_record(link.name, link_row, deleted)
+        # Cascaded records go after their links, before the record that owned them.
+        for dependent_name, dependent in cascaded:
+            self._delete_record(dependent_name, dependent, deleted)
+        self.conn.execute(f"DELETE FROM {quote(name)} WHERE id = ?", (row["id"],))
+        self.events.append(MutationEvent(name, "delete", row))
+
+    def _execute(
+        self, name: str, sql: str, params: Sequence[Any], values: Mapping[str, Any]
+    ) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise _integrity_error(name, exc, values) from None
+
+
+def _other_end(row: Record, record_id: Any) -> Any:
+    source, target = row["source"]["id"], row["target"]["id"]
+    return target if source == record_id else source
+
+
+def _integrity_error(
+    name: str, exc: sqlite3.IntegrityError, values: Mapping[str, Any]
+) -> StorageError:
+    message = str(exc)
+    found = _UNIQUE.search(message)
+    if found:
+        fields = tuple(part.strip().split(".", 1)[-1] for part in found.group(1).split(","))
+        shown = {f: values[f] for f in fields if f in values}
+        return UniqueViolationError(name, fields, shown or None)
+    return StorageError(
+        f"{name}: the write violates a database constraint ({message})", record=name
+    )

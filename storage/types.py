@@ -1,0 +1,106 @@
+"""Field value codecs: validate a Python value for a field type and convert it to and from the
+value stored in a column. Backends that need other column representations supply their own codecs
+with the same shape."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from storage.errors import FieldTypeError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT64 = (-(2**63), 2**63 - 1)
+
+Encoder = Callable[[str, str, Any], Any]
+Decoder = Callable[[Any], Any]
+
+
+def _encode_string(record: str, field: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        raise FieldTypeError(record, field, "a string", value)
+    return value
+
+
+def _encode_number(record: str, field: str, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FieldTypeError(record, field, "a number", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FieldTypeError(record, field, "a finite number", value)
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        raise FieldTypeError(record, field, "a number", value, "integer outside 64 bits")
+    return value
+
+
+def _encode_boolean(record: str, field: str, value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise FieldTypeError(record, field, "a boolean", value)
+    return 1 if value else 0
+
+
+def _encode_json(record: str, field: str, value: Any) -> Any:
+    try:
+        # Sorted keys make the stored text canonical, so equality matches on json fields
+        # compare values rather than key order.
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise FieldTypeError(record, field, "a JSON value", value, str(exc)) from None
+
+
+def _encode_timestamp(record: str, field: str, value: Any) -> Any:
+    if not isinstance(value, datetime):
+        raise FieldTypeError(record, field, "a timezone-aware datetime", value)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise FieldTypeError(
+            record, field, "a timezone-aware datetime", value, "naive datetimes are ambiguous"
+        )
+    # Whole microseconds since the epoch: exact, and ordered like the instants themselves.
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _decode_identity(value: Any) -> Any:
+    return value
+
+
+def _decode_boolean(value: Any) -> Any:
+    return None if value is None else bool(value)
+
+
+def _decode_json(value: Any) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _decode_timestamp(value: Any) -> Any:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+ENCODERS: dict[str, Encoder] = {
+    "string": _encode_string,
+    "number": _encode_number,
+    "boolean": _encode_boolean,
+    "json": _encode_json,
+    "timestamp": _encode_timestamp,
+}
+
+DECODERS: dict[str, Decoder] = {
+    "string": _decode_identity,
+    "number": _decode_identity,
+    "boolean": _decode_boolean,
+    "json": _decode_json,
+    "timestamp": _decode_timestamp,
+}
+
+
+def encode(record: str, field: str, type_name: str, value: Any) -> Any:
+    """Validate ``value`` for a field of ``type_name`` and return its column value."""
+    if value is None:
+        return None
+    return ENCODERS[type_name](record, field, value)
+
+
+def decode(type_name: str, value: Any) -> Any:
+    """Turn a column value back into the Python value that was written."""
+    return DECODERS[type_name](value)

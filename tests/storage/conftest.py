@@ -1,0 +1,76 @@
+"""Fixtures: a blog schema on aiosqlite, on a real file and on ``:memory:``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage import Field, Index, LinkType, RecordType, Schema, SQLiteStorage
+
+
+def blog_schema() -> Schema:
+    """Users, posts, tags and comments, with every link cardinality and a symmetric link."""
+    return Schema(
+        records=[
+            RecordType(
+                "User",
+                [
+                    Field("name"),
+                    Field("age", "number"),
+                    Field("active", "boolean"),
+                    Field("meta", "json"),
+                    Field("joined", "timestamp"),
+                ],
+                [Index(["name"], unique=True)],
+            ),
+            RecordType("Profile", [Field("bio")]),
+            RecordType("Post", [Field("title"), Field("score", "number")]),
+            RecordType("Tag", [Field("label")]),
+            RecordType("Comment", [Field("body")]),
+        ],
+        links=[
+            LinkType("User_profile_owner_Profile", "User", "profile", "Profile", "owner", "1:1"),
+            LinkType("User_posts_author_Post", "User", "posts", "Post", "author", "1:n"),
+            LinkType(
+                "Post_tags_posts_Tag",
+                "Post",
+                "tags",
+                "Tag",
+                "posts",
+                "n:n",
+                fields=[Field("weight", "number")],
+            ),
+            LinkType(
+                "Post_comments_post_Comment",
+                "Post",
+                "comments",
+                "Comment",
+                "post",
+                "1:n",
+                cascade=True,
+            ),
+            LinkType(
+                "Comment_author_comments_User", "Comment", "author", "User", "comments", "n:1"
+            ),
+            LinkType(
+                "User_friends_friends_User",
+                "User",
+                "friends",
+                "User",
+                "friends",
+                "n:n",
+                symmetric=True,
+            ),
+        ],
+    )
+
+
+@pytest.fixture(params=["file", "memory"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
+    path = str(tmp_path / "test.db") if request.param == "file" else ":memory:"
+    store = SQLiteStorage(path)
+    await store.setup(blog_schema())
+    yield store
+    await store.close()
