@@ -23,13 +23,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check storage reactive integrations tests benchmarks examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy storage
+	$(BIN)/mypy storage reactive
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.storage_floor
+	$(BIN)/python -m benchmarks.chain
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,1 +1,92 @@
-"""The reactive engine (issue 3)."""
+"""The reactive engine: declare what data is, and every derived value stays right.
+
+import reactive as r
+from storage import SQLiteStorage
+
+post = r.Entity("Post", properties=[r.Property("title")])
+...
+"""
+
+from reactive.computations import (
+    UNCHANGED,
+    Any,
+    Average,
+    Computation,
+    Count,
+    Custom,
+    Every,
+    StateMachine,
+    StateNode,
+    StateTransfer,
+    Summation,
+    Transform,
+    Trigger,
+    WeightedSummation,
+)
+from reactive.context import EngineStorage, TransactionContext
+from reactive.controller import Controller, ControllerStorage
+from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT
+from reactive.errors import (
+    ComputationError,
+    CycleError,
+    ModelError,
+    ReactiveError,
+    SetupError,
+)
+from reactive.interaction import (
+    Condition,
+    DispatchError,
+    DispatchResult,
+    Interaction,
+    Payload,
+    PayloadItem,
+)
+from reactive.model import Dictionary, Entity, Property, Relation
+from reactive.side_effects import (
+    RecordMutationSideEffect,
+    SideEffectRecord,
+    SideEffectRun,
+)
+from storage import MutationEvent
+
+__all__ = [
+    "DICTIONARY_RECORD",
+    "INTERACTION_EVENT",
+    "UNCHANGED",
+    "Any",
+    "Average",
+    "Computation",
+    "ComputationError",
+    "Condition",
+    "Controller",
+    "ControllerStorage",
+    "Count",
+    "Custom",
+    "CycleError",
+    "Dictionary",
+    "DispatchError",
+    "DispatchResult",
+    "EngineStorage",
+    "Entity",
+    "Every",
+    "Interaction",
+    "ModelError",
+    "MutationEvent",
+    "Payload",
+    "PayloadItem",
+    "Property",
+    "ReactiveError",
+    "RecordMutationSideEffect",
+    "Relation",
+    "SetupError",
+    "SideEffectRecord",
+    "SideEffectRun",
+    "StateMachine",
+    "StateNode",
+    "StateTransfer",
+    "Summation",
+    "TransactionContext",
+    "Transform",
+    "Trigger",
+    "WeightedSummation",
+]

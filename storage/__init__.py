@@ -20,7 +20,15 @@ from storage.errors import (
 )
 from storage.events import MutationEvent, MutationType, Record, WriteResult
 from storage.match import MatchExp
-from storage.schema import LINK_FIELDS_KEY, Field, Index, LinkType, RecordType, Schema
+from storage.schema import (
+    LINK_FIELDS_KEY,
+    Field,
+    Index,
+    LinkType,
+    RecordType,
+    RelationAttribute,
+    Schema,
+)
 from storage.sqlite import SQLiteSession, SQLiteStorage
 
 __all__ = [
@@ -39,6 +47,7 @@ __all__ = [
     "QueryError",
     "Record",
     "RecordType",
+    "RelationAttribute",
     "SQLiteSession",
     "SQLiteStorage",
     "Schema",

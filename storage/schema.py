@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
@@ -218,6 +218,8 @@ class Schema:
     def __init__(self, records: Iterable[RecordType] = (), links: Iterable[LinkType] = ()):
         self.records: dict[str, AnyRecordType] = {}
         self.links: dict[str, LinkType] = {}
+        #: Backends keep what they derive from the schema here (SQL texts, parsed queries).
+        self.backend_cache: dict[Any, Any] = {}
         for record in records:
             if not isinstance(record, RecordType):
                 raise SchemaError(f"records must be RecordType instances, got {record!r}")

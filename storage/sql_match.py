@@ -108,6 +108,21 @@ class MatchCompiler:
                     # "has a related record" / "has none".
                     exists = self._exists(attribute, alias, None, params)
                     return exists if (op == "is not null") != negate else f"NOT {exists}"
+            if rest == ["id"] and not attribute.via_link:
+                # A link's own source/target column holds the id: compare it directly.
+                column = f"{alias}.{quote(head)}"
+                return self._compare(column, op, value, negate, params, _ids(record, path))
+            if rest == ["id"] and not attribute.symmetric:
+                # The link row holds the related id: no need to join the related table.
+                row = self._alias()
+                compare = self._compare(
+                    f"{row}.{attribute.other}", op, value, False, params, _ids(record, path)
+                )
+                exists = (
+                    f"EXISTS (SELECT 1 FROM {quote(attribute.link.name)} {row} "
+                    f"WHERE {row}.{attribute.side} = {alias}.id AND {compare})"
+                )
+                return f"NOT {exists}" if negate else exists
             inner = _Pending(self, attribute, path, rest, op, value)
             exists = self._exists(attribute, alias, inner, params)
             return f"NOT {exists}" if negate else exists

@@ -16,7 +16,7 @@ from storage.match import MatchExp, to_match
 from storage.query import AttributeQuery, parse_attribute_query
 from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
 from storage.sql_match import MatchCompiler, quote
-from storage.types import decode
+from storage.types import DECODERS
 
 # Stay well below SQLite's bound-parameter limit when loading related records in batches.
 _BATCH = 500
@@ -37,6 +37,9 @@ class Reader:
     def __init__(self, schema: Schema, conn: sqlite3.Connection):
         self.schema = schema
         self.conn = conn
+        # Parsed queries, SQL texts and row decoders depend only on the schema: share them
+        # between all sessions of a schema.
+        self._cache = schema.backend_cache
 
     # -- public reads ----------------------------------------------------------------------
 
@@ -50,7 +53,7 @@ class Reader:
         offset: int | None = None,
     ) -> list[Record]:
         self.schema.record(name)
-        query = parse_attribute_query(self.schema, name, attribute_query)
+        query = self._parse(name, attribute_query)
         columns = self._own_columns(name, query)
         sql = f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
         where, params = self.where(name, match, "t")
@@ -71,6 +74,11 @@ class Reader:
     def where(
         self, name: str, match: MatchExp | Mapping[str, Any] | None, alias: str
     ) -> tuple[str, list[Any]]:
+        if type(match) is dict and len(match) == 1 and "id" in match:
+            # The most common match by far: skip building and compiling an expression.
+            value = match["id"]
+            if type(value) is int or type(value) is str:
+                return f" WHERE {alias}.id = ?", [value]
         exp = to_match(match)
         if exp is None:
             return "", []
@@ -101,6 +109,37 @@ class Reader:
         rows = self.conn.execute(sql, (value,)).fetchall()
         return [self._decode_row(name, columns, row) for row in rows]
 
+    def snapshot(self, name: str, record_id: Any) -> Record | None:
+        """The full value snapshot of one record by id, or None."""
+        key = ("snapshot", name)
+        cached = self._cache.get(key)
+        if cached is None:
+            columns = self.snapshot_columns(name)
+            sql = (
+                f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} "
+                f"FROM {quote(name)} t WHERE t.id = ?"
+            )
+            cached = self._cache[key] = (sql, columns)
+        sql, columns = cached
+        row = self.conn.execute(sql, (record_id,)).fetchone()
+        return None if row is None else self._decode_row(name, columns, row)
+
+    def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
+        """Named value fields of one record by id, or None (a fast path for the engine)."""
+        key = ("get", name, tuple(fields))
+        sql = self._cache.get(key)
+        if sql is None:
+            known = self.schema.fields(name)
+            for field in fields:
+                if field not in known:
+                    raise UnknownFieldError(name, field, list(known))
+            sql = self._cache[key] = (
+                f"SELECT t.id{''.join(f', t.{quote(c)}' for c in fields)} "
+                f"FROM {quote(name)} t WHERE t.id = ?"
+            )
+        row = self.conn.execute(sql, (record_id,)).fetchone()
+        return None if row is None else self._decode_row(name, list(fields), row)
+
     def exists(self, name: str, record_id: Any) -> bool:
         sql = f"SELECT 1 FROM {quote(name)} WHERE id = ?"
         return self.conn.execute(sql, (record_id,)).fetchone() is not None
@@ -115,14 +154,40 @@ class Reader:
                 columns.append(attr_name)
         return columns
 
-    def _decode_row(self, name: str, columns: list[str], row: Sequence[Any]) -> Record:
-        fields = self.schema.fields(name)
+    def _parse(self, name: str, attribute_query: Sequence[Any] | None) -> AttributeQuery:
+        try:
+            key: Any = ("query", name, _freeze(attribute_query))
+            hash(key)
+        except TypeError:
+            return parse_attribute_query(self.schema, name, attribute_query)
+        parsed = self._cache.get(key)
+        if parsed is None:
+            parsed = self._cache[key] = parse_attribute_query(self.schema, name, attribute_query)
+        return parsed
+
+    def _decoders(self, name: str, columns: Sequence[str]) -> list[Any]:
+        key = ("decoders", name, tuple(columns))
+        decoders = self._cache.get(key)
+        if decoders is None:
+            fields = self.schema.fields(name)
+            decoders = []
+            for column in columns:
+                if column in ("source", "target") and column not in fields:
+                    decoders.append(_ref)
+                else:
+                    decoder = DECODERS[fields[column].type]
+                    decoders.append(
+                        None if fields[column].type in ("string", "number") else decoder
+                    )
+            self._cache[key] = decoders
+        return decoders
+
+    def _decode_row(self, name: str, columns: Sequence[str], row: Sequence[Any]) -> Record:
         record: Record = {"id": row[0]}
-        for column, value in zip(columns, row[1:], strict=True):
-            if column in ("source", "target") and column not in fields:
-                record[column] = {"id": value}
-            else:
-                record[column] = decode(fields[column].type, value)
+        for column, decoder, value in zip(
+            columns, self._decoders(name, columns), row[1:], strict=True
+        ):
+            record[column] = value if decoder is None else decoder(value)
         return record
 
     def _order_by(self, name: str, order_by: Mapping[str, str] | None) -> str:
@@ -253,6 +318,16 @@ class Reader:
         self._attach(attribute.related, loaded, nested)
         if nested.link is not None:
             self._attach(link.name, link_records, nested.link)
+
+
+def _ref(value: Any) -> Record:
+    return {"id": value}
+
+
+def _freeze(query: Any) -> Any:
+    if isinstance(query, list | tuple):
+        return tuple(_freeze(item) for item in query)
+    return query
 
 
 def _copy_related(record: Record) -> Record:

@@ -43,6 +43,21 @@ class SQLiteSession:
         """Write ``data`` to every record matching ``match``; returns their new values."""
         return self._writer.update(name, match, data)
 
+    def update_record(self, name: str, old: Record, data: Mapping[str, Any]) -> WriteResult:
+        """Update the one record whose full snapshot ``old`` (from :meth:`snapshot`) the caller
+        read in this transaction; the same as ``update(name, {"id": ...}, data)`` less a read."""
+        return self._writer.update_record(name, old, data)
+
+    def snapshot(self, name: str, record_id: Any) -> Record | None:
+        """The full stored value snapshot of one record (links with source/target), or None."""
+        self.schema.record(name)
+        return self._reader.snapshot(name, record_id)
+
+    def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
+        """The named value fields of one record, or None: the cheapest read by id."""
+        self.schema.record(name)
+        return self._reader.get(name, record_id, fields)
+
     def delete(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> WriteResult:
         """Delete every matching record with its links (and declared cascades)."""
         return self._writer.delete(name, match)
@@ -73,6 +88,14 @@ class SQLiteSession:
     def count(self, name: str, match: MatchExp | Mapping[str, Any] | None = None) -> int:
         """How many records match."""
         return self._reader.count(name, match)
+
+    def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
+        """Write fields of one record *without* a mutation event.
+
+        For bookkeeping that is not data (a computation's running totals, a side effect's
+        attempt count): it is validated and transactional like any write, but nothing observes it.
+        """
+        self._writer.write_internal(name, record_id, values)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

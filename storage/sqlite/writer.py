@@ -25,7 +25,7 @@ from storage.match import MatchExp
 from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
 from storage.sql_match import quote
 from storage.sqlite.reader import Reader, chunks, placeholders
-from storage.types import decode, encode
+from storage.types import encode
 
 _UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)")
 
@@ -70,14 +70,40 @@ class Writer:
         self.reader = reader
         self.events = events
         self._savepoints = 0
+        self._cache = schema.backend_cache
 
     # -- public writes -----------------------------------------------------------------------
 
     def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
         plan = self._plan(name, data)
         start = len(self.events)
-        with self.atomic(bool(plan.relations) or plan.source is not None):
-            record = self._create(plan)
+        if not self._several_statements(plan):
+            record = self._create(plan)  # one INSERT: atomic by itself
+        else:
+            with self.atomic(True):
+                record = self._create(plan)
+        return WriteResult([record], self.events[start:])
+
+    def _several_statements(self, plan: _Plan) -> bool:
+        if plan.relations:
+            return True
+        link = self.schema.links.get(plan.name)
+        if link is None:
+            return False
+        # A link record: one INSERT, unless it displaces a link or creates its endpoints.
+        return (
+            link.source_is_exclusive
+            or link.target_is_exclusive
+            or (plan.source is not None and plan.source.nested is not None)
+            or (plan.target is not None and plan.target.nested is not None)
+        )
+
+    def update_record(self, name: str, old: Record, data: Mapping[str, Any]) -> WriteResult:
+        """Update one record whose full snapshot the caller has just read (saves a read)."""
+        values, relations = self._plan_update(name, data)
+        start = len(self.events)
+        with self.atomic(bool(relations)):
+            record = self._update_rows(name, [old], values, relations, data)[0]
         return WriteResult([record], self.events[start:])
 
     def update(
@@ -89,8 +115,27 @@ class Writer:
         if not old_rows:
             return WriteResult([], [])
         with self.atomic(len(old_rows) > 1 or bool(relations)):
-            ids = [row["id"] for row in old_rows]
-            if values:
+            records = self._update_rows(name, old_rows, values, relations, data)
+        return WriteResult(records, self.events[start:])
+
+    def _update_rows(
+        self,
+        name: str,
+        old_rows: list[Record],
+        values: dict[str, Any],
+        relations: list[tuple[RelationAttribute, list[_Item] | None]],
+        data: Mapping[str, Any],
+    ) -> list[Record]:
+        ids = [row["id"] for row in old_rows]
+        if values:
+            if len(ids) == 1:
+                key = ("update", name, tuple(values))
+                sql = self._cache.get(key)
+                if sql is None:
+                    assignments = ", ".join(f"{quote(k)} = ?" for k in values)
+                    sql = self._cache[key] = f"UPDATE {quote(name)} SET {assignments} WHERE id = ?"
+                self._execute(name, sql, [*values.values(), ids[0]], data)
+            else:
                 assignments = ", ".join(f"{quote(k)} = ?" for k in values)
                 for batch in chunks(ids):
                     self._execute(
@@ -100,19 +145,18 @@ class Writer:
                         [*values.values(), *batch],
                         data,
                     )
-            written = self._plain(name, values)
-            records: list[Record] = []
-            for old in old_rows:
-                if written:
-                    self.events.append(
-                        MutationEvent(
-                            name, "update", {"id": old["id"], **written}, old, tuple(written)
-                        )
-                    )
-                for attribute, items in relations:
-                    self._relink(attribute, old["id"], items)
-                records.append({**old, **written})
-        return WriteResult(records, self.events[start:])
+        written = self._plain(name, values)
+        keys = tuple(written)
+        records: list[Record] = []
+        for old in old_rows:
+            if written:
+                self.events.append(
+                    MutationEvent(name, "update", {"id": old["id"], **written}, old, keys)
+                )
+            for attribute, items in relations:
+                self._relink(attribute, old["id"], items)
+            records.append({**old, **written})
+        return records
 
     def delete(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> WriteResult:
         start = len(self.events)
@@ -122,6 +166,23 @@ class Writer:
             for row in rows:
                 self._delete_record(name, row, deleted)
         return WriteResult(rows, self.events[start:])
+
+    def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
+        fields = self.schema.fields(name)
+        encoded: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in fields:
+                self.schema.field(name, key)  # raises UnknownFieldError naming the fields
+            encoded[key] = encode(name, key, fields[key].type, value)
+        if not encoded:
+            return
+        assignments = ", ".join(f"{quote(k)} = ?" for k in encoded)
+        self._execute(
+            name,
+            f"UPDATE {quote(name)} SET {assignments} WHERE id = ?",
+            [*encoded.values(), record_id],
+            values,
+        )
 
     @contextmanager
     def atomic(self, needed: bool = True) -> Iterator[None]:
@@ -293,9 +354,9 @@ class Writer:
         record: Record
         if link is not None:
             assert plan.source is not None and plan.target is not None
-            source = self._resolve(name, "source", link.source, plan.source)
-            target = self._resolve(name, "target", link.target, plan.target)
-            record = self._insert_link(link, source, target, plan.values)
+            source = self._resolve(plan.source)
+            target = self._resolve(plan.target)
+            record = self._insert_link(link, source, target, plan.values, (name, None))
         else:
             record_id = self._insert(name, plan.values)
             record = {"id": record_id, **self._plain(name, plan.values)}
@@ -303,8 +364,9 @@ class Writer:
         for attribute, items in plan.relations:
             refs: list[Record] = []
             for item in items or []:
-                related = self._resolve(name, attribute.name, attribute.related, item)
-                self._link(attribute, record["id"], related, item.link_values)
+                related = self._resolve(item)
+                # The record is new: its own side holds no link yet, only the other may.
+                self._link(attribute, record["id"], related, item.link_values, fresh=True)
                 refs.append({"id": related})
             record[attribute.name] = refs if attribute.to_many else (refs[0] if refs else None)
         return record
@@ -312,25 +374,38 @@ class Writer:
     def _plain(self, name: str, encoded: Mapping[str, Any]) -> Record:
         # Decode the encoded form, so that events and results agree exactly with what a read
         # returns (json normalised, timestamps in UTC).
-        fields = self.schema.fields(name)
-        return {k: decode(fields[k].type, v) for k, v in encoded.items()}
+        if not encoded:
+            return {}
+        decoders = self.reader._decoders(name, tuple(encoded))
+        return {
+            k: v if decoder is None else decoder(v)
+            for (k, v), decoder in zip(encoded.items(), decoders, strict=True)
+        }
+
+    def _insert_sql(self, name: str, columns: tuple[str, ...]) -> str:
+        key = ("insert", name, columns)
+        sql = self._cache.get(key)
+        if sql is None:
+            if columns:
+                sql = (
+                    f"INSERT INTO {quote(name)} ({', '.join(quote(k) for k in columns)}) "
+                    f"VALUES ({placeholders(len(columns))})"
+                )
+            else:
+                sql = f"INSERT INTO {quote(name)} DEFAULT VALUES"
+            self._cache[key] = sql
+        return sql
 
     def _insert(self, name: str, values: Mapping[str, Any]) -> Any:
-        if values:
-            sql = (
-                f"INSERT INTO {quote(name)} ({', '.join(quote(k) for k in values)}) "
-                f"VALUES ({placeholders(len(values))})"
-            )
-        else:
-            sql = f"INSERT INTO {quote(name)} DEFAULT VALUES"
+        sql = self._insert_sql(name, tuple(values))
         cursor = self._execute(name, sql, list(values.values()), values)
         return cursor.lastrowid
 
-    def _resolve(self, owner: str, field: str, related: str, item: _Item) -> Any:
+    def _resolve(self, item: _Item) -> Any:
+        # A reference is not looked up here: the link's foreign keys check it, and a failure
+        # is turned into MissingReferenceError naming the field (see _insert_link).
         if item.nested is not None:
             return self._create(item.nested)["id"]
-        if not self.reader.exists(related, item.ref):
-            raise MissingReferenceError(owner, field, related, item.ref)
         return item.ref
 
     def _link(
@@ -339,26 +414,38 @@ class Writer:
         this_id: Any,
         other_id: Any,
         link_values: Mapping[str, Any],
+        fresh: bool = False,
     ) -> None:
+        origin = (attribute.owner, attribute.name)
+        fresh_side = attribute.side if fresh and not attribute.symmetric else None
         if attribute.side == "source":
-            self._insert_link(attribute.link, this_id, other_id, link_values)
+            self._insert_link(attribute.link, this_id, other_id, link_values, origin, fresh_side)
         else:
-            self._insert_link(attribute.link, other_id, this_id, link_values)
+            self._insert_link(attribute.link, other_id, this_id, link_values, origin, fresh_side)
 
     def _insert_link(
-        self, link: LinkType, source: Any, target: Any, values: Mapping[str, Any]
+        self,
+        link: LinkType,
+        source: Any,
+        target: Any,
+        values: Mapping[str, Any],
+        origin: tuple[str, str | None],
+        fresh_side: str | None = None,
     ) -> Record:
-        # The "1" side is exclusive: a new link displaces the one holding that slot.
-        if link.source_is_exclusive:
+        # The "1" side is exclusive: a new link displaces the one holding that slot. A record
+        # created in this very write holds no link yet, so its side needs no look-up.
+        if link.source_is_exclusive and fresh_side != "target":
             self._unlink_where(link, "target", target)
-        if link.target_is_exclusive:
+        if link.target_is_exclusive and fresh_side != "source":
             self._unlink_where(link, "source", source)
         columns = {"source": source, "target": target, **values}
-        sql = (
-            f"INSERT INTO {quote(link.name)} ({', '.join(quote(k) for k in columns)}) "
-            f"VALUES ({placeholders(len(columns))})"
-        )
-        link_id = self._execute(link.name, sql, list(columns.values()), values).lastrowid
+        sql = self._insert_sql(link.name, tuple(columns))
+        try:
+            link_id = self.conn.execute(sql, list(columns.values())).lastrowid
+        except sqlite3.IntegrityError as exc:
+            if "FOREIGN KEY" in str(exc):
+                raise self._missing_endpoint(link, source, target, origin) from None
+            raise _integrity_error(link.name, exc, values) from None
         record = {
             "id": link_id,
             "source": {"id": source},
@@ -367,6 +454,18 @@ class Writer:
         }
         self.events.append(MutationEvent(link.name, "create", dict(record)))
         return record
+
+    def _missing_endpoint(
+        self, link: LinkType, source: Any, target: Any, origin: tuple[str, str | None]
+    ) -> StorageError:
+        owner, field = origin
+        for end, record_id, side in (
+            (link.source, source, "source"),
+            (link.target, target, "target"),
+        ):
+            if not self.reader.exists(end, record_id):
+                return MissingReferenceError(owner, field or side, end, record_id)
+        return StorageError(f"{link.name}: a foreign key failed", record=link.name)
 
     def _unlink_where(self, link: LinkType, column: str, value: Any) -> None:
         for row in self.reader.snapshots_by_column(link.name, column, value):
@@ -377,10 +476,7 @@ class Writer:
     ) -> None:
         """Replace the records ``record_id`` reaches through ``attribute`` with ``items``."""
         current = self._links_of(attribute, record_id)
-        resolved = [
-            (self._resolve(attribute.owner, attribute.name, attribute.related, item), item)
-            for item in items or []
-        ]
+        resolved = [(self._resolve(item), item) for item in items or []]
         wanted = [(other, item.link_values) for other, item in resolved]
         now: list[tuple[Any, dict[str, Any]]] = [
             (

@@ -1,0 +1,50 @@
+"""Shared helpers for benchmarks: timing and the JSON line format."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def scale() -> float:
+    """``BENCH_SCALE`` shrinks or grows every workload's N (CI smoke runs use a small one)."""
+    return float(os.environ.get("BENCH_SCALE", "1"))
+
+
+def scaled(n: int) -> int:
+    return max(1, int(n * scale()))
+
+
+def report(workload: str, n: int, seconds: float, **extra: Any) -> dict[str, Any]:
+    """Print one JSON line: workload, n, seconds, ops_per_second and any extra figures."""
+    line = {
+        "workload": workload,
+        "n": n,
+        "seconds": round(seconds, 6),
+        "ops_per_second": round(n / seconds, 1) if seconds > 0 else None,
+        **extra,
+    }
+    print(json.dumps(line), flush=True)
+    sys.stdout.flush()
+    return line
+
+
+class Timer:
+    """``with Timer() as t: ...`` then ``t.seconds``."""
+
+    def __enter__(self) -> Timer:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._start
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    with Timer() as t:
+        fn()
+    return t.seconds

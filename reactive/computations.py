@@ -1,0 +1,254 @@
+"""Computation declarations: what a derived value is. The runtime lives in ``reactive.handles``.
+
+Every callback runs inside the write transaction and must be a plain, deterministic function of
+its arguments, taking ``(arg)`` or ``(arg, ctx)`` (``ctx.storage`` reads and writes inside the
+same transaction).
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
+
+import attrs
+
+from reactive.errors import ModelError
+from reactive.model import Entity, Relation
+
+
+def _query(value: typing.Any) -> list[typing.Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ModelError(f"attribute_query must be a list, got {value!r}")
+    return list(value)
+
+
+class Computation:
+    """Base class of every computation declaration."""
+
+    kind = "Computation"
+
+
+@attrs.define(eq=False)
+class _Aggregate(Computation):
+    record: Entity | Relation | None = None
+    property: str | None = None
+    callback: Callable[..., typing.Any] | None = None
+    attribute_query: list[typing.Any] | None = attrs.field(default=None, converter=_query)
+    direction: Literal["source", "target"] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.record is None) == (self.property is None):
+            raise ModelError(
+                f"{self.kind} needs exactly one of record= (over all records of an entity or "
+                "relation) or property= (over the host's related records)"
+            )
+        if self.record is not None and not isinstance(self.record, Entity | Relation):
+            raise ModelError(f"{self.kind}: record must be an Entity or Relation")
+        if self.callback is not None and self.attribute_query is None:
+            raise ModelError(
+                f"{self.kind} with a callback needs attribute_query (the fields the callback "
+                "reads; [] if none), so that it knows which changes re-evaluate an item"
+            )
+        if self.direction not in (None, "source", "target"):
+            raise ModelError(f"{self.kind}: direction must be 'source' or 'target'")
+
+
+@attrs.define(eq=False)
+class Count(_Aggregate):
+    """How many related records (or records of ``record``) there are; with ``callback``, how
+    many for which it is true."""
+
+    kind = "Count"
+
+
+@attrs.define(eq=False)
+class Summation(_Aggregate):
+    """The sum of the one field named by ``attribute_query`` (``["price"]`` or
+    ``[("&", ["weight"])]`` for a link field); non-numbers count as 0."""
+
+    kind = "Summation"
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.callback is not None:
+            raise ModelError("Summation takes no callback; use WeightedSummation")
+        if not self.attribute_query:
+            raise ModelError("Summation needs attribute_query naming the one field to sum")
+
+
+@attrs.define(eq=False)
+class WeightedSummation(_Aggregate):
+    """The sum of ``weight * value`` where ``callback(item)`` returns ``(weight, value)``."""
+
+    kind = "WeightedSummation"
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.callback is None:
+            raise ModelError("WeightedSummation needs a callback returning (weight, value)")
+
+
+@attrs.define(eq=False)
+class Average(_Aggregate):
+    """The average of the one field named by ``attribute_query`` (0 for no records)."""
+
+    kind = "Average"
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if not self.attribute_query:
+            raise ModelError("Average needs attribute_query naming the one field to average")
+
+
+@attrs.define(eq=False)
+class Every(_Aggregate):
+    """Whether ``callback`` is true for every record (true when there are none, unless
+    ``not_empty``)."""
+
+    not_empty: bool = False
+    kind = "Every"
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.callback is None:
+            raise ModelError("Every needs a callback")
+
+
+@attrs.define(eq=False)
+class Any(_Aggregate):
+    """Whether ``callback`` is true for at least one record."""
+
+    kind = "Any"
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.callback is None:
+            raise ModelError("Any needs a callback")
+
+
+@attrs.define(eq=False)
+class Transform(Computation):
+    """Derive records of the host entity/relation from the records of ``record``.
+
+    ``callback(source)`` returns a dict, a list of dicts, or None. Derived records follow their
+    source: created with it, updated in place (same ids) when a queried field changes, deleted
+    with it.
+    """
+
+    record: Entity | Relation | str
+    callback: Callable[..., typing.Any]
+    attribute_query: list[typing.Any] | None = attrs.field(default=None, converter=_query)
+    kind = "Transform"
+
+    def __attrs_post_init__(self) -> None:
+        if not callable(self.callback):
+            raise ModelError("Transform callback must be callable")
+
+
+@attrs.define(eq=False)
+class Trigger:
+    """A pattern over mutation events: ``record`` and ``type`` must match, ``fields`` is an
+    equality pattern on the record (merged old+new for updates), ``keys`` must all be written by
+    the update."""
+
+    record: Entity | Relation | str
+    type: Literal["create", "update", "delete"] = "create"
+    fields: Mapping[str, typing.Any] | None = None
+    keys: Sequence[str] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.type not in ("create", "update", "delete"):
+            raise ModelError(f"Trigger type must be create, update or delete, got {self.type!r}")
+        if self.fields is not None and not isinstance(self.fields, Mapping):
+            raise ModelError("Trigger fields must be a dict pattern")
+        if self.keys is not None:
+            if self.type != "update":
+                raise ModelError("Trigger keys only make sense for type='update'")
+            if isinstance(self.keys, str) or not list(self.keys):
+                raise ModelError("Trigger keys must be a non-empty list of field names")
+
+
+@attrs.define(eq=False)
+class StateNode:
+    """A state. ``compute_value(last_value, event)`` gives the value on entering it; without it
+    the value is the state's name."""
+
+    name: str
+    compute_value: Callable[..., typing.Any] | None = None
+
+
+@attrs.define(eq=False)
+class StateTransfer:
+    """A transition ``current -> next`` taken when ``trigger`` matches an event.
+
+    On a property, ``compute_target(event)`` returns the host records to move: ``{"id": ...}``,
+    a list of them, or None.
+    """
+
+    current: StateNode
+    next: StateNode
+    trigger: Trigger
+    compute_target: Callable[..., typing.Any] | None = None
+
+
+@attrs.define(eq=False)
+class StateMachine(Computation):
+    """A property's (or dictionary's) value as a state machine over mutation events."""
+
+    states: list[StateNode]
+    transfers: list[StateTransfer]
+    initial_state: StateNode
+    kind = "StateMachine"
+
+    def __attrs_post_init__(self) -> None:
+        if not self.states:
+            raise ModelError("StateMachine needs at least one state")
+        names = [s.name for s in self.states]
+        if len(set(names)) != len(names):
+            raise ModelError(f"StateMachine state names must be unique: {names}")
+        if not any(self.initial_state is s for s in self.states):
+            raise ModelError(f"initial_state {self.initial_state.name!r} is not in states")
+        for transfer in self.transfers:
+            for node in (transfer.current, transfer.next):
+                if not any(node is s for s in self.states):
+                    raise ModelError(f"transfer uses state {node.name!r}, which is not in states")
+            if not isinstance(transfer.trigger, Trigger):
+                raise ModelError("StateTransfer trigger must be a Trigger")
+
+
+@attrs.define(eq=False)
+class Custom(Computation):
+    """The escape hatch: ``compute(last_value, event, ctx)`` gives a property's or dictionary's
+    new value whenever one of ``triggers`` matches an event.
+
+    On a property, ``compute_target(event, ctx)`` names the host records (as for a StateMachine).
+    Return :data:`reactive.UNCHANGED` to leave the value as it is. ``initial`` is the value of a
+    new host (or the dictionary at install): a value or a zero-argument callable.
+    """
+
+    compute: Callable[..., typing.Any]
+    triggers: list[Trigger] = attrs.field(factory=list)
+    compute_target: Callable[..., typing.Any] | None = None
+    initial: typing.Any = None
+    kind = "Custom"
+
+    def __attrs_post_init__(self) -> None:
+        if not callable(self.compute):
+            raise ModelError("Custom compute must be callable")
+        if not self.triggers:
+            raise ModelError("Custom needs triggers: the events it recomputes on")
+        for trigger in self.triggers:
+            if not isinstance(trigger, Trigger):
+                raise ModelError("Custom triggers must be Trigger objects")
+
+
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: typing.Any = _Unchanged()
+"""Returned by a Custom compute (or StateNode compute_value) to keep the current value."""

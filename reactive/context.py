@@ -1,0 +1,203 @@
+"""One write transaction of the engine: the context handed to computations and callbacks.
+
+``ctx.storage`` is the synchronous face of the controller's storage: the same methods as
+``controller.storage``, run inside the current transaction, and every write through it runs the
+computations that depend on it before it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from reactive.engine import DICTIONARY_RECORD, Engine
+from reactive.errors import CycleError, ModelError
+from reactive.model import Entity, Relation, record_name
+from storage import MatchExp, MutationEvent, Record, SQLiteSession
+
+if TYPE_CHECKING:
+    from reactive.handles.base import Handle
+
+Match = MatchExp | Mapping[str, Any] | None
+RecordRef = Entity | Relation | str
+
+
+class TransactionContext:
+    """State of one write transaction: the storage session, propagation depth, the first error."""
+
+    def __init__(
+        self, engine: Engine, session: SQLiteSession, controller: Any = None, user: Any = None
+    ):
+        self.engine = engine
+        self.session = session
+        self.schema = engine.schema
+        self.controller = controller
+        self.user = user
+        self.storage = EngineStorage(self)
+        self.depth = 0
+        self.trail: list[str] = []
+        self.error: BaseException | None = None
+
+    @property
+    def events(self) -> list[MutationEvent]:
+        """Every mutation event of the transaction so far, in the order they happened."""
+        return self.session.events
+
+    def propagate(self, events: Sequence[MutationEvent]) -> None:
+        """Push events to the computations that derive from them, depth-first."""
+        routes = self.engine.routes
+        for event in events:
+            subject = routes.get((event.record_name, event.type))
+            if subject is None:
+                continue
+            self.depth += 1
+            if self.depth > Engine.MAX_DEPTH:
+                raise CycleError(self.trail, Engine.MAX_DEPTH)
+            try:
+                subject.on_next((event, self))
+            finally:
+                self.depth -= 1
+            if self.error is not None:
+                raise self.error
+            if len(self.trail) > 200:
+                del self.trail[:100]
+
+    # -- writes made by computations (no user-write checks) -----------------------------------
+
+    def write_owned(
+        self, name: str, old: Record, values: Mapping[str, Any], handle: Handle | None = None
+    ) -> None:
+        """Write computed values of one record whose full snapshot ``old`` was just read."""
+        result = self.session.update_record(name, old, values)
+        self._after_update(name, result.records)
+        self.propagate(result.events)
+
+    def create_owned(self, name: str, data: Mapping[str, Any]) -> Record:
+        prepared = self.engine.prepare_create(name, data, self)
+        result = self.session.create(name, prepared)
+        self.propagate(result.events)
+        record = result.record
+        assert record is not None
+        return record
+
+    def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
+        """Bookkeeping without an event (a computation's per-item state)."""
+        self.session.write_internal(name, record_id, values)
+
+    def dictionary_row(self, name: str) -> Record | None:
+        return self.session.find_one(DICTIONARY_RECORD, {"key": name}, ["value", "state"])
+
+    def write_dictionary(self, name: str, value: Any, state: Any) -> None:
+        row = self.dictionary_row(name)
+        data: dict[str, Any] = {"value": value}
+        if state is not None:
+            data["state"] = state
+        if row is None:
+            result = self.session.create(DICTIONARY_RECORD, {"key": name, **data})
+        else:
+            result = self.session.update(DICTIONARY_RECORD, {"id": row["id"]}, data)
+        self.propagate(result.events)
+
+    def _after_update(self, name: str, records: list[Record]) -> None:
+        info = self.engine.records.get(name)
+        if info is None or not info.computed:
+            return
+        for record in records:
+            changes = {}
+            for prop, compute in info.computed:
+                value = compute(record, self)
+                if record.get(prop) != value:
+                    changes[prop] = value
+            if changes:
+                result = self.session.update(name, {"id": record["id"]}, changes)
+                self.propagate(result.events)
+
+
+class EngineStorage:
+    """``ctx.storage``: reads and writes inside the current transaction; writes run computations."""
+
+    def __init__(self, ctx: TransactionContext):
+        self._ctx = ctx
+
+    def create(self, name: RecordRef, data: Mapping[str, Any]) -> Record:
+        """Create a record (with nested records and links); returns it with its ``id``."""
+        rec = record_name(name)
+        ctx = self._ctx
+        _check_user_payload(ctx.engine, rec, data)
+        return ctx.create_owned(rec, data)
+
+    def update(self, name: RecordRef, match: Match, data: Mapping[str, Any]) -> list[Record]:
+        """Update every matching record; returns their new values."""
+        rec = record_name(name)
+        ctx = self._ctx
+        ctx.engine.check_writable(rec, data)
+        result = ctx.session.update(rec, match, data)
+        ctx._after_update(rec, result.records)
+        ctx.propagate(result.events)
+        return result.records
+
+    def delete(self, name: RecordRef, match: Match) -> list[Record]:
+        """Delete every matching record (with its links); returns what was deleted."""
+        ctx = self._ctx
+        result = ctx.session.delete(record_name(name), match)
+        ctx.propagate(result.events)
+        return result.records
+
+    def find(
+        self,
+        name: RecordRef,
+        match: Match = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Record]:
+        rec = record_name(name)
+        query = self._ctx.engine.public_query(rec, attribute_query)
+        return self._ctx.session.find(rec, match, query, order_by, limit, offset)
+
+    def find_one(
+        self,
+        name: RecordRef,
+        match: Match = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+    ) -> Record | None:
+        rec = record_name(name)
+        query = self._ctx.engine.public_query(rec, attribute_query)
+        return self._ctx.session.find_one(rec, match, query, order_by)
+
+    def count(self, name: RecordRef, match: Match = None) -> int:
+        return self._ctx.session.count(record_name(name), match)
+
+    def get_dict(self, name: str) -> Any:
+        """A dictionary's value (its default when never set)."""
+        dictionary = _dictionary(self._ctx.engine, name)
+        row = self._ctx.dictionary_row(name)
+        return dictionary.default_value() if row is None else row["value"]
+
+    def set_dict(self, name: str, value: Any) -> None:
+        """Set a dictionary's value (not allowed for a computed dictionary)."""
+        dictionary = _dictionary(self._ctx.engine, name)
+        if dictionary.computation is not None:
+            raise ModelError(f"dictionary {name!r} is computed and cannot be set directly")
+        self._ctx.write_dictionary(name, value, None)
+
+
+def _dictionary(engine: Engine, name: str) -> Any:
+    try:
+        return engine.dictionaries[name]
+    except KeyError:
+        known = ", ".join(sorted(engine.dictionaries)) or "none"
+        raise ModelError(f"unknown dictionary {name!r} (known: {known})") from None
+
+
+def _check_user_payload(engine: Engine, name: str, data: Mapping[str, Any]) -> None:
+    info = engine.records.get(name)
+    if info is None or not isinstance(data, Mapping):
+        return
+    for key in data:
+        if key in info.hidden:
+            raise ModelError(f"{name}.{key} is internal state of a computation")
+        if any(key == p for p, _ in info.computed):
+            raise ModelError(f"{name}.{key} is computed from the record's own fields")

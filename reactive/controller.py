@@ -1,0 +1,272 @@
+"""The Controller: the model compiled onto a storage, with dispatch, streams and side effects."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import reactivex
+from reactivex import operators as ops
+from reactivex.subject import Subject
+
+from reactive.context import Match, RecordRef, TransactionContext
+from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT, Engine
+from reactive.errors import ComputationError, ModelError, ReactiveError
+from reactive.interaction import (
+    DispatchError,
+    DispatchResult,
+    Interaction,
+    Rejected,
+    check_conditions,
+    validate_payload,
+)
+from reactive.model import Dictionary, Entity, Relation, record_name
+from reactive.side_effects import (
+    SIDE_EFFECT_RECORD,
+    SIDE_EFFECT_RECORD_TYPE,
+    RecordMutationSideEffect,
+    SideEffectQueue,
+)
+from storage import MutationEvent, Record, SQLiteSession, SQLiteStorage, StorageError
+
+log = logging.getLogger("reactive.controller")
+T = TypeVar("T")
+
+_UNPUBLISHED = frozenset({SIDE_EFFECT_RECORD})
+
+
+class Controller:
+    """The engine bound to one storage.
+
+    >>> controller = Controller(SQLiteStorage("app.db"), entities=[...], relations=[...])
+    >>> await controller.setup()
+    >>> post = await controller.storage.create("Post", {"title": "hi"})
+    """
+
+    def __init__(
+        self,
+        storage: SQLiteStorage,
+        entities: Iterable[Entity] = (),
+        relations: Iterable[Relation] = (),
+        dictionaries: Iterable[Dictionary] = (),
+        interactions: Iterable[Interaction] = (),
+        side_effects: Iterable[RecordMutationSideEffect] = (),
+        *,
+        side_effect_concurrency: int = 64,
+    ) -> None:
+        self.backend = storage
+        self.engine = Engine(entities, relations, dictionaries, [SIDE_EFFECT_RECORD_TYPE])
+        self.interactions: dict[str, Interaction] = {}
+        for interaction in interactions:
+            if interaction.name in self.interactions:
+                raise ModelError(f"interaction {interaction.name!r} is declared twice")
+            self.interactions[interaction.name] = interaction
+        self.side_effects = SideEffectQueue(self, side_effects, side_effect_concurrency)
+        self.side_effects.check(self.engine.schema.records)
+        self.storage = ControllerStorage(self)
+        self._subject: Subject[MutationEvent] = Subject()
+        self._ready = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def setup(self, install: bool = True) -> None:
+        """Create (``install=True``) or attach to the tables, write initial dictionary values,
+        and run the side effects a previous process left pending."""
+        await self.backend.setup(self.engine.schema, install)
+        if install:
+            await self.transact(self._install)
+        self._ready = True
+        await self.side_effects.recover()
+
+    def _install(self, ctx: TransactionContext) -> None:
+        for handle in self.engine.handles:
+            handle.install(ctx)
+        for name, dictionary in self.engine.dictionaries.items():
+            if dictionary.computation is None and ctx.dictionary_row(name) is None:
+                value = dictionary.default_value()
+                if value is not None:
+                    ctx.write_dictionary(name, value, None)
+
+    async def close(self) -> None:
+        """Stop side effects (pending ones resume at the next setup) and close the storage."""
+        await self.side_effects.close()
+        self._subject.on_completed()
+        await self.backend.close()
+
+    async def drain(self) -> None:
+        """Wait until every side effect triggered so far has finished (or been parked)."""
+        await self.side_effects.drain()
+
+    # -- streams -----------------------------------------------------------------------------
+
+    @property
+    def mutations(self) -> reactivex.Observable[MutationEvent]:
+        """Every committed mutation event, in commit order, delivered on the event loop."""
+        return self._subject
+
+    def stream(
+        self, record: RecordRef, type: str | None = None
+    ) -> reactivex.Observable[MutationEvent]:
+        """Committed events of one record type (and optionally one event type)."""
+        name = record_name(record)
+        if name not in self.engine.schema.records:
+            raise ModelError(f"stream: unknown record {name!r}")
+        if type is not None and type not in ("create", "update", "delete"):
+            raise ModelError(f"stream: type must be create, update or delete, got {type!r}")
+        def wanted(event: MutationEvent) -> bool:
+            return event.record_name == name and (type is None or event.type == type)
+
+        return self._subject.pipe(ops.filter(wanted))
+
+    # -- transactions ------------------------------------------------------------------------
+
+    async def transact(
+        self, body: Callable[[TransactionContext], T], user: Any = None
+    ) -> tuple[T, list[MutationEvent]]:
+        """Run ``body(ctx)`` as one transaction with computations; publish and start side effects
+        after commit. Returns the body's result and the committed events."""
+
+        def unit(session: SQLiteSession) -> tuple[T, list[MutationEvent], Any]:
+            ctx = TransactionContext(self.engine, session, self, user)
+            result = body(ctx)
+            events = [e for e in session.events if e.record_name not in _UNPUBLISHED]
+            intents = self.side_effects.write_intents(session, events)
+            return result, events, intents
+
+        result, events, intents = await self.backend.run(unit)
+        self._publish(events)
+        self.side_effects.after_commit(events, intents)
+        return result, events
+
+    def _publish(self, events: list[MutationEvent]) -> None:
+        for event in events:
+            try:
+                self._subject.on_next(event)
+            except Exception:
+                log.exception(
+                    "a mutations subscriber raised on %s %s; the write is committed",
+                    event.type,
+                    event.record_name,
+                )
+
+    # -- interactions ------------------------------------------------------------------------
+
+    async def dispatch(
+        self,
+        interaction: Interaction | str,
+        user: Mapping[str, Any] | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> DispatchResult:
+        """Validate and run an interaction; errors come back in ``result.error``."""
+        found = self._interaction(interaction)
+        if isinstance(found, DispatchResult):
+            return found
+
+        def body(ctx: TransactionContext) -> Any:
+            checked = validate_payload(found, payload, ctx)
+            event = {"interaction_name": found.name, "user": user, "payload": checked}
+            check_conditions(found, event, ctx)
+            record = ctx.create_owned(INTERACTION_EVENT, event)
+            if found.resolve is not None:
+                return found.resolve(record, ctx)
+            return {"id": record["id"]}
+
+        try:
+            data, events = await self.transact(body, user)
+        except Rejected as rejected:
+            return DispatchResult(rejected.error)
+        except ComputationError as exc:
+            return DispatchResult(
+                DispatchError(
+                    "computation_error", str(exc), found.name, {"computation": exc.computation}, exc
+                )
+            )
+        except (StorageError, ReactiveError) as exc:
+            return DispatchResult(DispatchError(_error_code(exc), str(exc), found.name, {}, exc))
+        return DispatchResult(None, data, events)
+
+    def _interaction(self, interaction: Interaction | str) -> Interaction | DispatchResult:
+        name = interaction if isinstance(interaction, str) else interaction.name
+        found = self.interactions.get(name)
+        if found is None or (isinstance(interaction, Interaction) and found is not interaction):
+            return DispatchResult(
+                DispatchError(
+                    "unknown_interaction",
+                    f"unknown interaction {name!r} (known: {', '.join(sorted(self.interactions))})",
+                    name,
+                )
+            )
+        return found
+
+
+def _error_code(exc: Exception) -> str:
+    name = type(exc).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+class ControllerStorage:
+    """``controller.storage``: async reads and writes; writes run the computations, publish
+    their events and start side effects exactly like a dispatch."""
+
+    def __init__(self, controller: Controller):
+        self._controller = controller
+
+    async def _write(self, body: Callable[[TransactionContext], T]) -> T:
+        result, _ = await self._controller.transact(body)
+        return result
+
+    async def create(self, name: RecordRef, data: Mapping[str, Any]) -> Record:
+        """Create a record; returns it with its ``id``."""
+        return await self._write(lambda ctx: ctx.storage.create(name, data))
+
+    async def update(self, name: RecordRef, match: Match, data: Mapping[str, Any]) -> list[Record]:
+        """Update every matching record; returns their new values."""
+        return await self._write(lambda ctx: ctx.storage.update(name, match, data))
+
+    async def delete(self, name: RecordRef, match: Match) -> list[Record]:
+        """Delete every matching record; returns what was deleted."""
+        return await self._write(lambda ctx: ctx.storage.delete(name, match))
+
+    async def find(
+        self,
+        name: RecordRef,
+        match: Match = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Record]:
+        rec = record_name(name)
+        query = self._controller.engine.public_query(rec, attribute_query)
+        return await self._controller.backend.find(rec, match, query, order_by, limit, offset)
+
+    async def find_one(
+        self,
+        name: RecordRef,
+        match: Match = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+    ) -> Record | None:
+        rec = record_name(name)
+        query = self._controller.engine.public_query(rec, attribute_query)
+        return await self._controller.backend.find_one(rec, match, query, order_by)
+
+    async def count(self, name: RecordRef, match: Match = None) -> int:
+        return await self._controller.backend.count(record_name(name), match)
+
+    async def get_dict(self, name: str) -> Any:
+        """A dictionary's value (its default when never set)."""
+        return await self._controller.backend.run(
+            lambda session: TransactionContext(
+                self._controller.engine, session, self._controller
+            ).storage.get_dict(name),
+            write=False,
+        )
+
+    async def set_dict(self, name: str, value: Any) -> None:
+        """Set a dictionary's value; computations depending on it run."""
+        await self._write(lambda ctx: ctx.storage.set_dict(name, value))
+
+
+__all__ = ["DICTIONARY_RECORD", "INTERACTION_EVENT", "Controller", "ControllerStorage"]

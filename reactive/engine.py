@@ -1,0 +1,340 @@
+"""The compiled model: storage schema, computation handles, and the event routes between them.
+
+Inside a transaction, every mutation event is pushed synchronously through a reactivex
+``Subject`` per (record, event type); the handles that derive from that record are its
+subscribers. Their writes produce new events, pushed the same way: propagation is depth-first and
+finishes before the write that started it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from reactivex.subject import Subject
+
+from reactive.callables import adapt
+from reactive.computations import (
+    Computation,
+    Custom,
+    StateMachine,
+    Transform,
+    _Aggregate,
+)
+from reactive.errors import ComputationError, ModelError
+from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
+from reactive.handles.base import Handle
+from reactive.handles.state_machine import CustomHandle, StateMachineHandle
+from reactive.handles.transform import TransformHandle
+from reactive.model import Dictionary, Entity, Property, Relation, record_name
+from storage import Field, Index, LinkType, MutationEvent, RecordType, Schema
+
+INTERACTION_EVENT = "_Interaction_"
+"""The record every dispatch writes: ``interaction_name``, ``user``, ``payload``."""
+DICTIONARY_RECORD = "_Dictionary_"
+"""Where dictionary values live: ``key``, ``value`` (and the computation's ``state``)."""
+
+SYSTEM_RECORDS = [
+    RecordType(
+        INTERACTION_EVENT,
+        [Field("interaction_name"), Field("user", "json"), Field("payload", "json")],
+        [Index(("interaction_name",))],
+    ),
+    RecordType(
+        DICTIONARY_RECORD,
+        [Field("key"), Field("value", "json"), Field("state", "json")],
+        [Index(("key",), unique=True)],
+    ),
+]
+
+
+class RecordInfo:
+    """What the engine needs to know about one record type when writing it."""
+
+    def __init__(self, name: str, properties: Iterable[Property], is_link: bool):
+        self.name = name
+        self.is_link = is_link
+        self.properties: dict[str, Property] = {p.name: p for p in properties}
+        self.owned: dict[str, Handle] = {}
+        self.computed: list[tuple[str, Callable[..., Any]]] = [
+            (p.name, adapt(p.computed, 1, f"{name}.{p.name} computed"))
+            for p in self.properties.values()
+            if p.computed is not None
+        ]
+        self.hidden: set[str] = set()
+
+
+class Engine:
+    """The model compiled for one controller."""
+
+    MAX_DEPTH = 100
+
+    def __init__(
+        self,
+        entities: Iterable[Entity],
+        relations: Iterable[Relation],
+        dictionaries: Iterable[Dictionary],
+        extra_records: Iterable[RecordType] = (),
+    ):
+        self.entities = list(entities)
+        self.relations = list(relations)
+        self.dictionaries = {d.name: d for d in dictionaries}
+        self.extra_records = list(extra_records)
+        self._check_names()
+        self.records: dict[str, RecordInfo] = {}
+        for entity in self.entities:
+            self.records[entity.name] = RecordInfo(entity.name, entity.properties, False)
+        for relation in self.relations:
+            self.records[relation.relation_name] = RecordInfo(
+                relation.relation_name, relation.properties, True
+            )
+        self.handles = self._create_handles()
+        # Handles need the schema (relation attributes) to know their hidden fields; those
+        # fields never change attributes, so bind against a first schema, then build the final.
+        preliminary = self._schema([], [])
+        for handle in self.handles:
+            handle.bind(preliminary)
+        hidden = [pair for h in self.handles for pair in h.hidden_fields()]
+        indexes = [pair for h in self.handles for pair in h.indexes()]
+        self.schema = self._schema(hidden, indexes)
+        for handle in self.handles:
+            handle.bind(self.schema)
+        for record, field in hidden:
+            if record in self.records:
+                self.records[record].hidden.add(field.name)
+        self.routes: dict[tuple[str, str], Subject[tuple[MutationEvent, Any]]] = {}
+        for handle in self.handles:
+            for route in handle.routes():
+                subject = self.routes.setdefault(route, Subject())
+                subject.subscribe(on_next=_observer(handle))
+
+    # -- compile -----------------------------------------------------------------------------
+
+    def _check_names(self) -> None:
+        seen: dict[str, str] = {}
+        system = {r.name for r in SYSTEM_RECORDS} | {r.name for r in self.extra_records}
+        for kind, name in [
+            *(("entity", e.name) for e in self.entities),
+            *(("relation", r.relation_name) for r in self.relations),
+        ]:
+            if name in system:
+                raise ModelError(f"{kind} name {name!r} is reserved for a system record")
+            if name in seen:
+                raise ModelError(f"{kind} {name!r} is declared twice (also as {seen[name]})")
+            seen[name] = kind
+        for relation in self.relations:
+            for end in (relation.source, relation.target):
+                if record_name(end) not in seen:
+                    raise ModelError(
+                        f"relation {relation.relation_name} refers to {record_name(end)!r}, "
+                        "which is not among the controller's entities and relations"
+                    )
+
+    def _create_handles(self) -> list[Handle]:
+        dictionary_handles: list[Handle] = []
+        for dictionary in self.dictionaries.values():
+            if dictionary.computation is not None:
+                dictionary_handles.append(
+                    _dictionary_handle(dictionary.computation, dictionary.name)
+                )
+        owners: list[Entity | Relation] = [*self.entities, *self.relations]
+        record_handles: list[Handle] = []
+        for owner in owners:
+            if owner.computation is not None:
+                if not isinstance(owner.computation, Transform):
+                    raise ModelError(
+                        f"{record_name(owner)}: an entity or relation computation must be a "
+                        f"Transform, got {type(owner.computation).__name__}"
+                    )
+                record_handles.append(TransformHandle(owner.computation, record_name(owner)))
+        property_handles: list[Handle] = []
+        for owner in owners:
+            host = record_name(owner)
+            for prop in owner.properties:
+                if prop.computation is None:
+                    continue
+                handle = _property_handle(prop, host)
+                self.records[host].owned[prop.name] = handle
+                property_handles.append(handle)
+        return [*dictionary_handles, *record_handles, *property_handles]
+
+    def _schema(self, hidden: list[tuple[str, Field]], indexes: list[tuple[str, Index]]) -> Schema:
+        extra_fields: dict[str, list[Field]] = {}
+        for record, field in hidden:
+            if field.name not in {f.name for f in extra_fields.get(record, [])}:
+                extra_fields.setdefault(record, []).append(field)
+        extra_indexes: dict[str, list[Index]] = {}
+        for record, index in indexes:
+            extra_indexes.setdefault(record, []).append(index)
+
+        def fields_of(name: str, properties: list[Property]) -> list[Field]:
+            return [Field(p.name, p.type) for p in properties] + extra_fields.get(name, [])
+
+        def indexes_of(name: str, properties: list[Property]) -> list[Index]:
+            own = [Index((p.name,), unique=p.unique) for p in properties if p.index or p.unique]
+            return own + extra_indexes.get(name, [])
+
+        records = [
+            RecordType(e.name, fields_of(e.name, e.properties), indexes_of(e.name, e.properties))
+            for e in self.entities
+        ]
+        for system in [*SYSTEM_RECORDS, *self.extra_records]:
+            records.append(
+                RecordType(
+                    system.name,
+                    [*system.fields, *extra_fields.get(system.name, [])],
+                    [*system.indexes, *extra_indexes.get(system.name, [])],
+                )
+            )
+        links = [
+            LinkType(
+                r.relation_name,
+                record_name(r.source),
+                r.source_property,
+                record_name(r.target),
+                r.target_property,
+                r.type,
+                fields_of(r.relation_name, r.properties),
+                indexes_of(r.relation_name, r.properties),
+                symmetric=r.symmetric,
+                cascade=r.cascade,
+            )
+            for r in self.relations
+        ]
+        return Schema(records, links)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def prepare_create(self, name: str, data: Mapping[str, Any], ctx: Any) -> dict[str, Any]:
+        """Fill defaults, initial values of computed properties and ``computed`` fields, for the
+        record and for every nested record created with it."""
+        info = self.records.get(name)
+        if info is None or not isinstance(data, Mapping):
+            return dict(data) if isinstance(data, Mapping) else data
+        out = dict(data)
+        for prop_name, prop in info.properties.items():
+            handle = info.owned.get(prop_name)
+            if handle is not None:
+                out.update(handle.initial(data, ctx))
+            elif prop_name not in out:
+                out[prop_name] = prop.default_value()
+        for prop_name, compute in info.computed:
+            out[prop_name] = compute(out, ctx)
+        attributes = self.schema.attributes(name)
+        for key, value in data.items():
+            attribute = attributes.get(key)
+            if attribute is None or value is None:
+                continue
+            link_info = self.records.get(attribute.link.name)
+            if not attribute.via_link:
+                if isinstance(value, Mapping) and "id" not in value:
+                    out[key] = self.prepare_create(attribute.related, value, ctx)
+                continue
+            items = value if isinstance(value, list | tuple) else [value]
+            prepared = []
+            for item in items:
+                if isinstance(item, Mapping):
+                    item = dict(item)
+                    link_data = item.pop("&", None)
+                    if "id" not in item:
+                        item = self.prepare_create(attribute.related, item, ctx)
+                    if link_info is not None and (link_info.properties or link_data):
+                        item["&"] = self.prepare_create(attribute.link.name, link_data or {}, ctx)
+                prepared.append(item)
+            out[key] = prepared if isinstance(value, list | tuple) else prepared[0]
+        return out
+
+    def public_query(self, name: str, query: Any) -> Any:
+        """``query`` with every ``"*"`` limited to the fields users declared: a computation's
+        internal state stays out of reads unless asked for by name."""
+        if not isinstance(query, list | tuple) or name not in self.schema.records:
+            return query
+        out: list[Any] = []
+        attributes = self.schema.attributes(name)
+        for item in query:
+            if item == "*":
+                hidden = self.records[name].hidden if name in self.records else set()
+                out.extend(f for f in self.schema.fields(name) if f not in hidden)
+            elif isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str):
+                attribute = attributes.get(item[0])
+                if item[0] == "&" or attribute is None:
+                    out.append(item)
+                else:
+                    nested = self.public_query(attribute.related, item[1])
+                    out.append((item[0], self._link_query(attribute.link.name, nested)))
+            else:
+                out.append(item)
+        return out
+
+    def _link_query(self, link: str, nested: Any) -> Any:
+        if not isinstance(nested, list):
+            return nested
+        return [
+            ("&", self.public_query(link, list(i[1])))
+            if isinstance(i, list | tuple) and len(i) == 2 and i[0] == "&"
+            else i
+            for i in nested
+        ]
+
+    def check_writable(self, name: str, data: Mapping[str, Any]) -> None:
+        """Refuse user writes to computed properties and internal state."""
+        info = self.records.get(name)
+        if info is None or not isinstance(data, Mapping):
+            return
+        for key in data:
+            handle = info.owned.get(key)
+            if handle is not None:
+                raise ModelError(
+                    f"{name}.{key} is computed by {handle.name} and cannot be written directly"
+                )
+            if key in info.hidden:
+                raise ModelError(f"{name}.{key} is internal state of a computation")
+            if any(key == p for p, _ in info.computed):
+                raise ModelError(f"{name}.{key} is computed from the record's own fields")
+
+
+def _property_handle(prop: Property, host: str) -> Handle:
+    computation = prop.computation
+    if isinstance(computation, _Aggregate):
+        if prop.default is not None:
+            raise ModelError(
+                f"{host}.{prop.name} has both a default and a {computation.kind}: the "
+                "computation gives the value"
+            )
+        return PropertyAggregate(computation, host, prop.name)
+    if isinstance(computation, StateMachine):
+        return StateMachineHandle(computation, host, prop.name)
+    if isinstance(computation, Custom):
+        return CustomHandle(computation, host, prop.name)
+    raise ModelError(f"{host}.{prop.name}: {type(computation).__name__} cannot compute a property")
+
+
+def _dictionary_handle(computation: Computation, name: str) -> Handle:
+    if isinstance(computation, _Aggregate):
+        return DictionaryAggregate(computation, name)
+    if isinstance(computation, StateMachine):
+        return StateMachineHandle(computation, None, name)
+    if isinstance(computation, Custom):
+        return CustomHandle(computation, None, name)
+    raise ModelError(f"dictionary {name}: {type(computation).__name__} cannot compute it")
+
+
+def _observer(handle: Handle) -> Callable[[tuple[MutationEvent, Any]], None]:
+    """Run a handle for one event, capturing its failure on the context rather than raising
+    through the Subject (which must keep every subscription for the next transaction)."""
+
+    def on_next(item: tuple[MutationEvent, Any]) -> None:
+        event, ctx = item
+        if ctx.error is not None:
+            return
+        ctx.trail.append(handle.name)
+        try:
+            handle.on_event(event, ctx)
+        except ComputationError as exc:
+            ctx.error = exc
+        except Exception as exc:
+            error = ComputationError(handle.name, f"{type(exc).__name__}: {exc}", exc)
+            error.__cause__ = exc
+            ctx.error = error
+
+    return on_next

@@ -1,0 +1,52 @@
+"""Errors raised by the reactive engine."""
+
+from __future__ import annotations
+
+from storage import StorageError
+
+
+class ReactiveError(Exception):
+    """Base of the engine's own errors."""
+
+
+class ModelError(ReactiveError, ValueError):
+    """A model declaration is invalid (found at declaration or at ``Controller`` construction)."""
+
+
+class SetupError(ReactiveError, RuntimeError):
+    """The controller cannot be set up (conflicting declarations, bad trigger record, ...)."""
+
+
+class ComputationError(ReactiveError):
+    """A computation failed inside a write; the whole write was rolled back.
+
+    ``computation`` names the computation (e.g. ``"User.post_count (Count)"``), ``cause`` is the
+    original exception (also ``__cause__``).
+    """
+
+    def __init__(self, computation: str, message: str, cause: BaseException | None = None):
+        super().__init__(f"{computation}: {message}")
+        self.computation = computation
+        self.cause = cause
+
+
+class CycleError(ComputationError):
+    """Propagation went deeper than the limit: computations feed each other in a loop."""
+
+    def __init__(self, trail: list[str], limit: int):
+        names = " -> ".join(dict.fromkeys(trail[-12:]))
+        super().__init__(
+            trail[-1] if trail else "?",
+            f"propagation exceeded depth {limit}: circular computation dependencies ({names})",
+        )
+        self.trail = trail
+
+
+__all__ = [
+    "ComputationError",
+    "CycleError",
+    "ModelError",
+    "ReactiveError",
+    "SetupError",
+    "StorageError",
+]

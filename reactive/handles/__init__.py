@@ -1,0 +1,1 @@
+"""Runtime of the computations: one handle per declared computation."""

@@ -1,0 +1,321 @@
+"""Count, Summation, WeightedSummation, Average, Every, Any: incremental aggregates.
+
+Two forms:
+- on a Property (``property="likes"``): over the host's related records; the running totals are
+  hidden fields of the host, each link stores its item's contribution.
+- on a Dictionary (``record=Entity``): over every record of an entity or relation; the totals
+  live with the dictionary, each record stores its contribution.
+
+A change costs O(1) in the number of items: the delta of one contribution. Contributions are
+not stored: callbacks are deterministic functions of the item, so the old contribution is
+recomputed from the event's old snapshot (links are deleted before the records they join, so the
+related record is still readable when its link goes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from reactive.callables import adapt
+from reactive.computations import _Aggregate
+from reactive.errors import ModelError, SetupError
+from reactive.handles.base import Handle, Route
+from reactive.handles.folds import Fold
+from reactive.model import Relation, record_name
+from storage import LINK_FIELDS_KEY, Field, MutationEvent, RelationAttribute, Schema
+
+if TYPE_CHECKING:
+    from reactive.context import TransactionContext
+
+
+def _split_query(decl: _Aggregate) -> tuple[list[str], list[str]]:
+    """The item's own fields and the link fields (under '&') that the attribute query names."""
+    fields: list[str] = []
+    link_fields: list[str] = []
+    for item in decl.attribute_query or []:
+        if isinstance(item, str):
+            fields.append(item)
+        elif (
+            isinstance(item, tuple | list)
+            and len(item) == 2
+            and item[0] == LINK_FIELDS_KEY
+            and all(isinstance(f, str) for f in item[1])
+        ):
+            link_fields.extend(item[1])
+        else:
+            raise SetupError(
+                f"{decl.kind}: attribute_query may name fields of the item and link fields "
+                f"under '&' only; {item!r} reaches further, and changes there would not "
+                "re-evaluate the item"
+            )
+    return fields, link_fields
+
+
+def _changed(event: MutationEvent, fields: list[str]) -> bool:
+    if not fields or event.old_record is None:
+        return False
+    if "*" in fields:
+        return any(event.old_record.get(k) != v for k, v in event.record.items() if k != "id")
+    return any(f in event.record and event.old_record.get(f) != event.record[f] for f in fields)
+
+
+class PropertyAggregate(Handle):
+    """An aggregate over the host's related records (``property=`` form)."""
+
+    def __init__(self, decl: _Aggregate, host: str, prop: str):
+        self.decl = decl
+        self.host = host
+        self.host_record: str = host
+        self.target = prop
+        self.name = f"{host}.{prop} ({decl.kind})"
+        callback = adapt(decl.callback, 1, f"{self.name} callback") if decl.callback else None
+        self.fold = Fold(decl, callback)
+        self.fields, self.link_fields = _split_query(decl)
+        self.total_field = f"_{prop}_bound_total"
+        self.count_field = f"_{prop}_bound_count"
+        self.attribute: RelationAttribute | None = None
+
+    # -- declaration ------------------------------------------------------------------------
+
+    def bind(self, schema: Schema) -> None:
+        self.attribute = self._find_attribute(schema)
+        related_fields = schema.fields(self.attribute.related)
+        if "*" in self.fields:
+            self.fields = list(related_fields)
+        for field in self.fields:
+            if field not in related_fields:
+                raise SetupError(
+                    f"{self.name}: attribute_query names {field!r}, which "
+                    f"{self.attribute.related} does not have"
+                )
+        link_fields = schema.fields(self.attribute.link.name)
+        for field in self.link_fields:
+            if field not in link_fields:
+                raise SetupError(
+                    f"{self.name}: attribute_query names link field {field!r}, which "
+                    f"{self.attribute.link.name} does not have"
+                )
+
+    def _find_attribute(self, schema: Schema) -> RelationAttribute:
+        decl = self.decl
+        attributes = schema.attributes(self.host_record)
+        if decl.property is not None:
+            attribute = attributes.get(decl.property)
+            if attribute is None or not attribute.via_link:
+                raise SetupError(
+                    f"{self.name}: property={decl.property!r} is not a relation attribute of "
+                    f"{self.host_record} (it has: {', '.join(sorted(attributes)) or 'none'})"
+                )
+            return attribute
+        assert decl.record is not None
+        if not isinstance(decl.record, Relation):
+            raise SetupError(f"{self.name}: on a property, record= must be a Relation")
+        link_name = record_name(decl.record)
+        candidates = [a for a in attributes.values() if a.via_link and a.link.name == link_name]
+        if decl.direction is not None:
+            candidates = [a for a in candidates if a.side == decl.direction or a.symmetric]
+        if len(candidates) != 1:
+            raise SetupError(
+                f"{self.name}: {self.host_record} is not exactly one end of {link_name}; "
+                "use property= or direction="
+            )
+        return candidates[0]
+
+    def hidden_fields(self) -> list[tuple[str, Field]]:
+        return [
+            (self.host_record, Field(self.total_field, "number")),
+            (self.host_record, Field(self.count_field, "number")),
+        ]
+
+    def routes(self) -> list[Route]:
+        attribute = self._attr()
+        link = attribute.link.name
+        routes: list[Route] = [(link, "create"), (link, "delete")]
+        if self.link_fields:
+            routes.append((link, "update"))
+        if self.fields and self.fold.needs_item:
+            routes.append((attribute.related, "update"))
+        return routes
+
+    def initial(self, data: Mapping[str, Any], ctx: TransactionContext) -> dict[str, Any]:
+        if self.target in data:
+            raise ModelError(
+                f"{self.host_record}.{self.target} is computed by {self.name} and cannot be given"
+            )
+        return {self.target: self.fold.initial()}
+
+    def _attr(self) -> RelationAttribute:
+        if self.attribute is None:
+            raise SetupError(f"{self.name}: not bound to a schema")
+        return self.attribute
+
+    # -- run time ---------------------------------------------------------------------------
+
+    def _ends(self, link_row: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+        """(host id, related id) for each host end of a link row."""
+        attribute = self._attr()
+        source, target = link_row["source"]["id"], link_row["target"]["id"]
+        if attribute.symmetric:
+            return [(source, target)] if source == target else [(source, target), (target, source)]
+        if attribute.side == "source":
+            return [(source, target)]
+        return [(target, source)]
+
+    def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
+        attribute = self._attr()
+        if event.record_name == attribute.link.name:
+            if event.type == "create":
+                self._link_changed(event.record, 1, ctx)
+            elif event.type == "delete":
+                self._link_changed(event.record, -1, ctx)
+            elif self.fold.needs_item and _changed(event, self.link_fields):
+                self._link_fields_changed(event, ctx)
+        elif event.type == "update" and _changed(event, self.fields):
+            self._related_changed(event, ctx)
+
+    def _link_changed(self, row: Mapping[str, Any], sign: int, ctx: TransactionContext) -> None:
+        for host_id, related_id in self._ends(row):
+            value = self._contribution(self._related(related_id, ctx), row, ctx)
+            self._apply(host_id, sign * value, sign, ctx)
+
+    def _link_fields_changed(self, event: MutationEvent, ctx: TransactionContext) -> None:
+        old_row, new_row = event.old_record or {}, event.merged
+        for host_id, related_id in self._ends(new_row):
+            related = self._related(related_id, ctx)
+            delta = self._contribution(related, new_row, ctx) - self._contribution(
+                related, old_row, ctx
+            )
+            self._apply(host_id, delta, 0, ctx)
+
+    def _related_changed(self, event: MutationEvent, ctx: TransactionContext) -> None:
+        attribute = self._attr()
+        related_id = event.record["id"]
+        old_related, new_related = event.old_record or {}, event.merged
+        link = attribute.link.name
+        query = ["source", "target", *self.link_fields]
+        sides = ("source", "target") if attribute.symmetric else (attribute.other,)
+        seen: set[Any] = set()
+        for side in sides:
+            for row in ctx.session.find(link, {side: {"id": related_id}}, query):
+                if row["id"] in seen:
+                    continue
+                seen.add(row["id"])
+                for host_id, other_id in self._ends(row):
+                    if other_id != related_id:
+                        continue
+                    delta = self._contribution(new_related, row, ctx) - self._contribution(
+                        old_related, row, ctx
+                    )
+                    self._apply(host_id, delta, 0, ctx)
+
+    def _related(self, related_id: Any, ctx: TransactionContext) -> Mapping[str, Any] | None:
+        if not self.fold.needs_item or not self.fields:
+            return {"id": related_id}
+        return ctx.session.get(self._attr().related, related_id, self.fields)
+
+    def _contribution(
+        self,
+        related: Mapping[str, Any] | None,
+        link_row: Mapping[str, Any],
+        ctx: TransactionContext,
+    ) -> float:
+        if not self.fold.needs_item:
+            return 1
+        if related is None:
+            return 0
+        item: dict[str, Any] = {"id": related.get("id")}
+        for field in self.fields:
+            item[field] = related.get(field)
+        if self.link_fields:
+            item[LINK_FIELDS_KEY] = {
+                "id": link_row.get("id"),
+                **{f: link_row.get(f) for f in self.link_fields},
+            }
+        return self.fold.contribution(item, ctx)
+
+    def _apply(self, host_id: Any, delta: float, count_delta: int, ctx: TransactionContext) -> None:
+        if delta == 0 and count_delta == 0:
+            return
+        current = ctx.session.snapshot(self.host_record, host_id)
+        if current is None:
+            return  # the host is being deleted
+        total = (current[self.total_field] or 0) + delta
+        count = (current[self.count_field] or 0) + count_delta
+        ctx.write_owned(
+            self.host_record,
+            current,
+            {
+                self.target: self.fold.value(total, count),
+                self.total_field: total,
+                self.count_field: count,
+            },
+            self,
+        )
+
+
+class DictionaryAggregate(Handle):
+    """An aggregate over every record of an entity or relation (``record=`` on a Dictionary).
+
+    Every contribution is computed from the event itself (create and delete events carry the
+    record, update events its old and merged values), so a change costs no read but the
+    dictionary's own row."""
+
+    def __init__(self, decl: _Aggregate, dictionary: str):
+        if decl.record is None:
+            raise SetupError(f"{decl.kind} on dictionary {dictionary!r} needs record=")
+        self.decl = decl
+        self.target = dictionary
+        self.source = record_name(decl.record)
+        self.name = f"{dictionary} ({decl.kind} over {self.source})"
+        callback = adapt(decl.callback, 1, f"{self.name} callback") if decl.callback else None
+        self.fold = Fold(decl, callback)
+        self.fields, link_fields = _split_query(decl)
+        if link_fields:
+            raise SetupError(f"{self.name}: '&' link fields only exist on property aggregates")
+
+    def bind(self, schema: Schema) -> None:
+        fields = schema.fields(self.source)
+        if "*" in self.fields:
+            self.fields = list(fields)
+        for field in self.fields:
+            if field not in fields and field not in ("source", "target"):
+                raise SetupError(
+                    f"{self.name}: attribute_query names {field!r}, which {self.source} lacks"
+                )
+
+    def routes(self) -> list[Route]:
+        routes: list[Route] = [(self.source, "create"), (self.source, "delete")]
+        if self.fields and self.fold.needs_item:
+            routes.append((self.source, "update"))
+        return routes
+
+    def install(self, ctx: TransactionContext) -> None:
+        if ctx.dictionary_row(self.target) is None:
+            ctx.write_dictionary(self.target, self.fold.initial(), {"total": 0, "count": 0})
+
+    def _contribution(self, record: Mapping[str, Any], ctx: TransactionContext) -> float:
+        if not self.fold.needs_item:
+            return 1
+        item = {"id": record.get("id"), **{f: record.get(f) for f in self.fields}}
+        return self.fold.contribution(item, ctx)
+
+    def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
+        if event.type == "create":
+            self._apply(self._contribution(event.record, ctx), 1, ctx)
+        elif event.type == "delete":
+            self._apply(-self._contribution(event.record, ctx), -1, ctx)
+        elif _changed(event, self.fields):
+            old = self._contribution(event.old_record or {}, ctx)
+            new = self._contribution(event.merged, ctx)
+            if new != old:
+                self._apply(new - old, 0, ctx)
+
+    def _apply(self, delta: float, count_delta: int, ctx: TransactionContext) -> None:
+        row = ctx.dictionary_row(self.target)
+        state = (row or {}).get("state") or {}
+        total = state.get("total", 0) + delta
+        count = state.get("count", 0) + count_delta
+        ctx.write_dictionary(
+            self.target, self.fold.value(total, count), {"total": total, "count": count}
+        )

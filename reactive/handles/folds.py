@@ -1,0 +1,99 @@
+"""How each aggregate kind turns items into a value.
+
+An aggregate keeps two running totals per host: ``total`` (the sum of every item's
+contribution) and ``count`` (the number of items). Each item's contribution is stored next to
+it, so removing or changing one item is a constant-time delta, never a re-scan.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from reactive.computations import Any as AnyDecl
+from reactive.computations import Average, Count, Every, Summation, WeightedSummation, _Aggregate
+from reactive.errors import ModelError
+from storage import LINK_FIELDS_KEY
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0
+    return value
+
+
+class Fold:
+    """Contribution of one item and the value of the totals for one aggregate declaration."""
+
+    def __init__(self, decl: _Aggregate, callback: Callable[..., Any] | None):
+        self.decl = decl
+        self.callback = callback
+        self.path = _value_path(decl) if isinstance(decl, Summation | Average) else None
+        self.needs_item = callback is not None or self.path is not None
+
+    def contribution(self, item: dict[str, Any] | None, ctx: Any) -> float:
+        if not self.needs_item:
+            return 1
+        if item is None:
+            return 0
+        if self.path is not None:
+            value: Any = item
+            for part in self.path:
+                value = value.get(part) if isinstance(value, dict) else None
+            return _number(value)
+        assert self.callback is not None
+        result = self.callback(item, ctx)
+        if isinstance(self.decl, WeightedSummation):
+            if not isinstance(result, tuple | list) or len(result) != 2:
+                raise ModelError(
+                    f"WeightedSummation callback must return (weight, value), got {result!r}"
+                )
+            weight, value = _number(result[0]), _number(result[1])
+            product = weight * value
+            return product if math.isfinite(product) else 0
+        return 1 if result else 0
+
+    def value(self, total: float, count: float) -> Any:
+        decl = self.decl
+        if isinstance(decl, Count):
+            return int(total)
+        if isinstance(decl, Summation | WeightedSummation):
+            return total
+        if isinstance(decl, Average):
+            return total / count if count else 0
+        if isinstance(decl, Every):
+            return total == count and (count > 0 or not decl.not_empty)
+        if isinstance(decl, AnyDecl):
+            return total > 0
+        raise ModelError(f"unknown aggregate {decl!r}")
+
+    def initial(self) -> Any:
+        return self.value(0, 0)
+
+
+def _value_path(decl: _Aggregate) -> list[str]:
+    query = decl.attribute_query or []
+    if len(query) != 1:
+        raise ModelError(
+            f"{decl.kind} sums exactly one field: attribute_query must name one field "
+            f"(['price'] or [('&', ['weight'])]), got {query!r}"
+        )
+    item = query[0]
+    if isinstance(item, str) and item != "*":
+        return [item]
+    if (
+        isinstance(item, tuple | list)
+        and len(item) == 2
+        and item[0] == LINK_FIELDS_KEY
+        and isinstance(item[1], list | tuple)
+        and len(item[1]) == 1
+        and isinstance(item[1][0], str)
+    ):
+        return [LINK_FIELDS_KEY, item[1][0]]
+    raise ModelError(
+        f"{decl.kind} attribute_query must name one field (['price'] or [('&', ['weight'])]), "
+        f"got {query!r}"
+    )

@@ -1,0 +1,206 @@
+"""StateMachine (and Custom): a property's or dictionary's value driven by mutation events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from reactive.callables import adapt
+from reactive.computations import UNCHANGED, Custom, StateMachine, StateNode, StateTransfer, Trigger
+from reactive.errors import ComputationError, SetupError
+from reactive.handles.base import Handle, Route
+from reactive.handles.triggers import check_trigger, matches, target_ids
+from storage import Field, MutationEvent, Schema
+
+if TYPE_CHECKING:
+    from reactive.context import TransactionContext
+
+
+class _Transfer:
+    def __init__(self, transfer: StateTransfer, owner: str, on_property: bool):
+        self.current = transfer.current.name
+        self.next = transfer.next
+        self.trigger = transfer.trigger
+        self.record = ""
+        self.compute_target: Callable[..., Any] | None = None
+        if transfer.compute_target is not None:
+            self.compute_target = adapt(transfer.compute_target, 1, f"{owner} compute_target")
+        elif on_property:
+            raise SetupError(
+                f"{owner}: every transfer of a property StateMachine needs compute_target "
+                f"(transfer {transfer.current.name} -> {transfer.next.name})"
+            )
+
+
+class StateMachineHandle(Handle):
+    """Moves each target record (or the dictionary) at most one step per event."""
+
+    def __init__(self, decl: StateMachine, host: str | None, target: str):
+        self.decl = decl
+        self.host = host
+        self.target = target
+        self.name = f"{host}.{target} (StateMachine)" if host else f"{target} (StateMachine)"
+        self.state_field = f"_{target}_bound_state"
+        self.transfers = [_Transfer(t, self.name, host is not None) for t in decl.transfers]
+        self.values: dict[str, Callable[..., Any] | None] = {
+            s.name: adapt(s.compute_value, 2, f"{self.name} state {s.name} compute_value")
+            if s.compute_value
+            else None
+            for s in decl.states
+        }
+        self.initial_state: StateNode = decl.initial_state
+
+    def bind(self, schema: Schema) -> None:
+        for transfer in self.transfers:
+            transfer.record = check_trigger(transfer.trigger, schema, self.name)
+
+    def hidden_fields(self) -> list[tuple[str, Field]]:
+        return [(self.host, Field(self.state_field, "string"))] if self.host else []
+
+    def routes(self) -> list[Route]:
+        return list(dict.fromkeys((t.record, t.trigger.type) for t in self.transfers))
+
+    def _value_of(
+        self, node: StateNode, last: Any, event: MutationEvent | None, ctx: TransactionContext
+    ) -> Any:
+        compute = self.values[node.name]
+        if compute is None:
+            return node.name
+        value = compute(last, event, ctx)
+        return last if value is UNCHANGED else value
+
+    def initial(self, data: Mapping[str, Any], ctx: TransactionContext) -> dict[str, Any]:
+        provided = data.get(self.target)
+        if self.target in data and self.values[self.initial_state.name] is None:
+            raise ComputationError(
+                self.name,
+                f"{self.target} is set by its StateMachine and cannot be given on create "
+                f"(give initial state {self.initial_state.name!r} a compute_value to accept it)",
+            )
+        value = self._value_of(self.initial_state, provided, None, ctx)
+        return {self.target: value, self.state_field: self.initial_state.name}
+
+    def install(self, ctx: TransactionContext) -> None:
+        if self.host is None and ctx.dictionary_row(self.target) is None:
+            value = self._value_of(self.initial_state, None, None, ctx)
+            ctx.write_dictionary(self.target, value, {"state": self.initial_state.name})
+
+    def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
+        candidates = [
+            t
+            for t in self.transfers
+            if t.record == event.record_name
+            and t.trigger.type == event.type
+            and matches(t.trigger, event)
+        ]
+        if not candidates:
+            return
+        if self.host is None:
+            self._step_dictionary(candidates, event, ctx)
+            return
+        # Each target gets the transfers whose compute_target named it; it moves at most once.
+        per_target: dict[Any, list[_Transfer]] = {}
+        for transfer in candidates:
+            assert transfer.compute_target is not None
+            for target_id in target_ids(transfer.compute_target(event, ctx), self.name):
+                per_target.setdefault(target_id, []).append(transfer)
+        for target_id, transfers in per_target.items():
+            self._step_record(target_id, transfers, event, ctx)
+
+    def _choose(self, state: str, transfers: list[_Transfer]) -> StateNode | None:
+        nexts = {t.next.name: t.next for t in transfers if t.current == state}
+        if len(nexts) > 1:
+            raise ComputationError(
+                self.name,
+                f"ambiguous transition from {state!r}: the event matches transfers to "
+                f"{', '.join(sorted(nexts))}",
+            )
+        return next(iter(nexts.values()), None)
+
+    def _step_record(
+        self,
+        target_id: Any,
+        transfers: list[_Transfer],
+        event: MutationEvent,
+        ctx: TransactionContext,
+    ) -> None:
+        assert self.host is not None
+        current = ctx.session.snapshot(self.host, target_id)
+        if current is None:
+            return
+        state = current[self.state_field] or self.initial_state.name
+        node = self._choose(state, transfers)
+        if node is None:
+            return
+        value = self._value_of(node, current[self.target], event, ctx)
+        ctx.write_owned(self.host, current, {self.target: value, self.state_field: node.name}, self)
+
+    def _step_dictionary(
+        self, transfers: list[_Transfer], event: MutationEvent, ctx: TransactionContext
+    ) -> None:
+        row = ctx.dictionary_row(self.target)
+        state = ((row or {}).get("state") or {}).get("state") or self.initial_state.name
+        node = self._choose(state, transfers)
+        if node is None:
+            return
+        value = self._value_of(node, (row or {}).get("value"), event, ctx)
+        ctx.write_dictionary(self.target, value, {"state": node.name})
+
+
+class CustomHandle(Handle):
+    """``Custom``: ``compute(last_value, event, ctx)`` on every matching event."""
+
+    def __init__(self, decl: Custom, host: str | None, target: str):
+        self.decl = decl
+        self.host = host
+        self.target = target
+        self.name = f"{host}.{target} (Custom)" if host else f"{target} (Custom)"
+        self.compute = adapt(decl.compute, 2, f"{self.name} compute")
+        self.compute_target = (
+            adapt(decl.compute_target, 1, f"{self.name} compute_target")
+            if decl.compute_target
+            else None
+        )
+        if host is not None and self.compute_target is None:
+            raise SetupError(f"{self.name}: a Custom on a property needs compute_target")
+        self.triggers: list[tuple[str, Trigger]] = []
+
+    def bind(self, schema: Schema) -> None:
+        self.triggers = [(check_trigger(t, schema, self.name), t) for t in self.decl.triggers]
+
+    def routes(self) -> list[Route]:
+        return list(dict.fromkeys((name, t.type) for name, t in self.triggers))
+
+    def _initial(self) -> Any:
+        initial = self.decl.initial
+        return initial() if callable(initial) else initial
+
+    def initial(self, data: Mapping[str, Any], ctx: TransactionContext) -> dict[str, Any]:
+        if self.target in data:
+            raise ComputationError(self.name, f"{self.target} is computed and cannot be given")
+        return {self.target: self._initial()}
+
+    def install(self, ctx: TransactionContext) -> None:
+        if self.host is None and ctx.dictionary_row(self.target) is None:
+            ctx.write_dictionary(self.target, self._initial(), None)
+
+    def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
+        if not any(
+            name == event.record_name and t.type == event.type and matches(t, event)
+            for name, t in self.triggers
+        ):
+            return
+        if self.host is None:
+            row = ctx.dictionary_row(self.target)
+            value = self.compute((row or {}).get("value"), event, ctx)
+            if value is not UNCHANGED:
+                ctx.write_dictionary(self.target, value, None)
+            return
+        assert self.compute_target is not None
+        for target_id in target_ids(self.compute_target(event, ctx), self.name):
+            current = ctx.session.snapshot(self.host, target_id)
+            if current is None:
+                continue
+            value = self.compute(current[self.target], event, ctx)
+            if value is not UNCHANGED:
+                ctx.write_owned(self.host, current, {self.target: value}, self)

@@ -1,0 +1,110 @@
+"""Transform: records of the host entity/relation derived from records of a source."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from reactive.callables import adapt
+from reactive.computations import Transform
+from reactive.errors import ComputationError, SetupError
+from reactive.handles.base import Handle, Route
+from reactive.model import record_name
+from storage import Field, Index, MutationEvent, Schema
+
+if TYPE_CHECKING:
+    from reactive.context import TransactionContext
+
+
+class TransformHandle(Handle):
+    """Keeps the derived records of each source record: created with it, updated in place (same
+    ids, by position in the callback's result), deleted with it."""
+
+    def __init__(self, decl: Transform, output: str):
+        self.decl = decl
+        self.output = output
+        self.source = record_name(decl.record)
+        self.name = f"{output} (Transform of {self.source})"
+        self.callback = adapt(decl.callback, 1, f"{self.name} callback")
+        self.source_field = f"_{output}_bound_source"
+        self.index_field = f"_{output}_bound_index"
+        self.query: list[str] = ["*"]
+        if decl.attribute_query is not None:
+            if not all(isinstance(i, str) for i in decl.attribute_query):
+                raise SetupError(
+                    f"{self.name}: attribute_query may name fields of {self.source} only; "
+                    "read related records in the callback through ctx.storage"
+                )
+            self.query = list(decl.attribute_query)
+
+    def bind(self, schema: Schema) -> None:
+        fields = schema.fields(self.source)
+        for field in self.query:
+            if field != "*" and field not in fields:
+                raise SetupError(f"{self.name}: {self.source} has no field {field!r}")
+        self._watched = list(fields) if "*" in self.query else self.query
+
+    def hidden_fields(self) -> list[tuple[str, Field]]:
+        return [
+            (self.output, Field(self.source_field, "number")),
+            (self.output, Field(self.index_field, "number")),
+        ]
+
+    def indexes(self) -> list[tuple[str, Index]]:
+        return [(self.output, Index((self.source_field,)))]
+
+    def routes(self) -> list[Route]:
+        return [(self.source, "create"), (self.source, "update"), (self.source, "delete")]
+
+    def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
+        source_id = event.record["id"]
+        if event.type == "create":
+            for index, row in enumerate(self._rows(source_id, ctx)):
+                ctx.create_owned(
+                    self.output, {**row, self.source_field: source_id, self.index_field: index}
+                )
+        elif event.type == "delete":
+            ctx.storage.delete(self.output, {self.source_field: source_id})
+        elif self._watched_changed(event):
+            self._refresh(source_id, ctx)
+
+    def _watched_changed(self, event: MutationEvent) -> bool:
+        old = event.old_record or {}
+        return any(k in event.record and old.get(k) != event.record[k] for k in self._watched)
+
+    def _rows(self, source_id: Any, ctx: TransactionContext) -> list[dict[str, Any]]:
+        source = ctx.session.find_one(self.source, {"id": source_id}, self.query)
+        if source is None:
+            return []
+        result = self.callback(source, ctx)
+        items = result if isinstance(result, list | tuple) else [result]
+        rows: list[dict[str, Any]] = []
+        for item in items:
+            if item is None:
+                continue
+            if not isinstance(item, Mapping):
+                raise ComputationError(
+                    self.name, f"callback must return a dict, a list of dicts or None, got {item!r}"
+                )
+            rows.append({k: v for k, v in item.items() if k != "id"})
+        return rows
+
+    def _refresh(self, source_id: Any, ctx: TransactionContext) -> None:
+        rows = self._rows(source_id, ctx)
+        fields = [k for k in ctx.schema.fields(self.output)]
+        existing = ctx.session.find(
+            self.output, {self.source_field: source_id}, fields, order_by={self.index_field: "asc"}
+        )
+        by_index = {r[self.index_field]: r for r in existing}
+        for index, row in enumerate(rows):
+            current = by_index.pop(index, None)
+            if current is None:
+                ctx.create_owned(
+                    self.output, {**row, self.source_field: source_id, self.index_field: index}
+                )
+                continue
+            changes = {k: v for k, v in row.items() if k not in current or current[k] != v}
+            if changes:
+                ctx.storage.update(self.output, {"id": current["id"]}, changes)
+        for surplus in by_index.values():
+            ctx.storage.delete(self.output, {"id": surplus["id"]})

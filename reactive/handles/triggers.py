@@ -1,0 +1,76 @@
+"""Matching mutation events against Trigger patterns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from reactive.computations import Trigger
+from reactive.errors import SetupError
+from reactive.model import record_name
+from storage import MutationEvent, Schema
+
+
+def check_trigger(trigger: Trigger, schema: Schema, owner: str) -> str:
+    """Validate a trigger against the schema; return its record name."""
+    name = record_name(trigger.record)
+    if name not in schema.records:
+        raise SetupError(
+            f"{owner}: trigger record {name!r} is not an entity, relation or system record "
+            f"(known: {', '.join(sorted(schema.records))})"
+        )
+    known = {"id", *schema.fields(name), *schema.attributes(name)}
+    for key in trigger.fields or {}:
+        if key not in known:
+            raise SetupError(
+                f"{owner}: trigger on {name} matches field {key!r}, which {name} does not have"
+            )
+    for key in trigger.keys or ():
+        if key not in schema.fields(name):
+            raise SetupError(
+                f"{owner}: trigger on {name} requires key {key!r}, which is not a field of {name}"
+            )
+    return name
+
+
+def matches(trigger: Trigger, event: MutationEvent) -> bool:
+    """Whether ``event`` matches ``trigger`` (record and type are checked by routing)."""
+    if trigger.keys is not None:
+        written = event.keys or ()
+        if any(key not in written for key in trigger.keys):
+            return False
+    if trigger.fields:
+        view = event.merged if event.type == "update" else event.record
+        return _partial_match(trigger.fields, view)
+    return True
+
+
+def _partial_match(pattern: Mapping[str, Any], value: Mapping[str, Any]) -> bool:
+    for key, expected in pattern.items():
+        if key not in value:
+            return False
+        actual = value[key]
+        if isinstance(expected, Mapping):
+            if not isinstance(actual, Mapping) or not _partial_match(expected, actual):
+                return False
+        elif actual != expected or isinstance(actual, bool) != isinstance(expected, bool):
+            return False
+    return True
+
+
+def target_ids(result: Any, owner: str) -> list[Any]:
+    """Normalise what a compute_target returned into a list of ids."""
+    if result is None:
+        return []
+    items = result if isinstance(result, list | tuple) else [result]
+    ids: list[Any] = []
+    for item in items:
+        if item is None:
+            continue
+        if not isinstance(item, Mapping) or "id" not in item:
+            raise SetupError(
+                f"{owner}: compute_target must return {{'id': ...}}, a list of them, or None; "
+                f"got {result!r}"
+            )
+        ids.append(item["id"])
+    return list(dict.fromkeys(ids))
