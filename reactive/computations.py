@@ -33,7 +33,7 @@ class Computation:
 
 @attrs.define(eq=False)
 class _Aggregate(Computation):
-    record: Entity | Relation | None = None
+    record: Entity | Relation | str | None = None
     property: str | None = None
     callback: Callable[..., typing.Any] | None = None
     attribute_query: list[typing.Any] | None = attrs.field(default=None, converter=_query)
@@ -45,8 +45,8 @@ class _Aggregate(Computation):
                 f"{self.kind} needs exactly one of record= (over all records of an entity or "
                 "relation) or property= (over the host's related records)"
             )
-        if self.record is not None and not isinstance(self.record, Entity | Relation):
-            raise ModelError(f"{self.kind}: record must be an Entity or Relation")
+        if self.record is not None and not isinstance(self.record, Entity | Relation | str):
+            raise ModelError(f"{self.kind}: record must be an Entity, a Relation or a name")
         if self.callback is not None and self.attribute_query is None:
             raise ModelError(
                 f"{self.kind} with a callback needs attribute_query (the fields the callback "

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reactive.engine import DICTIONARY_RECORD, Engine
-from reactive.errors import CycleError, ModelError
+from reactive.errors import ComputationError, CycleError, ModelError
 from reactive.model import Entity, Relation, record_name
 from storage import MatchExp, MutationEvent, Record, SQLiteSession
 
@@ -37,6 +37,10 @@ class TransactionContext:
         self.depth = 0
         self.trail: list[str] = []
         self.error: BaseException | None = None
+        # Snapshots of records deleted in this transaction: one storage delete removes links
+        # and records together, so a computation reacting to a link's deletion reads the
+        # record that went with it from here.
+        self.deleted: dict[tuple[str, Any], Record] = {}
 
     @property
     def events(self) -> list[MutationEvent]:
@@ -46,6 +50,9 @@ class TransactionContext:
     def propagate(self, events: Sequence[MutationEvent]) -> None:
         """Push events to the computations that derive from them, depth-first."""
         routes = self.engine.routes
+        for event in events:
+            if event.type == "delete":
+                self.deleted[(event.record_name, event.record["id"])] = event.record
         for event in events:
             subject = routes.get((event.record_name, event.type))
             if subject is None:
@@ -105,7 +112,12 @@ class TransactionContext:
         for record in records:
             changes = {}
             for prop, compute in info.computed:
-                value = compute(record, self)
+                try:
+                    value = compute(record, self)
+                except Exception as exc:
+                    raise ComputationError(
+                        f"{name}.{prop} (computed)", f"{type(exc).__name__}: {exc}", exc
+                    ) from exc
                 if record.get(prop) != value:
                     changes[prop] = value
             if changes:
@@ -131,7 +143,7 @@ class EngineStorage:
         rec = record_name(name)
         ctx = self._ctx
         ctx.engine.check_writable(rec, data)
-        result = ctx.session.update(rec, match, data)
+        result = ctx.session.update(rec, match, ctx.engine.prepare_update(rec, data, ctx))
         ctx._after_update(rec, result.records)
         ctx.propagate(result.events)
         return result.records

@@ -10,6 +10,7 @@ import reactivex
 from reactivex import operators as ops
 from reactivex.subject import Subject
 
+from reactive.callables import adapt
 from reactive.context import Match, RecordRef, TransactionContext
 from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT, Engine
 from reactive.errors import ComputationError, ModelError, ReactiveError
@@ -65,7 +66,7 @@ class Controller:
         self.side_effects = SideEffectQueue(self, side_effects, side_effect_concurrency)
         self.side_effects.check(self.engine.schema.records)
         self.storage = ControllerStorage(self)
-        self._subject: Subject[MutationEvent] = Subject()
+        self._subject: Subject[MutationEvent] = _IsolatingSubject()
         self._ready = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -114,6 +115,7 @@ class Controller:
             raise ModelError(f"stream: unknown record {name!r}")
         if type is not None and type not in ("create", "update", "delete"):
             raise ModelError(f"stream: type must be create, update or delete, got {type!r}")
+
         def wanted(event: MutationEvent) -> bool:
             return event.record_name == name and (type is None or event.type == type)
 
@@ -168,9 +170,23 @@ class Controller:
             event = {"interaction_name": found.name, "user": user, "payload": checked}
             check_conditions(found, event, ctx)
             record = ctx.create_owned(INTERACTION_EVENT, event)
-            if found.resolve is not None:
-                return found.resolve(record, ctx)
-            return {"id": record["id"]}
+            if found.resolve is None:
+                return {"id": record["id"]}
+            resolve = adapt(found.resolve, 1, f"interaction {found.name} resolve")
+            try:
+                return resolve(record, ctx)
+            except (ReactiveError, StorageError):
+                raise  # a write made by resolve failed: reported as that failure
+            except Exception as exc:
+                raise Rejected(
+                    DispatchError(
+                        "resolve_error",
+                        f"{found.name}: resolve raised {type(exc).__name__}: {exc}",
+                        found.name,
+                        {},
+                        exc,
+                    )
+                ) from exc
 
         try:
             data, events = await self.transact(body, user)
@@ -198,6 +214,24 @@ class Controller:
                 )
             )
         return found
+
+
+class _IsolatingSubject(Subject[MutationEvent]):
+    """A Subject whose subscribers cannot break each other: an exception raised by one is
+    logged and the event still reaches the rest (and the raising one stays subscribed)."""
+
+    def _on_next_core(self, value: MutationEvent) -> None:
+        with self.lock:
+            observers = self.observers.copy()
+        for observer in observers:
+            try:
+                observer.on_next(value)
+            except Exception:
+                log.exception(
+                    "a mutations subscriber raised on %s %s; the write is committed",
+                    value.type,
+                    value.record_name,
+                )
 
 
 def _error_code(exc: Exception) -> str:

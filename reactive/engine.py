@@ -219,7 +219,22 @@ class Engine:
             elif prop_name not in out:
                 out[prop_name] = prop.default_value()
         for prop_name, compute in info.computed:
-            out[prop_name] = compute(out, ctx)
+            out[prop_name] = _call_computed(compute, out, ctx, f"{name}.{prop_name}")
+        self._prepare_nested(name, data, out, ctx)
+        return out
+
+    def prepare_update(self, name: str, data: Mapping[str, Any], ctx: Any) -> dict[str, Any]:
+        """Prepare the records and links an update's payload creates (defaults, initial values);
+        the updated record's own fields are left as given."""
+        if name not in self.schema.records or not isinstance(data, Mapping):
+            return data  # type: ignore[return-value]
+        out = dict(data)
+        self._prepare_nested(name, data, out, ctx)
+        return out
+
+    def _prepare_nested(
+        self, name: str, data: Mapping[str, Any], out: dict[str, Any], ctx: Any
+    ) -> None:
         attributes = self.schema.attributes(name)
         for key, value in data.items():
             attribute = attributes.get(key)
@@ -242,7 +257,6 @@ class Engine:
                         item["&"] = self.prepare_create(attribute.link.name, link_data or {}, ctx)
                 prepared.append(item)
             out[key] = prepared if isinstance(value, list | tuple) else prepared[0]
-        return out
 
     def public_query(self, name: str, query: Any) -> Any:
         """``query`` with every ``"*"`` limited to the fields users declared: a computation's
@@ -291,6 +305,13 @@ class Engine:
                 raise ModelError(f"{name}.{key} is internal state of a computation")
             if any(key == p for p, _ in info.computed):
                 raise ModelError(f"{name}.{key} is computed from the record's own fields")
+
+
+def _call_computed(compute: Callable[..., Any], record: Any, ctx: Any, name: str) -> Any:
+    try:
+        return compute(record, ctx)
+    except Exception as exc:
+        raise ComputationError(f"{name} (computed)", f"{type(exc).__name__}: {exc}", exc) from exc
 
 
 def _property_handle(prop: Property, host: str) -> Handle:

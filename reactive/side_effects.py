@@ -10,6 +10,7 @@ error: visible through :class:`SideEffectQueue` and re-runnable.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -71,7 +72,7 @@ class RecordMutationSideEffect:
     _with_run: bool = attrs.field(init=False, default=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if not asyncio.iscoroutinefunction(self.content):
+        if not callable(self.content):
             raise ModelError(f"side effect {self.name!r}: content must be an async function")
         if self.max_attempts < 1:
             raise ModelError(f"side effect {self.name!r}: max_attempts must be at least 1")
@@ -205,11 +206,13 @@ class SideEffectQueue:
             try:
                 async with self._semaphore:
                     if effect._with_run:
-                        await effect.content(
+                        outcome = effect.content(
                             event, self._controller, SideEffectRun(effect.name, key, attempts)
                         )
                     else:
-                        await effect.content(event, self._controller)
+                        outcome = effect.content(event, self._controller)
+                    if inspect.isawaitable(outcome):
+                        await outcome
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -225,7 +228,7 @@ class SideEffectQueue:
                 continue
             if intent_id is not None:
                 await self._controller.backend.run(
-                    lambda s: s.delete(SIDE_EFFECT_RECORD, {"id": intent_id})
+                    lambda s: s.delete_internal(SIDE_EFFECT_RECORD, intent_id)
                 )
             return
 

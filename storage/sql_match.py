@@ -18,7 +18,7 @@ from typing import Any
 from storage.errors import FieldTypeError, MatchError
 from storage.match import MatchExp
 from storage.schema import LINK_FIELDS_KEY, RelationAttribute, Schema
-from storage.types import encode
+from storage.types import encode, is_id
 
 _NEGATED = {"=": "!=", "!=": "=", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
 
@@ -111,13 +111,13 @@ class MatchCompiler:
             if rest == ["id"] and not attribute.via_link:
                 # A link's own source/target column holds the id: compare it directly.
                 column = f"{alias}.{quote(head)}"
-                return self._compare(column, op, value, negate, params, _ids(record, path))
+                check = _ids(attribute.related, path)
+                return self._compare(column, op, value, negate, params, check)
             if rest == ["id"] and not attribute.symmetric:
                 # The link row holds the related id: no need to join the related table.
                 row = self._alias()
-                compare = self._compare(
-                    f"{row}.{attribute.other}", op, value, False, params, _ids(record, path)
-                )
+                check = _ids(attribute.related, path)
+                compare = self._compare(f"{row}.{attribute.other}", op, value, False, params, check)
                 exists = (
                     f"EXISTS (SELECT 1 FROM {quote(attribute.link.name)} {row} "
                     f"WHERE {row}.{attribute.side} = {alias}.id AND {compare})"
@@ -260,9 +260,9 @@ class _Pending:
 
 def _ids(record: str, path: str) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int | str):
+        if not is_id(value):
             raise MatchError(
-                f"match on {record}.{path}: an id must be an int or str, got {value!r}",
+                f"match on {record}.{path}: an id must be an int (64-bit) or str, got {value!r}",
                 record=record,
                 field="id",
             )

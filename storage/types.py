@@ -45,9 +45,23 @@ def _encode_json(record: str, field: str, value: Any) -> Any:
     try:
         # Sorted keys make the stored text canonical, so equality matches on json fields
         # compare values rather than key order.
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise FieldTypeError(record, field, "a JSON value", value, str(exc)) from None
+    # json.dumps turns int, float, bool and None keys into strings: they would not come back.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise FieldTypeError(
+                        record, field, "a JSON value", value, f"object key {key!r} is not a string"
+                    )
+                stack.append(child)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return text
 
 
 def _encode_timestamp(record: str, field: str, value: Any) -> Any:
@@ -92,6 +106,15 @@ DECODERS: dict[str, Decoder] = {
     "json": _decode_json,
     "timestamp": _decode_timestamp,
 }
+
+
+def is_id(value: Any) -> bool:
+    """Whether ``value`` can be a record id: a str, or an int that fits in 64 bits."""
+    if isinstance(value, str):
+        return True
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and _INT64[0] <= value <= _INT64[1]
+    )
 
 
 def encode(record: str, field: str, type_name: str, value: Any) -> Any:

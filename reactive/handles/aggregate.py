@@ -22,7 +22,7 @@ from reactive.computations import _Aggregate
 from reactive.errors import ModelError, SetupError
 from reactive.handles.base import Handle, Route
 from reactive.handles.folds import Fold
-from reactive.model import Relation, record_name
+from reactive.model import record_name
 from storage import LINK_FIELDS_KEY, Field, MutationEvent, RelationAttribute, Schema
 
 if TYPE_CHECKING:
@@ -109,9 +109,9 @@ class PropertyAggregate(Handle):
                 )
             return attribute
         assert decl.record is not None
-        if not isinstance(decl.record, Relation):
-            raise SetupError(f"{self.name}: on a property, record= must be a Relation")
         link_name = record_name(decl.record)
+        if link_name not in schema.links:
+            raise SetupError(f"{self.name}: on a property, record= must be a Relation")
         candidates = [a for a in attributes.values() if a.via_link and a.link.name == link_name]
         if decl.direction is not None:
             candidates = [a for a in candidates if a.side == decl.direction or a.symmetric]
@@ -212,7 +212,12 @@ class PropertyAggregate(Handle):
     def _related(self, related_id: Any, ctx: TransactionContext) -> Mapping[str, Any] | None:
         if not self.fold.needs_item or not self.fields:
             return {"id": related_id}
-        return ctx.session.get(self._attr().related, related_id, self.fields)
+        related = self._attr().related
+        found = ctx.session.get(related, related_id, self.fields)
+        if found is None:
+            # Deleted in the same write as the link (its links go first in the events).
+            return ctx.deleted.get((related, related_id))
+        return found
 
     def _contribution(
         self,

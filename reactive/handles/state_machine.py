@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from reactive.callables import adapt
 from reactive.computations import UNCHANGED, Custom, StateMachine, StateNode, StateTransfer, Trigger
-from reactive.errors import ComputationError, SetupError
+from reactive.errors import ComputationError, ModelError, SetupError
 from reactive.handles.base import Handle, Route
 from reactive.handles.triggers import check_trigger, matches, target_ids
 from storage import Field, MutationEvent, Schema
@@ -23,6 +23,7 @@ class _Transfer:
         self.trigger = transfer.trigger
         self.record = ""
         self.compute_target: Callable[..., Any] | None = None
+        self.source_target = transfer.compute_target
         if transfer.compute_target is not None:
             self.compute_target = adapt(transfer.compute_target, 1, f"{owner} compute_target")
         elif on_property:
@@ -72,10 +73,10 @@ class StateMachineHandle(Handle):
     def initial(self, data: Mapping[str, Any], ctx: TransactionContext) -> dict[str, Any]:
         provided = data.get(self.target)
         if self.target in data and self.values[self.initial_state.name] is None:
-            raise ComputationError(
-                self.name,
-                f"{self.target} is set by its StateMachine and cannot be given on create "
-                f"(give initial state {self.initial_state.name!r} a compute_value to accept it)",
+            raise ModelError(
+                f"{self.host}.{self.target} is set by {self.name} and cannot be given on "
+                f"create (give initial state {self.initial_state.name!r} a compute_value to "
+                "accept it)"
             )
         value = self._value_of(self.initial_state, provided, None, ctx)
         return {self.target: value, self.state_field: self.initial_state.name}
@@ -100,9 +101,14 @@ class StateMachineHandle(Handle):
             return
         # Each target gets the transfers whose compute_target named it; it moves at most once.
         per_target: dict[Any, list[_Transfer]] = {}
+        targets_of: dict[int, list[Any]] = {}  # transfers often share one compute_target
         for transfer in candidates:
-            assert transfer.compute_target is not None
-            for target_id in target_ids(transfer.compute_target(event, ctx), self.name):
+            compute = transfer.compute_target
+            assert compute is not None
+            key = id(transfer.source_target)
+            if key not in targets_of:
+                targets_of[key] = target_ids(compute(event, ctx), self.name)
+            for target_id in targets_of[key]:
                 per_target.setdefault(target_id, []).append(transfer)
         for target_id, transfers in per_target.items():
             self._step_record(target_id, transfers, event, ctx)
@@ -177,7 +183,9 @@ class CustomHandle(Handle):
 
     def initial(self, data: Mapping[str, Any], ctx: TransactionContext) -> dict[str, Any]:
         if self.target in data:
-            raise ComputationError(self.name, f"{self.target} is computed and cannot be given")
+            raise ModelError(
+                f"{self.host}.{self.target} is computed by {self.name} and cannot be given"
+            )
         return {self.target: self._initial()}
 
     def install(self, ctx: TransactionContext) -> None:

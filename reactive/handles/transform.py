@@ -59,7 +59,7 @@ class TransformHandle(Handle):
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
         source_id = event.record["id"]
         if event.type == "create":
-            for index, row in enumerate(self._rows(source_id, ctx)):
+            for index, row in enumerate(self._rows(source_id, ctx, event)):
                 ctx.create_owned(
                     self.output, {**row, self.source_field: source_id, self.index_field: index}
                 )
@@ -72,8 +72,15 @@ class TransformHandle(Handle):
         old = event.old_record or {}
         return any(k in event.record and old.get(k) != event.record[k] for k in self._watched)
 
-    def _rows(self, source_id: Any, ctx: TransactionContext) -> list[dict[str, Any]]:
-        source = ctx.session.find_one(self.source, {"id": source_id}, self.query)
+    def _rows(
+        self, source_id: Any, ctx: TransactionContext, event: MutationEvent | None = None
+    ) -> list[dict[str, Any]]:
+        source: dict[str, Any] | None
+        if event is not None and all(f in event.record for f in self._watched):
+            # A create event carries every field the engine wrote: no need to read it back.
+            source = {"id": source_id, **{f: event.record[f] for f in self._watched}}
+        else:
+            source = ctx.session.find_one(self.source, {"id": source_id}, self.query)
         if source is None:
             return []
         result = self.callback(source, ctx)

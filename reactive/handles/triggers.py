@@ -50,8 +50,8 @@ def _partial_match(pattern: Mapping[str, Any], value: Mapping[str, Any]) -> bool
         if key not in value:
             return False
         actual = value[key]
-        if isinstance(expected, Mapping):
-            if not isinstance(actual, Mapping) or not _partial_match(expected, actual):
+        if isinstance(expected, dict):
+            if not isinstance(actual, dict) or not _partial_match(expected, actual):
                 return False
         elif actual != expected or isinstance(actual, bool) != isinstance(expected, bool):
             return False

@@ -26,17 +26,49 @@ COLUMN_TYPES = {
 
 def install(conn: sqlite3.Connection, schema: Schema) -> None:
     """Create missing tables, columns and indexes (idempotent; never drops anything)."""
+    _check_names(schema)
     for record in schema.records.values():
-        if record.name.lower().startswith("sqlite_"):
-            raise SchemaError(
-                f"record type {record.name!r}: names starting with 'sqlite_' "
-                "are reserved by SQLite",
-                record=record.name,
-            )
         _table(conn, schema, record)
     for record in schema.records.values():
         for index in _indexes(record):
             _index(conn, record.name, index)
+
+
+def _check_names(schema: Schema) -> None:
+    """Refuse names SQLite cannot tell apart: it ignores case in identifiers, and tables and
+    indexes share one namespace (two objects with one name would silently share a table or
+    skip an index)."""
+    objects: dict[str, str] = {}
+
+    def claim(name: str, what: str, record: str) -> None:
+        if name.lower().startswith("sqlite_"):
+            raise SchemaError(
+                f"{what}: names starting with 'sqlite_' are reserved by SQLite", record=record
+            )
+        other = objects.setdefault(name.lower(), what)
+        if other != what:
+            raise SchemaError(
+                f"{what} and {other} have names that SQLite does not tell apart (it ignores case)",
+                record=record,
+            )
+
+    for record in schema.records.values():
+        claim(record.name, f"record type {record.name!r}", record.name)
+        reserved = ("id", "source", "target") if isinstance(record, LinkType) else ("id",)
+        columns = {c: c for c in reserved}
+        for field in record.fields:
+            other = columns.setdefault(field.name.lower(), field.name)
+            if other != field.name:
+                raise SchemaError(
+                    f"{record.name}: field {field.name!r} and {other!r} differ only in case, "
+                    "which SQLite ignores",
+                    record=record.name,
+                    field=field.name,
+                )
+    for record in schema.records.values():
+        for index in _indexes(record):
+            name = _index_name(record.name, index)
+            claim(name, f"index {name!r} on {record.name}", record.name)
 
 
 def _table(conn: sqlite3.Connection, schema: Schema, record: AnyRecordType) -> None:
@@ -70,8 +102,12 @@ def _indexes(record: AnyRecordType) -> list[Index]:
     return indexes
 
 
+def _index_name(table: str, index: Index) -> str:
+    return index.name or f"{table}__{'__'.join(index.fields)}{'__u' if index.unique else ''}"
+
+
 def _index(conn: sqlite3.Connection, table: str, index: Index) -> None:
-    name = index.name or f"{table}__{'__'.join(index.fields)}{'__u' if index.unique else ''}"
+    name = _index_name(table, index)
     unique = "UNIQUE " if index.unique else ""
     columns = ", ".join(quote(f) for f in index.fields)
     conn.execute(f"CREATE {unique}INDEX IF NOT EXISTS {quote(name)} ON {quote(table)} ({columns})")

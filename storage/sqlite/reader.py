@@ -6,6 +6,7 @@ level (never one query per parent), so a read costs O(depth of the attribute que
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from storage.match import MatchExp, to_match
 from storage.query import AttributeQuery, parse_attribute_query
 from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
 from storage.sql_match import MatchCompiler, quote
-from storage.types import DECODERS
+from storage.types import DECODERS, is_id
 
 # Stay well below SQLite's bound-parameter limit when loading related records in batches.
 _BATCH = 500
@@ -54,8 +55,15 @@ class Reader:
     ) -> list[Record]:
         self.schema.record(name)
         query = self._parse(name, attribute_query)
-        columns = self._own_columns(name, query)
-        sql = f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
+        key = ("select", name, query)
+        cached = self._cache.get(key)
+        if cached is None:
+            columns = self._own_columns(name, query)
+            select = (
+                f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
+            )
+            cached = self._cache[key] = (select, columns)
+        sql, columns = cached
         where, params = self.where(name, match, "t")
         sql += where + self._order_by(name, order_by) + self._paging(name, limit, offset, params)
         rows = self.conn.execute(sql, params).fetchall()
@@ -74,16 +82,47 @@ class Reader:
     def where(
         self, name: str, match: MatchExp | Mapping[str, Any] | None, alias: str
     ) -> tuple[str, list[Any]]:
-        if type(match) is dict and len(match) == 1 and "id" in match:
-            # The most common match by far: skip building and compiling an expression.
-            value = match["id"]
-            if type(value) is int or type(value) is str:
-                return f" WHERE {alias}.id = ?", [value]
+        if type(match) is dict and match:
+            simple = self._simple_where(name, match, alias)
+            if simple is not None:
+                return simple
         exp = to_match(match)
         if exp is None:
             return "", []
         sql, params = MatchCompiler(self.schema).compile(name, exp, alias)
         return f" WHERE {sql}", params
+
+    def _simple_where(
+        self, name: str, match: dict[str, Any], alias: str
+    ) -> tuple[str, list[Any]] | None:
+        """Equalities on the record's own fields (the most common matches by far) without
+        building and compiling an expression; None when the dict needs the general path."""
+        fields = self.schema.fields(name)
+        params: list[Any] = []
+        for key, value in match.items():
+            if value is None or isinstance(value, dict | list | tuple | set):
+                return None
+            if key == "id":
+                if (type(value) is not int and type(value) is not str) or not is_id(value):
+                    return None
+                params.append(value)
+            elif key in fields and fields[key].type in ("string", "number"):
+                if isinstance(value, bool) or not isinstance(value, int | float | str):
+                    return None
+                if (fields[key].type == "string") != isinstance(value, str):
+                    return None  # the general path reports the type error
+                if not isinstance(value, str) and not _plain_number(value):
+                    return None  # NaN, infinities, ints beyond 64 bits: the same
+                params.append(value)
+            else:
+                return None
+        cache_key = ("where", name, alias, tuple(match))
+        sql = self._cache.get(cache_key)
+        if sql is None:
+            sql = self._cache[cache_key] = " WHERE " + " AND ".join(
+                f"{alias}.{quote(k)} = ?" for k in match
+            )
+        return sql, params
 
     def snapshot_columns(self, name: str) -> list[str]:
         """Every stored column of a record type but ``id`` (link endpoints included)."""
@@ -217,10 +256,11 @@ class Reader:
     def _paging(self, name: str, limit: int | None, offset: int | None, params: list[Any]) -> str:
         for label, value in (("limit", limit), ("offset", offset)):
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63
             ):
                 raise QueryError(
-                    f"{label} for {name} must be a non-negative int, got {value!r}", record=name
+                    f"{label} for {name} must be a non-negative int (64-bit), got {value!r}",
+                    record=name,
                 )
         if limit is None and offset is None:
             return ""
@@ -256,7 +296,7 @@ class Reader:
         )
 
     def _load(self, name: str, ids: list[Any], query: AttributeQuery) -> list[Record]:
-        columns = list(query.fields)
+        columns = self._own_columns(name, query)
         select = f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
         out: list[Record] = []
         for batch in chunks(ids):
@@ -270,8 +310,10 @@ class Reader:
         self, attribute: RelationAttribute, records: list[Record], nested: AttributeQuery
     ) -> None:
         link: LinkType = attribute.link
-        link_fields = list(nested.link.fields) if nested.link is not None else []
-        columns = [*nested.fields]
+        # Related records and "&" link records may go on to their own source/target: load
+        # those columns too.
+        link_fields = self._own_columns(link.name, nested.link) if nested.link is not None else []
+        columns = self._own_columns(attribute.related, nested)
         select_link = "".join(f", l.{quote(f)}" for f in link_fields)
         select_related = "".join(f", r.{quote(c)}" for c in columns)
         sides = (
@@ -318,6 +360,12 @@ class Reader:
         self._attach(attribute.related, loaded, nested)
         if nested.link is not None:
             self._attach(link.name, link_records, nested.link)
+
+
+def _plain_number(value: int | float) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return is_id(value)
 
 
 def _ref(value: Any) -> Record:

@@ -97,6 +97,11 @@ class SQLiteSession:
         """
         self._writer.write_internal(name, record_id, values)
 
+    def delete_internal(self, name: str, record_id: Any) -> None:
+        """Delete one record *without* a mutation event (bookkeeping records without links)."""
+        self.schema.record(name)
+        self._writer.delete_internal(name, record_id)
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested transaction: on an exception everything inside it is undone, then re-raised."""

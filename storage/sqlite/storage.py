@@ -17,6 +17,7 @@ Both keep a single writer: transactions never interleave.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -31,6 +32,10 @@ from storage.sqlite import ddl
 from storage.sqlite.session import SQLiteSession
 
 T = TypeVar("T")
+_NESTED = (
+    "a transaction is already running on this storage; use session.savepoint() inside it "
+    "instead of starting another"
+)
 Executor = Literal["loop", "thread"]
 Match = MatchExp | Mapping[str, Any] | None
 
@@ -59,6 +64,7 @@ class SQLiteStorage:
         self._connection: aiosqlite.Connection | None = None
         self._schema: Schema | None = None
         self._active = False
+        self._active_thread: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -86,7 +92,6 @@ class SQLiteStorage:
             await self._connection.execute("PRAGMA foreign_keys = ON")
             # LIKE is case-sensitive, as in PostgreSQL, so matches mean the same everywhere.
             await self._connection.execute("PRAGMA case_sensitive_like = ON")
-        self._schema = schema
         if install:
             await self._submit(
                 lambda conn: self._in_transaction(conn, True, lambda _: ddl.install(conn, schema))
@@ -97,6 +102,8 @@ class SQLiteStorage:
                 raise NotSetUpError(
                     f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
                 )
+        # Bound only once its tables are there: a failed setup leaves the storage unusable.
+        self._schema = schema
 
     async def close(self) -> None:
         """Close the connection. Further use raises :class:`NotSetUpError`."""
@@ -133,6 +140,10 @@ class SQLiteStorage:
         connection = self._connection
         if connection is None:
             raise NotSetUpError("SQLiteStorage is closed or not set up: await storage.setup()")
+        if self._active and self._active_thread == threading.get_ident():
+            # A body calling back into the storage: with the "thread" executor this would
+            # queue behind the running transaction and wait for it forever.
+            raise TransactionError(_NESTED)
         raw: sqlite3.Connection = connection._conn
         if self.executor == "loop":
             return work(raw)
@@ -144,11 +155,9 @@ class SQLiteStorage:
         self, conn: sqlite3.Connection, write: bool, work: Callable[[sqlite3.Connection], T]
     ) -> T:
         if self._active:
-            raise TransactionError(
-                "a transaction is already running on this storage; use session.savepoint() "
-                "inside it instead of starting another"
-            )
+            raise TransactionError(_NESTED)
         self._active = True
+        self._active_thread = threading.get_ident()
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")

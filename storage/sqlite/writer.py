@@ -25,7 +25,7 @@ from storage.match import MatchExp
 from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
 from storage.sql_match import quote
 from storage.sqlite.reader import Reader, chunks, placeholders
-from storage.types import encode
+from storage.types import encode, is_id
 
 _UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)")
 
@@ -162,7 +162,8 @@ class Writer:
         start = len(self.events)
         rows = self.reader.snapshots(name, match)
         deleted: set[tuple[str, Any]] = set()
-        with self.atomic(bool(rows)):
+        # One row of a record type no link touches is a single DELETE: atomic by itself.
+        with self.atomic(len(rows) > 1 or (bool(rows) and bool(self.schema.links_touching(name)))):
             for row in rows:
                 self._delete_record(name, row, deleted)
         return WriteResult(rows, self.events[start:])
@@ -183,6 +184,13 @@ class Writer:
             [*encoded.values(), record_id],
             values,
         )
+
+    def delete_internal(self, name: str, record_id: Any) -> None:
+        if self.schema.links_touching(name):
+            raise StorageError(
+                f"{name} has links: delete it with delete(), which removes them too", record=name
+            )
+        self.conn.execute(f"DELETE FROM {quote(name)} WHERE id = ?", (record_id,))
 
     @contextmanager
     def atomic(self, needed: bool = True) -> Iterator[None]:
@@ -337,9 +345,9 @@ class Writer:
                     field=attribute.name,
                 )
             ref = rest["id"]
-            if isinstance(ref, bool) or not isinstance(ref, int | str):
+            if not is_id(ref):
                 raise InvalidDataError(
-                    f"{name}.{attribute.name}: id must be an int or str, got {ref!r}",
+                    f"{name}.{attribute.name}: id must be an int (64-bit) or str, got {ref!r}",
                     record=name,
                     field=attribute.name,
                 )
@@ -366,7 +374,16 @@ class Writer:
             for item in items or []:
                 related = self._resolve(item)
                 # The record is new: its own side holds no link yet, only the other may.
-                self._link(attribute, record["id"], related, item.link_values, fresh=True)
+                self._link(
+                    attribute,
+                    record["id"],
+                    related,
+                    item.link_values,
+                    fresh=True,
+                    # A nested record is new too, unless its own payload linked it already.
+                    other_fresh=item.nested is not None
+                    and all(a.link is not attribute.link for a, _ in item.nested.relations),
+                )
                 refs.append({"id": related})
             record[attribute.name] = refs if attribute.to_many else (refs[0] if refs else None)
         return record
@@ -415,13 +432,19 @@ class Writer:
         other_id: Any,
         link_values: Mapping[str, Any],
         fresh: bool = False,
+        other_fresh: bool = False,
     ) -> None:
         origin = (attribute.owner, attribute.name)
-        fresh_side = attribute.side if fresh and not attribute.symmetric else None
+        fresh_sides: set[str] = set()
+        if not attribute.symmetric:
+            if fresh:
+                fresh_sides.add(attribute.side)
+            if other_fresh:
+                fresh_sides.add(attribute.other)
         if attribute.side == "source":
-            self._insert_link(attribute.link, this_id, other_id, link_values, origin, fresh_side)
+            self._insert_link(attribute.link, this_id, other_id, link_values, origin, fresh_sides)
         else:
-            self._insert_link(attribute.link, other_id, this_id, link_values, origin, fresh_side)
+            self._insert_link(attribute.link, other_id, this_id, link_values, origin, fresh_sides)
 
     def _insert_link(
         self,
@@ -430,13 +453,13 @@ class Writer:
         target: Any,
         values: Mapping[str, Any],
         origin: tuple[str, str | None],
-        fresh_side: str | None = None,
+        fresh_sides: set[str] | frozenset[str] = frozenset(),
     ) -> Record:
         # The "1" side is exclusive: a new link displaces the one holding that slot. A record
         # created in this very write holds no link yet, so its side needs no look-up.
-        if link.source_is_exclusive and fresh_side != "target":
+        if link.source_is_exclusive and "target" not in fresh_sides:
             self._unlink_where(link, "target", target)
-        if link.target_is_exclusive and fresh_side != "source":
+        if link.target_is_exclusive and "source" not in fresh_sides:
             self._unlink_where(link, "source", source)
         columns = {"source": source, "target": target, **values}
         sql = self._insert_sql(link.name, tuple(columns))

@@ -1,0 +1,223 @@
+"""One write, one transaction: a failure anywhere in the chain stores nothing; cycles end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import reactive as r
+
+from .conftest import MakeController
+from .helpers import table_counts
+
+
+def cycle_model() -> tuple[list[r.Entity], r.Interaction]:
+    ping = r.Entity("Ping", [r.Property("n", "number")])
+    pong = r.Entity(
+        "Pong",
+        [r.Property("n", "number")],
+        computation=r.Transform(ping, lambda p: {"n": p["n"] + 1}),
+    )
+    ping.computation = r.Transform(pong, lambda p: {"n": p["n"] + 1})
+    start = r.Interaction(
+        "Start",
+        r.Payload([r.PayloadItem("n", "number")]),
+        resolve=lambda ev, ctx: ctx.storage.create("Ping", {"n": ev["payload"]["n"]}),
+    )
+    return [ping, pong], start
+
+
+async def test_two_transforms_feeding_each_other_end_in_a_cycle_error(
+    make: MakeController,
+) -> None:
+    entities, start = cycle_model()
+    c = await make(entities, interactions=[start])
+
+    with pytest.raises(r.CycleError) as caught:
+        await c.storage.create("Ping", {"n": 0})
+
+    assert "circular" in str(caught.value)
+    assert any("Pong" in name for name in caught.value.trail)
+    assert await table_counts(c, "Ping", "Pong") == {
+        "Ping": 0,
+        "Pong": 0,
+        r.INTERACTION_EVENT: 0,
+        r.DICTIONARY_RECORD: 0,
+    }
+
+
+async def test_a_cycle_in_a_dispatch_is_an_error_result_and_stores_nothing(
+    make: MakeController,
+) -> None:
+    entities, start = cycle_model()
+    c = await make(entities, interactions=[start])
+
+    result = await c.dispatch(start, user={"id": 1}, payload={"n": 0})
+
+    assert result.error is not None
+    assert result.error.code == "computation_error"
+    assert isinstance(result.error.cause, r.CycleError)
+    assert result.effects == []
+    assert await table_counts(c, "Ping", "Pong") == {
+        "Ping": 0,
+        "Pong": 0,
+        r.INTERACTION_EVENT: 0,
+        r.DICTIONARY_RECORD: 0,
+    }
+
+
+def shop() -> tuple[list[r.Entity], list[r.Relation], list[r.Dictionary]]:
+    def price_ok(item: dict[str, Any]) -> bool:
+        if item["price"] is not None and item["price"] < 0:
+            raise ValueError("negative price")
+        return True
+
+    item = r.Entity(
+        "Item",
+        [r.Property("name"), r.Property("price", "number"), r.Property("stock", "number")],
+    )
+    order = r.Entity(
+        "Order",
+        [
+            r.Property("code"),
+            r.Property("lines", "number", computation=r.Count(property="items")),
+            r.Property(
+                "valid",
+                "number",
+                computation=r.Count(property="items", callback=price_ok, attribute_query=["price"]),
+            ),
+        ],
+    )
+    items = r.Relation(order, "items", item, "orders", "n:n")
+    invoice = r.Entity(
+        "Invoice",
+        [r.Property("code"), r.Property("ratio", "number", computed=lambda i: 1 / i["stock"])],
+        computation=r.Transform(item, lambda i: {"code": i["name"], "stock": i["stock"]}),
+    )
+    invoice.properties.append(r.Property("stock", "number"))
+    dicts = [
+        r.Dictionary("items", "number", computation=r.Count(record=item)),
+        r.Dictionary("orders", "number", computation=r.Count(record=order)),
+        r.Dictionary("links", "number", computation=r.Count(record=items)),
+    ]
+    return [item, order, invoice], [items], dicts
+
+
+async def snapshot(c: r.Controller) -> dict[str, Any]:
+    return {
+        "counts": await table_counts(c, "Item", "Order", "Invoice", "Order_items_orders_Item"),
+        "dicts": {d: await c.storage.get_dict(d) for d in ("items", "orders", "links")},
+        "orders": await c.storage.find("Order", None, ["*"], order_by={"id": "asc"}),
+        "items": await c.storage.find("Item", None, ["*"], order_by={"id": "asc"}),
+        "invoices": await c.storage.find("Invoice", None, ["*"], order_by={"id": "asc"}),
+    }
+
+
+async def test_a_failing_callback_rolls_back_the_whole_create(make: MakeController) -> None:
+    entities, relations, dicts = shop()
+    c = await make(entities, relations, dicts)
+    good = await c.storage.create("Item", {"name": "good", "price": 1, "stock": 1})
+    await c.storage.create("Order", {"code": "o1", "items": [{"id": good["id"]}]})
+    before = await snapshot(c)
+    assert before["dicts"] == {"items": 1, "orders": 1, "links": 1}
+
+    # a nested new item with a negative price: the Count callback raises half way through
+    with pytest.raises(r.ComputationError) as caught:
+        await c.storage.create(
+            "Order",
+            {"code": "o2", "items": [{"id": good["id"]}, {"name": "bad", "price": -1, "stock": 1}]},
+        )
+    assert isinstance(caught.value.cause, ValueError)
+    assert "Order.valid" in caught.value.computation
+
+    assert await snapshot(c) == before
+
+
+async def test_a_failing_update_rolls_back_everything(make: MakeController) -> None:
+    entities, relations, dicts = shop()
+    c = await make(entities, relations, dicts)
+    item = await c.storage.create("Item", {"name": "a", "price": 1, "stock": 2})
+    await c.storage.create("Order", {"code": "o1", "items": [{"id": item["id"]}]})
+    before = await snapshot(c)
+
+    with pytest.raises(r.ComputationError):
+        await c.storage.update("Item", {"id": item["id"]}, {"price": -5, "name": "renamed"})
+
+    assert await snapshot(c) == before
+
+
+async def test_a_failure_deep_in_a_transform_chain_rolls_back(make: MakeController) -> None:
+    entities, relations, dicts = shop()
+    c = await make(entities, relations, dicts)
+    await c.storage.create("Item", {"name": "a", "price": 1, "stock": 2})
+    before = await snapshot(c)
+
+    # Item -> Transform -> Invoice whose computed ratio divides by zero
+    with pytest.raises(r.ComputationError) as caught:
+        await c.storage.create("Item", {"name": "b", "price": 1, "stock": 0})
+    assert isinstance(caught.value.cause, ZeroDivisionError)
+
+    assert await snapshot(c) == before
+
+
+async def test_a_failing_delete_keeps_everything(make: MakeController) -> None:
+    item = r.Entity("Item", [r.Property("name")])
+
+    def refuse_last(last: Any, event: r.MutationEvent) -> Any:
+        if last == 1:
+            raise RuntimeError("the last item cannot go")
+        return last - 1
+
+    guard = r.Dictionary(
+        "left",
+        "number",
+        computation=r.Custom(
+            lambda last, ev: (last or 0) + 1 if ev.type == "create" else refuse_last(last, ev),
+            triggers=[r.Trigger(item, "create"), r.Trigger(item, "delete")],
+            initial=0,
+        ),
+    )
+    count = r.Dictionary("count", "number", computation=r.Count(record=item))
+    c = await make([item], dictionaries=[count, guard])
+    await c.storage.create("Item", {"name": "a"})
+    await c.storage.create("Item", {"name": "b"})
+
+    with pytest.raises(r.ComputationError):
+        await c.storage.delete("Item", {})
+
+    assert await c.storage.count("Item") == 2
+    assert await c.storage.get_dict("count") == 2
+    assert await c.storage.get_dict("left") == 2
+
+
+async def test_a_failure_in_a_dispatch_stores_nothing_and_later_writes_work(
+    make: MakeController,
+) -> None:
+    entities, relations, dicts = shop()
+    add = r.Interaction(
+        "AddItem",
+        r.Payload(
+            [
+                r.PayloadItem("name"),
+                r.PayloadItem("price", "number"),
+                r.PayloadItem("stock", "number"),
+            ]
+        ),
+        resolve=lambda ev, ctx: ctx.storage.create("Item", ev["payload"]),
+    )
+    c = await make(entities, relations, dicts, [add])
+    before = await snapshot(c)
+
+    result = await c.dispatch(add, payload={"name": "x", "price": 1, "stock": 0})
+    assert result.error is not None and result.error.code == "computation_error"
+    assert result.error.details == {"computation": result.error.cause.computation}  # type: ignore[union-attr]
+    assert await snapshot(c) == before
+
+    # the engine keeps working after a rolled-back write
+    ok = await c.dispatch(add, payload={"name": "y", "price": 1, "stock": 4})
+    assert ok.error is None
+    assert ok.data["name"] == "y"
+    after = await snapshot(c)
+    assert after["dicts"] == {"items": 1, "orders": 0, "links": 0}
+    assert [(i["code"], i["ratio"]) for i in after["invoices"]] == [("y", 0.25)]
