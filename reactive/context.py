@@ -41,6 +41,9 @@ class TransactionContext:
         # and records together, so a computation reacting to a link's deletion reads the
         # record that went with it from here.
         self.deleted: dict[tuple[str, Any], Record] = {}
+        # Records created in this transaction, kept current by their update events: a
+        # computation reading a record the same write created finds it here without a query.
+        self.fresh: dict[tuple[str, Any], Record] = {}
 
     @property
     def events(self) -> list[MutationEvent]:
@@ -50,9 +53,17 @@ class TransactionContext:
     def propagate(self, events: Sequence[MutationEvent]) -> None:
         """Push events to the computations that derive from them, depth-first."""
         routes = self.engine.routes
+        fresh = self.fresh
         for event in events:
-            if event.type == "delete":
-                self.deleted[(event.record_name, event.record["id"])] = event.record
+            key = (event.record_name, event.record["id"])
+            if event.type == "create":
+                fresh[key] = dict(event.record)
+            elif event.type == "update":
+                if key in fresh:
+                    fresh[key].update(event.record)
+            else:
+                self.deleted[key] = event.record
+                fresh.pop(key, None)
         for event in events:
             subject = routes.get((event.record_name, event.type))
             if subject is None:

@@ -133,6 +133,8 @@ class SideEffectQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         self._semaphore = asyncio.Semaphore(concurrency)
         self._closed = False
+        self._done: list[Any] = []
+        self._flush_scheduled = False
 
     def check(self, known_records: Iterable[str]) -> None:
         known = set(known_records)
@@ -227,10 +229,30 @@ class SideEffectQueue:
                 await asyncio.sleep(random.uniform(0, cap))
                 continue
             if intent_id is not None:
-                await self._controller.backend.run(
-                    lambda s: s.delete_internal(SIDE_EFFECT_RECORD, intent_id)
-                )
+                self._complete(intent_id)
             return
+
+    def _complete(self, intent_id: Any) -> None:
+        """Remove a finished intent. Completions arriving in the same loop turn share one
+        transaction; one lost in a crash only means the handler runs again (at-least-once)."""
+        self._done.append(intent_id)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            task = asyncio.get_running_loop().create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the other handlers finishing in this turn join the batch
+        self._flush_scheduled = False
+        done, self._done = self._done, []
+        if done:
+
+            def remove(session: SQLiteSession) -> None:
+                for intent_id in done:
+                    session.delete_internal(SIDE_EFFECT_RECORD, intent_id)
+
+            await self._controller.backend.run(remove)
 
     async def _record_attempt(self, intent_id: Any, attempts: int, error: str) -> None:
         await self._controller.backend.run(
@@ -330,3 +352,6 @@ class SideEffectQueue:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._done:  # finished handlers whose intents were not removed yet
+            self._flush_scheduled = True
+            await self._flush()

@@ -119,8 +119,8 @@ class MatchCompiler:
                 check = _ids(attribute.related, path)
                 compare = self._compare(f"{row}.{attribute.other}", op, value, False, params, check)
                 exists = (
-                    f"EXISTS (SELECT 1 FROM {quote(attribute.link.name)} {row} "
-                    f"WHERE {row}.{attribute.side} = {alias}.id AND {compare})"
+                    f"({alias}.id IN (SELECT {row}.{attribute.side} "
+                    f"FROM {quote(attribute.link.name)} {row} WHERE {compare}))"
                 )
                 return f"NOT {exists}" if negate else exists
             inner = _Pending(self, attribute, path, rest, op, value)
@@ -141,32 +141,33 @@ class MatchCompiler:
         inner: _Pending | None,
         params: list[Any],
     ) -> str:
+        """``alias`` has a related record (through ``attribute``) that satisfies ``inner``.
+
+        Written as ``id IN (subquery)`` rather than a correlated EXISTS: SQLite then drives the
+        subquery from its own indexes (the link's endpoint columns, the related record's
+        fields) instead of testing every row of the outer table."""
         related = quote(attribute.related)
-        target = self._alias()
         if not attribute.via_link:
             # A link record's own source/target column points straight at the endpoint.
-            column = f"{alias}.{quote(attribute.name)}"
+            target = self._alias()
             where = inner.sql(attribute.related, target, None, params) if inner else "1"
             return (
-                f"EXISTS (SELECT 1 FROM {related} {target} "
-                f"WHERE {target}.id = {column} AND {where})"
+                f"({alias}.{quote(attribute.name)} IN "
+                f"(SELECT {target}.id FROM {related} {target} WHERE {where}))"
             )
         link = quote(attribute.link.name)
-        row = self._alias()
+        directions = [(attribute.side, attribute.other)]
         if attribute.symmetric:
-            join_on = (
-                f"{target}.id = CASE WHEN {row}.source = {alias}.id "
-                f"THEN {row}.target ELSE {row}.source END"
+            directions = [("source", "target"), ("target", "source")]
+        selects: list[str] = []
+        for side, other in directions:
+            row, target = self._alias(), self._alias()
+            where = inner.sql(attribute.related, target, row, params) if inner else "1"
+            selects.append(
+                f"SELECT {row}.{side} FROM {link} {row} JOIN {related} {target} "
+                f"ON {target}.id = {row}.{other} WHERE {where}"
             )
-            owner = f"({row}.source = {alias}.id OR {row}.target = {alias}.id)"
-        else:
-            join_on = f"{target}.id = {row}.{attribute.other}"
-            owner = f"{row}.{attribute.side} = {alias}.id"
-        where = inner.sql(attribute.related, target, row, params) if inner else "1"
-        return (
-            f"EXISTS (SELECT 1 FROM {link} {row} JOIN {related} {target} ON {join_on} "
-            f"WHERE {owner} AND {where})"
-        )
+        return f"({alias}.id IN ({' UNION ALL '.join(selects)}))"
 
     def _compare(
         self,

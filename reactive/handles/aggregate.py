@@ -213,6 +213,9 @@ class PropertyAggregate(Handle):
         if not self.fold.needs_item or not self.fields:
             return {"id": related_id}
         related = self._attr().related
+        cached = ctx.fresh.get((related, related_id))
+        if cached is not None and all(f in cached for f in self.fields):
+            return cached
         found = ctx.session.get(related, related_id, self.fields)
         if found is None:
             # Deleted in the same write as the link (its links go first in the events).

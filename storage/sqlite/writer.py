@@ -500,6 +500,10 @@ class Writer:
         """Replace the records ``record_id`` reaches through ``attribute`` with ``items``."""
         current = self._links_of(attribute, record_id)
         resolved = [(self._resolve(item), item) for item in items or []]
+        if any(item.nested is not None for _, item in resolved):
+            # A nested create may have displaced some of these links already: delete them once.
+            link = attribute.link.name
+            current = [row for row in current if self.reader.exists(link, row["id"])]
         wanted = [(other, item.link_values) for other, item in resolved]
         now: list[tuple[Any, dict[str, Any]]] = [
             (
