@@ -132,7 +132,8 @@ class Controller:
         def unit(session: SQLiteSession) -> tuple[T, list[MutationEvent], Any]:
             ctx = TransactionContext(self.engine, session, self, user)
             result = body(ctx)
-            events = [e for e in session.events if e.record_name not in _UNPUBLISHED]
+            public = self.engine.public_event
+            events = [public(e) for e in session.events if e.record_name not in _UNPUBLISHED]
             intents = self.side_effects.write_intents(session, events)
             return result, events, intents
 

@@ -290,6 +290,25 @@ class Engine:
             for i in nested
         ]
 
+    def public_event(self, event: MutationEvent) -> MutationEvent:
+        """``event`` without computations' internal state fields (what subscribers see)."""
+        info = self.records.get(event.record_name)
+        if info is None or not info.hidden:
+            return event
+        hidden = info.hidden
+
+        def strip(record: Mapping[str, Any] | None) -> Any:
+            if record is None:
+                return None
+            return {k: v for k, v in record.items() if k not in hidden}
+
+        keys = event.keys
+        if keys is not None:
+            keys = tuple(k for k in keys if k not in hidden)
+        return MutationEvent(
+            event.record_name, event.type, strip(event.record), strip(event.old_record), keys
+        )
+
     def check_writable(self, name: str, data: Mapping[str, Any]) -> None:
         """Refuse user writes to computed properties and internal state."""
         info = self.records.get(name)

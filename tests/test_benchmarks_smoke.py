@@ -1,0 +1,36 @@
+"""The benchmarks run end to end at a tiny scale: they must not rot between `make bench` runs.
+
+This checks their shape and their own verification (each workload asserts its final values);
+it asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("module", ["benchmarks.storage_floor", "benchmarks.chain"])
+def test_benchmark_prints_json_lines(module: str) -> None:
+    env = {**os.environ, "BENCH_SCALE": "0.02"}
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert lines, "no benchmark output"
+    for line in lines:
+        assert {"workload", "n", "seconds", "ops_per_second"} <= set(line)
+        assert line["n"] > 0 and line["seconds"] > 0
