@@ -189,7 +189,7 @@ class MatchCompiler:
             member = self._membership(column, concrete, with_null, params)
             return member if (op == "in") != negate else f"NOT {member}"
         if op == "like":
-            params.append(value)
+            params.append(encoder(value))
             if negate:
                 return f"({column} IS NULL OR {column} NOT LIKE {p})"
             return f"{column} LIKE {p}"

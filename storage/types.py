@@ -22,6 +22,10 @@ Decoder = Callable[[Any], Any]
 def _encode_string(record: str, field: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise FieldTypeError(record, field, "a string", value)
+    if not is_text(value):
+        raise FieldTypeError(
+            record, field, "a string", value, "it holds a lone surrogate, which UTF-8 cannot store"
+        )
     return value
 
 
@@ -108,10 +112,21 @@ DECODERS: dict[str, Decoder] = {
 }
 
 
+def is_text(value: str) -> bool:
+    """Whether a str can be stored: it must encode to UTF-8 (no lone surrogates)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_id(value: Any) -> bool:
     """Whether ``value`` can be a record id: a str, or an int that fits in 64 bits."""
     if isinstance(value, str):
-        return True
+        return is_text(value)
     return (
         isinstance(value, int) and not isinstance(value, bool) and _INT64[0] <= value <= _INT64[1]
     )

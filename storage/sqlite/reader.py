@@ -111,8 +111,8 @@ class Reader:
                     return None
                 if (fields[key].type == "string") != isinstance(value, str):
                     return None  # the general path reports the type error
-                if not isinstance(value, str) and not _plain_number(value):
-                    return None  # NaN, infinities, ints beyond 64 bits: the same
+                if not (value.isascii() if isinstance(value, str) else _plain_number(value)):
+                    return None  # NaN, infinities, ints beyond 64 bits, surrogates: the same
                 params.append(value)
             else:
                 return None

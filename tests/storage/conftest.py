@@ -74,3 +74,14 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     await store.setup(blog_schema())
     yield store
     await store.close()
+
+
+@pytest.fixture(params=["loop", "thread"])
+async def executor_storage(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SQLiteStorage]:
+    """The blog schema on a file, once per executor: the default ``"loop"`` and ``"thread"``."""
+    store = SQLiteStorage(str(tmp_path / "executor.db"), executor=request.param)
+    await store.setup(blog_schema())
+    yield store
+    await store.close()

@@ -1,0 +1,432 @@
+"""MatchExp: every operator against a plain-Python oracle, None semantics, ``~`` as an exact
+complement, dotted paths through relations in both directions, combinators and shorthands."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from storage import MatchExp, SQLiteStorage
+
+from .helpers import FRIENDS, TAGS
+
+T1 = datetime(2020, 1, 1, tzinfo=UTC)
+T2 = datetime(2021, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=3)))
+
+USERS: list[dict[str, Any]] = [
+    {"name": "ada", "age": 36, "active": True, "meta": {"k": 1}, "joined": T1},
+    {"name": "bob", "age": 20, "active": False},
+    {"name": "Cyd", "active": None, "meta": [1, 2], "joined": T2},
+    {"age": 20.5, "active": True},
+    {"name": "adam", "age": 0, "active": False, "meta": {"k": 2}},
+]
+
+
+async def _data(storage: SQLiteStorage) -> None:
+    """Users 1-5 above; posts 1-4; tags x, y; ada-bob and bob-Cyd are friends."""
+    for user in USERS:
+        await storage.create("User", user)
+    await storage.create(
+        "Post",
+        {
+            "title": "Alpha",
+            "score": 5,
+            "author": {"id": 1},
+            "tags": [{"label": "x", "&": {"weight": 1}}, {"label": "y", "&": {"weight": 2}}],
+        },
+    )
+    await storage.create("Post", {"title": "beta", "author": {"id": 1}})
+    await storage.create(
+        "Post",
+        {
+            "title": "gamma",
+            "score": 1,
+            "author": {"id": 2},
+            "tags": [{"id": 2, "&": {"weight": 9}}],
+        },
+    )
+    await storage.create("Post", {"title": "delta", "score": 5})
+    await storage.create("Comment", {"body": "c1", "post": {"id": 1}, "author": {"id": 2}})
+    await storage.create(FRIENDS, {"source": {"id": 1}, "target": {"id": 2}})
+    await storage.create(FRIENDS, {"source": {"id": 3}, "target": {"id": 2}})
+
+
+async def ids(
+    storage: SQLiteStorage, record: str, match: MatchExp | Mapping[str, Any] | None
+) -> set[int]:
+    return {r["id"] for r in await storage.find(record, match)}
+
+
+# -- every operator on value fields, against Python semantics -------------------------------------
+
+
+def _like(pattern: str) -> re.Pattern[str]:
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.compile(regex, re.DOTALL)
+
+
+def oracle(value: Any, op: str, operand: Any) -> bool:
+    """What an atom means, in plain Python (``None`` compares like Python's ``None``)."""
+    if op == "is null":
+        return value is None
+    if op == "is not null":
+        return value is not None
+    if op == "=":
+        return bool(value == operand)
+    if op == "!=":
+        return bool(value != operand)
+    if op == "in":
+        return value in operand
+    if op == "not in":
+        return value not in operand
+    if op == "like":
+        return value is not None and _like(operand).fullmatch(value) is not None
+    if value is None:
+        return False
+    return {
+        "<": value < operand,
+        "<=": value <= operand,
+        ">": value > operand,
+        ">=": value >= operand,
+    }[op]
+
+
+VALUE_ATOMS: list[tuple[str, str, Any]] = [
+    ("name", "=", "ada"),
+    ("name", "!=", "ada"),
+    ("name", "<", "bob"),
+    ("name", "<=", "bob"),
+    ("name", ">", "Cyd"),
+    ("name", ">=", "adam"),
+    ("name", "in", ["ada", "Cyd"]),
+    ("name", "in", ["ada", None]),
+    ("name", "not in", ["ada"]),
+    ("name", "not in", ["ada", None]),
+    ("name", "like", "ad%"),
+    ("name", "like", "AD%"),
+    ("name", "like", "_yd"),
+    ("name", "like", "%d%"),
+    ("name", "like", "c%"),
+    ("name", "is null", None),
+    ("name", "is not null", None),
+    ("age", "=", 20),
+    ("age", "=", 20.5),
+    ("age", "!=", 20),
+    ("age", "<", 20.5),
+    ("age", "<=", 20),
+    ("age", ">", 0),
+    ("age", ">=", 0),
+    ("age", ">", 20.25),
+    ("age", "in", [0, 36]),
+    ("age", "in", []),
+    ("age", "not in", []),
+    ("age", "not in", [20, None]),
+    ("age", "is null", None),
+    ("active", "=", True),
+    ("active", "=", False),
+    ("active", "!=", True),
+    ("active", "in", [False, None]),
+    ("meta", "=", {"k": 1}),
+    ("meta", "=", [1, 2]),
+    ("meta", "!=", [1, 2]),
+    ("meta", "in", [{"k": 2}, [1, 2]]),
+    ("meta", "is null", None),
+    ("joined", "=", T1),
+    ("joined", "=", T2.astimezone(UTC)),
+    ("joined", "!=", T1),
+    ("joined", "<", T2),
+    ("joined", ">=", T1),
+    ("joined", ">", datetime(2021, 6, 1, 9, 0, tzinfo=UTC)),
+    ("id", "=", 3),
+    ("id", "!=", 2),
+    ("id", ">", 2),
+    ("id", "in", [1, 3, 99]),
+    ("id", "not in", [1, 3]),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "op", "value"), VALUE_ATOMS, ids=[f"{k} {o} {v!r}" for k, o, v in VALUE_ATOMS]
+)
+async def test_operator_matches_python_semantics(
+    storage: SQLiteStorage, key: str, op: str, value: Any
+) -> None:
+    await _data(storage)
+    rows = await storage.find("User", None, ["*"])
+    assert len(rows) == len(USERS)
+    expected = {r["id"] for r in rows if oracle(r[key], op, value)}
+    atom = MatchExp.atom(key, op, value)
+    assert await ids(storage, "User", atom) == expected
+    # ~ is the exact complement
+    assert await ids(storage, "User", ~atom) == {r["id"] for r in rows} - expected
+    assert await storage.count("User", atom) + await storage.count("User", ~atom) == len(USERS)
+
+
+async def test_none_semantics_spelled_out(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    # None != 20 is true, None < 30 and None > 0 are false
+    assert await ids(storage, "User", MatchExp.atom("age", "!=", 20)) == {1, 3, 4, 5}
+    assert await ids(storage, "User", MatchExp.atom("age", "<", 30)) == {2, 4, 5}
+    assert await ids(storage, "User", ~MatchExp.atom("age", "<", 30)) == {1, 3}
+    # = None is "is null", != None is "is not null"
+    assert MatchExp.atom("age", "=", None) == MatchExp.atom("age", "is null")
+    assert MatchExp.atom("age", "!=", None) == MatchExp.atom("age", "is not null")
+    assert await ids(storage, "User", {"age": None}) == {3}
+    assert await ids(storage, "User", {"name": None}) == {4}
+    # like never matches None, and its complement includes it
+    assert await ids(storage, "User", ~MatchExp.atom("name", "like", "%")) == {4}
+
+
+async def test_like_is_case_sensitive(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    assert await ids(storage, "User", MatchExp.atom("name", "like", "cyd")) == set()
+    assert await ids(storage, "User", MatchExp.atom("name", "like", "Cyd")) == {3}
+    assert await ids(storage, "User", MatchExp.atom("name", "like", "C%")) == {3}
+    assert await ids(storage, "Post", MatchExp.atom("title", "like", "a%")) == set()
+    assert await ids(storage, "Post", MatchExp.atom("title", "like", "%a")) == {1, 2, 3, 4}
+
+
+async def test_operators_are_case_and_space_insensitive(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    assert MatchExp.atom("name", "IN", ["ada"]) == MatchExp.atom("name", "in", ["ada"])
+    assert await ids(storage, "User", MatchExp.atom("name", "Is   Null")) == {4}
+    assert await ids(storage, "User", MatchExp.atom("name", "NOT IN", ("ada", "bob"))) == {3, 4, 5}
+    assert await ids(storage, "User", MatchExp.atom("name", "LIKE", "a%")) == {1, 5}
+
+
+# -- ~ is an exact complement, also through relations and combinators ------------------------------
+
+PARTITION_CASES: list[tuple[str, MatchExp]] = [
+    ("Post", MatchExp.atom("author.name", "=", "ada")),
+    ("Post", MatchExp.atom("author.name", "!=", "ada")),
+    ("Post", MatchExp.atom("author.age", "<", 30)),
+    ("Post", MatchExp.atom("author", "is null")),
+    ("Post", MatchExp.atom("author", "=", 1)),
+    ("Post", MatchExp.atom("author", "!=", 1)),
+    ("Post", MatchExp.atom("tags.label", "=", "y")),
+    ("Post", MatchExp.atom("tags.label", "in", ["x", None])),
+    ("Post", MatchExp.atom("tags.&.weight", ">", 1)),
+    ("Post", MatchExp.atom("tags.&.weight", "!=", 9)),
+    ("Post", MatchExp.atom("comments.author.name", "=", "bob")),
+    ("Post", MatchExp.atom("score", "=", 5) & MatchExp.atom("author", "is not null")),
+    ("Post", MatchExp.atom("score", "<", 5) | MatchExp.atom("title", "like", "%a")),
+    ("Post", ~(MatchExp.atom("score", "=", 5) | MatchExp.atom("tags.label", "=", "x"))),
+    ("Post", MatchExp.from_dict({})),
+    ("User", MatchExp.atom("posts.title", "like", "%a")),
+    ("User", MatchExp.atom("posts.tags.label", "=", "y")),
+    ("User", MatchExp.atom("posts", "is null")),
+    ("User", MatchExp.atom("friends.name", "=", "bob")),
+    ("User", MatchExp.atom("friends.age", ">=", 20)),
+    ("User", MatchExp.atom("comments.post.title", "=", "Alpha")),
+    ("User", MatchExp.atom("profile", "is not null")),
+    ("Tag", MatchExp.atom("posts.author.name", "=", "bob")),
+    ("Tag", MatchExp.atom("posts.&.weight", "<", 2)),
+    (TAGS, MatchExp.atom("source.title", "=", "gamma")),
+    (TAGS, MatchExp.atom("target.label", "!=", "x")),
+    (TAGS, MatchExp.atom("source.author.name", "=", "ada")),
+]
+
+
+@pytest.mark.parametrize(
+    ("record", "match"), PARTITION_CASES, ids=[repr(m) for _, m in PARTITION_CASES]
+)
+async def test_a_match_and_its_negation_partition_all_records(
+    storage: SQLiteStorage, record: str, match: MatchExp
+) -> None:
+    await _data(storage)
+    everything = await ids(storage, record, None)
+    matched = await ids(storage, record, match)
+    negated = await ids(storage, record, ~match)
+    assert matched & negated == set()
+    assert matched | negated == everything
+    assert await ids(storage, record, ~~match) == matched
+
+
+async def test_partition_holds_for_every_value_atom_and_pair(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    everything = await ids(storage, "User", None)
+    atoms = [MatchExp.atom(k, o, v) for k, o, v in VALUE_ATOMS]
+    for a, b in zip(atoms, atoms[7:] + atoms[:7], strict=True):
+        for match in (a & b, a | b, a & ~b, ~a | b):
+            matched = await ids(storage, "User", match)
+            assert matched | await ids(storage, "User", ~match) == everything
+            assert matched & await ids(storage, "User", ~match) == set()
+
+
+# -- relation paths -----------------------------------------------------------------------------
+
+
+async def test_to_one_path(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    assert await ids(storage, "Post", MatchExp.atom("author.name", "=", "ada")) == {1, 2}
+    assert await ids(storage, "Post", {"author.name": "bob"}) == {3}
+    # existential: a post without an author has no author named anything
+    assert await ids(storage, "Post", MatchExp.atom("author.name", "!=", "ada")) == {3}
+    assert await ids(storage, "Post", ~MatchExp.atom("author.name", "=", "ada")) == {3, 4}
+    assert await ids(storage, "Post", MatchExp.atom("author", "is null")) == {4}
+    assert await ids(storage, "Post", {"author": None}) == {4}
+    assert await ids(storage, "Post", MatchExp.atom("author", "is not null")) == {1, 2, 3}
+
+
+async def test_to_many_path_is_existential(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    assert await ids(storage, "User", MatchExp.atom("posts.title", "=", "beta")) == {1}
+    assert await ids(storage, "User", MatchExp.atom("posts.score", ">", 0)) == {1, 2}
+    # "no post with a score > 0" (users without posts included)
+    assert await ids(storage, "User", ~MatchExp.atom("posts.score", ">", 0)) == {3, 4, 5}
+    assert await ids(storage, "User", MatchExp.atom("posts", "is null")) == {3, 4, 5}
+    assert await ids(storage, "Post", MatchExp.atom("tags.label", "=", "y")) == {1, 3}
+    assert await ids(storage, "Post", MatchExp.atom("tags", "is null")) == {2, 4}
+
+
+async def test_multi_level_paths_both_directions(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    assert await ids(storage, "User", MatchExp.atom("posts.tags.label", "=", "x")) == {1}
+    assert await ids(storage, "User", MatchExp.atom("posts.tags.label", "=", "y")) == {1, 2}
+    assert await ids(storage, "Tag", MatchExp.atom("posts.author.name", "=", "bob")) == {2}
+    assert await ids(storage, "Comment", MatchExp.atom("post.author.name", "=", "ada")) == {1}
+    assert await ids(storage, "User", MatchExp.atom("comments.post.tags.label", "=", "x")) == {2}
+    assert await ids(
+        storage, "Tag", MatchExp.atom("posts.comments.author.posts.title", "=", "gamma")
+    ) == {1, 2}
+
+
+async def test_link_field_paths(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    assert await ids(storage, "Post", MatchExp.atom("tags.&.weight", ">", 1)) == {1, 3}
+    assert await ids(storage, "Post", MatchExp.atom("tags.&.weight", "=", 1)) == {1}
+    assert await ids(storage, "Tag", MatchExp.atom("posts.&.weight", "=", 9)) == {2}
+    assert await ids(storage, "Post", ~MatchExp.atom("tags.&.weight", "<", 2)) == {2, 3, 4}
+    # link field and related field in one atom each, combined
+    both = MatchExp.atom("tags.label", "=", "y") & MatchExp.atom("tags.&.weight", "<", 5)
+    assert await ids(storage, "Post", both) == {1}
+
+
+async def test_symmetric_paths_from_either_end(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    # bob is the target of both links, ada and Cyd the sources
+    assert await ids(storage, "User", MatchExp.atom("friends.name", "=", "bob")) == {1, 3}
+    assert await ids(storage, "User", MatchExp.atom("friends.name", "=", "ada")) == {2}
+    assert await ids(storage, "User", MatchExp.atom("friends.name", "in", ["ada", "Cyd"])) == {2}
+    assert await ids(storage, "User", MatchExp.atom("friends", "is null")) == {4, 5}
+    assert await ids(storage, "User", {"friends": {"id": 2}}) == {1, 3}
+    assert await ids(storage, "User", MatchExp.atom("friends.friends.name", "=", "Cyd")) == {1, 3}
+
+
+async def test_link_record_endpoint_paths(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    assert await ids(storage, TAGS, MatchExp.atom("source.title", "=", "Alpha")) == {1, 2}
+    assert await ids(storage, TAGS, {"target": {"id": 2}}) == {2, 3}
+    assert await ids(storage, TAGS, {"source.id": 3}) == {3}
+    assert await ids(storage, TAGS, MatchExp.atom("target", "in", [{"id": 1}, 2])) == {1, 2, 3}
+    assert await ids(storage, TAGS, MatchExp.atom("source.author.name", "=", "bob")) == {3}
+
+
+# -- combinators and shorthands --------------------------------------------------------------------
+
+
+async def test_and_or_not(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    ada_posts = MatchExp.atom("author.name", "=", "ada")
+    high = MatchExp.atom("score", ">=", 5)
+    assert await ids(storage, "Post", ada_posts & high) == {1}
+    assert await ids(storage, "Post", ada_posts | high) == {1, 2, 4}
+    assert await ids(storage, "Post", ada_posts & ~high) == {2}
+    assert await ids(storage, "Post", ~(ada_posts | high)) == {3}
+    assert await ids(
+        storage, "Post", (ada_posts | high) & MatchExp.atom("title", "like", "%t%")
+    ) == {2, 4}
+    # combining flattens
+    three = ada_posts & high & MatchExp.atom("title", "=", "Alpha")
+    assert three.kind == "and" and len(three.children) == 3
+    assert await ids(storage, "Post", three) == {1}
+
+
+async def test_dict_shorthand(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    assert await ids(storage, "User", {"name": "bob", "age": 20}) == {2}
+    assert await ids(storage, "User", {"name": "bob", "age": 21}) == set()
+    assert await ids(storage, "User", {"active": False}) == {2, 5}
+    assert await ids(storage, "User", {"meta": {"k": 2}}) == {5}
+    assert await ids(storage, "User", {"joined": T2}) == {3}
+    assert await ids(storage, "User", {}) == {1, 2, 3, 4, 5}
+    assert await ids(storage, "User", {"id": 4}) == {4}
+    assert await ids(storage, "User", {"id": "4"}) == {4}
+    # a dict combines with a MatchExp from either side
+    assert await ids(storage, "User", MatchExp.atom("age", ">", 10) & {"active": False}) == {2}
+    assert await ids(storage, "User", {"active": False} & MatchExp.atom("age", ">", 10)) == {2}  # type: ignore[operator]
+    assert await ids(storage, "User", {"name": "ada"} | MatchExp.atom("age", "=", 0)) == {1, 5}  # type: ignore[operator]
+
+
+async def test_reference_shorthand(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    assert await ids(storage, "Post", {"author": {"id": 1}}) == {1, 2}
+    assert await ids(storage, "Post", {"author.id": 1}) == {1, 2}
+    assert await ids(storage, "Post", MatchExp.atom("author", "=", 2)) == {3}
+    assert await ids(storage, "Post", MatchExp.atom("author", "in", [{"id": 1}, {"id": 2}])) == {
+        1,
+        2,
+        3,
+    }
+    assert await ids(storage, "Post", MatchExp.atom("author", "not in", [{"id": 1}])) == {3}
+    assert await ids(storage, "Post", {"tags": {"id": 2}}) == {1, 3}
+    assert await ids(storage, "Comment", {"post": {"id": 1}, "author": {"id": 2}}) == {1}
+    assert await ids(storage, "Comment", {"post": {"id": 1}, "author": {"id": 1}}) == set()
+
+
+async def test_matches_work_the_same_in_update_delete_and_count(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    match = MatchExp.atom("tags.&.weight", ">", 1) & ~MatchExp.atom("author.name", "=", "bob")
+    assert await storage.count("Post", match) == 1
+    result = await storage.update("Post", match, {"score": 0})
+    assert [r["id"] for r in result.records] == [1]
+    result = await storage.delete("Post", match)
+    assert [r["id"] for r in result.records] == [1]
+    assert await storage.count("Post") == 3
+
+
+def test_match_repr_and_no_truth_value() -> None:
+    match = MatchExp.atom("a", "=", 1) & ~MatchExp.atom("b.c", "in", [1, 2])
+    assert repr(match) == "(MatchExp.atom('a', '=', 1) & ~MatchExp.atom('b.c', 'in', (1, 2)))"
+    with pytest.raises(TypeError, match="no truth value"):
+        bool(match)
+    with pytest.raises(TypeError):
+        if MatchExp.atom("a", "=", 1) and MatchExp.atom("b", "=", 2):  # type: ignore[truthy-bool]
+            pass
+
+
+def _evaluate(match: MatchExp, row: Mapping[str, Any]) -> bool:
+    if match.kind == "atom":
+        assert match.key is not None and match.op is not None
+        return oracle(row[match.key], match.op, match.value)
+    if match.kind == "not":
+        return not _evaluate(match.children[0], row)
+    results = [_evaluate(child, row) for child in match.children]
+    return all(results) if match.kind == "and" else any(results)
+
+
+def _random_match(rng: random.Random, depth: int) -> MatchExp:
+    if depth == 0 or rng.random() < 0.3:
+        key, op, value = rng.choice(VALUE_ATOMS)
+        return MatchExp.atom(key, op, value)
+    kind = rng.choice(["and", "or", "not"])
+    if kind == "not":
+        return ~_random_match(rng, depth - 1)
+    left, right = _random_match(rng, depth - 1), _random_match(rng, depth - 1)
+    return left & right if kind == "and" else left | right
+
+
+async def test_random_expressions_agree_with_python(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    rows = await storage.find("User", None, ["*"])
+    rng = random.Random(20240501)
+    for _ in range(150):
+        match = _random_match(rng, 3)
+        expected = {r["id"] for r in rows if _evaluate(match, r)}
+        assert await ids(storage, "User", match) == expected, repr(match)
+        assert await ids(storage, "User", ~match) == {r["id"] for r in rows} - expected
