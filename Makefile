@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check storage reactive integrations tests benchmarks examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy storage reactive
+	$(BIN)/mypy storage reactive integrations
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q

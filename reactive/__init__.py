@@ -7,6 +7,7 @@ post = r.Entity("Post", properties=[r.Property("title")])
 ...
 """
 
+from reactive.api import API, APIContext, APIError
 from reactive.computations import (
     UNCHANGED,
     Any,
@@ -50,6 +51,9 @@ from reactive.side_effects import (
 from storage import MutationEvent
 
 __all__ = [
+    "API",
+    "APIContext",
+    "APIError",
     "DICTIONARY_RECORD",
     "INTERACTION_EVENT",
     "UNCHANGED",

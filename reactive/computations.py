@@ -226,13 +226,16 @@ class Custom(Computation):
 
     On a property, ``compute_target(event, ctx)`` names the host records (as for a StateMachine).
     Return :data:`reactive.UNCHANGED` to leave the value as it is. ``initial`` is the value of a
-    new host (or the dictionary at install): a value or a zero-argument callable.
+    new host (or the dictionary at install): a value or a zero-argument callable. With
+    ``with_record=True`` a property's compute receives the host's whole stored record instead
+    of the last value (``compute(record, event, ctx)``), for values that depend on its id.
     """
 
     compute: Callable[..., typing.Any]
     triggers: list[Trigger] = attrs.field(factory=list)
     compute_target: Callable[..., typing.Any] | None = None
     initial: typing.Any = None
+    with_record: bool = False
     kind = "Custom"
 
     def __attrs_post_init__(self) -> None:

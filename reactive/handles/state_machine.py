@@ -209,6 +209,7 @@ class CustomHandle(Handle):
             current = ctx.session.snapshot(self.host, target_id)
             if current is None:
                 continue
-            value = self.compute(current[self.target], event, ctx)
+            first = current if self.decl.with_record else current[self.target]
+            value = self.compute(first, event, ctx)
             if value is not UNCHANGED:
                 ctx.write_owned(self.host, current, {self.target: value}, self)
