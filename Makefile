@@ -31,6 +31,7 @@ test: lint typecheck
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.storage_floor
 	$(BIN)/python -m benchmarks.chain
+	$(BIN)/python -m benchmarks.integrations_chain
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

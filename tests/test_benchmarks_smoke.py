@@ -17,7 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", ["benchmarks.storage_floor", "benchmarks.chain"])
+@pytest.mark.parametrize(
+    "module", ["benchmarks.storage_floor", "benchmarks.chain", "benchmarks.integrations_chain"]
+)
 def test_benchmark_prints_json_lines(module: str) -> None:
     env = {**os.environ, "BENCH_SCALE": "0.02"}
     done = subprocess.run(
