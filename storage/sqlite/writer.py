@@ -25,9 +25,10 @@ from storage.match import MatchExp
 from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
 from storage.sql_match import quote
 from storage.sqlite.reader import Reader, chunks, placeholders
-from storage.types import encode, is_id
+from storage.types import ENCODERS, encode, is_id
 
 _UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class _Plan:
@@ -97,6 +98,15 @@ class Writer:
             or (plan.source is not None and plan.source.nested is not None)
             or (plan.target is not None and plan.target.nested is not None)
         )
+
+    def _encoders(self, name: str) -> dict[str, Any]:
+        key = ("encoders", name)
+        encoders = self._cache.get(key)
+        if encoders is None:
+            encoders = self._cache[key] = {
+                f.name: ENCODERS[f.type] for f in self.schema.fields(name).values()
+            }
+        return encoders
 
     def update_record(self, name: str, old: Record, data: Mapping[str, Any]) -> WriteResult:
         """Update one record whose full snapshot the caller has just read (saves a read)."""
@@ -217,20 +227,22 @@ class Writer:
 
     def _plan(self, name: str, data: Mapping[str, Any]) -> _Plan:
         record_type = self.schema.record(name)
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise InvalidDataError(
                 f"create {name}: data must be a dict, got {type(data).__name__}", record=name
             )
         plan = _Plan(name)
-        fields = self.schema.fields(name)
         attributes = self.schema.attributes(name)
+        encoders = self._encoders(name)
+        values = plan.values
         for key, value in data.items():
             if key == "id":
                 raise InvalidDataError(
                     f"create {name}: 'id' is assigned by the storage", record=name, field="id"
                 )
-            if key in fields:
-                plan.values[key] = encode(name, key, fields[key].type, value)
+            encoder = encoders.get(key)
+            if encoder is not None:
+                values[key] = None if value is None else encoder(name, key, value)
             elif key in attributes:
                 attribute = attributes[key]
                 if not attribute.via_link:
@@ -304,6 +316,11 @@ class Writer:
     def _item(
         self, name: str, attribute: RelationAttribute, value: Any, allow_link_values: bool
     ) -> _Item | None:
+        if type(value) is dict and len(value) == 1:
+            # The common case, a plain reference {"id": ...}: no copies, no scans.
+            ref = value.get("id")
+            if type(ref) is int and _INT64_MIN <= ref <= _INT64_MAX:
+                return _Item(ref=ref)
         if value is None:
             return None
         if not isinstance(value, Mapping):
