@@ -76,6 +76,10 @@ class Writer:
     # -- public writes -----------------------------------------------------------------------
 
     def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
+        if type(data) is dict and name not in self.schema.links:
+            simple = self._create_simple(name, data)
+            if simple is not None:
+                return simple
         plan = self._plan(name, data)
         start = len(self.events)
         if not self._several_statements(plan):
@@ -84,6 +88,23 @@ class Writer:
             with self.atomic(True):
                 record = self._create(plan)
         return WriteResult([record], self.events[start:])
+
+    def _create_simple(self, name: str, data: dict[str, Any]) -> WriteResult | None:
+        """A record of value fields only (the most common create): one INSERT, no plan.
+        None when the payload needs the general path (relations, or an error to report)."""
+        encoders = self._encoders(name)
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            encoder = encoders.get(key)
+            if encoder is None:
+                return None
+            values[key] = None if value is None else encoder(name, key, value)
+        sql = self._insert_sql(name, tuple(values))
+        record_id = self._execute(name, sql, list(values.values()), values).lastrowid
+        record = {"id": record_id, **self._plain(name, values)}
+        event = MutationEvent(name, "create", dict(record))
+        self.events.append(event)
+        return WriteResult([record], [event])
 
     def _several_statements(self, plan: _Plan) -> bool:
         if plan.relations:
@@ -383,8 +404,10 @@ class Writer:
             target = self._resolve(plan.target)
             record = self._insert_link(link, source, target, plan.values, (name, None))
         else:
-            record_id = self._insert(name, plan.values)
-            record = {"id": record_id, **self._plain(name, plan.values)}
+            values = plan.values
+            sql = self._insert_sql(name, tuple(values))
+            record_id = self._execute(name, sql, list(values.values()), values).lastrowid
+            record = {"id": record_id, **self._plain(name, values)}
             self.events.append(MutationEvent(name, "create", dict(record)))
         for attribute, items in plan.relations:
             refs: list[Record] = []
@@ -410,7 +433,15 @@ class Writer:
         # returns (json normalised, timestamps in UTC).
         if not encoded:
             return {}
-        decoders = self.reader._decoders(name, tuple(encoded))
+        columns = tuple(encoded)
+        key = ("plain", name, columns)
+        decoders = self._cache.get(key)
+        if decoders is None:
+            found = self.reader._decoders(name, columns)
+            # All-identity columns (strings, numbers) need no decoding at all.
+            decoders = self._cache[key] = found if any(found) else ()
+        if not decoders:
+            return dict(encoded)
         return {
             k: v if decoder is None else decoder(v)
             for (k, v), decoder in zip(encoded.items(), decoders, strict=True)
