@@ -52,11 +52,11 @@ from storage import MutationEvent
 
 __all__ = [
     "API",
-    "APIContext",
-    "APIError",
     "DICTIONARY_RECORD",
     "INTERACTION_EVENT",
     "UNCHANGED",
+    "APIContext",
+    "APIError",
     "Any",
     "Average",
     "Computation",

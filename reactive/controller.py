@@ -128,18 +128,27 @@ class Controller:
     ) -> tuple[T, list[MutationEvent]]:
         """Run ``body(ctx)`` as one transaction with computations; publish and start side effects
         after commit. Returns the body's result and the committed events."""
+        return await self._transact(body, user, True)
+
+    async def _transact(
+        self, body: Callable[[TransactionContext], T], user: Any, want_events: bool
+    ) -> tuple[T, list[MutationEvent]]:
+        public = self.engine.public_event
 
         def unit(session: SQLiteSession) -> tuple[T, list[MutationEvent], Any]:
             ctx = TransactionContext(self.engine, session, self, user)
             result = body(ctx)
-            public = self.engine.public_event
-            events = [public(e) for e in session.events if e.record_name not in _UNPUBLISHED]
-            intents = self.side_effects.write_intents(session, events)
+            events = [e for e in session.events if e.record_name not in _UNPUBLISHED]
+            intents = self.side_effects.write_intents(session, events, public)
             return result, events, intents
 
         result, events, intents = await self.backend.run(unit)
-        self._publish(events)
-        self.side_effects.after_commit(events, intents)
+        # Subscribers and side effects see events without computations' internal state;
+        # nobody needs them when nothing listens and the caller does not ask.
+        if want_events or self._subject.observers or self.side_effects.effects:
+            events = [public(e) for e in events]
+            self._publish(events)
+            self.side_effects.after_commit(events, intents)
         return result, events
 
     def _publish(self, events: list[MutationEvent]) -> None:
@@ -248,7 +257,7 @@ class ControllerStorage:
         self._controller = controller
 
     async def _write(self, body: Callable[[TransactionContext], T]) -> T:
-        result, _ = await self._controller.transact(body)
+        result, _ = await self._controller._transact(body, None, False)
         return result
 
     async def create(self, name: RecordRef, data: Mapping[str, Any]) -> Record:

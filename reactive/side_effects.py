@@ -147,7 +147,10 @@ class SideEffectQueue:
     # -- inside the write transaction --------------------------------------------------------
 
     def write_intents(
-        self, session: SQLiteSession, events: list[MutationEvent]
+        self,
+        session: SQLiteSession,
+        events: list[MutationEvent],
+        public: Callable[[MutationEvent], MutationEvent] = lambda e: e,
     ) -> dict[int, list[tuple[RecordMutationSideEffect, Any]]]:
         """Store an intent for every create side effect the events trigger (same transaction).
 
@@ -166,7 +169,7 @@ class SideEffectQueue:
                         "key": effect.idempotency_key(event),
                         "status": "pending",
                         "attempts": 0,
-                        "event": event_to_json(event),
+                        "event": event_to_json(public(event)),
                     },
                 ).record
                 assert row is not None
