@@ -7,7 +7,9 @@ Business logic creates the call (it decides *when*); the integration writes even
 The fold is a function of the *set* of events that belong to the call's current attempt, so it
 is order-insensitive and duplicate-safe by construction:
 
-- terminal states absorb (``completed`` wins over ``failed`` if both were reported);
+- terminal states absorb (``completed`` wins over ``failed`` if the provider reported both; a
+  failure naming the call itself, our own verdict such as the sweeper's timeout, wins over
+  anything the provider reports later);
 - a repeated event, or a ``processing`` after ``completed``, changes nothing;
 - an event whose ``external_id`` is not known yet is stored and counted as soon as the
   ``initialized`` event that announces that id arrives;
@@ -176,7 +178,7 @@ def fold_events(
     call_id: Any, event_name: str, ef: EventFields, ctx: r.TransactionContext
 ) -> dict[str, Any]:
     """The call's state from the set of its events (see the module docstring)."""
-    query = [ef.event_type, ef.external_id, ef.data, ef.created_at]
+    query = [ef.event_type, ef.external_id, ef.entity_id, ef.data, ef.created_at]
     own = ctx.storage.find(event_name, {ef.entity_id: call_id}, query, order_by={"id": "asc"})
     initialized = [e for e in own if e[ef.event_type] == "initialized"]
     attempts = sum(1 for e in own if e[ef.event_type] == ATTEMPT)
@@ -197,15 +199,22 @@ def fold_events(
     state = dict(INITIAL_STATE)
     state["external_id"] = current
     state["attempts"] = attempts
+    # A failure naming the call itself is our own verdict (submission gave up, or the sweeper
+    # timed the call out), given only while the call was open: it absorbs, so a provider's late
+    # completion cannot revive a call the application was already told had failed.
+    verdicts = [e for e in relevant if e[ef.event_type] == "failed" and e[ef.entity_id] is not None]
     terminal = None
-    if "completed" in kinds:
+    if verdicts:
+        terminal = "failed"
+    elif "completed" in kinds:
         terminal = "completed"
     elif "failed" in kinds:
         terminal = "failed"
     if terminal is not None:
         # The earliest report of the terminal kind decides its data: later duplicates of it
         # change nothing.
-        first = min((e for e in relevant if e[ef.event_type] == terminal), key=lambda e: e["id"])
+        candidates = verdicts or [e for e in relevant if e[ef.event_type] == terminal]
+        first = min(candidates, key=lambda e: e["id"])
         state["status"] = terminal
         data = first[ef.data]
         if terminal == "completed":

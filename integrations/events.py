@@ -79,7 +79,12 @@ class IntegrationEvents:
         entity_id: Any = None,
     ) -> EventWrite:
         """The call failed. A call that never reached the provider has no external id: name it
-        by ``entity_id`` instead."""
+        by ``entity_id`` instead.
+
+        A failure that names the call (``entity_id``) is the application's own verdict (the
+        runner gave up, the sweeper timed the call out): the fold lets it absorb, so nothing the
+        provider reports afterwards revives the call. Provider reports name only the
+        ``external_id``."""
         if external_id is None and entity_id is None:
             raise ValueError("failed() needs the external_id or the entity_id of the call")
         return await self._one(

@@ -163,6 +163,13 @@ class APICallIntegration(Integration):
     ) -> None:
         cf = self.model.fields
         call_id = event.record["id"]
+        current = await controller.storage.find_one(
+            self.call_name, {"id": call_id}, [cf.status, cf.external_id]
+        )
+        if current is None or current[cf.status] in TERMINAL or current[cf.external_id] is not None:
+            # A re-run (the process stopped before the intent was removed) of a call whose
+            # outcome is already recorded, or a call that is gone: nothing to send.
+            return
         params = event.record.get(cf.request_params)
         created = event.record.get(cf.created_at) or self.clock.now()
         deadline_at = created + timedelta(seconds=self.retry.deadline)
@@ -219,7 +226,11 @@ class APICallIntegration(Integration):
             )
         ]
         if submitted.task_id is None:
-            external_id = str(uuid.uuid4())
+            # Derived from the idempotency key, so that recording the same result twice
+            # (a re-run after a crash) writes the same events, stored once.
+            external_id = str(
+                uuid.uuid5(uuid.NAMESPACE_URL, f"interaqt:{attempt['idempotency_key']}")
+            )
             events += [
                 PendingEvent("initialized", external_id, call_id),
                 PendingEvent("processing", external_id),

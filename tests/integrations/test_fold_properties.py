@@ -1,0 +1,153 @@
+"""The fold is order-insensitive and duplicate-safe: property tests over event deliveries.
+
+One controller (in memory) serves every example; each example makes fresh records and writes
+under its own namespace of external ids, so examples never see each other's events.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reactive as r
+from integrations import IntegrationEvents
+from integrations.testing import (
+    EventSpec,
+    Expected,
+    adversarial_scenarios,
+    deliver,
+    deliveries,
+    valid_sequences,
+)
+
+from .app import EVENT, create_greeting, get_call, greeting_value, start
+
+FIXTURE_OK = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_names = itertools.count()
+
+
+@pytest.fixture
+async def memory_app() -> AsyncIterator[tuple[r.Controller, IntegrationEvents]]:
+    controller, _ = await start(":memory:")
+    yield controller, IntegrationEvents(controller, EVENT)
+    await controller.close()
+
+
+async def outcome(
+    controller: r.Controller,
+    events: IntegrationEvents,
+    delivery: tuple[EventSpec, ...],
+) -> dict[str, Any]:
+    """Deliver to a fresh call; what the call and its business value became."""
+    namespace = f"n{next(_names)}-"
+    greeting_id, call_id = await create_greeting(controller)
+    writes = await deliver(events, call_id, delivery, namespace)
+    call = await get_call(controller, call_id)
+    ext = call["external_id"]
+    state = dict(call["call_state"])
+    return {
+        "status": call["status"],
+        "external_id": ext.removeprefix(namespace) if ext is not None else None,
+        "response_data": call["response_data"],
+        "error": call["error"],
+        "finished": call["completed_at"] is not None,
+        "attempts": state["attempts"],
+        "value": await greeting_value(controller, greeting_id),
+        "stored": sum(1 for w in writes if w.outcome == "stored"),
+    }
+
+
+def expected_outcome(expected: Expected) -> dict[str, Any]:
+    data = expected.response_data
+    return {
+        "status": expected.status,
+        "external_id": expected.external_id,
+        "response_data": data,
+        "error": expected.error,
+        "finished": expected.terminal,
+        "attempts": 0,
+        "value": data["url"] if expected.status == "completed" else None,
+    }
+
+
+@settings(FIXTURE_OK, max_examples=500)
+@given(data=st.data())
+async def test_any_permutation_with_duplicates_folds_to_the_same_call(
+    memory_app: tuple[r.Controller, IntegrationEvents], data: st.DataObject
+) -> None:
+    controller, events = memory_app
+    sequence = data.draw(valid_sequences(terminal=None), label="sequence")
+    in_order = await outcome(controller, events, sequence.events)
+    assert in_order["stored"] == len(sequence.events)
+    assert {k: v for k, v in in_order.items() if k != "stored"} == expected_outcome(
+        sequence.expected
+    )
+    for n in range(2):
+        delivery = data.draw(deliveries(sequence), label=f"delivery {n}")
+        shuffled = await outcome(controller, events, delivery)
+        # the same call, the same business value, and every event stored exactly once
+        assert shuffled == in_order, delivery
+
+
+@settings(FIXTURE_OK, max_examples=200)
+@given(scenario=adversarial_scenarios())
+async def test_adversarial_deliveries_fold_to_the_expected_call(
+    memory_app: tuple[r.Controller, IntegrationEvents], scenario: Any
+) -> None:
+    controller, events = memory_app
+    got = await outcome(controller, events, scenario.delivery)
+    got.pop("stored")
+    assert got == expected_outcome(scenario.expected), scenario.label
+
+
+# -- the same rules, one example each ------------------------------------------------------
+
+
+async def test_an_event_for_an_unknown_id_waits_for_its_initialized(
+    memory_app: tuple[r.Controller, IntegrationEvents],
+) -> None:
+    controller, events = memory_app
+    greeting_id, call_id = await create_greeting(controller)
+    assert (await events.completed("early-task", {"url": "u"})).outcome == "stored"
+    assert (await events.processing("early-task")).outcome == "stored"
+    call = await get_call(controller, call_id)
+    assert (call["status"], call["external_id"]) == ("pending", None)
+    parked = await controller.storage.find(EVENT, {"external_id": "early-task"}, ["event_type"])
+    assert len(parked) == 2  # kept, not applied
+    await events.initialized(call_id, "early-task")
+    call = await get_call(controller, call_id)
+    assert (call["status"], call["response_data"]) == ("completed", {"url": "u"})
+    assert await greeting_value(controller, greeting_id) == "u"
+
+
+async def test_terminal_states_absorb_and_repeats_change_nothing(
+    memory_app: tuple[r.Controller, IntegrationEvents],
+) -> None:
+    controller, events = memory_app
+    _, call_id = await create_greeting(controller)
+    await events.initialized(call_id, "t1")
+    await events.completed("t1", {"url": "first"})
+    before = await get_call(controller, call_id)
+    assert (await events.processing("t1")).outcome == "stored"  # a late processing
+    assert (await events.completed("t1", {"url": "second"})).outcome == "duplicate"
+    await events.completed("t1", {"url": "third"}, dedup_key="provider-evt-2")
+    await events.failed("t1", {"code": "late"})
+    after = await get_call(controller, call_id)
+    assert after == before
+
+
+async def test_a_sync_failure_is_initialized_then_failed(
+    memory_app: tuple[r.Controller, IntegrationEvents],
+) -> None:
+    controller, events = memory_app
+    _, call_id = await create_greeting(controller)
+    writes = await events.sync_failure(call_id, {"code": "rejected"})
+    assert [w.event_type for w in writes] == ["initialized", "failed"]
+    call = await get_call(controller, call_id)
+    assert (call["status"], call["error"]) == ("failed", {"code": "rejected"})
+    assert call["external_id"] == writes[0].external_id
