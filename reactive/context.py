@@ -44,6 +44,7 @@ class TransactionContext:
         # Records created in this transaction, kept current by their update events: a
         # computation reading a record the same write created finds it here without a query.
         self.fresh: dict[tuple[str, Any], Record] = {}
+        self._batches: list[tuple[Sequence[MutationEvent], int]] = []
 
     @property
     def events(self) -> list[MutationEvent]:
@@ -64,21 +65,34 @@ class TransactionContext:
             else:
                 self.deleted[key] = event.record
                 fresh.pop(key, None)
-        for event in events:
+        for index, event in enumerate(events):
             subject = routes.get((event.record_name, event.type))
             if subject is None:
                 continue
             self.depth += 1
             if self.depth > Engine.MAX_DEPTH:
                 raise CycleError(self.trail, Engine.MAX_DEPTH)
+            self._batches.append((events, index))
             try:
                 subject.on_next((event, self))
             finally:
+                self._batches.pop()
                 self.depth -= 1
             if self.error is not None:
                 raise self.error
             if len(self.trail) > 200:
                 del self.trail[:100]
+
+    def later_in_write(self) -> Sequence[MutationEvent]:
+        """Events of the storage write being propagated that come after the current one.
+
+        One storage write happens whole before its events are handled, so a handler reading
+        the database sees the state after all of them; this tells it what had not happened yet
+        at its own event (a link created later in the same update, say)."""
+        if not self._batches:
+            return ()
+        events, index = self._batches[-1]
+        return events[index + 1 :]
 
     # -- writes made by computations (no user-write checks) -----------------------------------
 

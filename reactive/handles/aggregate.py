@@ -195,19 +195,29 @@ class PropertyAggregate(Handle):
         link = attribute.link.name
         query = ["source", "target", *self.link_fields]
         sides = ("source", "target") if attribute.symmetric else (attribute.other,)
-        seen: set[Any] = set()
+        # The links as they were at this event: the same update may re-link the record after
+        # writing its fields (those link events follow, and account for themselves).
+        later = [e for e in ctx.later_in_write() if e.record_name == link]
+        created_later = {e.record["id"] for e in later if e.type == "create"}
+        rows: dict[Any, Mapping[str, Any]] = {}
         for side in sides:
             for row in ctx.session.find(link, {side: {"id": related_id}}, query):
-                if row["id"] in seen:
+                if row["id"] not in created_later:
+                    rows.setdefault(row["id"], row)
+        for e in later:
+            if e.type == "delete" and related_id in (
+                e.record["source"]["id"],
+                e.record["target"]["id"],
+            ):
+                rows.setdefault(e.record["id"], e.record)
+        for link_row in rows.values():
+            for host_id, other_id in self._ends(link_row):
+                if other_id != related_id:
                     continue
-                seen.add(row["id"])
-                for host_id, other_id in self._ends(row):
-                    if other_id != related_id:
-                        continue
-                    delta = self._contribution(new_related, row, ctx) - self._contribution(
-                        old_related, row, ctx
-                    )
-                    self._apply(host_id, delta, 0, ctx)
+                delta = self._contribution(new_related, link_row, ctx) - self._contribution(
+                    old_related, link_row, ctx
+                )
+                self._apply(host_id, delta, 0, ctx)
 
     def _related(self, related_id: Any, ctx: TransactionContext) -> Mapping[str, Any] | None:
         if not self.fold.needs_item or not self.fields:
