@@ -231,7 +231,7 @@ def _dictionary(engine: Engine, name: str) -> Any:
 
 def _check_user_payload(engine: Engine, name: str, data: Mapping[str, Any]) -> None:
     info = engine.records.get(name)
-    if info is None or not isinstance(data, Mapping):
+    if info is None or not (info.hidden or info.computed) or not isinstance(data, Mapping):
         return
     for key in data:
         if key in info.hidden:

@@ -211,6 +211,13 @@ class Engine:
         info = self.records.get(name)
         if info is None or not isinstance(data, Mapping):
             return dict(data) if isinstance(data, Mapping) else data
+        if (
+            info.is_link
+            and not info.properties
+            and data.keys() <= {"source", "target"}
+            and all(type(v) is dict and "id" in v for v in data.values())
+        ):
+            return dict(data)  # a link record between existing records: nothing to fill in
         out = dict(data)
         for prop_name, prop in info.properties.items():
             handle = info.owned.get(prop_name)

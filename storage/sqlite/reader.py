@@ -158,10 +158,16 @@ class Reader:
                 f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} "
                 f"FROM {quote(name)} t WHERE t.id = ?"
             )
-            cached = self._cache[key] = (sql, columns)
-        sql, columns = cached
+            decoders = self._decoders(name, columns)
+            cached = self._cache[key] = (sql, list(zip(columns, decoders, strict=True)))
+        sql, plan = cached
         row = self.conn.execute(sql, (record_id,)).fetchone()
-        return None if row is None else self._decode_row(name, columns, row)
+        if row is None:
+            return None
+        record: Record = {"id": row[0]}
+        for (column, decoder), value in zip(plan, row[1:], strict=True):
+            record[column] = value if decoder is None else decoder(value)
+        return record
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
         """Named value fields of one record by id, or None (a fast path for the engine)."""
