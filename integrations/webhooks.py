@@ -365,10 +365,10 @@ async def _read_body(request: Any, max_bytes: int) -> bytes:
     else:
         length = getattr(request, "content_length", None)
         if length is not None and length > max_bytes:
-            raise r.APIError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
+            raise r.APIError(413, "body_too_large", f"body exceeds {max_bytes} bytes")
         body = await request.read()
     if len(body) > max_bytes:
-        raise r.APIError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
+        raise r.APIError(413, "body_too_large", f"body exceeds {max_bytes} bytes")
     return body
 
 

@@ -43,6 +43,7 @@ from reactive.interaction import (
     PayloadItem,
 )
 from reactive.model import Dictionary, Entity, Property, Relation
+from reactive.server import create_app
 from reactive.side_effects import (
     RecordMutationSideEffect,
     SideEffectRecord,
@@ -93,4 +94,5 @@ __all__ = [
     "Transform",
     "Trigger",
     "WeightedSummation",
+    "create_app",
 ]

@@ -18,6 +18,7 @@ from reactive.callables import adapt
 from reactive.errors import ModelError
 from reactive.model import Entity, Relation, record_name
 from storage import MutationEvent
+from storage.types import is_id
 
 if TYPE_CHECKING:
     from reactive.context import TransactionContext
@@ -146,7 +147,7 @@ def validate_payload(
             values = [value]
         for one in values:
             _check_value(item, one, reject, ctx)
-    return dict(payload)
+    return _json_safe(items, dict(payload))
 
 
 def _check_value(
@@ -161,6 +162,12 @@ def _check_value(
             )
         assert item.base is not None
         base = record_name(item.base)
+        if not is_id(value["id"]):
+            raise reject(
+                "payload_type",
+                f"payload item {item.name!r}: an id is an int or a str, got {value['id']!r}",
+                item.name,
+            )
         if ctx.session.find_one(base, {"id": value["id"]}) is None:
             raise reject(
                 "payload_ref_missing",
@@ -171,6 +178,9 @@ def _check_value(
         return
     if item.base is not None and isinstance(value, Mapping):
         return  # a nested record to create; storage validates its fields
+    if item.type == "timestamp":
+        _check_timestamp(item, value, reject)
+        return
     expected = _PYTHON_TYPES.get(item.type)
     if expected is None:
         return  # json: anything JSON-shaped
@@ -184,6 +194,39 @@ def _check_value(
             f"payload item {item.name!r} must be a {item.type}, got {type(value).__name__}",
             item.name,
         )
+
+
+def _check_timestamp(item: PayloadItem, value: Any, reject: Callable[..., Rejected]) -> None:
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise reject(
+            "payload_type",
+            f"payload item {item.name!r} must be a timezone-aware datetime or an ISO 8601 "
+            f"string with an offset, got {value!r}",
+            item.name,
+        )
+
+
+def _json_safe(items: dict[str, PayloadItem], payload: dict[str, Any]) -> dict[str, Any]:
+    """Timestamps are kept in the interaction event as ISO 8601 strings (it is stored as
+    JSON); every other value as given."""
+    out = dict(payload)
+    for name, item in items.items():
+        if item.type != "timestamp" or out.get(name) is None:
+            continue
+        value = out[name]
+        convert = _iso
+        out[name] = [convert(v) for v in value] if item.is_collection else convert(value)
+    return out
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def check_conditions(

@@ -69,6 +69,14 @@ def _encode_json(record: str, field: str, value: Any) -> Any:
 
 
 def _encode_timestamp(record: str, field: str, value: Any) -> Any:
+    if isinstance(value, str):
+        # ISO 8601 with an explicit offset, as JSON carries timestamps ("...Z" included).
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise FieldTypeError(
+                record, field, "a timezone-aware datetime", value, "not an ISO 8601 timestamp"
+            ) from None
     if not isinstance(value, datetime):
         raise FieldTypeError(record, field, "a timezone-aware datetime", value)
     if value.tzinfo is None or value.utcoffset() is None:

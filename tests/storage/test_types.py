@@ -184,7 +184,8 @@ async def test_unwritten_fields_read_as_none(storage: SQLiteStorage) -> None:
         ("meta", {"a": {(1, 2): "tuple key"}}, "a JSON value"),
         ("meta", {1, 2}, "a JSON value"),
         ("joined", datetime(2024, 1, 1), "a timezone-aware datetime"),  # naive
-        ("joined", "2024-01-01T00:00:00+00:00", "a timezone-aware datetime"),
+        ("joined", "2024-01-01T00:00:00", "a timezone-aware datetime"),  # naive ISO
+        ("joined", "yesterday", "a timezone-aware datetime"),
         ("joined", 1_700_000_000, "a timezone-aware datetime"),
     ],
 )
@@ -224,3 +225,13 @@ async def test_link_fields_are_typed_too(storage: SQLiteStorage) -> None:
     assert (info.value.record, info.value.field) == ("Post_tags_posts_Tag", "weight")
     assert await storage.count("Post") == 0
     assert await storage.count("Tag") == 0
+
+
+async def test_timestamps_accept_iso_8601_strings_with_an_offset(storage: SQLiteStorage) -> None:
+    created = await storage.create("User", {"name": "iso", "joined": "2024-01-02T03:04:05Z"})
+    assert created.record is not None
+    found = await storage.find_one("User", {"id": created.record["id"]}, ["joined"])
+    assert found is not None
+    assert found["joined"] == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    matched = await storage.find("User", {"joined": "2024-01-02T05:04:05+02:00"})
+    assert matched == [{"id": created.record["id"]}]

@@ -216,7 +216,7 @@ async def test_oversized_body_is_413(controller: r.Controller, serve: Serve) -> 
     client = await serve({"stripe": webhook_api(verifier, handle_stripe, max_body_bytes=64)})
     body = event("evt_" + "x" * 100)
     status, answer = await post(client, body, sign_stripe(body, SECRET))
-    assert status == 413 and answer["error"]["code"] == "payload_too_large"
+    assert status == 413 and answer["error"]["code"] == "body_too_large"
     assert await controller.storage.count(EVENT) == 0
 
 

@@ -1,0 +1,388 @@
+"""The HTTP face of a controller: interactions, custom APIs, OpenAPI and health, on aiohttp.
+
+>>> app = create_app(controller, apis={"hello": r.API(hello)}, middlewares=[auth])
+>>> web.run_app(app)
+
+Routes
+    ``POST /api/{name}``          body: a JSON object of the API's params -> the handler's value
+    ``POST /interaction/{name}``  body: ``{"payload": {...}}`` -> ``{"data": ...}``
+    ``GET /openapi.json``         an OpenAPI 3.1 document of all of the above
+    ``GET /health``               ``{"status": "ok"}``
+
+Authentication is the app's middlewares' job: one of them sets ``request["user_id"]``. APIs not
+marked ``allow_anonymous`` and interactions not listed in ``anonymous_interactions`` answer 401
+without it. A dispatch runs as user ``{"id": request["user_id"]}``.
+
+Every error is ``{"error": {"code": ..., "message": ...}}`` (plus ``details`` for some rejected
+dispatches) with a real status code:
+
+    400  malformed JSON (``invalid_json``), a body that is not a JSON object (``invalid_body``),
+         bad API params (``missing_param``, ``unknown_param``, ``invalid_param``), a bad
+         interaction payload (the engine's ``payload_*`` code) or unknown top-level body fields
+    401  no authenticated user (``unauthorized``), or a middleware refused the credentials
+    403  forbidden (an ``APIError(403, ...)`` or ``web.HTTPForbidden``)
+    404  unknown API (``unknown_api``), interaction (``unknown_interaction``) or route
+    405  wrong method for a route (``method_not_allowed``)
+    413  body larger than ``max_body_size`` (``body_too_large``)
+    422  the engine rejected the dispatch: a condition (``condition_rejected`` or the condition's
+         own code), a computation (``computation_error``) or the data (storage error codes)
+    500  anything unexpected (``internal_error``): the traceback is logged on the
+         ``reactive.server`` logger, the answer says nothing more. A condition or ``resolve``
+         that *raised* is such a bug too (``condition_error``, ``resolve_error``).
+
+``r.APIError(status, code, message)`` and aiohttp's ``web.HTTPException`` raised anywhere (a
+handler or a middleware) become the envelope with their status; the error middleware is the
+outermost one, so user middlewares run inside it, in the order given.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import re
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+from reactive.api import API, APIContext, APIError
+from reactive.controller import Controller
+from reactive.errors import ModelError
+from reactive.interaction import DispatchError
+from reactive.openapi import build_openapi
+from reactive.wire import check_params, decode_payload, dump_json, parse_object
+
+log = logging.getLogger("reactive.server")
+
+CONTROLLER_KEY: web.AppKey[Controller] = web.AppKey("reactive.controller", Controller)
+"""``app[CONTROLLER_KEY]`` is the controller the app serves."""
+
+RAW_BODY = "raw_body"
+"""A raw API finds the request body, read once, at ``ctx.request["raw_body"]`` (bytes);
+``await ctx.request.read()`` returns the same bytes."""
+
+DEFAULT_MAX_BODY_SIZE = 1_048_576
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:~-]+$")
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "gateway_timeout",
+}
+
+# Dispatch error codes that mean the application's own code failed, not the request.
+_SERVER_FAULTS = frozenset(
+    {
+        "condition_error",
+        "condition_invalid_result",
+        "resolve_error",
+        "not_set_up_error",
+        "transaction_error",
+        "schema_error",
+        "storage_error",
+    }
+)
+
+_INTERNAL_MESSAGE = "internal server error"
+
+
+# -- the envelope ------------------------------------------------------------------------------
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """``{"error": {"code", "message"[, "details"]}}`` with ``status``."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    body: bytes | None = None
+    if details:
+        try:
+            body = dump_json({"error": {**error, "details": dict(details)}})
+        except (TypeError, ValueError):
+            body = None  # details that JSON cannot carry are left out
+    if body is None:
+        body = dump_json({"error": error})
+    response = web.Response(
+        status=status, body=body, content_type="application/json", headers=headers
+    )
+    if status == 401 and hdrs.WWW_AUTHENTICATE not in response.headers:
+        response.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
+    return response
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    """A JSON answer; datetimes and other engine values are encoded (:func:`dump_json`)."""
+    return web.Response(status=status, body=dump_json(value), content_type="application/json")
+
+
+def _internal_error() -> web.Response:
+    return error_response(500, "internal_error", _INTERNAL_MESSAGE)
+
+
+def _from_api_error(request: web.Request, exc: APIError) -> web.Response:
+    status = exc.status if isinstance(exc.status, int) else 0
+    if not 400 <= status <= 599:
+        log.error(
+            "APIError with status %r on %s %s; answering 500",
+            exc.status,
+            request.method,
+            request.path,
+        )
+        return _internal_error()
+    details = exc.details if isinstance(exc, _WithDetails) else None
+    return error_response(status, str(exc.code), str(exc.message), details)
+
+
+def _from_http_exception(
+    request: web.Request, exc: web.HTTPException, max_body_size: int
+) -> web.Response:
+    status = exc.status
+    code = _STATUS_CODES.get(status, f"http_{status}")
+    default_text = f"{status}: {exc.reason}"
+    message = exc.text if exc.text and exc.text != default_text else exc.reason
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        message = f"request body is larger than the limit of {max_body_size} bytes"
+    elif isinstance(exc, web.HTTPMethodNotAllowed) and message == exc.reason:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        message = f"{request.method} is not allowed on {request.path} (allowed: {allowed})"
+    elif status == 404 and message == exc.reason:
+        message = f"no route for {request.method} {request.path}"
+    elif status == 500:
+        message = _INTERNAL_MESSAGE
+    headers = {
+        name: value
+        for name, value in exc.headers.items()
+        if name.lower() not in ("content-type", "content-length")
+    }
+    return error_response(status, code, message, headers=headers)
+
+
+def _error_middleware(max_body_size: int) -> Middleware:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except APIError as exc:
+            return _from_api_error(request, exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise  # redirects and the like are answers, not errors
+            if exc.status >= 500:
+                log.error("%s %s answered %s: %s", request.method, request.path, exc.status, exc)
+            return _from_http_exception(request, exc, max_body_size)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return _internal_error()
+
+    return errors
+
+
+def _dispatch_failure(error: DispatchError) -> APIError:
+    code = error.code
+    if code == "unknown_interaction":
+        return APIError(404, code, error.message)
+    if code.startswith("payload_"):
+        return _WithDetails(400, code, error.message, error.details)
+    if code in _SERVER_FAULTS:
+        cause = error.cause
+        log.error(
+            "interaction %s failed on the server side (%s): %s",
+            error.interaction,
+            code,
+            error.message,
+            exc_info=(type(cause), cause, cause.__traceback__) if cause is not None else None,
+        )
+        return APIError(500, "internal_error", _INTERNAL_MESSAGE)
+    return _WithDetails(422, code, error.message, error.details)
+
+
+class _WithDetails(APIError):
+    def __init__(self, status: int, code: str, message: str, details: Mapping[str, Any]):
+        super().__init__(status, code, message)
+        self.details = dict(details)
+
+
+# -- the routes --------------------------------------------------------------------------------
+
+
+class _Routes:
+    def __init__(
+        self,
+        controller: Controller,
+        apis: Mapping[str, API],
+        anonymous_interactions: Collection[str],
+        openapi: dict[str, Any],
+    ):
+        self.controller = controller
+        self.apis = dict(apis)
+        self.anonymous_interactions = frozenset(anonymous_interactions)
+        self.openapi_body = dump_json(openapi)
+
+    async def api(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        api = self.apis.get(name)
+        if api is None:
+            known = ", ".join(sorted(self.apis)) or "none"
+            raise APIError(404, "unknown_api", f"unknown API {name!r} (known: {known})")
+        user_id = request.get("user_id")
+        if user_id is None and not api.allow_anonymous:
+            raise APIError(401, "unauthorized", f"API {name} needs an authenticated user")
+        body = await request.read()
+        params: dict[str, Any] | None
+        if api.raw:
+            request[RAW_BODY] = body
+            params = None
+        else:
+            params = parse_object(body, f"the body of API {name}")
+            check_params(name, api.params, params)
+        ctx = APIContext(self.controller, user_id=user_id, request=request)
+        result = await api.handler(ctx, params)
+        if isinstance(result, web.StreamResponse):
+            return result  # a handler that shapes its own answer (a webhook's plain "ok")
+        return json_response(result)
+
+    async def interaction(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        interaction = self.controller.interactions.get(name)
+        if interaction is None:
+            known = ", ".join(sorted(self.controller.interactions)) or "none"
+            raise APIError(
+                404, "unknown_interaction", f"unknown interaction {name!r} (known: {known})"
+            )
+        user_id = request.get("user_id")
+        if user_id is None and name not in self.anonymous_interactions:
+            raise APIError(401, "unauthorized", f"interaction {name} needs an authenticated user")
+        body = parse_object(await request.read(), f"the body of interaction {name}")
+        extra = sorted(set(body) - {"payload"})
+        if extra:
+            raise APIError(
+                400,
+                "invalid_body",
+                f"unknown field(s) {', '.join(map(repr, extra))}; "
+                'the body is {"payload": {...}}',
+            )
+        payload = body.get("payload")
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise APIError(400, "invalid_body", f"{name}: payload must be a JSON object")
+        payload = decode_payload(interaction, payload)
+        user = {"id": user_id} if user_id is not None else None
+        result = await self.controller.dispatch(name, user=user, payload=payload)
+        if result.error is not None:
+            raise _dispatch_failure(result.error)
+        return json_response({"data": result.data})
+
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=self.openapi_body, content_type="application/json")
+
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        return json_response({"status": "ok"})
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("interaqt-py")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def _check_names(kind: str, names: Iterable[str]) -> None:
+    for name in names:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ModelError(
+                f"{kind} name {name!r} cannot be served over HTTP: use letters, digits and "
+                "'_', '.', ':', '~', '-'"
+            )
+
+
+def create_app(
+    controller: Controller,
+    apis: Mapping[str, API] | None = None,
+    middlewares: Iterable[Middleware] = (),
+    *,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    title: str = "interaqt-py",
+    version: str | None = None,
+    anonymous_interactions: bool | Collection[str] = False,
+) -> web.Application:
+    """An aiohttp application serving ``controller``'s interactions and ``apis``.
+
+    ``middlewares`` are aiohttp middlewares, run in the order given (the first is outermost),
+    inside the server's error middleware; an auth middleware sets ``request["user_id"]``.
+    ``max_body_size`` (bytes) caps request bodies (413 beyond it). ``anonymous_interactions``
+    is ``True`` (every interaction may be dispatched without a user; the dispatch user is then
+    None) or the names of those that may; by default all need a user. ``title`` and ``version``
+    go into the OpenAPI document. The controller must be set up (and closed) by the caller.
+    """
+    apis = dict(apis or {})
+    for name, api in apis.items():
+        if not isinstance(api, API):
+            raise ModelError(f"apis[{name!r}] must be an r.API, got {type(api).__name__}")
+        if api.raw and api.params:
+            raise ModelError(f"API {name!r} is raw: it reads its own body and cannot have params")
+    _check_names("API", apis)
+    _check_names("interaction", controller.interactions)
+    if isinstance(max_body_size, bool) or not isinstance(max_body_size, int) or max_body_size < 1:
+        raise ModelError(f"max_body_size must be a positive number of bytes, got {max_body_size!r}")
+    if anonymous_interactions is True:
+        anonymous: Collection[str] = frozenset(controller.interactions)
+    elif anonymous_interactions is False:
+        anonymous = frozenset()
+    else:
+        if isinstance(anonymous_interactions, str):
+            anonymous_interactions = [anonymous_interactions]
+        anonymous = frozenset(anonymous_interactions)
+        unknown = sorted(anonymous - set(controller.interactions))
+        if unknown:
+            raise ModelError(f"anonymous_interactions names unknown interaction(s): {unknown}")
+    openapi = build_openapi(
+        apis,
+        controller.interactions,
+        anonymous,
+        title=title,
+        version=version or _package_version(),
+    )
+    routes = _Routes(controller, apis, anonymous, openapi)
+    app = web.Application(
+        middlewares=[_error_middleware(max_body_size), *middlewares],
+        client_max_size=max_body_size,
+    )
+    app[CONTROLLER_KEY] = controller
+    app.router.add_post("/api/{name}", routes.api)
+    app.router.add_post("/interaction/{name}", routes.interaction)
+    app.router.add_get("/openapi.json", routes.openapi)
+    app.router.add_get("/health", routes.health)
+    return app
+
+
+__all__ = [
+    "CONTROLLER_KEY",
+    "DEFAULT_MAX_BODY_SIZE",
+    "RAW_BODY",
+    "create_app",
+    "error_response",
+    "json_response",
+]

@@ -1,0 +1,220 @@
+"""What travels over HTTP: strict JSON in, JSON (with engine values) out, API params checked.
+
+Used by :mod:`reactive.server`; kept apart so the rules can be read (and tested) on their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from collections.abc import Mapping, Set
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+import attrs
+
+from reactive.api import APIError
+from reactive.interaction import Interaction, PayloadItem
+
+# -- JSON in -----------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+# A lone surrogate can only come in through a \uD800-\uDFFF escape.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a request body as strict JSON (RFC 8259): UTF-8, no NaN/Infinity, no number that
+    overflows a float, no lone surrogate. Raises ``APIError(400, "invalid_json", ...)``."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise APIError(400, "invalid_json", f"request body is not UTF-8: {exc.reason}") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise APIError(400, "invalid_json", "request body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, our own rejections, int digit limits
+        raise APIError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise APIError(400, "invalid_json", "request body has a lone UTF-16 surrogate escape")
+    return value
+
+
+def parse_object(body: bytes, what: str) -> dict[str, Any]:
+    """A body that must be a JSON object; an empty body (no bytes at all) counts as ``{}``."""
+    if not body:
+        return {}
+    value = parse_json(body)
+    if not isinstance(value, dict):
+        raise APIError(
+            400, "invalid_body", f"{what} must be a JSON object, got {json_type_name(value)}"
+        )
+    return value
+
+
+def json_type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+# -- API params --------------------------------------------------------------------------------
+
+
+def _is_type(type_name: str, value: Any) -> bool:
+    if type_name == "string":
+        return isinstance(value, str)
+    if type_name == "number":
+        return (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and (not isinstance(value, float) or math.isfinite(value))
+        )
+    if type_name == "boolean":
+        return isinstance(value, bool)
+    return True  # json: any JSON value, null included
+
+
+def check_params(api_name: str, declared: Mapping[str, str], given: Mapping[str, Any]) -> None:
+    """Every declared param is required, no other is allowed, each has its declared type."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise APIError(
+            400,
+            "unknown_param",
+            f"{api_name}: unknown param(s) {', '.join(map(repr, unknown))}; "
+            f"declared: {', '.join(declared) or 'none'}",
+        )
+    missing = [name for name in declared if name not in given]
+    if missing:
+        raise APIError(
+            400,
+            "missing_param",
+            f"{api_name}: missing required param(s) {', '.join(map(repr, missing))}",
+        )
+    for name, type_name in declared.items():
+        if not _is_type(type_name, given[name]):
+            raise APIError(
+                400,
+                "invalid_param",
+                f"{api_name}: param {name!r} must be a {type_name}, "
+                f"got {json_type_name(given[name])}",
+            )
+
+
+# -- interaction payloads ----------------------------------------------------------------------
+
+
+def _timestamp(item: PayloadItem, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # the engine reports the wrong type
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise APIError(
+            400,
+            "payload_type",
+            f"payload item {item.name!r} must be an ISO 8601 timestamp, got {value!r}",
+        ) from None
+
+
+def decode_payload(interaction: Interaction, payload: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no timestamps: ISO 8601 strings for ``timestamp`` items become datetimes.
+    Everything else is left to the engine's own payload check."""
+    decoded = dict(payload)
+    for item in interaction.payload.items:
+        if item.type != "timestamp" or item.is_ref or decoded.get(item.name) is None:
+            continue
+        value = decoded[item.name]
+        if item.is_collection and isinstance(value, list):
+            decoded[item.name] = [_timestamp(item, one) for one in value]
+        elif not item.is_collection:
+            decoded[item.name] = _timestamp(item, value)
+    return decoded
+
+
+# -- JSON out ----------------------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Set | tuple):
+        return list(value)
+    if attrs.has(type(value)):
+        return attrs.asdict(value, recurse=False)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dump_json(value: Any) -> bytes:
+    """Encode a response body. Datetimes become ISO 8601 strings; mappings, sets and tuples,
+    UUIDs, Decimals, enums, bytes (base64) and attrs instances are converted. NaN and infinities
+    are refused (``ValueError``): JSON cannot carry them."""
+    text = json.dumps(value, default=_default, ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8")
+
+
+__all__ = [
+    "check_params",
+    "decode_payload",
+    "dump_json",
+    "json_type_name",
+    "parse_json",
+    "parse_object",
+]
