@@ -234,8 +234,11 @@ def latest_call_value(
     call: r.Entity | str,
     value: Callable[[dict[str, Any]], Any],
     status_field: str = "status",
+    statuses: Sequence[str] = ("completed",),
+    initial: Any = None,
 ) -> r.Custom:
-    """A business property of ``owner`` taken from its *latest* call once that completes.
+    """A business property of ``owner`` taken from its *latest* call once that completes (or
+    reaches any of ``statuses``).
 
     ``via`` is the owner's relation attribute to its calls; ``value(call_record)`` extracts the
     business value (e.g. ``lambda c: c["response_data"]["url"]``). A completion of an older call
@@ -257,13 +260,10 @@ def latest_call_value(
     return r.Custom(
         compute,
         triggers=[
-            r.Trigger(
-                record_name(call),
-                "update",
-                fields={status_field: "completed"},
-                keys=[status_field],
-            )
+            r.Trigger(record_name(call), "update", fields={status_field: s}, keys=[status_field])
+            for s in statuses
         ],
         compute_target=target,
         with_record=True,
+        initial=initial,
     )
