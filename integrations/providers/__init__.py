@@ -1,0 +1,1 @@
+"""Integrations with concrete external providers, one package each."""
