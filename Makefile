@@ -16,7 +16,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m examples.tour
+	$(BIN)/python -m examples.donations
 
 lint: $(STAMP)
 	$(BIN)/ruff check storage reactive integrations tests benchmarks examples
