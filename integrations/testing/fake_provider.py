@@ -35,10 +35,8 @@ import asyncio
 import contextlib
 import itertools
 import json
-import socket
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal, cast
 
 import aiohttp
@@ -48,6 +46,7 @@ from aiohttp import web
 from integrations.api_call import APICallModel
 from integrations.retry import raise_for_status
 from integrations.runner import APICallIntegration, ProviderStatus, Submitted
+from integrations.testing.loopback import LoopbackServer
 
 Route = Literal["submit", "run", "status"]
 TaskStatus = Literal["pending", "processing", "completed", "failed"]
@@ -170,7 +169,7 @@ DEFAULT_ERROR: Any = {"code": "task_failed", "message": "the provider could not 
 # -- the server ---------------------------------------------------------------------------
 
 
-class FakeProvider:
+class FakeProvider(LoopbackServer):
     """The fake task API on ``127.0.0.1`` at a random port; use as an async context manager.
 
     ``progression`` is the list of statuses a new task goes through, one per status read
@@ -186,6 +185,7 @@ class FakeProvider:
         error: Any = DEFAULT_ERROR,
         task_prefix: str = "task-",
     ) -> None:
+        super().__init__()
         self.progression = list(progression)
         self.result = result
         self.error = error
@@ -199,55 +199,20 @@ class FakeProvider:
         self._ids = itertools.count(1)
         self._release = asyncio.Event()
         self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
         self._changed = asyncio.Condition()
 
     # -- life cycle -----------------------------------------------------------------------
 
-    async def start(self) -> FakeProvider:
-        """Start listening (``async with`` does it)."""
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/tasks", self._submit)
         app.router.add_get("/v1/tasks/{id}", self._status)
         app.router.add_post("/v1/run", self._run)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, handle_signals=False)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        return self
 
     async def close(self) -> None:
         """Stop: held and delayed requests are answered 503 at once."""
         self._closing.set()
         self._release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeProvider:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("the fake provider is not started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:54321``."""
-        return f"http://127.0.0.1:{self.port}"
+        await super().close()
 
     # -- scripting and commands -------------------------------------------------------------
 

@@ -22,15 +22,15 @@ import asyncio
 import contextlib
 import itertools
 import json
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any
 
 import attrs
 from aiohttp import web
+
+from integrations.testing.loopback import LoopbackServer
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -144,7 +144,7 @@ def default_translate(request: ChatRequest) -> str:
 # -- the server ------------------------------------------------------------------------------
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """The fake endpoint on ``127.0.0.1`` at a random port; use as an async context manager.
 
     ``translate(request)`` computes the assistant's content; ``api_key`` is the only key
@@ -158,6 +158,7 @@ class FakeOpenAI:
         translate: Callable[[ChatRequest], str | None] = default_translate,
         finish_reason: str = "stop",
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.translate = translate
         self.finish_reason = finish_reason
@@ -165,42 +166,13 @@ class FakeOpenAI:
         self._script: deque[Outcome] = deque()
         self._ids = itertools.count(1)
         self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
 
-    async def start(self) -> FakeOpenAI:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post(CHAT_PATH, self._chat)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, handle_signals=False)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        return self
 
     async def close(self) -> None:
         self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeOpenAI:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @property
-    def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("the fake server is not started")
-        return f"http://127.0.0.1:{self._port}"
+        await super().close()
 
     @property
     def base_url(self) -> str:

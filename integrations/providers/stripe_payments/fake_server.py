@@ -31,10 +31,8 @@ import contextlib
 import itertools
 import json
 import secrets
-import socket
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal
 
 import aiohttp
@@ -50,6 +48,7 @@ from integrations.providers.stripe_payments.fake_wire import (
     new_intent,
     no_such_intent,
 )
+from integrations.testing.loopback import LoopbackServer
 from integrations.webhooks import sign_stripe
 
 Route = Literal["create", "retrieve"]
@@ -137,7 +136,7 @@ class Delivery:
 # -- the server ------------------------------------------------------------------------------
 
 
-class FakeStripe:
+class FakeStripe(LoopbackServer):
     """The fake API on ``127.0.0.1`` at a random port; use as an async context manager.
 
     ``secret_key`` is the only key accepted. ``webhook_secret`` signs deliveries (a list: one
@@ -151,6 +150,7 @@ class FakeStripe:
         webhook_secret: str | Sequence[str] = "whsec_fake",
         webhook_url: str | None = None,
     ) -> None:
+        super().__init__()
         self.secret_key = secret_key
         self.webhook_secret = webhook_secret
         self.webhook_url = webhook_url
@@ -163,23 +163,13 @@ class FakeStripe:
         self._release = asyncio.Event()
         self._closing = asyncio.Event()
         self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
         self._session: aiohttp.ClientSession | None = None
 
     # -- life cycle -----------------------------------------------------------------------
 
-    async def start(self) -> FakeStripe:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/payment_intents", self._create)
         app.router.add_get("/v1/payment_intents/{id}", self._retrieve)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, handle_signals=False)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        return self
 
     async def close(self) -> None:
         self._closing.set()
@@ -187,27 +177,7 @@ class FakeStripe:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeStripe:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @property
-    def url(self) -> str:
-        """What ``STRIPE_API_BASE`` should be: ``http://127.0.0.1:<port>``."""
-        if self._port is None:
-            raise RuntimeError("the fake Stripe is not started")
-        return f"http://127.0.0.1:{self._port}"
+        await super().close()
 
     # -- scripting and inspection ---------------------------------------------------------
 

@@ -27,11 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal
 
 import aiohttp
@@ -39,6 +37,7 @@ import attrs
 from aiohttp import web
 
 from integrations.testing.fake_provider import Delay, Drop, Hold, Outcome, Reply
+from integrations.testing.loopback import LoopbackServer
 from integrations.webhooks import sign_standard
 
 from .api import (
@@ -153,7 +152,7 @@ class CallbackDelivery:
         return json.loads(self.body)
 
 
-class FakeVolcTTS:
+class FakeVolcTTS(LoopbackServer):
     """The fake on ``127.0.0.1`` at a random port; use as an async context manager."""
 
     def __init__(
@@ -171,6 +170,7 @@ class FakeVolcTTS:
         audio_base: str = "https://tts.invalid/audio/",
         failure: tuple[int, str] = DEFAULT_FAILURE,
     ) -> None:
+        super().__init__()
         self.appid = appid
         self.token = token
         self.resource_ids = set(resource_ids)
@@ -194,23 +194,13 @@ class FakeVolcTTS:
         self._closing = asyncio.Event()
         self._changed = asyncio.Condition()
         self._background: set[asyncio.Task[Any]] = set()
-        self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._port: int | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
-    async def start(self) -> FakeVolcTTS:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post(SUBMIT_PATH, self._submit)
         app.router.add_get(QUERY_PATH, self._query)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, handle_signals=False)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        return self
 
     async def close(self) -> None:
         """Stop: background callbacks are cancelled, held requests answered 503."""
@@ -220,30 +210,10 @@ class FakeVolcTTS:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await super().close()
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    async def __aenter__(self) -> FakeVolcTTS:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @property
-    def url(self) -> str:
-        """Base URL (``VOLC_TTS_BASE_URL``), e.g. ``http://127.0.0.1:54321``."""
-        if self._port is None:
-            raise RuntimeError("the fake is not started")
-        return f"http://127.0.0.1:{self._port}"
 
     def environ(self, **extra: str) -> dict[str, str]:
         """Environment variables for a :class:`VolcTTSIntegration` talking to this fake."""
