@@ -21,6 +21,7 @@ from integrations.testing.fake_provider import (
     TaskStatus,
     default_result,
 )
+from integrations.testing.loopback import LoopbackServer
 from integrations.testing.strategies import (
     EventSequence,
     EventSpec,
@@ -50,6 +51,7 @@ __all__ = [
     "FakeTask",
     "FakeTaskIntegration",
     "Hold",
+    "LoopbackServer",
     "RecordedRequest",
     "Reply",
     "Route",
