@@ -58,7 +58,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -433,6 +433,17 @@ class Model:
             return [v for v in value if v is not None]
         return [value]
 
+    def _values(self, name: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The value fields of a payload, as a read returns them."""
+        fields = self.schema.fields(name)
+        return {
+            k: datetime.fromisoformat(v)
+            if fields[k].type == "timestamp" and isinstance(v, str)
+            else v
+            for k, v in data.items()
+            if k in fields
+        }
+
     def attempt(self, write: Callable[[], T]) -> T:
         """Run one write; raise :class:`ModelError` if it must fail."""
         self.missing = False
@@ -459,8 +470,7 @@ class Model:
         return int(self.create(related, rest)["id"])
 
     def create(self, name: str, data: Mapping[str, Any]) -> dict[str, Any]:
-        fields = self.fields(name)
-        values = {k: v for k, v in data.items() if k in fields}
+        values = self._values(name, data)
         record: dict[str, Any]
         if self.schema.is_link(name):
             link = self.schema.links[name]
@@ -508,8 +518,7 @@ class Model:
         matched = self.select(name, match)
         if not matched:
             return []
-        fields = self.fields(name)
-        values = {k: v for k, v in data.items() if k in fields}
+        values = self._values(name, data)
         olds = [self.snapshot(name, rid) for rid in matched]
         for rid in matched:
             self.rows[name][rid].update(values)
@@ -565,12 +574,14 @@ _INSTANTS = [
     datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),
 ]
 TIMES = st.sampled_from([t.astimezone(tz) for t in _INSTANTS for tz in (UTC, _PLUS5)])
+# Timestamps may also be written as ISO 8601 text with an offset; they read back as datetimes.
+TIME_TEXTS = TIMES.map(lambda t: t.isoformat().replace("+00:00", "Z"))
 VALUES: dict[str, st.SearchStrategy[Any]] = {
     "string": st.none() | STRINGS,
     "number": st.none() | NUMBERS,
     "boolean": st.none() | st.booleans(),
     "json": JSONS,
-    "timestamp": st.none() | TIMES,
+    "timestamp": st.none() | TIMES | TIME_TEXTS,
 }
 LIKE_PATTERNS = st.sampled_from(["a%", "%b", "_", "%", "A%", "a_b", "%\\%", "", "_b%", "é"])
 REF_IDS = st.integers(1, 8)
@@ -745,7 +756,7 @@ def draw_item(
         item = {"id": data.draw(st.sampled_from(existing))}
     else:
         item = draw_create(data, model, attr.related, depth)
-    if attr.link.fields and data.draw(st.booleans()):
+    if bool(attr.link.fields) and data.draw(st.booleans()):
         item["&"] = data.draw(values_strategy(attr.link.name))
     elif data.draw(st.integers(0, 9)) == 0:
         item["&"] = {}
@@ -838,10 +849,10 @@ QUERIES: dict[str, list[Any]] = {
     "Post": [
         "*",
         ("author", ["name", "age", ("profile", ["bio"])]),
-        ("tags", ["*", ("&", ["*"]), ("posts", ["title"])]),
+        ("tags", ["*", ("&", ["*", ("target", ["label"])]), ("posts", ["title"])]),
         ("comments", ["*", ("post", ["title"])]),
     ],
-    "Tag": ["*", ("posts", ["title", ("&", ["weight"]), ("author", ["name"])])],
+    "Tag": ["*", ("posts", ["title", ("&", ["weight", "source"]), ("author", ["name"])])],
     "Profile": ["*", ("owner", ["*", "posts"])],
     "Comment": ["*", "post", ("author", ["name", ("comments", ["body"])])],
     TAGS: ["*", ("source", ["title"]), ("target", ["label"])],
@@ -870,6 +881,12 @@ FIXED_MATCHES: list[tuple[str, MatchExp | dict[str, Any]]] = [
     ("Comment", A("post.author", "is null")),
     (TAGS, A("source.title", "like", "%b") | A("weight", "is null")),
     (FRIENDS, A("source.name", "=", "a") | ~A("target.age", ">", 0)),
+    # Negations of every operator on plain fields: each must be the exact complement.
+    ("User", ~A("age", "<", 1) | ~A("name", "like", "a%")),
+    ("User", ~A("active", "!=", True) & ~A("joined", ">=", datetime(2020, 1, 1, tzinfo=UTC))),
+    ("User", ~A("age", "in", [1, None, 2.0]) & ~A("name", "not in", ["a", "ab"])),
+    ("Post", ~A("score", "<=", 0.5) | ~A("title", ">", "a")),
+    ("Post", ~(A("score", "=", 2) | A("title", "is null"))),
 ]
 ORDERED_READS: list[tuple[str, dict[str, str], int | None, int | None]] = [
     ("User", {"age": "desc"}, 3, 1),
@@ -945,8 +962,8 @@ class StorageModelMachine(RuleBasedStateMachine):
         return self.storage
 
     @initialize(executor=st.sampled_from(["loop", "loop", "thread"]))
-    def open_storage(self, executor: str) -> None:
-        self.storage = SQLiteStorage(str(self.tmp / "model.db"), executor=executor)  # type: ignore[arg-type]
+    def open_storage(self, executor: Literal["loop", "thread"]) -> None:
+        self.storage = SQLiteStorage(str(self.tmp / "model.db"), executor=executor)
         self.run(self.storage.setup(SCHEMA))
 
     def teardown(self) -> None:
@@ -1090,11 +1107,38 @@ class StorageModelMachine(RuleBasedStateMachine):
             )
         ]
         for ref in refs:
-            if attr.link.fields and data.draw(st.booleans()):
+            if bool(attr.link.fields) and data.draw(st.booleans()):
                 ref["&"] = data.draw(values_strategy(attr.link.name))
         value: Any = refs if attr.to_many else (refs[0] if refs else None)
         payload = {attr.name: value}
         self.update(name, {"id": rid}, payload)
+
+    @precondition(lambda self: self.has_records())
+    @rule(data=st.data())
+    def relink_to_nested_back_reference(self, data: st.DataObject) -> None:
+        """Re-point a relation to a record created in the same write whose own payload links
+        it back through the same link: that nested link may displace the very links the
+        update replaces."""
+        name = self.draw_populated(data)
+        rid = data.draw(st.sampled_from(sorted(self.model.rows[name])))
+        attributes = [a.name for a in SCHEMA.attributes(name).values() if a.via_link]
+        attr = SCHEMA.attribute(name, data.draw(st.sampled_from(attributes)))
+        link = attr.link
+        back_name = (
+            attr.name
+            if attr.symmetric
+            else (link.target_attr if attr.side == "source" else link.source_attr)
+        )
+        assert back_name is not None
+        back = SCHEMA.attribute(attr.related, back_name)
+        nested: dict[str, Any] = data.draw(values_strategy(attr.related))
+        nested[back.name] = [{"id": rid}] if back.to_many else {"id": rid}
+        items = [
+            nested,
+            *[draw_item(data, self.model, attr, 0) for _ in range(data.draw(st.integers(0, 1)))],
+        ]
+        value: Any = items if attr.to_many else nested
+        self.update(name, {"id": rid}, {attr.name: value})
 
     @precondition(lambda self: self.has_records([TAGS]))
     @rule(data=st.data())
