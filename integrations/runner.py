@@ -24,6 +24,7 @@ from integrations.clock import Clock, SystemClock
 from integrations.events import IntegrationEvents, PendingEvent
 from integrations.retry import ProviderError, RetryPolicy, is_transient
 from storage import MatchExp
+from storage.types import is_id
 
 log = logging.getLogger("integrations.runner")
 
@@ -319,6 +320,8 @@ class APICallIntegration(Integration):
     async def _query_api(self, ctx: r.APIContext, params: dict[str, Any]) -> Any:
         controller = self._controller()
         cf = self.model.fields
+        if not is_id(params["call_id"]):
+            raise r.APIError(400, "invalid_param", "call_id must be a call id (an int or a str)")
         call = await controller.storage.find_one(
             self.call_name, {"id": params["call_id"]}, [cf.owner]
         )

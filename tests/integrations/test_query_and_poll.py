@@ -203,3 +203,11 @@ def _sleepers_back_to(clock: FakeClock, count: int) -> Any:
         return clock.sleepers == count
 
     return check
+
+
+@pytest.mark.parametrize("bad", [[1], {"id": 1}, 1.5, True, None, 2**70])
+async def test_a_call_id_that_is_not_an_id_is_a_bad_param(make_app: MakeApp, bad: Any) -> None:
+    app = await make_app()
+    with pytest.raises(r.APIError) as caught:
+        await ask(app, OWNER, bad)
+    assert (caught.value.status, caught.value.code) == (400, "invalid_param")
