@@ -7,7 +7,8 @@ computations that depend on it before it returns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from reactive.engine import DICTIONARY_RECORD, Engine
@@ -82,6 +83,18 @@ class TransactionContext:
                 raise self.error
             if len(self.trail) > 200:
                 del self.trail[:100]
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: if the block raises, its writes (and the computations they
+        ran) are undone and the exception re-raised. Use this rather than the storage session's
+        own savepoint, so that the context's caches forget what was undone."""
+        try:
+            with self.session.savepoint():
+                yield
+        except BaseException:
+            self.fresh.clear()
+            raise
 
     def later_in_write(self) -> Sequence[MutationEvent]:
         """Events of the storage write being propagated that come after the current one.
@@ -206,6 +219,10 @@ class EngineStorage:
 
     def count(self, name: RecordRef, match: Match = None) -> int:
         return self._ctx.session.count(record_name(name), match)
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """``with ctx.storage.savepoint(): ...``: undo the block's writes if it raises."""
+        return self._ctx.savepoint()
 
     def get_dict(self, name: str) -> Any:
         """A dictionary's value (its default when never set)."""

@@ -80,12 +80,18 @@ class SQLiteStorage:
         if not isinstance(schema, Schema):
             raise TypeError(f"setup() needs a storage.Schema, got {type(schema).__name__}")
         if self._connection is None:
-            self._connection = await aiosqlite.connect(
+            connecting = aiosqlite.connect(
                 self.path,
                 isolation_level=None,  # transactions are explicit: BEGIN ... COMMIT
                 check_same_thread=False,  # the "loop" executor uses the handle on this thread
                 cached_statements=1024,
             )
+            # A storage that was never closed must not keep the process alive at exit (its
+            # committed work is durable either way; WAL recovers the rest).
+            worker = getattr(connecting, "_thread", None)
+            if worker is not None and not worker.is_alive():
+                worker.daemon = True
+            self._connection = await connecting
             await self._connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             await self._connection.execute("PRAGMA journal_mode = WAL")
             await self._connection.execute("PRAGMA synchronous = NORMAL")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import reactive as r
+from storage import SQLiteStorage
 
 from .conftest import MakeController
 from .helpers import table_counts
@@ -221,3 +223,37 @@ async def test_a_failure_in_a_dispatch_stores_nothing_and_later_writes_work(
     after = await snapshot(c)
     assert after["dicts"] == {"items": 1, "orders": 0, "links": 0}
     assert [(i["code"], i["ratio"]) for i in after["invoices"]] == [("y", 0.25)]
+
+
+async def test_a_rolled_back_savepoint_leaves_no_trace_in_later_computations(
+    tmp_path: Path,
+) -> None:
+    fan = r.Entity("Fan", [r.Property("weight", "number")])
+    club = r.Entity(
+        "Club",
+        [
+            r.Property(
+                "total",
+                "number",
+                computation=r.Summation(property="fans", attribute_query=["weight"]),
+            )
+        ],
+    )
+    fans = r.Relation(club, "fans", fan, "clubs", "n:n")
+    controller = r.Controller(SQLiteStorage(str(tmp_path / "sp.db")), [fan, club], [fans])
+    await controller.setup()
+
+    def body(ctx: r.TransactionContext) -> None:
+        club_id = ctx.storage.create("Club", {})["id"]
+        fan_id = ctx.storage.create("Fan", {"weight": 1})["id"]
+        with pytest.raises(RuntimeError), ctx.storage.savepoint():
+            ctx.storage.update("Fan", {"id": fan_id}, {"weight": 100})
+            raise RuntimeError("undo")
+        ctx.storage.create(fans, {"source": {"id": club_id}, "target": {"id": fan_id}})
+
+    try:
+        await controller.transact(body)
+        clubs = await controller.storage.find("Club", None, ["total"])
+        assert [c["total"] for c in clubs] == [1]  # the undone weight of 100 is not counted
+    finally:
+        await controller.close()
