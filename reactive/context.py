@@ -215,6 +215,8 @@ class EngineStorage:
     ) -> Record | None:
         rec = record_name(name)
         query = self._ctx.engine.public_query(rec, attribute_query)
+        if type(match) is dict:
+            self._ctx.engine.note_lookup(rec, match)
         return self._ctx.session.find_one(rec, match, query, order_by)
 
     def count(self, name: RecordRef, match: Match = None) -> int:

@@ -8,6 +8,7 @@ finishes before the write that started it returns.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from reactive.handles.state_machine import CustomHandle, StateMachineHandle
 from reactive.handles.transform import TransformHandle
 from reactive.model import Dictionary, Entity, Property, Relation, record_name
 from storage import Field, Index, LinkType, MutationEvent, RecordType, Schema
+
+log = logging.getLogger("reactive.engine")
 
 INTERACTION_EVENT = "_Interaction_"
 """The record every dispatch writes: ``interaction_name``, ``user``, ``payload``."""
@@ -102,6 +105,7 @@ class Engine:
         for record, field in hidden:
             if record in self.records:
                 self.records[record].hidden.add(field.name)
+        self._lookups_noted: set[tuple[str, str]] = set()
         self.routes: dict[tuple[str, str], Subject[tuple[MutationEvent, Any]]] = {}
         for handle in self.handles:
             for route in handle.routes():
@@ -296,6 +300,26 @@ class Engine:
             else i
             for i in nested
         ]
+
+    def note_lookup(self, name: str, match: Mapping[str, Any]) -> None:
+        """Warn once when a computation looks records up by fields no index starts with: every
+        such look-up is a full scan (declare ``Property(..., index=True)``)."""
+        record = self.schema.records.get(name)
+        if record is None:
+            return
+        fields = [k for k in match if k != "id" and "." not in k]
+        if not fields or (name, fields[0]) in self._lookups_noted:
+            return
+        leading = {index.fields[0] for index in record.indexes}
+        if not leading.intersection(fields):
+            self._lookups_noted.add((name, fields[0]))
+            log.warning(
+                "%s is looked up by %s inside a transaction without an index: every look-up "
+                "scans the table; declare Property(%r, index=True)",
+                name,
+                ", ".join(fields),
+                fields[0],
+            )
 
     def public_event(self, event: MutationEvent) -> MutationEvent:
         """``event`` without computations' internal state fields (what subscribers see)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -519,3 +520,25 @@ async def test_records_and_links_created_by_a_nested_update_get_defaults(
         {"id": 1, "name": "nested", "role": "member", "shout": "NESTED"}
     ]
     assert [link["weight"] for link in await c.storage.find(fans, None, ["weight"])] == [1]
+
+
+async def test_a_lookup_by_an_unindexed_field_inside_a_transaction_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    item = r.Entity("Item", [r.Property("code"), r.Property("sku", index=True)])
+    controller = r.Controller(SQLiteStorage(str(tmp_path / "ix.db")), [item])
+    await controller.setup()
+    try:
+        await controller.storage.create("Item", {"code": "a", "sku": "s"})
+
+        def look(ctx: r.TransactionContext) -> None:
+            for _ in range(3):
+                assert ctx.storage.find_one("Item", {"code": "a"}) is not None
+                assert ctx.storage.find_one("Item", {"sku": "s"}) is not None
+
+        with caplog.at_level("WARNING", logger="reactive.engine"):
+            await controller.transact(look)
+        warnings = [r.getMessage() for r in caplog.records if r.name == "reactive.engine"]
+        assert len(warnings) == 1 and "Item is looked up by code" in warnings[0]
+    finally:
+        await controller.close()
