@@ -9,19 +9,16 @@ Needs the ``dev`` extras (``hypothesis``) for the strategies.
 
 from integrations.testing.clock import FakeClock
 from integrations.testing.fake_provider import (
-    Delay,
-    Drop,
     FakeProvider,
     FakeTask,
     FakeTaskIntegration,
-    Hold,
     RecordedRequest,
-    Reply,
     Route,
     TaskStatus,
     default_result,
 )
 from integrations.testing.loopback import LoopbackServer
+from integrations.testing.scripts import Delay, Drop, Hold, Outcome, Reply, describe, play
 from integrations.testing.strategies import (
     EventSequence,
     EventSpec,
@@ -52,6 +49,7 @@ __all__ = [
     "FakeTaskIntegration",
     "Hold",
     "LoopbackServer",
+    "Outcome",
     "RecordedRequest",
     "Reply",
     "Route",
@@ -63,8 +61,10 @@ __all__ = [
     "default_result",
     "deliver",
     "deliveries",
+    "describe",
     "errors",
     "external_ids",
+    "play",
     "results",
     "superseded_scenarios",
     "unknown_id_scenarios",

@@ -32,7 +32,6 @@ the fake over HTTP with aiohttp, sends the ``Idempotency-Key`` header and maps e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 from collections import deque
@@ -47,65 +46,12 @@ from integrations.api_call import APICallModel
 from integrations.retry import raise_for_status
 from integrations.runner import APICallIntegration, ProviderStatus, Submitted
 from integrations.testing.loopback import LoopbackServer
+from integrations.testing.scripts import Outcome, describe, play
 
 Route = Literal["submit", "run", "status"]
 TaskStatus = Literal["pending", "processing", "completed", "failed"]
 ROUTES: tuple[Route, ...] = ("submit", "run", "status")
 TERMINAL: tuple[TaskStatus, ...] = ("completed", "failed")
-
-
-# -- scripted outcomes ---------------------------------------------------------------------
-
-
-@attrs.frozen
-class Reply:
-    """Answer with this HTTP status, JSON body and headers instead of handling the request.
-
-    With ``process=True`` the request is handled first (a task is created, a run made) and then
-    this answer replaces the real one: the provider did the work but the client never learns.
-    """
-
-    status: int
-    body: Any = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-    process: bool = False
-
-    @classmethod
-    def rate_limited(cls, retry_after: float | str | None = None) -> Reply:
-        """A 429, with ``Retry-After`` (seconds, or an HTTP date string) when given."""
-        headers = {} if retry_after is None else {"Retry-After": _retry_after(retry_after)}
-        return cls(429, {"error": "rate limited"}, headers)
-
-
-@attrs.frozen
-class Delay:
-    """Wait ``seconds`` (real time) before handling the request normally: longer than the
-    client's timeout, the client gives up while the provider still does the work."""
-
-    seconds: float
-
-
-@attrs.frozen
-class Hold:
-    """Do not answer until :meth:`FakeProvider.release` (or the server closes), then handle the
-    request normally."""
-
-
-@attrs.frozen
-class Drop:
-    """Close the connection without an answer (the client sees a connection error). With
-    ``process=True`` the request is handled first: the work is done, the answer is lost."""
-
-    process: bool = False
-
-
-Outcome = Reply | Delay | Hold | Drop
-
-
-def _retry_after(value: float | str) -> str:
-    if isinstance(value, str):
-        return value
-    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 # -- what the provider keeps ----------------------------------------------------------------
@@ -303,24 +249,15 @@ class FakeProvider(LoopbackServer):
             body = raw.decode(errors="replace")
         script = self._scripts[route]
         outcome = script.popleft() if script else None
-        await self._record(route, request, body, _describe(outcome))
-        if isinstance(outcome, Delay):
-            await self._wait(self._closing, outcome.seconds)
-        elif isinstance(outcome, Hold):
-            await self._wait(self._release, None)
-        if self._closing.is_set():
-            return web.json_response({"error": "shutting down"}, status=503)
-        if isinstance(outcome, Reply):
-            if outcome.process:
-                work(request, body)
-            return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
-        if isinstance(outcome, Drop):
-            if outcome.process:
-                work(request, body)
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=500)
-        return work(request, body)
+        await self._record(route, request, body, describe(outcome))
+        return await play(
+            outcome,
+            request,
+            lambda: work(request, body),
+            closing=self._closing,
+            release=self._release,
+            shutting_down=lambda: web.json_response({"error": "shutting down"}, status=503),
+        )
 
     async def _record(self, route: Route, request: web.Request, body: Any, outcome: str) -> None:
         async with self._changed:
@@ -330,11 +267,6 @@ class FakeProvider(LoopbackServer):
                 )
             )
             self._changed.notify_all()
-
-    @staticmethod
-    async def _wait(event: asyncio.Event, seconds: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
 
     def _create_task(self, request: web.Request, params: Any) -> web.Response:
         key = request.headers.get("Idempotency-Key")
@@ -366,16 +298,6 @@ class FakeProvider(LoopbackServer):
         if key:
             self._runs_by_key[key] = run_id
         return web.json_response(self.runs[run_id])
-
-
-def _describe(outcome: Outcome | None) -> str:
-    if outcome is None:
-        return "handled"
-    if isinstance(outcome, Reply):
-        return f"reply {outcome.status}" + (" after processing" if outcome.process else "")
-    if isinstance(outcome, Drop):
-        return "drop" + (" after processing" if outcome.process else "")
-    return type(outcome).__name__.lower()
 
 
 # -- the client -----------------------------------------------------------------------------

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from integrations import RetryPolicy
-from integrations.testing import Delay, FakeClock, FakeProvider, Hold, Reply
-from integrations.testing.fake_provider import Drop
+from integrations.testing import Delay, Drop, FakeClock, FakeProvider, Hold, Reply
 
 from .app import CALL, add_call, call_events, create_greeting, get_call, greeting_value
 from .conftest import MakeApp

@@ -452,7 +452,7 @@ async def test_a_webhook_before_our_initialized_is_applied_when_it_arrives(
 ) -> None:
     app = await make_app()
     # Stripe creates the intent but our answer is held: no initialized event yet.
-    app.stripe.script("create", Hold())
+    app.stripe.script("create", Hold(process=True))
     order_id, call_id = await app.order()
     [intent] = await app.stripe.wait_for_intents(1)
     app.stripe.set_status(intent["id"], "succeeded")
@@ -476,7 +476,7 @@ async def test_a_webhook_before_our_initialized_is_applied_when_it_arrives(
 
 async def test_a_webhook_naming_our_call_links_it_itself(make_app: MakeApp) -> None:
     app = await make_app()
-    app.stripe.script("create", Hold())
+    app.stripe.script("create", Hold(process=True))
     order_id, call_id = await app.order()
     [intent] = await app.stripe.wait_for_intents(1)
 

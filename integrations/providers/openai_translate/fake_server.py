@@ -19,7 +19,6 @@ script is used up::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import time
@@ -32,34 +31,12 @@ from aiohttp import web
 
 from integrations.testing.loopback import LoopbackServer
 
+# The scripted outcomes are part of this fake's interface (tests script it with them).
+from integrations.testing.scripts import Delay as Delay
+from integrations.testing.scripts import Drop as Drop
+from integrations.testing.scripts import Outcome, Reply, describe, play
+
 CHAT_PATH = "/v1/chat/completions"
-
-
-# -- scripted outcomes -----------------------------------------------------------------------
-
-
-@attrs.frozen
-class Reply:
-    """Answer with this status, JSON body and headers instead of handling the request."""
-
-    status: int
-    body: Any = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class Delay:
-    """Wait ``seconds`` (real time), then handle the request normally."""
-
-    seconds: float
-
-
-@attrs.frozen
-class Drop:
-    """Close the connection without an answer (the client sees a connection error)."""
-
-
-Outcome = Reply | Delay | Drop
 
 
 def error_body(
@@ -198,21 +175,17 @@ class FakeOpenAI(LoopbackServer):
         outcome = self._script.popleft() if self._script else None
         self.requests.append(
             RecordedRequest(
-                request.method, request.path, dict(request.headers), body, _describe(outcome)
+                request.method, request.path, dict(request.headers), body, describe(outcome)
             )
         )
-        if isinstance(outcome, Delay):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), outcome.seconds)
-        if self._closing.is_set():
-            return _json(error_body("shutting down", "server_error"), 503)
-        if isinstance(outcome, Reply):
-            return _json(outcome.body, outcome.status, outcome.headers)
-        if isinstance(outcome, Drop):
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=500)
-        return self._complete(request, body)
+        return await play(
+            outcome,
+            request,
+            lambda: self._complete(request, body),
+            closing=self._closing,
+            shutting_down=lambda: _json(error_body("shutting down", "server_error"), 503),
+            respond=_json,
+        )
 
     def _complete(self, request: web.Request, body: Any) -> web.Response:
         authorization = request.headers.get("Authorization")
@@ -277,11 +250,3 @@ def _json(body: Any, status: int, headers: Mapping[str, str] | None = None) -> w
     response = web.json_response(body, status=status, headers=dict(headers or {}))
     response.headers["x-request-id"] = f"req_fake_{id(response):x}"
     return response
-
-
-def _describe(outcome: Outcome | None) -> str:
-    if outcome is None:
-        return "handled"
-    if isinstance(outcome, Reply):
-        return f"reply {outcome.status}"
-    return type(outcome).__name__.lower()

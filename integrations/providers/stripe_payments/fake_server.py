@@ -27,7 +27,6 @@ timestamp, to test refusals). The objects themselves are built in ``fake_wire.py
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import secrets
@@ -49,50 +48,16 @@ from integrations.providers.stripe_payments.fake_wire import (
     no_such_intent,
 )
 from integrations.testing.loopback import LoopbackServer
+
+# The scripted outcomes are part of this fake's interface (tests script it with them).
+from integrations.testing.scripts import Delay as Delay
+from integrations.testing.scripts import Drop as Drop
+from integrations.testing.scripts import Hold as Hold
+from integrations.testing.scripts import Outcome, Reply, describe, play
 from integrations.webhooks import sign_stripe
 
 Route = Literal["create", "retrieve"]
 ROUTES: tuple[Route, ...] = ("create", "retrieve")
-
-
-# -- scripted outcomes -----------------------------------------------------------------------
-
-
-@attrs.frozen
-class Reply:
-    """Answer with this status, JSON body and headers. With ``process=True`` the request is
-    handled first (an intent is created): Stripe did the work, the client never learns."""
-
-    status: int
-    body: Any = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-    process: bool = False
-
-
-@attrs.frozen
-class Delay:
-    """Wait ``seconds`` (real time), then handle the request normally."""
-
-    seconds: float
-
-
-@attrs.frozen
-class Hold:
-    """Handle the request (with ``process=True``, the default: create the intent) but hold the
-    answer until :meth:`FakeStripe.release`."""
-
-    process: bool = True
-
-
-@attrs.frozen
-class Drop:
-    """Close the connection without an answer; with ``process=True`` handle the request
-    first."""
-
-    process: bool = False
-
-
-Outcome = Reply | Delay | Hold | Drop
 
 
 def server_error() -> Reply:
@@ -314,7 +279,7 @@ class FakeStripe(LoopbackServer):
                 request.path,
                 dict(request.headers),
                 params,
-                _describe(outcome),
+                describe(outcome),
             )
         )
         if request.headers.get("Authorization") != f"Bearer {self.secret_key}":
@@ -322,33 +287,16 @@ class FakeStripe(LoopbackServer):
                 error_body("Invalid API Key provided.", "invalid_request_error", "api_key_invalid"),
                 401,
             )
-        if isinstance(outcome, Delay):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), outcome.seconds)
-        if isinstance(outcome, Hold):
-            answer = work(request, params) if outcome.process else None
-            await self._notify()
-            await self._release.wait()
-            if self._closing.is_set():
-                return _json(error_body("shutting down", "api_error"), 503)
-            return work(request, params) if answer is None else answer
-        if self._closing.is_set():
-            return _json(error_body("shutting down", "api_error"), 503)
-        if isinstance(outcome, Reply):
-            if outcome.process:
-                work(request, params)
-                await self._notify()
-            return _json(outcome.body, outcome.status, outcome.headers)
-        if isinstance(outcome, Drop):
-            if outcome.process:
-                work(request, params)
-                await self._notify()
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=500)
-        answer = work(request, params)
-        await self._notify()
-        return answer
+        return await play(
+            outcome,
+            request,
+            lambda: work(request, params),
+            closing=self._closing,
+            release=self._release,
+            shutting_down=lambda: _json(error_body("shutting down", "api_error"), 503),
+            respond=_json,
+            after_work=self._notify,
+        )
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -381,13 +329,3 @@ def _json(body: Any, status: int, headers: Mapping[str, str] | None = None) -> w
     response = web.json_response(body, status=status, headers=dict(headers or {}))
     response.headers["Request-Id"] = f"req_fake{secrets.token_hex(6)}"
     return response
-
-
-def _describe(outcome: Outcome | None) -> str:
-    if outcome is None:
-        return "handled"
-    if isinstance(outcome, Reply):
-        return f"reply {outcome.status}" + (" after processing" if outcome.process else "")
-    if isinstance(outcome, Drop):
-        return "drop" + (" after processing" if outcome.process else "")
-    return type(outcome).__name__.lower()

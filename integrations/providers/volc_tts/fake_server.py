@@ -25,7 +25,6 @@ Like the rest of :mod:`integrations.testing`, it needs the ``testing`` extras (`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections import deque
@@ -36,8 +35,8 @@ import aiohttp
 import attrs
 from aiohttp import web
 
-from integrations.testing.fake_provider import Delay, Drop, Hold, Outcome, Reply
 from integrations.testing.loopback import LoopbackServer
+from integrations.testing.scripts import Delay, Drop, Hold, Outcome, Reply, describe, play
 from integrations.webhooks import sign_standard
 
 from .api import (
@@ -382,27 +381,20 @@ class FakeVolcTTS(LoopbackServer):
                     dict(request.query),
                     dict(request.headers),
                     body,
-                    _describe(outcome),
+                    describe(outcome),
                 )
             )
             self._changed.notify_all()
-        if isinstance(outcome, Delay):
-            await _wait(self._closing, outcome.seconds)
-        elif isinstance(outcome, Hold):
-            await _wait(self._release, None)
-        if self._closing.is_set():
-            return web.json_response({"code": 50300, "message": "shutting down"}, status=503)
-        if isinstance(outcome, Reply):
-            if outcome.process:
-                work(request, body)
-            return web.json_response(outcome.body, status=outcome.status, headers=outcome.headers)
-        if isinstance(outcome, Drop):
-            if outcome.process:
-                work(request, body)
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=500)
-        return work(request, body)
+        return await play(
+            outcome,
+            request,
+            lambda: work(request, body),
+            closing=self._closing,
+            release=self._release,
+            shutting_down=lambda: web.json_response(
+                {"code": 50300, "message": "shutting down"}, status=503
+            ),
+        )
 
     def _refuse(self, request: web.Request, reqid: Any = None) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer; {self.token}":
@@ -499,18 +491,3 @@ def _error(http_status: int, code: int, message: str, reqid: Any = None) -> web.
     if isinstance(reqid, str):
         body["reqid"] = reqid
     return web.json_response(body, status=http_status)
-
-
-async def _wait(event: asyncio.Event, seconds: float | None) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
-
-
-def _describe(outcome: Outcome | None) -> str:
-    if outcome is None:
-        return "handled"
-    if isinstance(outcome, Reply):
-        return f"reply {outcome.status}" + (" after processing" if outcome.process else "")
-    if isinstance(outcome, Drop):
-        return "drop" + (" after processing" if outcome.process else "")
-    return type(outcome).__name__.lower()
