@@ -46,7 +46,7 @@ from integrations.api_call import APICallModel
 from integrations.retry import raise_for_status
 from integrations.runner import APICallIntegration, ProviderStatus, Submitted
 from integrations.testing.loopback import LoopbackServer
-from integrations.testing.scripts import Outcome, describe, play
+from integrations.testing.scripts import HasHeaders, Outcome, describe, play
 
 Route = Literal["submit", "run", "status"]
 TaskStatus = Literal["pending", "processing", "completed", "failed"]
@@ -58,7 +58,7 @@ TERMINAL: tuple[TaskStatus, ...] = ("completed", "failed")
 
 
 @attrs.frozen
-class RecordedRequest:
+class RecordedRequest(HasHeaders):
     """One request as the provider received it."""
 
     route: Route
@@ -68,18 +68,6 @@ class RecordedRequest:
     body: Any
     outcome: str
     """``"handled"`` or what the script did: ``"reply 503"``, ``"drop"``, ``"delay"``..."""
-
-    def header(self, name: str) -> str | None:
-        """A header's value, by case-insensitive name."""
-        lowered = name.lower()
-        for key, value in self.headers.items():
-            if key.lower() == lowered:
-                return value
-        return None
-
-    @property
-    def idempotency_key(self) -> str | None:
-        return self.header("Idempotency-Key")
 
 
 @attrs.define

@@ -135,3 +135,21 @@ async def play(
             request.transport.abort()
         return web.Response(status=500)
     return await handle()
+
+
+class HasHeaders:
+    """Header look-ups for a recorded request (its ``headers`` as the fake received them)."""
+
+    headers: Mapping[str, str]
+
+    def header(self, name: str) -> str | None:
+        """A header's value, by case-insensitive name."""
+        lowered = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == lowered:
+                return value
+        return None
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.header("Idempotency-Key")

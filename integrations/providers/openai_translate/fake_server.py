@@ -30,11 +30,11 @@ import attrs
 from aiohttp import web
 
 from integrations.testing.loopback import LoopbackServer
-
-# The scripted outcomes are part of this fake's interface (tests script it with them).
 from integrations.testing.scripts import Delay as Delay
 from integrations.testing.scripts import Drop as Drop
-from integrations.testing.scripts import Outcome, Reply, describe, play
+
+# The scripted outcomes are part of this fake's interface (tests script it with them).
+from integrations.testing.scripts import HasHeaders, Outcome, Reply, describe, play
 
 CHAT_PATH = "/v1/chat/completions"
 
@@ -73,7 +73,7 @@ def bad_request(message: str = "Invalid request.", param: str | None = None) -> 
 
 
 @attrs.frozen
-class RecordedRequest:
+class RecordedRequest(HasHeaders):
     """One request as the server received it."""
 
     method: str
@@ -82,17 +82,6 @@ class RecordedRequest:
     body: Any
     outcome: str
     """``"handled"`` or what the script did (``"reply 429"``, ``"delay"``, ``"drop"``)."""
-
-    def header(self, name: str) -> str | None:
-        lowered = name.lower()
-        for key, value in self.headers.items():
-            if key.lower() == lowered:
-                return value
-        return None
-
-    @property
-    def idempotency_key(self) -> str | None:
-        return self.header("Idempotency-Key")
 
 
 @attrs.frozen

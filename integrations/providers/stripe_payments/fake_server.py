@@ -48,12 +48,12 @@ from integrations.providers.stripe_payments.fake_wire import (
     no_such_intent,
 )
 from integrations.testing.loopback import LoopbackServer
-
-# The scripted outcomes are part of this fake's interface (tests script it with them).
 from integrations.testing.scripts import Delay as Delay
 from integrations.testing.scripts import Drop as Drop
+
+# The scripted outcomes are part of this fake's interface (tests script it with them).
+from integrations.testing.scripts import HasHeaders, Outcome, Reply, describe, play
 from integrations.testing.scripts import Hold as Hold
-from integrations.testing.scripts import Outcome, Reply, describe, play
 from integrations.webhooks import sign_stripe
 
 Route = Literal["create", "retrieve"]
@@ -68,24 +68,13 @@ def server_error() -> Reply:
 
 
 @attrs.frozen
-class RecordedRequest:
+class RecordedRequest(HasHeaders):
     route: Route
     method: str
     path: str
     headers: Mapping[str, str]
     params: dict[str, Any]
     outcome: str
-
-    def header(self, name: str) -> str | None:
-        lowered = name.lower()
-        for key, value in self.headers.items():
-            if key.lower() == lowered:
-                return value
-        return None
-
-    @property
-    def idempotency_key(self) -> str | None:
-        return self.header("Idempotency-Key")
 
 
 @attrs.frozen

@@ -36,7 +36,16 @@ import attrs
 from aiohttp import web
 
 from integrations.testing.loopback import LoopbackServer
-from integrations.testing.scripts import Delay, Drop, Hold, Outcome, Reply, describe, play
+from integrations.testing.scripts import (
+    Delay,
+    Drop,
+    HasHeaders,
+    Hold,
+    Outcome,
+    Reply,
+    describe,
+    play,
+)
 from integrations.webhooks import sign_standard
 
 from .api import (
@@ -74,7 +83,7 @@ __all__ = [
 
 
 @attrs.frozen
-class VolcRequest:
+class VolcRequest(HasHeaders):
     """One request as the fake received it."""
 
     route: FakeRoute
@@ -84,17 +93,6 @@ class VolcRequest:
     headers: Mapping[str, str]
     body: Any
     outcome: str
-
-    def header(self, name: str) -> str | None:
-        lowered = name.lower()
-        for key, value in self.headers.items():
-            if key.lower() == lowered:
-                return value
-        return None
-
-    @property
-    def idempotency_key(self) -> str | None:
-        return self.header(IDEMPOTENCY_HEADER)
 
 
 @attrs.define
