@@ -34,7 +34,6 @@ class TransactionContext:
         self.schema = engine.schema
         self.controller = controller
         self.user = user
-        self.storage = EngineStorage(self)
         self.depth = 0
         self.trail: list[str] = []
         self.error: BaseException | None = None
@@ -46,6 +45,14 @@ class TransactionContext:
         # computation reading a record the same write created finds it here without a query.
         self.fresh: dict[tuple[str, Any], Record] = {}
         self._batches: list[tuple[Sequence[MutationEvent], int]] = []
+
+    @property
+    def storage(self) -> EngineStorage:
+        """Reads and writes inside this transaction (the same methods as
+        ``controller.storage``, synchronous)."""
+        # A new face per access, not an attribute: a context that points at its own storage
+        # face is a reference cycle, and one per transaction keeps the garbage collector busy.
+        return EngineStorage(self)
 
     @property
     def events(self) -> list[MutationEvent]:

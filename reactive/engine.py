@@ -51,6 +51,28 @@ SYSTEM_RECORDS = [
 ]
 
 
+class RouteSubject(Subject[tuple[MutationEvent, Any]]):
+    """The in-transaction stream of one (record, event type): ``(event, ctx)`` pairs.
+
+    The engine's handles are attached as plain callables and called in order, without the
+    locking and observer wrappers a general Subject needs: one transaction runs at a time, on
+    one thread, and this is the innermost loop of every write. Observers subscribed the
+    reactivex way still see every event, after the handles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handlers: list[Callable[[tuple[MutationEvent, Any]], None]] = []
+
+    def attach(self, handler: Callable[[tuple[MutationEvent, Any]], None]) -> None:
+        self.handlers.append(handler)
+
+    def on_next(self, value: tuple[MutationEvent, Any]) -> None:
+        for handler in self.handlers:
+            handler(value)
+        if self.observers:
+            super().on_next(value)
+
+
 class RecordInfo:
     """What the engine needs to know about one record type when writing it."""
 
@@ -106,11 +128,10 @@ class Engine:
             if record in self.records:
                 self.records[record].hidden.add(field.name)
         self._lookups_noted: set[tuple[str, str]] = set()
-        self.routes: dict[tuple[str, str], Subject[tuple[MutationEvent, Any]]] = {}
+        self.routes: dict[tuple[str, str], RouteSubject] = {}
         for handle in self.handles:
             for route in handle.routes():
-                subject = self.routes.setdefault(route, Subject())
-                subject.subscribe(on_next=_observer(handle))
+                self.routes.setdefault(route, RouteSubject()).attach(_observer(handle))
 
     # -- compile -----------------------------------------------------------------------------
 

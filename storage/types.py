@@ -20,6 +20,8 @@ Decoder = Callable[[Any], Any]
 
 
 def _encode_string(record: str, field: str, value: Any) -> Any:
+    if type(value) is str and value.isascii():
+        return value  # the common case: nothing more to check
     if not isinstance(value, str):
         raise FieldTypeError(record, field, "a string", value)
     if not is_text(value):
@@ -30,6 +32,12 @@ def _encode_string(record: str, field: str, value: Any) -> Any:
 
 
 def _encode_number(record: str, field: str, value: Any) -> Any:
+    kind = type(value)
+    if kind is int:
+        if _INT64[0] <= value <= _INT64[1]:
+            return value
+    elif kind is float and math.isfinite(value):
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FieldTypeError(record, field, "a number", value)
     if isinstance(value, float) and not math.isfinite(value):
