@@ -76,8 +76,12 @@ class Writer:
     # -- public writes -----------------------------------------------------------------------
 
     def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
-        if type(data) is dict and name not in self.schema.links:
-            simple = self._create_simple(name, data)
+        if type(data) is dict:
+            link = self.schema.links.get(name)
+            if link is None:
+                simple = self._create_simple(name, data)
+            else:
+                simple = self._create_link_simple(link, data)
             if simple is not None:
                 return simple
         plan = self._plan(name, data)
@@ -90,21 +94,95 @@ class Writer:
         return WriteResult([record], self.events[start:])
 
     def _create_simple(self, name: str, data: dict[str, Any]) -> WriteResult | None:
-        """A record of value fields only (the most common create): one INSERT, no plan.
-        None when the payload needs the general path (relations, or an error to report)."""
+        """The most common creates without a plan: value fields, plus references ``{"id": n}``
+        through to-one relation attributes that displace no link. None when the payload needs
+        the general path (anything else, or an error to report)."""
         encoders = self._encoders(name)
         values: dict[str, Any] = {}
+        refs: list[tuple[RelationAttribute, int]] | None = None
         for key, value in data.items():
             encoder = encoders.get(key)
-            if encoder is None:
+            if encoder is not None:
+                values[key] = None if value is None else encoder(name, key, value)
+                continue
+            attribute = self._simple_refs(name).get(key)
+            ref = _plain_ref(value)
+            if attribute is None or ref is None:
                 return None
-            values[key] = None if value is None else encoder(name, key, value)
+            if refs is None:
+                refs = []
+            refs.append((attribute, ref))
         sql = self._insert_sql(name, tuple(values))
         record_id = self._execute(name, sql, list(values.values()), values).lastrowid
         record = {"id": record_id, **self._plain(name, values)}
         event = MutationEvent(name, "create", dict(record))
+        start = len(self.events)
         self.events.append(event)
-        return WriteResult([record], [event])
+        if refs is not None:
+            self._link_refs(name, record, refs, start)
+        return WriteResult([record], self.events[start:])
+
+    def _link_refs(
+        self, name: str, record: Record, refs: list[tuple[RelationAttribute, int]], start: int
+    ) -> None:
+        """Link a record just inserted to existing records. Instead of a savepoint around the
+        whole create, a failed link (a missing record) undoes the rows inserted so far: they
+        are all new, so deleting them restores the state before the create exactly."""
+        inserted: list[tuple[str, Any]] = [(name, record["id"])]
+        try:
+            for attribute, ref in refs:
+                link = attribute.link
+                if attribute.side == "source":
+                    row = self._insert_link(
+                        link, record["id"], ref, {}, (name, attribute.name), _FRESH_SOURCE
+                    )
+                else:
+                    row = self._insert_link(
+                        link, ref, record["id"], {}, (name, attribute.name), _FRESH_TARGET
+                    )
+                inserted.append((link.name, row["id"]))
+                record[attribute.name] = {"id": ref}
+        except BaseException:
+            for table, row_id in reversed(inserted):
+                self.conn.execute(f"DELETE FROM {quote(table)} WHERE id = ?", (row_id,))
+            del self.events[start:]
+            raise
+
+    def _simple_refs(self, name: str) -> dict[str, RelationAttribute]:
+        """Relation attributes of ``name`` that a new record can be linked through with one
+        INSERT: to-one, not symmetric, and not exclusive on the related record's side (the new
+        record's own side holds no link yet)."""
+        key = ("simple refs", name)
+        found: dict[str, RelationAttribute] | None = self._cache.get(key)
+        if found is None:
+            found = {}
+            for attribute in self.schema.attributes(name).values():
+                link = attribute.link
+                other_exclusive = (
+                    link.source_is_exclusive
+                    if attribute.other == "target"
+                    else link.target_is_exclusive
+                )
+                if (
+                    attribute.via_link
+                    and not attribute.to_many
+                    and not attribute.symmetric
+                    and not other_exclusive
+                ):
+                    found[attribute.name] = attribute
+            self._cache[key] = found
+        return found
+
+    def _create_link_simple(self, link: LinkType, data: dict[str, Any]) -> WriteResult | None:
+        """A link record between two existing records, with no exclusive side: one INSERT."""
+        if len(data) != 2 or link.source_is_exclusive or link.target_is_exclusive:
+            return None
+        source, target = _plain_ref(data.get("source")), _plain_ref(data.get("target"))
+        if source is None or target is None:
+            return None
+        start = len(self.events)
+        record = self._insert_link(link, source, target, {}, (link.name, None))
+        return WriteResult([record], self.events[start:])
 
     def _several_statements(self, plan: _Plan) -> bool:
         if plan.relations:
@@ -642,6 +720,19 @@ class Writer:
             return self.conn.execute(sql, params)
         except sqlite3.IntegrityError as exc:
             raise _integrity_error(name, exc, values) from None
+
+
+_FRESH_SOURCE = frozenset({"source"})
+_FRESH_TARGET = frozenset({"target"})
+
+
+def _plain_ref(value: Any) -> int | None:
+    """The id of a plain reference ``{"id": n}`` with a 64-bit int, else None."""
+    if type(value) is dict and len(value) == 1:
+        ref = value.get("id")
+        if type(ref) is int and _INT64_MIN <= ref <= _INT64_MAX:
+            return ref
+    return None
 
 
 def _other_end(row: Record, record_id: Any) -> Any:

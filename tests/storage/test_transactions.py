@@ -21,7 +21,7 @@ from storage import (
 )
 
 from .conftest import blog_schema
-from .helpers import POSTS, counts, dump, kinds
+from .helpers import COMMENT_AUTHOR, COMMENTS, POSTS, counts, dump, kinds
 
 
 class Boom(Exception):
@@ -161,6 +161,40 @@ async def test_a_failed_write_inside_a_body_leaves_nothing_and_the_body_goes_on(
         {"id": 1, "name": "ada"},
         {"id": 2, "name": "bob"},
     ]
+
+
+async def test_a_create_whose_second_reference_is_missing_undoes_its_first_link(
+    executor_storage: SQLiteStorage,
+) -> None:
+    """Two to-one references: the record and its first link are written before the second
+    link fails; the failed create must leave neither behind, and the body goes on."""
+
+    def body(tx: SQLiteSession) -> tuple[list[tuple[str, str]], int, int]:
+        author = tx.create("User", {"name": "ada"}).record
+        post = tx.create("Post", {"title": "p"}).record
+        assert author is not None and post is not None
+        with pytest.raises(MissingReferenceError) as failed:
+            tx.create("Comment", {"body": "x", "post": {"id": post["id"]}, "author": {"id": 999}})
+        assert failed.value.field == "author"
+        assert tx.count("Comment") == 0
+        assert tx.count(COMMENTS) == 0
+        kept = tx.create("Comment", {"body": "y", "post": {"id": post["id"]}}).record
+        assert kept is not None and kept["post"] == {"id": post["id"]}
+        return (
+            kinds(tx.events),
+            tx.count(COMMENTS),
+            tx.count(COMMENT_AUTHOR),
+        )
+
+    events, post_links, author_links = await executor_storage.run(body)
+    assert events == [
+        ("create", "User"),
+        ("create", "Post"),
+        ("create", "Comment"),
+        ("create", COMMENTS),
+    ]
+    assert (post_links, author_links) == (1, 0)
+    assert [c["body"] for c in await executor_storage.find("Comment", None, ["body"])] == ["y"]
 
 
 async def test_session_events_and_write_results(executor_storage: SQLiteStorage) -> None:
