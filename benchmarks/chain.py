@@ -13,13 +13,12 @@ Each is followed by a plain-sqlite3 floor that writes the same rows in the same 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import reactive as r
-from benchmarks.common import Timer, report, scaled
+from benchmarks.common import Timer, floor_connection, report, scaled
 from storage import SQLiteStorage
 
 # -- the chain model -------------------------------------------------------------------------
@@ -179,9 +178,7 @@ def r_match_not_null(field: str) -> Any:
 
 def chain_floor(path: Path, n: int) -> float:
     """The same rows in plain sqlite3: the dispatch, the event sequence, the intent removal."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    conn = floor_connection(path)
     conn.executescript(
         """
         CREATE TABLE i (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, user TEXT, payload TEXT);
@@ -280,9 +277,7 @@ async def run_count_growth(path: Path, marks: list[int], window: int) -> list[tu
 
 
 def count_floor(path: Path, n: int) -> float:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    conn = floor_connection(path)
     conn.executescript("""
         CREATE TABLE p (id INTEGER PRIMARY KEY AUTOINCREMENT, likes);
         CREATE TABLE l (id INTEGER PRIMARY KEY AUTOINCREMENT, source, target);
@@ -336,9 +331,7 @@ async def run_summation(path: Path, k: int) -> float:
 
 
 def summation_floor(path: Path, k: int) -> float:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    conn = floor_connection(path)
     conn.executescript("""
         CREATE TABLE o (id INTEGER PRIMARY KEY AUTOINCREMENT, total);
         CREATE TABLE i (id INTEGER PRIMARY KEY AUTOINCREMENT, price, quantity);

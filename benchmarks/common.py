@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from storage.sqlite.storage import DEFAULT_PAGE_SIZE
 
 
 def scale() -> float:
@@ -48,3 +51,13 @@ def timed(fn: Callable[[], Any]) -> float:
     with Timer() as t:
         fn()
     return t.seconds
+
+
+def floor_connection(path: Any) -> sqlite3.Connection:
+    """A plain sqlite3 connection with the settings SQLiteStorage gives a new database, so a
+    floor measures the same statements on the same kind of file."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA page_size = {DEFAULT_PAGE_SIZE}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn

@@ -10,20 +10,17 @@ Each line carries ``ratio_to_sqlite3`` (our seconds / plain sqlite3 seconds for 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import Timer, report, scaled
+from benchmarks.common import Timer, floor_connection, report, scaled
 from storage import Field, RecordType, Schema, SQLiteSession, SQLiteStorage
 
 SCHEMA = Schema(records=[RecordType("Item", [Field("name"), Field("qty", "number")])])
 
 
 def plain_sqlite(path: Path, n: int, per_tx: int) -> float:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    conn = floor_connection(path)
     conn.execute('CREATE TABLE "Item" (id INTEGER PRIMARY KEY AUTOINCREMENT, "name" TEXT, "qty")')
     with Timer() as t:
         for i in range(n):

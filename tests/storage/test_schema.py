@@ -369,6 +369,34 @@ def test_executor_must_be_known() -> None:
         SQLiteStorage(executor="process")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("page_size", [0, 1000, 256, 131072, "4096"])
+def test_page_size_must_be_a_power_of_two_sqlite_accepts(page_size: Any) -> None:
+    with pytest.raises(ValueError, match="page_size"):
+        SQLiteStorage(page_size=page_size)
+
+
+async def _page_size_of(path: Path, **options: Any) -> int:
+    storage = SQLiteStorage(str(path), **options)
+    await storage.setup(Schema([RecordType("Note", [Field("text")])]))
+    await storage.create("Note", {"text": "x"})
+    size = await storage.run(lambda tx: tx._reader.conn.execute("PRAGMA page_size").fetchone()[0])
+    await storage.close()
+    return int(size)
+
+
+async def test_a_new_database_gets_the_page_size_and_an_existing_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    assert await _page_size_of(tmp_path / "default.db") == 1024
+    assert await _page_size_of(tmp_path / "big.db", page_size=4096) == 4096
+    # The file exists now: a different setting cannot change it, and the data is intact.
+    assert await _page_size_of(tmp_path / "big.db", page_size=1024) == 4096
+    storage = SQLiteStorage(str(tmp_path / "big.db"))
+    await storage.setup(Schema([RecordType("Note", [Field("text")])]))
+    assert await storage.count("Note") == 2
+    await storage.close()
+
+
 @pytest.mark.parametrize(
     "schema",
     [
