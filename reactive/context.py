@@ -44,6 +44,9 @@ class TransactionContext:
         # Records created in this transaction, kept current by their update events: a
         # computation reading a record the same write created finds it here without a query.
         self.fresh: dict[tuple[str, Any], Record] = {}
+        # Full snapshots read through snapshot(), replaced (never mutated: events hold them as
+        # old_record) by the transaction's update events and dropped by its deletes.
+        self._snapshots: dict[tuple[str, Any], Record] = {}
         self._batches: list[tuple[Sequence[MutationEvent], int]] = []
 
     @property
@@ -63,6 +66,7 @@ class TransactionContext:
         """Push events to the computations that derive from them, depth-first."""
         routes = self.engine.routes
         fresh = self.fresh
+        snapshots = self._snapshots
         for event in events:
             key = (event.record_name, event.record["id"])
             if event.type == "create":
@@ -70,9 +74,13 @@ class TransactionContext:
             elif event.type == "update":
                 if key in fresh:
                     fresh[key].update(event.record)
+                snapshot = snapshots.get(key)
+                if snapshot is not None:
+                    snapshots[key] = {**snapshot, **event.record}
             else:
                 self.deleted[key] = event.record
                 fresh.pop(key, None)
+                snapshots.pop(key, None)
         for index, event in enumerate(events):
             subject = routes.get((event.record_name, event.type))
             if subject is None:
@@ -101,7 +109,22 @@ class TransactionContext:
                 yield
         except BaseException:
             self.fresh.clear()
+            self._snapshots.clear()
             raise
+
+    def snapshot(self, name: str, record_id: Any) -> Record | None:
+        """The full stored value snapshot of one record (hidden fields included), or None.
+
+        Read from the database once per transaction, then kept current by the transaction's
+        own events: a chain of computations on one record reads it once. The dict is shared:
+        treat it as read-only."""
+        found = self._snapshots.get((name, record_id))
+        if found is None:
+            found = self.session.snapshot(name, record_id)
+            if found is not None:
+                # Keyed by the stored id: events carry it, so updates find the entry.
+                self._snapshots[(name, found["id"])] = found
+        return found
 
     def later_in_write(self) -> Sequence[MutationEvent]:
         """Events of the storage write being propagated that come after the current one.
@@ -135,6 +158,8 @@ class TransactionContext:
     def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
         """Bookkeeping without an event (a computation's per-item state)."""
         self.session.write_internal(name, record_id, values)
+        for key in [key for key in self._snapshots if key[0] == name]:
+            del self._snapshots[key]  # rare; the id may be spelled as a str
 
     def dictionary_row(self, name: str) -> Record | None:
         return self.session.find_one(DICTIONARY_RECORD, {"key": name}, ["value", "state"])

@@ -138,6 +138,10 @@ class Controller:
         def unit(session: SQLiteSession) -> tuple[T, list[MutationEvent], Any]:
             ctx = TransactionContext(self.engine, session, self, user)
             result = body(ctx)
+            if ctx.error is not None:
+                # A computation failed and the body caught the error: its write and the
+                # derived values are half done, so the transaction must not commit.
+                raise ctx.error
             events = [e for e in session.events if e.record_name not in _UNPUBLISHED]
             intents = self.side_effects.write_intents(session, events, public)
             return result, events, intents

@@ -255,7 +255,7 @@ class PropertyAggregate(Handle):
     def _apply(self, host_id: Any, delta: float, count_delta: int, ctx: TransactionContext) -> None:
         if delta == 0 and count_delta == 0:
             return
-        current = ctx.session.snapshot(self.host_record, host_id)
+        current = ctx.snapshot(self.host_record, host_id)
         if current is None:
             return  # the host is being deleted
         total = (current[self.total_field] or 0) + delta

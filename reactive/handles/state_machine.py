@@ -131,7 +131,7 @@ class StateMachineHandle(Handle):
         ctx: TransactionContext,
     ) -> None:
         assert self.host is not None
-        current = ctx.session.snapshot(self.host, target_id)
+        current = ctx.snapshot(self.host, target_id)
         if current is None:
             return
         state = current[self.state_field] or self.initial_state.name
@@ -206,10 +206,10 @@ class CustomHandle(Handle):
             return
         assert self.compute_target is not None
         for target_id in target_ids(self.compute_target(event, ctx), self.name):
-            current = ctx.session.snapshot(self.host, target_id)
+            current = ctx.snapshot(self.host, target_id)
             if current is None:
                 continue
-            first = current if self.decl.with_record else current[self.target]
+            first = dict(current) if self.decl.with_record else current[self.target]
             value = self.compute(first, event, ctx)
             if value is not UNCHANGED:
                 ctx.write_owned(self.host, current, {self.target: value}, self)

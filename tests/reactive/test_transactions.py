@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -255,5 +256,95 @@ async def test_a_rolled_back_savepoint_leaves_no_trace_in_later_computations(
         await controller.transact(body)
         clubs = await controller.storage.find("Club", None, ["total"])
         assert [c["total"] for c in clubs] == [1]  # the undone weight of 100 is not counted
+    finally:
+        await controller.close()
+
+
+def _likes_model() -> tuple[list[r.Entity], list[r.Relation]]:
+    fan = r.Entity("Fan", [r.Property("name")])
+    post = r.Entity(
+        "Post", [r.Property("likes", "number", computation=r.Count(property="liked_by"))]
+    )
+    return [fan, post], [r.Relation(post, "liked_by", fan, "liked", "n:n")]
+
+
+async def test_many_steps_on_one_host_in_one_transaction_each_see_the_last(
+    tmp_path: Path,
+) -> None:
+    """The host's snapshot is read once per transaction and kept current by its events:
+    every like in the same transaction must build on the one before, and a rolled-back
+    savepoint must not leave its like in what later steps read."""
+    entities, relations = _likes_model()
+    link = relations[0].relation_name
+    controller = r.Controller(SQLiteStorage(str(tmp_path / "one.db")), entities, relations)
+    await controller.setup()
+
+    def body(ctx: r.TransactionContext) -> list[int]:
+        post = ctx.storage.create("Post", {})["id"]
+        fan = ctx.storage.create("Fan", {"name": "f"})["id"]
+        seen = []
+        for _ in range(3):
+            ctx.storage.create(link, {"source": {"id": post}, "target": {"id": fan}})
+            seen.append(ctx.storage.find_one("Post", {"id": post}, ["likes"])["likes"])
+        with pytest.raises(RuntimeError), ctx.storage.savepoint():
+            ctx.storage.create(link, {"source": {"id": post}, "target": {"id": fan}})
+            raise RuntimeError("undo")
+        ctx.storage.create(link, {"source": {"id": post}, "target": {"id": fan}})
+        ctx.storage.delete(link, {"id": 1})
+        seen.append(ctx.storage.find_one("Post", {"id": post}, ["likes"])["likes"])
+        return seen
+
+    try:
+        seen, _ = await controller.transact(body)
+        assert seen == [1, 2, 3, 3]
+        posts = await controller.storage.find("Post", None, ["likes"])
+        assert [p["likes"] for p in posts] == [3]
+        assert await controller.storage.count(link) == 3
+    finally:
+        await controller.close()
+
+
+async def test_a_caught_computation_error_still_rolls_the_transaction_back(
+    tmp_path: Path,
+) -> None:
+    def fragile(item: dict[str, Any]) -> bool:
+        if item["name"] == "boom":
+            raise ValueError("no booms")
+        return True
+
+    fan = r.Entity("Fan", [r.Property("name")])
+    post = r.Entity(
+        "Post",
+        [
+            r.Property(
+                "all_fine",
+                "boolean",
+                computation=r.Every(
+                    property="liked_by", callback=fragile, attribute_query=["name"]
+                ),
+            )
+        ],
+    )
+    likes = r.Relation(post, "liked_by", fan, "liked", "n:n")
+    controller = r.Controller(SQLiteStorage(str(tmp_path / "caught.db")), [fan, post], [likes])
+    await controller.setup()
+
+    def body(ctx: r.TransactionContext) -> None:
+        post_id = ctx.storage.create("Post", {})["id"]
+        boom = ctx.storage.create("Fan", {"name": "boom"})["id"]
+        # Swallowed: the link is stored but Post.all_fine was never updated.
+        with contextlib.suppress(r.ComputationError):
+            ctx.storage.create(likes, {"source": {"id": post_id}, "target": {"id": boom}})
+
+    try:
+        with pytest.raises(r.ComputationError, match="no booms"):
+            await controller.transact(body)
+        assert await table_counts(controller, "Post", "Fan") == {
+            "Post": 0,
+            "Fan": 0,
+            r.INTERACTION_EVENT: 0,
+            r.DICTIONARY_RECORD: 0,
+        }
+        assert await controller.storage.count(likes) == 0
     finally:
         await controller.close()
