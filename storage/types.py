@@ -61,19 +61,44 @@ def _encode_json(record: str, field: str, value: Any) -> Any:
     except (TypeError, ValueError) as exc:
         raise FieldTypeError(record, field, "a JSON value", value, str(exc)) from None
     # json.dumps turns int, float, bool and None keys into strings: they would not come back.
+    bad = _non_string_key(value) if type(value) in _CONTAINERS or _is_container(value) else None
+    if bad is not None:
+        raise FieldTypeError(
+            record, field, "a JSON value", value, f"object key {bad[0]!r} is not a string"
+        )
+    return text
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _is_container(value: Any) -> bool:
+    return isinstance(value, dict | list | tuple)
+
+
+def _non_string_key(value: Any) -> tuple[Any] | None:
+    """The first object key that is not a str, as a 1-tuple (the key may be None), or None."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             for key, child in item.items():
-                if not isinstance(key, str):
-                    raise FieldTypeError(
-                        record, field, "a JSON value", value, f"object key {key!r} is not a string"
-                    )
-                stack.append(child)
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-    return text
+                if type(key) is not str and not isinstance(key, str):
+                    return (key,)
+                if type(child) in _CONTAINERS or (
+                    type(child) not in _SCALARS and _is_container(child)
+                ):
+                    stack.append(child)
+        else:
+            for child in item:
+                if type(child) in _CONTAINERS or (
+                    type(child) not in _SCALARS and _is_container(child)
+                ):
+                    stack.append(child)
+    return None
+
+
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def _encode_timestamp(record: str, field: str, value: Any) -> Any:

@@ -52,8 +52,11 @@ class StateMachineHandle(Handle):
         self.initial_state: StateNode = decl.initial_state
 
     def bind(self, schema: Schema) -> None:
+        self._by_route: dict[Route, list[_Transfer]] = {}
         for transfer in self.transfers:
             transfer.record = check_trigger(transfer.trigger, schema, self.name)
+            route = (transfer.record, transfer.trigger.type)
+            self._by_route.setdefault(route, []).append(transfer)
 
     def hidden_fields(self) -> list[tuple[str, Field]]:
         return [(self.host, Field(self.state_field, "string"))] if self.host else []
@@ -89,10 +92,8 @@ class StateMachineHandle(Handle):
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
         candidates = [
             t
-            for t in self.transfers
-            if t.record == event.record_name
-            and t.trigger.type == event.type
-            and matches(t.trigger, event)
+            for t in self._by_route.get((event.record_name, event.type), ())
+            if matches(t.trigger, event)
         ]
         if not candidates:
             return

@@ -45,12 +45,19 @@ def matches(trigger: Trigger, event: MutationEvent) -> bool:
     return True
 
 
+_ABSENT = object()
+
+
 def _partial_match(pattern: Mapping[str, Any], value: Mapping[str, Any]) -> bool:
     for key, expected in pattern.items():
-        if key not in value:
+        actual = value.get(key, _ABSENT)
+        if type(expected) is str:
+            # The common pattern ({"status": "completed"}): nothing but a str equals a str.
+            if actual != expected:
+                return False
+        elif actual is _ABSENT:
             return False
-        actual = value[key]
-        if isinstance(expected, dict):
+        elif isinstance(expected, dict):
             if not isinstance(actual, dict) or not _partial_match(expected, actual):
                 return False
         elif actual != expected or isinstance(actual, bool) != isinstance(expected, bool):
