@@ -156,6 +156,8 @@ class Controller:
         return result, events
 
     def _publish(self, events: list[MutationEvent]) -> None:
+        if not self._subject.observers:
+            return
         for event in events:
             try:
                 self._subject.on_next(event)

@@ -174,6 +174,9 @@ class CustomHandle(Handle):
 
     def bind(self, schema: Schema) -> None:
         self.triggers = [(check_trigger(t, schema, self.name), t) for t in self.decl.triggers]
+        self._by_route: dict[Route, list[Trigger]] = {}
+        for name, trigger in self.triggers:
+            self._by_route.setdefault((name, trigger.type), []).append(trigger)
 
     def routes(self) -> list[Route]:
         return list(dict.fromkeys((name, t.type) for name, t in self.triggers))
@@ -194,10 +197,10 @@ class CustomHandle(Handle):
             ctx.write_dictionary(self.target, self._initial(), None)
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
-        if not any(
-            name == event.record_name and t.type == event.type and matches(t, event)
-            for name, t in self.triggers
-        ):
+        for trigger in self._by_route.get((event.record_name, event.type), ()):
+            if matches(trigger, event):
+                break
+        else:
             return
         if self.host is None:
             row = ctx.dictionary_row(self.target)
