@@ -41,8 +41,9 @@ class TransactionContext:
         # and records together, so a computation reacting to a link's deletion reads the
         # record that went with it from here.
         self.deleted: dict[tuple[str, Any], Record] = {}
-        # Records created in this transaction, kept current by their update events: a
-        # computation reading a record the same write created finds it here without a query.
+        # Records created in this transaction (of the types aggregates read as items), kept
+        # current by their update events: an aggregate reading an item the same write
+        # created finds it here without a query.
         self.fresh: dict[tuple[str, Any], Record] = {}
         # Full snapshots read through snapshot(), replaced (never mutated: events hold them as
         # old_record) by the transaction's update events and dropped by its deletes.
@@ -66,11 +67,13 @@ class TransactionContext:
         """Push events to the computations that derive from them, depth-first."""
         routes = self.engine.routes
         fresh = self.fresh
+        items = self.engine.item_records
         snapshots = self._snapshots
         for event in events:
             key = (event.record_name, event.record["id"])
             if event.type == "create":
-                fresh[key] = dict(event.record)
+                if event.record_name in items:
+                    fresh[key] = dict(event.record)
             elif event.type == "update":
                 if key in fresh:
                     fresh[key].update(event.record)

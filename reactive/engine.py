@@ -128,6 +128,14 @@ class Engine:
             if record in self.records:
                 self.records[record].hidden.add(field.name)
         self._lookups_noted: set[tuple[str, str]] = set()
+        self._lookups_checked: set[tuple[str, ...]] = set()
+        # Records whose values aggregates read as items: created ones are kept in memory for
+        # the rest of their transaction (see TransactionContext.fresh).
+        self.item_records: frozenset[str] = frozenset(
+            h.attribute.related
+            for h in self.handles
+            if isinstance(h, PropertyAggregate) and h.attribute is not None and h.reads_items
+        )
         self.routes: dict[tuple[str, str], RouteSubject] = {}
         for handle in self.handles:
             for route in handle.routes():
@@ -325,6 +333,10 @@ class Engine:
     def note_lookup(self, name: str, match: Mapping[str, Any]) -> None:
         """Warn once when a computation looks records up by fields no index starts with: every
         such look-up is a full scan (declare ``Property(..., index=True)``)."""
+        shape = (name, *match)
+        if shape in self._lookups_checked:
+            return
+        self._lookups_checked.add(shape)
         record = self.schema.records.get(name)
         if record is None:
             return

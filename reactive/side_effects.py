@@ -162,7 +162,7 @@ class SideEffectQueue:
             if event.type != "create":
                 continue
             for effect in self._by_route.get((event.record_name, "create"), ()):
-                row = session.create(
+                intent_id = session.insert_internal(
                     SIDE_EFFECT_RECORD,
                     {
                         "name": effect.name,
@@ -171,9 +171,8 @@ class SideEffectQueue:
                         "attempts": 0,
                         "event": event_to_json(public(event)),
                     },
-                ).record
-                assert row is not None
-                intents.setdefault(position, []).append((effect, row["id"]))
+                )
+                intents.setdefault(position, []).append((effect, intent_id))
         return intents
 
     # -- after commit ------------------------------------------------------------------------
@@ -282,7 +281,7 @@ class SideEffectQueue:
             if intent_id is not None:
                 session.write_internal(SIDE_EFFECT_RECORD, intent_id, values)
             else:
-                session.create(
+                session.insert_internal(
                     SIDE_EFFECT_RECORD,
                     {"name": effect.name, "key": key, "event": event_to_json(event), **values},
                 )

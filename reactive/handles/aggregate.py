@@ -219,8 +219,13 @@ class PropertyAggregate(Handle):
                 )
                 self._apply(host_id, delta, 0, ctx)
 
+    @property
+    def reads_items(self) -> bool:
+        """Whether a contribution needs the related record's fields."""
+        return self.fold.needs_item and bool(self.fields)
+
     def _related(self, related_id: Any, ctx: TransactionContext) -> Mapping[str, Any] | None:
-        if not self.fold.needs_item or not self.fields:
+        if not self.reads_items:
             return {"id": related_id}
         related = self._attr().related
         cached = ctx.fresh.get((related, related_id))

@@ -54,6 +54,10 @@ class Reader:
         offset: int | None = None,
     ) -> list[Record]:
         self.schema.record(name)
+        if attribute_query is None and order_by is None and offset is None and type(match) is dict:
+            found = self._find_ids(name, match, limit)
+            if found is not None:
+                return found
         query = self._parse(name, attribute_query)
         key = ("select", name, query)
         cached = self._cache.get(key)
@@ -70,6 +74,25 @@ class Reader:
         records = [self._decode_row(name, columns, row) for row in rows]
         self._attach(name, records, query)
         return records
+
+    def _find_ids(self, name: str, match: dict[str, Any], limit: Any) -> list[Record] | None:
+        """Ids of records matching field equalities (the engine's look-ups: the record whose
+        ``external_id`` is this): the statement the general path builds, without building it.
+        None when the general path must answer (or report an error)."""
+        if limit is not None and (type(limit) is not int or not 0 <= limit < 2**63):
+            return None
+        simple = self._simple_where(name, match, "t") if match else None
+        if simple is None:
+            return None
+        where, params = simple
+        if limit is not None:
+            params.extend((limit, 0))
+        cache_key = ("ids", name, tuple(match), limit is not None)
+        sql = self._cache.get(cache_key)
+        if sql is None:
+            paging = " LIMIT ? OFFSET ?" if limit is not None else ""
+            sql = self._cache[cache_key] = f"SELECT t.id FROM {quote(name)} t{where}{paging}"
+        return [{"id": row[0]} for row in self.conn.execute(sql, params).fetchall()]
 
     def count(self, name: str, match: MatchExp | Mapping[str, Any] | None = None) -> int:
         self.schema.record(name)

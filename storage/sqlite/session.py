@@ -97,6 +97,15 @@ class SQLiteSession:
         """
         self._writer.write_internal(name, record_id, values)
 
+    def insert_internal(self, name: str, values: Mapping[str, Any]) -> Any:
+        """Create one record *without* a mutation event and return its id.
+
+        For bookkeeping records (a side effect's intent): validated and transactional like
+        any write, but nothing observes it. Link records are refused: create them with
+        :meth:`create`."""
+        self.schema.record(name)
+        return self._writer.insert_internal(name, values)
+
     def delete_internal(self, name: str, record_id: Any) -> None:
         """Delete one record *without* a mutation event (bookkeeping records without links)."""
         self.schema.record(name)

@@ -302,13 +302,24 @@ class Writer:
                 self._delete_record(name, row, deleted)
         return WriteResult(rows, self.events[start:])
 
-    def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
+    def _encode_internal(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
         fields = self.schema.fields(name)
         encoded: dict[str, Any] = {}
         for key, value in values.items():
             if key not in fields:
                 self.schema.field(name, key)  # raises UnknownFieldError naming the fields
             encoded[key] = encode(name, key, fields[key].type, value)
+        return encoded
+
+    def insert_internal(self, name: str, values: Mapping[str, Any]) -> Any:
+        if name in self.schema.links:
+            raise StorageError(
+                f"{name} is a link: create it with create(), which reports the link", record=name
+            )
+        return self._insert(name, self._encode_internal(name, values))
+
+    def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
+        encoded = self._encode_internal(name, values)
         if not encoded:
             return
         assignments = ", ".join(f"{quote(k)} = ?" for k in encoded)

@@ -300,3 +300,29 @@ async def test_both_executors_behave_identically(tmp_path: Path) -> None:
             await storage.close()
     assert results[0] == results[2]
     assert results[1] == results[3]
+
+
+async def test_insert_internal_writes_a_record_without_an_event(
+    executor_storage: SQLiteStorage,
+) -> None:
+    def body(tx: SQLiteSession) -> tuple[Any, list[Any]]:
+        tag_id = tx.insert_internal("Tag", {"label": "quiet"})
+        return tag_id, list(tx.events)
+
+    tag_id, events = await executor_storage.run(body)
+    assert events == []
+    assert await executor_storage.find("Tag", None, ["label"]) == [{"id": tag_id, "label": "quiet"}]
+
+
+async def test_insert_internal_refuses_bad_input_and_link_records(
+    executor_storage: SQLiteStorage,
+) -> None:
+    with pytest.raises(StorageError, match="nope"):
+        await executor_storage.run(lambda tx: tx.insert_internal("Tag", {"nope": 1}))
+    with pytest.raises(StorageError, match="label"):
+        await executor_storage.run(lambda tx: tx.insert_internal("Tag", {"label": 5}))
+    with pytest.raises(StorageError, match="create"):
+        await executor_storage.run(
+            lambda tx: tx.insert_internal(COMMENTS, {"source": 1, "target": 1})
+        )
+    assert await executor_storage.count("Tag") == 0
