@@ -72,6 +72,9 @@ class Writer:
         self.events = events
         self._savepoints = 0
         self._cache = schema.backend_cache
+        self._statements: dict[tuple[str, str, tuple[str, ...]], Any] = (
+            schema.backend_cache.setdefault("value statements", {})
+        )
 
     # -- public writes -----------------------------------------------------------------------
 
@@ -97,11 +100,27 @@ class Writer:
         """The most common creates without a plan: value fields, plus references ``{"id": n}``
         through to-one relation attributes that displace no link. None when the payload needs
         the general path (anything else, or an error to report)."""
-        encoders = self._encoders(name)
+        keys = tuple(data)
+        statement = self._statements.get(("insert", name, keys), _UNKNOWN)
+        if statement is _UNKNOWN:
+            statement = self._value_statement("insert", name, keys)
+        if statement is not None:
+            # Value fields only: the statement, encoders and decoders were worked out once.
+            sql, encoders, decoders = statement
+            params = [
+                None if value is None else encoder(name, key, value)
+                for (key, value), encoder in zip(data.items(), encoders, strict=True)
+            ]
+            record = {"id": self._execute(name, sql, params, data).lastrowid}
+            self._decode_into(record, keys, params, decoders)
+            event = MutationEvent(name, "create", dict(record))
+            self.events.append(event)
+            return WriteResult([record], [event])
+        encoders_by_field = self._encoders(name)
         values: dict[str, Any] = {}
-        refs: list[tuple[RelationAttribute, int]] | None = None
+        refs: list[tuple[RelationAttribute, int]] = []
         for key, value in data.items():
-            encoder = encoders.get(key)
+            encoder = encoders_by_field.get(key)
             if encoder is not None:
                 values[key] = None if value is None else encoder(name, key, value)
                 continue
@@ -109,18 +128,52 @@ class Writer:
             ref = _plain_ref(value)
             if attribute is None or ref is None:
                 return None
-            if refs is None:
-                refs = []
             refs.append((attribute, ref))
         sql = self._insert_sql(name, tuple(values))
         record_id = self._execute(name, sql, list(values.values()), values).lastrowid
         record = {"id": record_id, **self._plain(name, values)}
-        event = MutationEvent(name, "create", dict(record))
         start = len(self.events)
-        self.events.append(event)
-        if refs is not None:
-            self._link_refs(name, record, refs, start)
+        self.events.append(MutationEvent(name, "create", dict(record)))
+        self._link_refs(name, record, refs, start)
         return WriteResult([record], self.events[start:])
+
+    def _value_statement(
+        self, kind: str, name: str, keys: tuple[str, ...]
+    ) -> tuple[str, list[Any], list[Any] | None] | None:
+        """For a payload of exactly these value fields: the SQL, each field's encoder, and each
+        field's decoder (None when every value reads back as written). None when a key is not a
+        value field: such payloads take another path. Both answers are remembered."""
+        if len(self._statements) >= _STATEMENTS_KEPT:
+            self._statements.clear()  # payload shapes come from callers: keep the memory bounded
+        encoders_by_field = self._encoders(name)
+        if not all(key in encoders_by_field for key in keys):
+            self._statements[(kind, name, keys)] = None
+            return None
+        decoders = self.reader._decoders(name, keys) if keys else []
+        if kind == "insert":
+            sql = self._insert_sql(name, keys)
+        else:
+            assignments = ", ".join(f"{quote(k)} = ?" for k in keys)
+            sql = f"UPDATE {quote(name)} SET {assignments} WHERE id = ?"
+        statement = (
+            sql,
+            [encoders_by_field[key] for key in keys],
+            decoders if any(decoders) else None,
+        )
+        self._statements[(kind, name, keys)] = statement
+        return statement
+
+    @staticmethod
+    def _decode_into(
+        record: Record, keys: tuple[str, ...], params: list[Any], decoders: list[Any] | None
+    ) -> None:
+        # Decoded from what was stored, so that events and results equal what a read returns
+        # (json normalised, timestamps in UTC).
+        if decoders is None:
+            record.update(zip(keys, params, strict=False))
+            return
+        for key, param, decoder in zip(keys, params, decoders, strict=False):
+            record[key] = param if decoder is None or param is None else decoder(param)
 
     def _link_refs(
         self, name: str, record: Record, refs: list[tuple[RelationAttribute, int]], start: int
@@ -221,22 +274,23 @@ class Writer:
 
     def _update_simple(self, name: str, old: Record, data: dict[str, Any]) -> WriteResult | None:
         """Value fields of one known record: one UPDATE, no plan (None: take the general path)."""
-        encoders = self._encoders(name)
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            encoder = encoders.get(key)
-            if encoder is None:
-                return None
-            values[key] = None if value is None else encoder(name, key, value)
-        keys = tuple(values)
-        cache_key = ("update", name, keys)
-        sql = self._cache.get(cache_key)
-        if sql is None:
-            assignments = ", ".join(f"{quote(k)} = ?" for k in keys)
-            sql = self._cache[cache_key] = f"UPDATE {quote(name)} SET {assignments} WHERE id = ?"
-        self._execute(name, sql, [*values.values(), old["id"]], data)
-        written = self._plain(name, values)
-        event = MutationEvent(name, "update", {"id": old["id"], **written}, old, keys)
+        keys = tuple(data)
+        statement = self._statements.get(("update", name, keys), _UNKNOWN)
+        if statement is _UNKNOWN:
+            statement = self._value_statement("update", name, keys)
+        if statement is None:
+            return None
+        sql, encoders, decoders = statement
+        params = [
+            None if value is None else encoder(name, key, value)
+            for (key, value), encoder in zip(data.items(), encoders, strict=True)
+        ]
+        record_id = old["id"]
+        params.append(record_id)
+        self._execute(name, sql, params, data)
+        written: Record = {"id": record_id}
+        self._decode_into(written, keys, params, decoders)  # the id param is past the keys
+        event = MutationEvent(name, "update", written, old, keys)
         self.events.append(event)
         return WriteResult([{**old, **written}], [event])
 
@@ -733,6 +787,8 @@ class Writer:
             raise _integrity_error(name, exc, values) from None
 
 
+_UNKNOWN: Any = object()
+_STATEMENTS_KEPT = 4096
 _FRESH_SOURCE = frozenset({"source"})
 _FRESH_TARGET = frozenset({"target"})
 
