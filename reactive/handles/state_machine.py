@@ -9,7 +9,7 @@ from reactive.callables import adapt
 from reactive.computations import UNCHANGED, Custom, StateMachine, StateNode, StateTransfer, Trigger
 from reactive.errors import ComputationError, ModelError, SetupError
 from reactive.handles.base import Handle, Route
-from reactive.handles.triggers import check_trigger, matches, target_ids
+from reactive.handles.triggers import TriggerIndex, check_trigger, target_ids
 from storage import Field, MutationEvent, Schema
 
 if TYPE_CHECKING:
@@ -52,11 +52,12 @@ class StateMachineHandle(Handle):
         self.initial_state: StateNode = decl.initial_state
 
     def bind(self, schema: Schema) -> None:
-        self._by_route: dict[Route, list[_Transfer]] = {}
+        by_route: dict[Route, list[tuple[Trigger, _Transfer]]] = {}
         for transfer in self.transfers:
             transfer.record = check_trigger(transfer.trigger, schema, self.name)
             route = (transfer.record, transfer.trigger.type)
-            self._by_route.setdefault(route, []).append(transfer)
+            by_route.setdefault(route, []).append((transfer.trigger, transfer))
+        self._by_route = {route: TriggerIndex(entries) for route, entries in by_route.items()}
 
     def hidden_fields(self) -> list[tuple[str, Field]]:
         return [(self.host, Field(self.state_field, "string"))] if self.host else []
@@ -90,11 +91,8 @@ class StateMachineHandle(Handle):
             ctx.write_dictionary(self.target, value, {"state": self.initial_state.name})
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
-        candidates = [
-            t
-            for t in self._by_route.get((event.record_name, event.type), ())
-            if matches(t.trigger, event)
-        ]
+        index = self._by_route.get((event.record_name, event.type))
+        candidates = index.matching(event) if index is not None else []
         if not candidates:
             return
         if self.host is None:
@@ -174,9 +172,10 @@ class CustomHandle(Handle):
 
     def bind(self, schema: Schema) -> None:
         self.triggers = [(check_trigger(t, schema, self.name), t) for t in self.decl.triggers]
-        self._by_route: dict[Route, list[Trigger]] = {}
+        by_route: dict[Route, list[tuple[Trigger, Trigger]]] = {}
         for name, trigger in self.triggers:
-            self._by_route.setdefault((name, trigger.type), []).append(trigger)
+            by_route.setdefault((name, trigger.type), []).append((trigger, trigger))
+        self._by_route = {route: TriggerIndex(entries) for route, entries in by_route.items()}
 
     def routes(self) -> list[Route]:
         return list(dict.fromkeys((name, t.type) for name, t in self.triggers))
@@ -197,10 +196,8 @@ class CustomHandle(Handle):
             ctx.write_dictionary(self.target, self._initial(), None)
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
-        for trigger in self._by_route.get((event.record_name, event.type), ()):
-            if matches(trigger, event):
-                break
-        else:
+        index = self._by_route.get((event.record_name, event.type))
+        if index is None or not index.matching(event):
             return
         if self.host is None:
             row = ctx.dictionary_row(self.target)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 from reactive.computations import Trigger
 from reactive.errors import SetupError
@@ -31,6 +31,43 @@ def check_trigger(trigger: Trigger, schema: Schema, owner: str) -> str:
                 f"{owner}: trigger on {name} requires key {key!r}, which is not a field of {name}"
             )
     return name
+
+
+T = TypeVar("T")
+
+
+class TriggerIndex(Generic[T]):
+    """The triggers of one route (record, event type), each with what it starts, sorted by a
+    field that every pattern names with a str value (``event_type``, ``status``...): an event
+    is matched only against the triggers whose value it has. Without such a field, every
+    trigger is a candidate. Candidates keep their declaration order."""
+
+    def __init__(self, entries: Sequence[tuple[Trigger, T]]):
+        self.entries = list(entries)
+        self.key: str | None = None
+        self.by_value: dict[str, list[tuple[Trigger, T]]] = {}
+        patterns = [trigger.fields or {} for trigger, _ in self.entries]
+        for key in patterns[0] if patterns else ():
+            if all(type(pattern.get(key)) is str for pattern in patterns):
+                self.key = key
+                break
+        if self.key is not None:
+            for entry in self.entries:
+                value = (entry[0].fields or {})[self.key]
+                self.by_value.setdefault(value, []).append(entry)
+
+    def matching(self, event: MutationEvent) -> list[T]:
+        """What the triggers that match ``event`` start, in declaration order."""
+        candidates = self.entries
+        key = self.key
+        if key is not None:
+            record = event.record
+            if key in record or event.old_record is None:
+                value = record.get(key)
+            else:
+                value = event.old_record.get(key)
+            candidates = self.by_value.get(value, []) if isinstance(value, str) else []
+        return [item for trigger, item in candidates if matches(trigger, event)]
 
 
 def matches(trigger: Trigger, event: MutationEvent) -> bool:
