@@ -40,6 +40,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import re
+import warnings
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -54,6 +55,19 @@ from reactive.openapi import build_openapi
 from reactive.wire import check_params, decode_payload, dump_json, parse_object
 
 log = logging.getLogger("reactive.server")
+
+
+def silence_own_request_key_warnings() -> None:
+    """The contract's request keys are strings ("user_id", "raw_body", "webhook"); aiohttp
+    recommends RequestKey objects and warns once per str key. That warning is about this
+    package's choice, not the application's code: silence it for keys this package sets only
+    (installed on import; application code setting str keys is still warned)."""
+    warnings.filterwarnings(
+        "ignore", category=web.NotAppKeyWarning, module=r"(reactive|integrations)(\.|$)"
+    )
+
+
+silence_own_request_key_warnings()
 
 CONTROLLER_KEY: web.AppKey[Controller] = web.AppKey("reactive.controller", Controller)
 """``app[CONTROLLER_KEY]`` is the controller the app serves."""
