@@ -28,6 +28,7 @@ from storage.errors import NotSetUpError, StorageError, TransactionError
 from storage.events import Record, WriteResult
 from storage.match import MatchExp
 from storage.schema import Schema
+from storage.sql_match import quote
 from storage.sqlite import ddl
 from storage.sqlite.session import SQLiteSession
 
@@ -125,6 +126,12 @@ class SQLiteStorage:
             if missing:
                 raise NotSetUpError(
                     f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
+                )
+            columns = await self._submit(lambda conn: _missing_columns(conn, schema))
+            if columns:
+                raise NotSetUpError(
+                    f"columns missing: {', '.join(columns)} (the model has fields the database "
+                    "does not): call setup(schema, install=True) to add them"
                 )
         # Bound only once its tables are there: a failed setup leaves the storage unusable.
         self._schema = schema
@@ -247,3 +254,15 @@ class SQLiteStorage:
 def _missing_tables(conn: sqlite3.Connection, schema: Schema) -> list[str]:
     present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     return [name for name in schema.records if name not in present]
+
+
+def _missing_columns(conn: sqlite3.Connection, schema: Schema) -> list[str]:
+    """``Record.field`` for every field of the schema its table lacks."""
+    missing: list[str] = []
+    for name, record in schema.records.items():
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(name)})")}
+        wanted = [f.name for f in record.fields]
+        if name in schema.links:
+            wanted = ["source", "target", *wanted]
+        missing.extend(f"{name}.{field}" for field in wanted if field not in present)
+    return missing

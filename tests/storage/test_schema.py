@@ -287,6 +287,29 @@ async def test_install_false_on_an_empty_database(tmp_path: Path) -> None:
         await storage.close()
 
 
+async def test_install_false_names_the_fields_an_older_database_lacks(tmp_path: Path) -> None:
+    path = str(tmp_path / "older.db")
+    older = SQLiteStorage(path)
+    await older.setup(Schema([RecordType("Note", [Field("text")])]))
+    await older.create("Note", {"text": "kept"})
+    await older.close()
+    grown = Schema([RecordType("Note", [Field("text"), Field("pinned", "boolean")])])
+    storage = SQLiteStorage(path)
+    try:
+        with pytest.raises(NotSetUpError, match=r"Note\.pinned") as info:
+            await storage.setup(grown, install=False)
+        assert "install=True" in str(info.value)
+        with pytest.raises(NotSetUpError):
+            await storage.count("Note")
+        # installing adds the column; the old row reads it as None
+        await storage.setup(grown)
+        assert await storage.find("Note", None, ["text", "pinned"]) == [
+            {"id": 1, "text": "kept", "pinned": None}
+        ]
+    finally:
+        await storage.close()
+
+
 async def test_install_false_on_an_installed_database(tmp_path: Path) -> None:
     path = str(tmp_path / "db.sqlite")
     first = SQLiteStorage(path)
