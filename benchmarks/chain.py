@@ -385,7 +385,7 @@ def summation_floor(path: Path, k: int) -> float:
     return t.seconds
 
 
-RUNS = 3
+RUNS = 5
 
 
 def interleaved(
