@@ -53,11 +53,15 @@ def _encode_boolean(record: str, field: str, value: Any) -> Any:
     return 1 if value else 0
 
 
+# One encoder for every json field: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def _encode_json(record: str, field: str, value: Any) -> Any:
     try:
         # Sorted keys make the stored text canonical, so equality matches on json fields
         # compare values rather than key order.
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        text = _JSON.encode(value)
     except (TypeError, ValueError) as exc:
         raise FieldTypeError(record, field, "a JSON value", value, str(exc)) from None
     # json.dumps turns int, float, bool and None keys into strings: they would not come back.
@@ -151,6 +155,61 @@ DECODERS: dict[str, Decoder] = {
     "json": _decode_json,
     "timestamp": _decode_timestamp,
 }
+
+
+def _plain_json(value: Any, stored: Any) -> Any:
+    """What reading ``stored`` (the text _encode_json made of ``value``) back returns, copied
+    from ``value`` when that is plain JSON data, small enough that a copy beats parsing."""
+    if stored is None or len(stored) > _COPY_LIMIT:
+        return _decode_json(stored)
+    copied = _copy_json(value)
+    return _decode_json(stored) if copied is _NOT_PLAIN else copied
+
+
+_COPY_LIMIT = 512
+_NOT_PLAIN: Any = object()
+
+
+def _copy_json(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict:
+        copy: dict[str, Any] = {}
+        for key, child in sorted(value.items()):  # the stored text has its keys sorted
+            if type(key) is not str:
+                return _NOT_PLAIN
+            item = _copy_json(child)
+            if item is _NOT_PLAIN:
+                return _NOT_PLAIN
+            copy[key] = item
+        return copy
+    if kind is list or kind is tuple:
+        items = []
+        for child in value:
+            item = _copy_json(child)
+            if item is _NOT_PLAIN:
+                return _NOT_PLAIN
+            items.append(item)
+        return items
+    return _NOT_PLAIN  # subclasses and the rest: parse what was stored
+
+
+def _plain_timestamp(value: Any, stored: Any) -> Any:
+    return _decode_timestamp(stored)  # normalised to UTC, as a read returns it
+
+
+PlainMaker = Callable[[Any, Any], Any]
+
+PLAIN: dict[str, PlainMaker | None] = {
+    # (value written, value stored) -> the value a read returns; None: the value written.
+    "string": None,
+    "number": None,
+    "boolean": None,
+    "json": _plain_json,
+    "timestamp": _plain_timestamp,
+}
+"""How a write knows what a read of each field type returns without reading it back."""
 
 
 def is_text(value: str) -> bool:

@@ -25,7 +25,7 @@ from storage.match import MatchExp
 from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
 from storage.sql_match import quote
 from storage.sqlite.reader import Reader, chunks, placeholders
-from storage.types import ENCODERS, encode, is_id
+from storage.types import ENCODERS, PLAIN, encode, is_id
 
 _UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -106,13 +106,13 @@ class Writer:
             statement = self._value_statement("insert", name, keys)
         if statement is not None:
             # Value fields only: the statement, encoders and decoders were worked out once.
-            sql, encoders, decoders = statement
+            sql, encoders, plains = statement
             params = [
                 None if value is None else encoder(name, key, value)
                 for (key, value), encoder in zip(data.items(), encoders, strict=True)
             ]
             record = {"id": self._execute(name, sql, params, data).lastrowid}
-            self._decode_into(record, keys, params, decoders)
+            _read_back(record, data, params, plains)
             event = MutationEvent(name, "create", dict(record))
             self.events.append(event)
             return WriteResult([record], [event])
@@ -140,16 +140,18 @@ class Writer:
     def _value_statement(
         self, kind: str, name: str, keys: tuple[str, ...]
     ) -> tuple[str, list[Any], list[Any] | None] | None:
-        """For a payload of exactly these value fields: the SQL, each field's encoder, and each
-        field's decoder (None when every value reads back as written). None when a key is not a
-        value field: such payloads take another path. Both answers are remembered."""
+        """For a payload of exactly these value fields: the SQL, each field's encoder, and how
+        each field reads back (see PLAIN; None when every value reads back as written). None
+        when a key is not a value field: such payloads take another path. Both answers are
+        remembered."""
         if len(self._statements) >= _STATEMENTS_KEPT:
             self._statements.clear()  # payload shapes come from callers: keep the memory bounded
         encoders_by_field = self._encoders(name)
         if not all(key in encoders_by_field for key in keys):
             self._statements[(kind, name, keys)] = None
             return None
-        decoders = self.reader._decoders(name, keys) if keys else []
+        fields = self.schema.fields(name)
+        plains = [PLAIN[fields[key].type] for key in keys]
         if kind == "insert":
             sql = self._insert_sql(name, keys)
         else:
@@ -158,22 +160,10 @@ class Writer:
         statement = (
             sql,
             [encoders_by_field[key] for key in keys],
-            decoders if any(decoders) else None,
+            plains if any(plains) else None,
         )
         self._statements[(kind, name, keys)] = statement
         return statement
-
-    @staticmethod
-    def _decode_into(
-        record: Record, keys: tuple[str, ...], params: list[Any], decoders: list[Any] | None
-    ) -> None:
-        # Decoded from what was stored, so that events and results equal what a read returns
-        # (json normalised, timestamps in UTC).
-        if decoders is None:
-            record.update(zip(keys, params, strict=False))
-            return
-        for key, param, decoder in zip(keys, params, decoders, strict=False):
-            record[key] = param if decoder is None or param is None else decoder(param)
 
     def _link_refs(
         self, name: str, record: Record, refs: list[tuple[RelationAttribute, int]], start: int
@@ -280,7 +270,7 @@ class Writer:
             statement = self._value_statement("update", name, keys)
         if statement is None:
             return None
-        sql, encoders, decoders = statement
+        sql, encoders, plains = statement
         params = [
             None if value is None else encoder(name, key, value)
             for (key, value), encoder in zip(data.items(), encoders, strict=True)
@@ -289,7 +279,7 @@ class Writer:
         params.append(record_id)
         self._execute(name, sql, params, data)
         written: Record = {"id": record_id}
-        self._decode_into(written, keys, params, decoders)  # the id param is past the keys
+        _read_back(written, data, params, plains)  # the id param is past the fields
         event = MutationEvent(name, "update", written, old, keys)
         self.events.append(event)
         return WriteResult([{**old, **written}], [event])
@@ -791,6 +781,18 @@ _UNKNOWN: Any = object()
 _STATEMENTS_KEPT = 4096
 _FRESH_SOURCE = frozenset({"source"})
 _FRESH_TARGET = frozenset({"target"})
+
+
+def _read_back(
+    record: Record, data: dict[str, Any], params: list[Any], plains: list[Any] | None
+) -> None:
+    """Add the written fields to ``record`` as a read would return them (json normalised,
+    timestamps in UTC), so that events and results equal what a read returns."""
+    if plains is None:
+        record.update(data)
+        return
+    for (key, value), stored, plain in zip(data.items(), params, plains, strict=False):
+        record[key] = value if plain is None or value is None else plain(value, stored)
 
 
 def _plain_ref(value: Any) -> int | None:

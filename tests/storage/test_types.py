@@ -3,14 +3,19 @@ read), and values that do not fit their field are refused without writing anythi
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from storage import FieldTypeError, MatchExp, SQLiteStorage, StorageError
 
+from .conftest import blog_schema
 from .helpers import counts, created_id
 
 
@@ -88,6 +93,71 @@ async def test_json_round_trips(storage: SQLiteStorage, value: Any) -> None:
     if isinstance(value, dict) and "float" in value:
         _, _, read = await _round_trip(storage, "meta", value)
         assert type(read["int"]) is int and type(read["float"]) is float
+
+
+class _Tagged(str):
+    """A str subclass: JSON stores it as a plain string."""
+
+
+def _exact(value: Any) -> Any:
+    """``value`` with every container's type and every dict's key order made visible."""
+    if isinstance(value, dict):
+        return ("dict", [(type(k).__name__, k, _exact(v)) for k, v in value.items()])
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, [_exact(v) for v in value])
+    return (type(value).__name__, value)
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.text(max_size=4).map(_Tagged),
+)
+_json_values = st.recursive(
+    _scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.lists(children, max_size=4).map(tuple),
+        st.dictionaries(st.text(max_size=4), children, max_size=4),
+        st.dictionaries(st.text(max_size=4), children, max_size=4).map(OrderedDict),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=_json_values, padding=st.integers(min_value=0, max_value=600))
+def test_a_json_write_reports_exactly_what_a_read_returns(value: Any, padding: int) -> None:
+    """Results and events of creates and updates hold what a read returns, down to the types
+    (lists for tuples, plain str and dict) and the key order (sorted, as stored); small values
+    are copied, large ones parsed back, and both must agree."""
+    wrapped = {"pad": "x" * padding, "value": value}
+
+    async def scenario() -> None:
+        storage = SQLiteStorage()
+        await storage.setup(blog_schema())
+        try:
+            created = await storage.create("User", {"meta": wrapped})
+            record_id = created_id(created)
+            updated = await storage.update("User", {"id": record_id}, {"meta": wrapped})
+            rewritten = await storage.run(
+                lambda tx: tx.update_record(
+                    "User", tx.snapshot("User", record_id) or {}, {"meta": wrapped}
+                )
+            )
+            found = await storage.find_one("User", {"id": record_id}, ["meta"])
+            assert found is not None
+            read = _exact(found["meta"])
+            for result in (created, updated, rewritten):
+                assert _exact(result.records[0]["meta"]) == read
+                assert _exact(result.events[0].record["meta"]) == read
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
 
 
 async def test_json_key_order_does_not_matter_for_equality(storage: SQLiteStorage) -> None:
