@@ -338,3 +338,28 @@ async def test_a_failed_create_leaves_nothing(storage: SQLiteStorage) -> None:
     assert await dump(storage) == before
     # ids of the rolled-back records are not consumed
     assert created_id(await storage.create("Tag", {"label": "x"})) == 1
+
+
+async def test_statements_worked_out_per_payload_shape_stay_right_when_the_cache_is_full(
+    storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Value-only creates and updates remember a statement per payload shape; the memory is
+    bounded by starting over, which must not change a single result."""
+    from storage.sqlite import writer
+
+    monkeypatch.setattr(writer, "_STATEMENTS_KEPT", 2)
+    shapes = [{"name": "a"}, {"age": 1}, {"name": "b", "age": 2}, {"age": 3, "name": "c"}]
+    ids = []
+    for data in shapes * 2:
+        result = await storage.create("User", {**data, "name": f"{data.get('name')}{len(ids)}"})
+        ids.append(created_id(result))
+    for record_id in ids:
+        await storage.run(
+            lambda tx, i=record_id: tx.update_record(
+                "User", tx.snapshot("User", i) or {}, {"age": i * 10, "active": True}
+            )
+        )
+    found = await storage.find("User", None, ["name", "age", "active"], order_by={"id": "asc"})
+    assert [(u["name"], u["age"], u["active"]) for u in found] == [
+        (f"{data.get('name')}{n}", ids[n] * 10, True) for n, data in enumerate(shapes * 2)
+    ]
