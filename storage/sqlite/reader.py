@@ -19,6 +19,8 @@ from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
 from storage.sql_match import MatchCompiler, quote
 from storage.types import DECODERS, is_id
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_SHAPES_KEPT = 4096
 # Stay well below SQLite's bound-parameter limit when loading related records in batches.
 _BATCH = 500
 
@@ -81,7 +83,7 @@ class Reader:
         None when the general path must answer (or report an error)."""
         if limit is not None and (type(limit) is not int or not 0 <= limit < 2**63):
             return None
-        simple = self._simple_where(name, match, "t") if match else None
+        simple = self._dict_where(name, match, "t") if match else None
         if simple is None:
             return None
         where, params = simple
@@ -106,7 +108,7 @@ class Reader:
         self, name: str, match: MatchExp | Mapping[str, Any] | None, alias: str
     ) -> tuple[str, list[Any]]:
         if type(match) is dict and match:
-            simple = self._simple_where(name, match, alias)
+            simple = self._dict_where(name, match, alias)
             if simple is not None:
                 return simple
         exp = to_match(match)
@@ -114,6 +116,41 @@ class Reader:
             return "", []
         sql, params = MatchCompiler(self.schema).compile(name, exp, alias)
         return f" WHERE {sql}", params
+
+    def _dict_where(
+        self, name: str, match: dict[str, Any], alias: str
+    ) -> tuple[str, list[Any]] | None:
+        """A dict match without building an expression where that is safe: equalities on own
+        fields directly, and other shapes of plain int / ASCII str values (``"tts_calls.id"``,
+        a computation's look-up through a relation) from SQL compiled once per shape."""
+        simple = self._simple_where(name, match, alias)
+        if simple is not None:
+            return simple
+        values = list(match.values())
+        for value in values:
+            kind = type(value)
+            if kind is int:
+                if not _INT64_MIN <= value <= _INT64_MAX:
+                    return None
+            elif kind is not str or not value.isascii():
+                return None
+        remembered: dict[Any, str] = self._cache.setdefault("dict where", {})
+        key = (name, alias, tuple(match), tuple(type(v) for v in values))
+        cached = remembered.get(key)
+        if cached is not None:
+            return cached, values
+        exp = to_match(match)
+        if exp is None:
+            return None
+        sql, params = MatchCompiler(self.schema).compile(name, exp, alias)
+        where = f" WHERE {sql}"
+        # Remembered only when the compiled statement takes exactly the match's values, in
+        # order: then any values of the same types fit it.
+        if params == values and [type(p) for p in params] == [type(v) for v in values]:
+            if len(remembered) >= _SHAPES_KEPT:
+                remembered.clear()  # match shapes come from callers: keep the memory bounded
+            remembered[key] = where
+        return where, params
 
     def _simple_where(
         self, name: str, match: dict[str, Any], alias: str

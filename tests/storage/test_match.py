@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from storage import MatchExp, SQLiteStorage
+from storage import MatchError, MatchExp, SQLiteStorage
 
 from .helpers import FRIENDS, TAGS
 
@@ -430,3 +430,44 @@ async def test_random_expressions_agree_with_python(storage: SQLiteStorage) -> N
         expected = {r["id"] for r in rows if _evaluate(match, r)}
         assert await ids(storage, "User", match) == expected, repr(match)
         assert await ids(storage, "User", ~match) == {r["id"] for r in rows} - expected
+
+
+async def test_dict_matches_through_relations_agree_with_expressions_for_any_values(
+    storage: SQLiteStorage,
+) -> None:
+    """A dict match of plain values is compiled once per shape and reused with other values;
+    every reuse must find what the same match written as an expression (never reused) finds."""
+    await _data(storage)
+    shapes: list[tuple[str, list[str]]] = [
+        ("Post", ["author.name"]),
+        ("Post", ["author.id"]),
+        ("Post", ["tags.label", "author.name"]),
+        ("Post", ["tags.id", "score"]),
+        ("User", ["posts.title"]),
+        ("User", ["friends.id"]),  # symmetric: the value appears twice in the statement
+        ("Tag", ["posts.author.name"]),
+        ("Comment", ["post.tags.label"]),
+    ]
+    values = {
+        "name": ["ada", "bob", "Cyd", "nobody"],
+        "id": [1, 2, 3, 99],
+        "label": ["x", "y", "z"],
+        "score": [1, 5, 7],
+        "title": ["Alpha", "gamma", "none"],
+    }
+    rng = random.Random(7)
+    for _ in range(120):
+        record, paths = rng.choice(shapes)
+        match = {path: rng.choice(values[path.rsplit(".", 1)[-1]]) for path in paths}
+        expression = MatchExp.from_dict(match)
+        assert await ids(storage, record, match) == await ids(storage, record, expression), match
+
+
+async def test_a_remembered_dict_shape_still_refuses_bad_values(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    assert await ids(storage, "Post", {"author.name": "ada"}) == {1, 2}
+    with pytest.raises(MatchError, match="expects a string"):
+        await ids(storage, "Post", {"author.name": 5})
+    with pytest.raises(MatchError, match="surrogate"):
+        await ids(storage, "Post", {"author.name": "\ud800"})
+    assert await ids(storage, "Post", {"author.name": "bob"}) == {3}
