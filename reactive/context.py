@@ -146,9 +146,30 @@ class TransactionContext:
         self, name: str, old: Record, values: Mapping[str, Any], handle: Handle | None = None
     ) -> None:
         """Write computed values of one record whose full snapshot ``old`` was just read."""
+        info = self.engine.records.get(name)
+        if info is not None and info.computed:
+            values = self._with_computed(info.computed, old, values)
         result = self.session.update_record(name, old, values)
         self._after_update(name, result.records)
         self.propagate(result.events)
+
+    def _with_computed(
+        self, computed: list[tuple[str, Any]], old: Record, values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``values`` plus the ``computed`` fields they change, so that one statement (and one
+        event) writes both. Worked out from the values as given; _after_update checks them
+        against the values as stored and corrects the rare difference (a tuple stored as a
+        list, say), and reports a computation that fails."""
+        merged = {**old, **values}
+        out = dict(values)
+        for prop, compute in computed:
+            try:
+                value = compute(merged, self)
+            except Exception:
+                continue  # _after_update computes it again from the stored values and reports
+            if merged.get(prop) != value:
+                out[prop] = value
+        return out
 
     def create_owned(self, name: str, data: Mapping[str, Any]) -> Record:
         prepared = self.engine.prepare_create(name, data, self)

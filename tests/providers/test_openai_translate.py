@@ -69,6 +69,11 @@ def _document_from(event: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+# The contract has an application's middleware put the user on request["user_id"], a str key
+# aiohttp warns about once per process (as any application following the contract sees).
+pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
+
+
 @web.middleware
 async def user_header(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Tests only: the user is whoever ``X-User`` says."""
