@@ -27,7 +27,6 @@ import attrs
 
 import reactive as r
 from reactive.model import record_name
-from storage import MatchExp
 
 EVENT_TYPES = ("initialized", "processing", "completed", "failed")
 ATTEMPT = "attempt"
@@ -189,10 +188,7 @@ def fold_events(
     if current is not None:
         seen = {e["id"] for e in relevant}
         by_external = ctx.storage.find(
-            event_name,
-            MatchExp.atom(ef.external_id, "=", current) & MatchExp.atom(ef.entity_id, "is null"),
-            query,
-            order_by={"id": "asc"},
+            event_name, {ef.external_id: current, ef.entity_id: None}, query, order_by={"id": "asc"}
         )
         relevant += [e for e in by_external if e["id"] not in seen]
     kinds = {e[ef.event_type] for e in relevant}

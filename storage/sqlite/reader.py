@@ -89,7 +89,7 @@ class Reader:
         where, params = simple
         if limit is not None:
             params.extend((limit, 0))
-        cache_key = ("ids", name, tuple(match), limit is not None)
+        cache_key = ("ids", name, where, limit is not None)
         sql = self._cache.get(cache_key)
         if sql is None:
             paging = " LIMIT ? OFFSET ?" if limit is not None else ""
@@ -121,8 +121,9 @@ class Reader:
         self, name: str, match: dict[str, Any], alias: str
     ) -> tuple[str, list[Any]] | None:
         """A dict match without building an expression where that is safe: equalities on own
-        fields directly, and other shapes of plain int / ASCII str values (``"tts_calls.id"``,
-        a computation's look-up through a relation) from SQL compiled once per shape."""
+        fields directly, and other shapes of plain int / ASCII str / None values
+        (``"tts_calls.id"``, a computation's look-up through a relation) from SQL compiled once
+        per shape."""
         simple = self._simple_where(name, match, alias)
         if simple is not None:
             return simple
@@ -132,10 +133,11 @@ class Reader:
             if kind is int:
                 if not _INT64_MIN <= value <= _INT64_MAX:
                     return None
-            elif kind is not str or not value.isascii():
+            elif value is not None and (kind is not str or not value.isascii()):
                 return None
+        values = [v for v in values if v is not None]  # None compiles to IS NULL, no parameter
         remembered: dict[Any, str] = self._cache.setdefault("dict where", {})
-        key = (name, alias, tuple(match), tuple(type(v) for v in values))
+        key = (name, alias, tuple(match), tuple(type(v) for v in match.values()))
         cached = remembered.get(key)
         if cached is not None:
             return cached, values

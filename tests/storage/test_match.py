@@ -443,6 +443,7 @@ async def test_dict_matches_through_relations_agree_with_expressions_for_any_val
         ("Post", ["author.id"]),
         ("Post", ["tags.label", "author.name"]),
         ("Post", ["tags.id", "score"]),
+        ("Post", ["score", "author.name"]),
         ("User", ["posts.title"]),
         ("User", ["friends.id"]),  # symmetric: the value appears twice in the statement
         ("Tag", ["posts.author.name"]),
@@ -452,7 +453,7 @@ async def test_dict_matches_through_relations_agree_with_expressions_for_any_val
         "name": ["ada", "bob", "Cyd", "nobody"],
         "id": [1, 2, 3, 99],
         "label": ["x", "y", "z"],
-        "score": [1, 5, 7],
+        "score": [1, 5, 7, None],
         "title": ["Alpha", "gamma", "none"],
     }
     rng = random.Random(7)
