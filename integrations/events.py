@@ -16,6 +16,7 @@ import attrs
 import reactive as r
 from integrations.api_call import ATTEMPT, EventFields, now
 from reactive.model import record_name
+from storage import UniqueViolationError
 
 Outcome = Literal["stored", "duplicate"]
 
@@ -129,23 +130,28 @@ class IntegrationEvents:
             results: list[EventWrite] = []
             for event in events:
                 key = event.dedup_key or default_dedup_key(event)
-                if ctx.storage.find_one(self.event_name, {f.dedup_key: key}) is not None:
+                try:
+                    # The unique dedup key refuses a duplicate: one INSERT, which is atomic
+                    # and runs no computation when refused, instead of a look-up first.
+                    ctx.storage.create(
+                        self.event_name,
+                        {
+                            f.event_type: event.event_type,
+                            f.external_id: event.external_id,
+                            f.entity_id: event.entity_id,
+                            f.status: event.status or event.event_type,
+                            f.data: event.data,
+                            f.created_at: now(),
+                            f.dedup_key: key,
+                        },
+                    )
+                except UniqueViolationError as exc:
+                    if exc.fields != (f.dedup_key,):
+                        raise
                     results.append(
                         EventWrite(event.event_type, key, "duplicate", event.external_id)
                     )
                     continue
-                ctx.storage.create(
-                    self.event_name,
-                    {
-                        f.event_type: event.event_type,
-                        f.external_id: event.external_id,
-                        f.entity_id: event.entity_id,
-                        f.status: event.status or event.event_type,
-                        f.data: event.data,
-                        f.created_at: now(),
-                        f.dedup_key: key,
-                    },
-                )
                 results.append(EventWrite(event.event_type, key, "stored", event.external_id))
             return results
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
-from integrations import IntegrationEvents
+from integrations import IntegrationEvents, api_call_entities
 from integrations.testing import (
     EventSpec,
     Expected,
@@ -24,6 +24,7 @@ from integrations.testing import (
     deliveries,
     valid_sequences,
 )
+from storage import SQLiteStorage, UniqueViolationError
 
 from .app import EVENT, create_greeting, get_call, greeting_value, start
 
@@ -151,3 +152,27 @@ async def test_a_sync_failure_is_initialized_then_failed(
     call = await get_call(controller, call_id)
     assert (call["status"], call["error"]) == ("failed", {"code": "rejected"})
     assert call["external_id"] == writes[0].external_id
+
+
+async def test_another_unique_field_of_the_event_is_an_error_not_a_duplicate() -> None:
+    """Duplicates are told by the dedup key alone: a clash on a unique field an application
+    added to the event record is reported as the error it is, and stores nothing."""
+    call, event = api_call_entities(
+        "Charge",
+        "ChargeEvent",
+        # A mistake an application can make: a unique field every event gets the same value of.
+        event_properties=[r.Property("receipt", unique=True, default="R-1")],
+    )
+    controller = r.Controller(SQLiteStorage(":memory:"), [call, event])
+    await controller.setup()
+    events = IntegrationEvents(controller, event)
+    try:
+        charge = await controller.storage.create("Charge", {"request_params": {"amount": 5}})
+        assert (await events.initialized(charge["id"], "ext-1")).outcome == "stored"
+
+        with pytest.raises(UniqueViolationError) as raised:
+            await events.processing("ext-1")
+        assert raised.value.fields == ("receipt",)
+        assert await controller.storage.count("ChargeEvent") == 1
+    finally:
+        await controller.close()
