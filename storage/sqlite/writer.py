@@ -104,34 +104,35 @@ class Writer:
         statement = self._statements.get(("insert", name, keys), _UNKNOWN)
         if statement is _UNKNOWN:
             statement = self._value_statement("insert", name, keys)
-        if statement is not None:
-            # Value fields only: the statement, encoders and decoders were worked out once.
-            sql, encoders, plains = statement
+        if statement is None:
+            return None
+        # Worked out once per payload shape: the INSERT of the value fields, and per key its
+        # encoder or the relation attribute it references through.
+        sql, steps, plains, links = statement
+        if not links:
             params = [
                 None if value is None else encoder(name, key, value)
-                for (key, value), encoder in zip(data.items(), encoders, strict=True)
+                for (key, value), encoder in zip(data.items(), steps, strict=True)
             ]
             record = {"id": self._execute(name, sql, params, data).lastrowid}
             _read_back(record, data, params, plains)
             event = MutationEvent(name, "create", dict(record))
             self.events.append(event)
             return WriteResult([record], [event])
-        encoders_by_field = self._encoders(name)
         values: dict[str, Any] = {}
+        params = []
         refs: list[tuple[RelationAttribute, int]] = []
-        for key, value in data.items():
-            encoder = encoders_by_field.get(key)
-            if encoder is not None:
-                values[key] = None if value is None else encoder(name, key, value)
-                continue
-            attribute = self._simple_refs(name).get(key)
-            ref = _plain_ref(value)
-            if attribute is None or ref is None:
-                return None
-            refs.append((attribute, ref))
-        sql = self._insert_sql(name, tuple(values))
-        record_id = self._execute(name, sql, list(values.values()), values).lastrowid
-        record = {"id": record_id, **self._plain(name, values)}
+        for (key, value), step in zip(data.items(), steps, strict=True):
+            if type(step) is _Ref:
+                ref = _plain_ref(value)
+                if ref is None:
+                    return None
+                refs.append((step.attribute, ref))
+            else:
+                values[key] = value
+                params.append(None if value is None else step(name, key, value))
+        record = {"id": self._execute(name, sql, params, values).lastrowid}
+        _read_back(record, values, params, plains)
         start = len(self.events)
         self.events.append(MutationEvent(name, "create", dict(record)))
         self._link_refs(name, record, refs, start)
@@ -139,29 +140,31 @@ class Writer:
 
     def _value_statement(
         self, kind: str, name: str, keys: tuple[str, ...]
-    ) -> tuple[str, list[Any], list[Any] | None] | None:
-        """For a payload of exactly these value fields: the SQL, each field's encoder, and how
-        each field reads back (see PLAIN; None when every value reads back as written). None
-        when a key is not a value field: such payloads take another path. Both answers are
+    ) -> tuple[str, list[Any], list[Any] | None, bool] | None:
+        """For a payload of exactly these keys: the SQL of its value fields, per key its encoder
+        (or, for a create, the :class:`_Ref` it links through), how each value field reads back
+        (see PLAIN; None when every value reads back as written), and whether it links. None
+        when a key is neither: such payloads take the general path. Both answers are
         remembered."""
         if len(self._statements) >= _STATEMENTS_KEPT:
             self._statements.clear()  # payload shapes come from callers: keep the memory bounded
         encoders_by_field = self._encoders(name)
-        if not all(key in encoders_by_field for key in keys):
+        refs = self._simple_refs(name) if kind == "insert" else {}
+        if not all(key in encoders_by_field or key in refs for key in keys):
             self._statements[(kind, name, keys)] = None
             return None
+        value_keys = tuple(key for key in keys if key in encoders_by_field)
         fields = self.schema.fields(name)
-        plains = [PLAIN[fields[key].type] for key in keys]
+        plains = [PLAIN[fields[key].type] for key in value_keys]
         if kind == "insert":
-            sql = self._insert_sql(name, keys)
+            sql = self._insert_sql(name, value_keys)
         else:
-            assignments = ", ".join(f"{quote(k)} = ?" for k in keys)
+            assignments = ", ".join(f"{quote(k)} = ?" for k in value_keys)
             sql = f"UPDATE {quote(name)} SET {assignments} WHERE id = ?"
-        statement = (
-            sql,
-            [encoders_by_field[key] for key in keys],
-            plains if any(plains) else None,
-        )
+        steps: list[Any] = [
+            encoders_by_field[key] if key in encoders_by_field else _Ref(refs[key]) for key in keys
+        ]
+        statement = (sql, steps, plains if any(plains) else None, len(value_keys) < len(keys))
         self._statements[(kind, name, keys)] = statement
         return statement
 
@@ -270,7 +273,7 @@ class Writer:
             statement = self._value_statement("update", name, keys)
         if statement is None:
             return None
-        sql, encoders, plains = statement
+        sql, encoders, plains, _ = statement
         params = [
             None if value is None else encoder(name, key, value)
             for (key, value), encoder in zip(data.items(), encoders, strict=True)
@@ -778,6 +781,17 @@ class Writer:
 
 
 _UNKNOWN: Any = object()
+
+
+class _Ref:
+    """In a remembered create statement: this key references a record through ``attribute``."""
+
+    __slots__ = ("attribute",)
+
+    def __init__(self, attribute: RelationAttribute):
+        self.attribute = attribute
+
+
 _STATEMENTS_KEPT = 4096
 _FRESH_SOURCE = frozenset({"source"})
 _FRESH_TARGET = frozenset({"target"})
