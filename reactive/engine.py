@@ -336,6 +336,8 @@ class Engine:
         shape = (name, *match)
         if shape in self._lookups_checked:
             return
+        if len(self._lookups_checked) >= 4096:
+            self._lookups_checked.clear()  # match shapes may come from callers: stay bounded
         self._lookups_checked.add(shape)
         record = self.schema.records.get(name)
         if record is None:
