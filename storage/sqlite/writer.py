@@ -267,29 +267,44 @@ class Writer:
 
     def _update_simple(self, name: str, old: Record, data: dict[str, Any]) -> WriteResult | None:
         """Value fields of one known record: one UPDATE, no plan (None: take the general path)."""
+        statement = self._update_statement(name, data)
+        if statement is None:
+            return None
+        params = _encode_params(name, data, statement[1])
+        return self._update_known(name, old, data, statement, params)
+
+    def _update_statement(self, name: str, data: dict[str, Any]) -> Any:
         keys = tuple(data)
         statement = self._statements.get(("update", name, keys), _UNKNOWN)
         if statement is _UNKNOWN:
             statement = self._value_statement("update", name, keys)
-        if statement is None:
-            return None
-        sql, encoders, plains, _ = statement
-        params = [
-            None if value is None else encoder(name, key, value)
-            for (key, value), encoder in zip(data.items(), encoders, strict=True)
-        ]
+        return statement
+
+    def _update_known(
+        self, name: str, old: Record, data: dict[str, Any], statement: Any, params: list[Any]
+    ) -> WriteResult:
+        sql, _, plains, _ = statement
         record_id = old["id"]
-        params.append(record_id)
-        self._execute(name, sql, params, data)
+        self._execute(name, sql, [*params, record_id], data)
         written: Record = {"id": record_id}
-        _read_back(written, data, params, plains)  # the id param is past the fields
-        event = MutationEvent(name, "update", written, old, keys)
+        _read_back(written, data, params, plains)
+        event = MutationEvent(name, "update", written, old, tuple(data))
         self.events.append(event)
         return WriteResult([{**old, **written}], [event])
 
     def update(
         self, name: str, match: MatchExp | Mapping[str, Any] | None, data: Mapping[str, Any]
     ) -> WriteResult:
+        if type(data) is dict and data and type(match) is dict and len(match) == 1:
+            # The most common update: value fields of one record named by its id.
+            record_id = match.get("id")
+            statement = self._update_statement(name, data) if type(record_id) is int else None
+            if statement is not None:
+                params = _encode_params(name, data, statement[1])  # bad values fail first
+                old = self.reader.snapshot(name, record_id)
+                if old is None:
+                    return WriteResult([], [])
+                return self._update_known(name, old, data, statement, params)
         values, relations = self._plan_update(name, data)
         start = len(self.events)
         old_rows = self.reader.snapshots(name, match)
@@ -795,6 +810,13 @@ class _Ref:
 _STATEMENTS_KEPT = 4096
 _FRESH_SOURCE = frozenset({"source"})
 _FRESH_TARGET = frozenset({"target"})
+
+
+def _encode_params(name: str, data: dict[str, Any], encoders: list[Any]) -> list[Any]:
+    return [
+        None if value is None else encoder(name, key, value)
+        for (key, value), encoder in zip(data.items(), encoders, strict=True)
+    ]
 
 
 def _read_back(

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from storage import InvalidDataError, MatchExp, MutationEvent, SQLiteStorage
+from storage import (
+    FieldTypeError,
+    InvalidDataError,
+    MatchExp,
+    MutationEvent,
+    SQLiteStorage,
+    UnknownFieldError,
+)
 
 from .helpers import FRIENDS, POSTS, PROFILE, TAGS, created_id, dump, kinds
 
@@ -76,6 +83,24 @@ async def test_no_match_changes_nothing(storage: SQLiteStorage) -> None:
     result = await storage.update("Post", {"id": 99}, {"author": {"id": 12345}})
     assert result.events == []
     assert await dump(storage) == before
+
+
+async def test_an_update_by_id_checks_its_values_before_looking_for_the_record(
+    storage: SQLiteStorage,
+) -> None:
+    """Bad values are an error whether or not the record exists (as for any other match)."""
+    ada = created_id(await storage.create("User", {"name": "ada", "age": 3}))
+    before = await dump(storage)
+    for record_id in (ada, 999):
+        with pytest.raises(FieldTypeError, match="age"):
+            await storage.update("User", {"id": record_id}, {"age": "old"})
+        with pytest.raises(UnknownFieldError, match="agee"):
+            await storage.update("User", {"id": record_id}, {"agee": 4})
+        with pytest.raises(InvalidDataError, match="'id' cannot be changed"):
+            await storage.update("User", {"id": record_id}, {"id": 5})
+    assert await dump(storage) == before
+    missing = await storage.update("User", {"id": 999}, {"age": 4})
+    assert missing.records == [] and missing.events == []
 
 
 async def test_match_on_the_field_being_written(storage: SQLiteStorage) -> None:
