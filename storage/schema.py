@@ -220,6 +220,7 @@ class Schema:
         self.links: dict[str, LinkType] = {}
         #: Backends keep what they derive from the schema here (SQL texts, parsed queries).
         self.backend_cache: dict[Any, Any] = {}
+        self._touching: dict[str, list[LinkType]] = {}
         for record in records:
             if not isinstance(record, RecordType):
                 raise SchemaError(f"records must be RecordType instances, got {record!r}")
@@ -341,5 +342,9 @@ class Schema:
             raise UnknownFieldError(record, name, known) from None
 
     def links_touching(self, name: str) -> list[LinkType]:
-        """Links whose source or target is the record type ``name``."""
-        return [ln for ln in self.links.values() if name in (ln.source, ln.target)]
+        """Links whose source or target is the record type ``name`` (do not modify the list)."""
+        found = self._touching.get(name)
+        if found is None:
+            found = [ln for ln in self.links.values() if name in (ln.source, ln.target)]
+            self._touching[name] = found
+        return found

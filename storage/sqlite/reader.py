@@ -193,20 +193,28 @@ class Reader:
             columns = ["source", "target", *columns]
         return columns
 
+    def _snapshot_select(self, name: str) -> tuple[str, list[str]]:
+        """``SELECT t.id, <every column> FROM <name> t`` and the columns, worked out once."""
+        key = ("snapshot select", name)
+        cached: tuple[str, list[str]] | None = self._cache.get(key)
+        if cached is None:
+            columns = self.snapshot_columns(name)
+            select = (
+                f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
+            )
+            cached = self._cache[key] = (select, columns)
+        return cached
+
     def snapshots(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> list[Record]:
         """Full value snapshots (links with ``source``/``target`` refs) of the matching records."""
-        columns = self.snapshot_columns(name)
+        select, columns = self._snapshot_select(name)
         where, params = self.where(name, match, "t")
-        sql = f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
-        rows = self.conn.execute(sql + where + " ORDER BY t.id", params).fetchall()
+        rows = self.conn.execute(select + where + " ORDER BY t.id", params).fetchall()
         return [self._decode_row(name, columns, row) for row in rows]
 
     def snapshots_by_column(self, name: str, column: str, value: Any) -> list[Record]:
-        columns = self.snapshot_columns(name)
-        sql = (
-            f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t "
-            f"WHERE t.{quote(column)} = ? ORDER BY t.id"
-        )
+        select, columns = self._snapshot_select(name)
+        sql = f"{select} WHERE t.{quote(column)} = ? ORDER BY t.id"
         rows = self.conn.execute(sql, (value,)).fetchall()
         return [self._decode_row(name, columns, row) for row in rows]
 
