@@ -53,15 +53,16 @@ def _encode_boolean(record: str, field: str, value: Any) -> Any:
     return 1 if value else 0
 
 
-# One encoder for every json field: json.dumps with options builds a new one per call.
-_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+JSON_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+"""How a json field's value becomes its stored text (canonical: sorted keys, no spaces). One
+encoder for every field: json.dumps with options builds a new one per call."""
 
 
 def _encode_json(record: str, field: str, value: Any) -> Any:
     try:
         # Sorted keys make the stored text canonical, so equality matches on json fields
         # compare values rather than key order.
-        text = _JSON.encode(value)
+        text = JSON_ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise FieldTypeError(record, field, "a JSON value", value, str(exc)) from None
     # json.dumps turns int, float, bool and None keys into strings: they would not come back.

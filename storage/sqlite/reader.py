@@ -17,7 +17,7 @@ from storage.match import MatchExp, to_match
 from storage.query import AttributeQuery, parse_attribute_query
 from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
 from storage.sql_match import MatchCompiler, quote
-from storage.types import DECODERS, is_id
+from storage.types import DECODERS, JSON_ENCODER, is_id
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SHAPES_KEPT = 4096
@@ -135,7 +135,17 @@ class Reader:
                     return None
             elif value is not None and (kind is not str or not value.isascii()):
                 return None
-        values = [v for v in values if v is not None]  # None compiles to IS NULL, no parameter
+        # None compiles to IS NULL (no parameter); an own json field takes the value's JSON text.
+        fields = self.schema.fields(name)
+        as_json = [
+            k in fields and fields[k].type == "json" for k, v in match.items() if v is not None
+        ]
+        values = [v for v in values if v is not None]
+        if any(as_json):
+            values = [
+                JSON_ENCODER.encode(v) if json else v
+                for v, json in zip(values, as_json, strict=True)
+            ]
         remembered: dict[Any, str] = self._cache.setdefault("dict where", {})
         key = (name, alias, tuple(match), tuple(type(v) for v in match.values()))
         cached = remembered.get(key)
@@ -146,7 +156,7 @@ class Reader:
             return None
         sql, params = MatchCompiler(self.schema).compile(name, exp, alias)
         where = f" WHERE {sql}"
-        # Remembered only when the compiled statement takes exactly the match's values, in
+        # Remembered only when the compiled statement takes exactly these parameters, in
         # order: then any values of the same types fit it.
         if params == values and [type(p) for p in params] == [type(v) for v in values]:
             if len(remembered) >= _SHAPES_KEPT:

@@ -438,6 +438,10 @@ async def test_dict_matches_through_relations_agree_with_expressions_for_any_val
     """A dict match of plain values is compiled once per shape and reused with other values;
     every reuse must find what the same match written as an expression (never reused) finds."""
     await _data(storage)
+    for name, meta in (("m1", 1), ("mx", "x"), ("m2", 2)):
+        user = (await storage.create("User", {"name": name, "meta": meta})).record
+        assert user is not None
+        await storage.create("Post", {"title": f"by {name}", "author": {"id": user["id"]}})
     shapes: list[tuple[str, list[str]]] = [
         ("Post", ["author.name"]),
         ("Post", ["author.id"]),
@@ -448,6 +452,8 @@ async def test_dict_matches_through_relations_agree_with_expressions_for_any_val
         ("User", ["friends.id"]),  # symmetric: the value appears twice in the statement
         ("Tag", ["posts.author.name"]),
         ("Comment", ["post.tags.label"]),
+        ("User", ["meta", "name"]),  # a json field: compared as JSON text
+        ("Post", ["author.meta"]),
     ]
     values = {
         "name": ["ada", "bob", "Cyd", "nobody"],
@@ -455,6 +461,7 @@ async def test_dict_matches_through_relations_agree_with_expressions_for_any_val
         "label": ["x", "y", "z"],
         "score": [1, 5, 7, None],
         "title": ["Alpha", "gamma", "none"],
+        "meta": [1, 2, "x", None],
     }
     rng = random.Random(7)
     for _ in range(120):
