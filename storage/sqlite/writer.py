@@ -173,7 +173,8 @@ class Writer:
     ) -> None:
         """Link a record just inserted to existing records. Instead of a savepoint around the
         whole create, a failed link (a missing record) undoes the rows inserted so far: they
-        are all new, so deleting them restores the state before the create exactly."""
+        are all new, so deleting them restores every table as it was (only the id sequence has
+        moved on, and ids are never reused anyway)."""
         inserted: list[tuple[str, Any]] = [(name, record["id"])]
         try:
             for attribute, ref in refs:
