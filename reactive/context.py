@@ -48,6 +48,7 @@ class TransactionContext:
         # Full snapshots read through snapshot(), replaced (never mutated: events hold them as
         # old_record) by the transaction's update events and dropped by its deletes.
         self._snapshots: dict[tuple[str, Any], Record] = {}
+        self._dictionary_ids: dict[str, Any] = {}
         self._batches: list[tuple[Sequence[MutationEvent], int]] = []
 
     @property
@@ -186,7 +187,19 @@ class TransactionContext:
             del self._snapshots[key]  # rare; the id may be spelled as a str
 
     def dictionary_row(self, name: str) -> Record | None:
-        return self.session.find_one(DICTIONARY_RECORD, {"key": name}, ["value", "state"])
+        """The row holding dictionary ``name`` (``id``, ``key``, ``value``, ``state``), or None.
+        Read once per transaction, then kept current like any snapshot."""
+        record_id = self._dictionary_ids.get(name)
+        if record_id is not None:
+            found = self.snapshot(DICTIONARY_RECORD, record_id)
+            if found is not None:
+                return found
+        columns = list(self.schema.fields(DICTIONARY_RECORD))  # all of them: a full snapshot
+        row = self.session.find_one(DICTIONARY_RECORD, {"key": name}, columns)
+        if row is not None:
+            self._snapshots[(DICTIONARY_RECORD, row["id"])] = row
+            self._dictionary_ids[name] = row["id"]
+        return row
 
     def write_dictionary(self, name: str, value: Any, state: Any) -> None:
         row = self.dictionary_row(name)

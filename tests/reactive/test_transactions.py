@@ -348,3 +348,36 @@ async def test_a_caught_computation_error_still_rolls_the_transaction_back(
         assert await controller.storage.count(likes) == 0
     finally:
         await controller.close()
+
+
+async def test_a_dictionary_stepped_many_times_in_one_transaction_sees_each_step(
+    tmp_path: Path,
+) -> None:
+    """The dictionary's row is read once per transaction and kept current by its events."""
+    post = r.Entity("Post", [r.Property("title")])
+    posts = r.Dictionary("posts", "number", computation=r.Count(record=post))
+    controller = r.Controller(
+        SQLiteStorage(str(tmp_path / "dict.db")), [post], dictionaries=[posts]
+    )
+    await controller.setup()
+
+    def body(ctx: r.TransactionContext) -> list[Any]:
+        seen = []
+        for title in ("a", "b"):
+            ctx.storage.create("Post", {"title": title})
+            seen.append(ctx.storage.get_dict("posts"))
+        with pytest.raises(RuntimeError), ctx.storage.savepoint():
+            ctx.storage.create("Post", {"title": "undone"})
+            raise RuntimeError("undo")
+        ctx.storage.create("Post", {"title": "c"})
+        ctx.storage.delete("Post", {"title": "a"})
+        seen.append(ctx.storage.get_dict("posts"))
+        return seen
+
+    try:
+        seen, _ = await controller.transact(body)
+        assert seen == [1, 2, 2]
+        assert await controller.storage.get_dict("posts") == 2
+        assert await controller.storage.count("Post") == 2
+    finally:
+        await controller.close()
