@@ -209,7 +209,7 @@ class TransactionContext:
         if row is None:
             result = self.session.create(DICTIONARY_RECORD, {"key": name, **data})
         else:
-            result = self.session.update(DICTIONARY_RECORD, {"id": row["id"]}, data)
+            result = self.session.update_record(DICTIONARY_RECORD, row, data)  # a full snapshot
         self.propagate(result.events)
 
     def _after_update(self, name: str, records: list[Record]) -> None:
