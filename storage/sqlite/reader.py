@@ -322,11 +322,16 @@ class Reader:
             raise QueryError(
                 f"order_by for {name} must be a dict of field -> 'asc'|'desc'", record=name
             )
-        fields = self.schema.fields(name)
+        try:
+            key: Any = ("order by", name, tuple(order_by.items()))
+            cached = self._cache.get(key)
+        except TypeError:  # an unhashable direction: reported below
+            key, cached = None, None
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         parts: list[str] = []
         for field, direction in order_by.items():
-            if field != "id" and field not in fields:
-                raise UnknownFieldError(name, str(field), list(fields))
+            column = self._order_column(name, field)
             if not isinstance(direction, str) or direction.lower() not in ("asc", "desc"):
                 raise QueryError(
                     f"order_by {name}.{field}: direction must be 'asc' or 'desc', "
@@ -334,10 +339,64 @@ class Reader:
                     record=name,
                     field=str(field),
                 )
-            parts.append(f"t.{quote(field)} {direction.upper()}")
+            parts.append(f"{column} {direction.upper()}")
         # Ties are broken by id so that paging is deterministic.
         parts.append("t.id ASC")
-        return " ORDER BY " + ", ".join(parts)
+        sql = " ORDER BY " + ", ".join(parts)
+        if key is not None:
+            self._cache[key] = sql
+        return sql
+
+    def _order_column(self, name: str, path: Any) -> str:
+        """The SQL expression ``path`` orders by: an own field, or a field reached through
+        to-one relations (``"author.name"``, ``"post.author.name"``, a link's
+        ``"source.title"``), which is NULL where a record has no related one."""
+        fields = self.schema.fields(name)
+        if not isinstance(path, str) or "." not in path:
+            if path != "id" and path not in fields:
+                raise UnknownFieldError(name, str(path), list(fields))
+            return f"t.{quote(path)}"
+        segments = path.split(".")
+        record, id_sql = name, "t.id"
+        for depth, segment in enumerate(segments[:-1], start=1):
+            attributes = self.schema.attributes(record)
+            attribute = attributes.get(segment)
+            if attribute is None:
+                known = [*self.schema.fields(record), *attributes]
+                raise UnknownFieldError(record, segment, known)
+            if attribute.to_many or attribute.symmetric:
+                raise QueryError(
+                    f"order_by {name}.{path}: {record}.{segment} holds many records; "
+                    "order by a path of to-one relations",
+                    record=name,
+                    field=path,
+                )
+            alias = f"o{depth}"
+            if attribute.via_link:
+                id_sql = (
+                    f"(SELECT {alias}.{attribute.other} FROM {quote(attribute.link.name)} "
+                    f"{alias} WHERE {alias}.{attribute.side} = {id_sql})"
+                )
+            else:  # a link record's own source/target column
+                id_sql = (
+                    f"(SELECT {alias}.{quote(segment)} FROM {quote(record)} {alias} "
+                    f"WHERE {alias}.id = {id_sql})"
+                )
+            record = attribute.related
+        last = segments[-1]
+        if last == "id":
+            return id_sql
+        related_fields = self.schema.fields(record)
+        if last not in related_fields:
+            if last in self.schema.attributes(record):
+                raise QueryError(
+                    f"order_by {name}.{path}: {record}.{last} is a relation; name one of its "
+                    f"fields ({path}.id, say)",
+                    record=name,
+                    field=path,
+                )
+            raise UnknownFieldError(record, last, list(related_fields))
+        return f"(SELECT v.{quote(last)} FROM {quote(record)} v WHERE v.id = {id_sql})"
 
     def _paging(self, name: str, limit: int | None, offset: int | None, params: list[Any]) -> str:
         for label, value in (("limit", limit), ("offset", offset)):

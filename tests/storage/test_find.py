@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from storage import MatchExp, SQLiteStorage
+import pytest
+
+from storage import MatchExp, QueryError, SQLiteStorage, UnknownFieldError
 
 from .helpers import TAGS, created_id
 
@@ -328,3 +330,52 @@ async def test_reads_are_the_same_on_both_executors(executor_storage: SQLiteStor
     assert found[0]["posts"] == [
         {"id": 3, "title": "p3", "tags": [{"id": 2, "label": "y", "&": {"id": 3, "weight": 9}}]}
     ]
+
+
+async def test_order_by_a_field_reached_through_to_one_relations(storage: SQLiteStorage) -> None:
+    """Posts by their author's name, comments by their post's author's age, link records by
+    an endpoint's field; a record without the related one sorts as NULL (first when
+    ascending), and ties still break by id."""
+    await _blog(storage)
+    await storage.create("Post", {"title": "orphan", "score": 1})  # id 4, no author
+    await storage.create("User", {"name": "cyd", "age": 50, "posts": [{"title": "p5"}]})
+
+    def titles(found: list[dict[str, object]]) -> list[object]:
+        return [r["title"] for r in found]
+
+    by_author = await storage.find("Post", None, ["title"], order_by={"author.name": "desc"})
+    assert titles(by_author) == ["p5", "p3", "p1", "p2", "orphan"]
+    by_author = await storage.find(
+        "Post", None, ["title"], order_by={"author.name": "asc", "score": "asc"}
+    )
+    assert titles(by_author) == ["orphan", "p2", "p1", "p3", "p5"]
+    by_author_id = await storage.find("Post", None, ["title"], order_by={"author.id": "desc"})
+    assert titles(by_author_id) == ["p5", "p3", "p1", "p2", "orphan"]
+
+    # two hops: a comment's post's author
+    comments = await storage.find(
+        "Comment", None, ["body"], order_by={"post.author.age": "asc", "author.name": "desc"}
+    )
+    assert [c["body"] for c in comments] == ["nice", "thanks"]
+
+    # a link record by a field of one of its endpoints
+    links = await storage.find(TAGS, None, ["weight"], order_by={"target.label": "desc"})
+    assert [link["weight"] for link in links] == [2, 9, 1]
+    links = await storage.find(TAGS, None, ["weight"], order_by={"source.title": "desc"})
+    assert [link["weight"] for link in links] == [9, 1, 2]
+
+
+async def test_order_by_paths_that_cannot_order(storage: SQLiteStorage) -> None:
+    await _blog(storage)
+    with pytest.raises(QueryError, match="tags holds many records"):
+        await storage.find("Post", None, order_by={"tags.label": "asc"})
+    with pytest.raises(QueryError, match=r"name one of its fields \(post.author.id"):
+        await storage.find("Comment", None, order_by={"post.author": "asc"})
+    with pytest.raises(UnknownFieldError, match="writer"):
+        await storage.find("Post", None, order_by={"writer.name": "asc"})
+    with pytest.raises(UnknownFieldError, match="nick"):
+        await storage.find("Post", None, order_by={"author.nick": "asc"})
+    with pytest.raises(QueryError, match="direction"):
+        await storage.find("Post", None, order_by={"author.name": "sideways"})
+    with pytest.raises(QueryError, match="direction"):
+        await storage.find("Post", None, order_by={"author.name": ["asc"]})
