@@ -30,6 +30,9 @@ from reactive.handles.transform import TransformHandle
 from reactive.model import Dictionary, Entity, Property, Relation, record_name
 from storage import Field, Index, LinkType, MutationEvent, RecordType, Schema
 
+# Tuples, not X | Y unions: a union is built anew on every isinstance call here.
+_SEQUENCES = (list, tuple)
+
 log = logging.getLogger("reactive.engine")
 
 INTERACTION_EVENT = "_Interaction_"
@@ -285,7 +288,7 @@ class Engine:
                 if isinstance(value, Mapping) and "id" not in value:
                     out[key] = self.prepare_create(attribute.related, value, ctx)
                 continue
-            items = value if isinstance(value, list | tuple) else [value]
+            items = value if isinstance(value, _SEQUENCES) else [value]
             prepared = []
             for item in items:
                 if isinstance(item, Mapping):
@@ -296,12 +299,12 @@ class Engine:
                     if link_info is not None and (link_info.properties or link_data):
                         item["&"] = self.prepare_create(attribute.link.name, link_data or {}, ctx)
                 prepared.append(item)
-            out[key] = prepared if isinstance(value, list | tuple) else prepared[0]
+            out[key] = prepared if isinstance(value, _SEQUENCES) else prepared[0]
 
     def public_query(self, name: str, query: Any) -> Any:
         """``query`` with every ``"*"`` limited to the fields users declared: a computation's
         internal state stays out of reads unless asked for by name."""
-        if not isinstance(query, list | tuple) or name not in self.schema.records:
+        if not isinstance(query, _SEQUENCES) or name not in self.schema.records:
             return query
         out: list[Any] = []
         attributes = self.schema.attributes(name)

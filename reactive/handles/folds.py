@@ -16,9 +16,12 @@ from reactive.computations import Average, Count, Every, Summation, WeightedSumm
 from reactive.errors import ModelError
 from storage import LINK_FIELDS_KEY
 
+# Tuples, not X | Y unions: a union is built anew on every isinstance call here.
+_NUMBERS = (int, float)
+
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBERS):
         return 0
     if isinstance(value, float) and not math.isfinite(value):
         return 0
@@ -33,6 +36,8 @@ class Fold:
         self.callback = callback
         self.path = _value_path(decl) if isinstance(decl, Summation | Average) else None
         self.needs_item = callback is not None or self.path is not None
+        self._value = self._value_function()  # chosen once: value() runs on every step
+        self._weighted = isinstance(decl, WeightedSummation)
 
     def contribution(self, item: dict[str, Any] | None, ctx: Any) -> float:
         if not self.needs_item:
@@ -46,7 +51,7 @@ class Fold:
             return _number(value)
         assert self.callback is not None
         result = self.callback(item, ctx)
-        if isinstance(self.decl, WeightedSummation):
+        if self._weighted:
             if not isinstance(result, tuple | list) or len(result) != 2:
                 raise ModelError(
                     f"WeightedSummation callback must return (weight, value), got {result!r}"
@@ -57,17 +62,22 @@ class Fold:
         return 1 if result else 0
 
     def value(self, total: float, count: float) -> Any:
+        """The aggregate's value for these running totals."""
+        return self._value(total, count)
+
+    def _value_function(self) -> Callable[[float, float], Any]:
         decl = self.decl
         if isinstance(decl, Count):
-            return int(total)
+            return lambda total, count: int(total)
         if isinstance(decl, Summation | WeightedSummation):
-            return total
+            return lambda total, count: total
         if isinstance(decl, Average):
-            return total / count if count else 0
+            return lambda total, count: total / count if count else 0
         if isinstance(decl, Every):
-            return total == count and (count > 0 or not decl.not_empty)
+            not_empty = decl.not_empty
+            return lambda total, count: total == count and (count > 0 or not not_empty)
         if isinstance(decl, AnyDecl):
-            return total > 0
+            return lambda total, count: total > 0
         raise ModelError(f"unknown aggregate {decl!r}")
 
     def initial(self) -> Any:

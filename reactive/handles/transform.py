@@ -12,6 +12,9 @@ from reactive.handles.base import Handle, Route
 from reactive.model import record_name
 from storage import Field, Index, MutationEvent, Schema
 
+# Tuples, not X | Y unions: a union is built anew on every isinstance call here.
+_SEQUENCES = (list, tuple)
+
 if TYPE_CHECKING:
     from reactive.context import TransactionContext
 
@@ -84,7 +87,7 @@ class TransformHandle(Handle):
         if source is None:
             return []
         result = self.callback(source, ctx)
-        items = result if isinstance(result, list | tuple) else [result]
+        items = result if isinstance(result, _SEQUENCES) else [result]
         rows: list[dict[str, Any]] = []
         for item in items:
             if item is None:

@@ -10,6 +10,9 @@ from reactive.errors import SetupError
 from reactive.model import record_name
 from storage import MutationEvent, Schema
 
+# Tuples, not X | Y unions: a union is built anew on every isinstance call here.
+_SEQUENCES = (list, tuple)
+
 
 def check_trigger(trigger: Trigger, schema: Schema, owner: str) -> str:
     """Validate a trigger against the schema; return its record name."""
@@ -106,7 +109,7 @@ def target_ids(result: Any, owner: str) -> list[Any]:
     """Normalise what a compute_target returned into a list of ids."""
     if result is None:
         return []
-    items = result if isinstance(result, list | tuple) else [result]
+    items = result if isinstance(result, _SEQUENCES) else [result]
     ids: list[Any] = []
     for item in items:
         if item is None:

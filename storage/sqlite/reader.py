@@ -19,6 +19,11 @@ from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
 from storage.sql_match import MatchCompiler, quote
 from storage.types import DECODERS, JSON_ENCODER, is_id
 
+# Tuples, not X | Y unions: a union is built anew on every isinstance call here.
+_CONTAINERS = (dict, list, tuple, set)
+_SCALARS = (int, float, str)
+_SEQUENCES = (list, tuple)
+
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SHAPES_KEPT = 4096
 # Stay well below SQLite's bound-parameter limit when loading related records in batches.
@@ -172,14 +177,14 @@ class Reader:
         fields = self.schema.fields(name)
         params: list[Any] = []
         for key, value in match.items():
-            if value is None or isinstance(value, dict | list | tuple | set):
+            if value is None or isinstance(value, _CONTAINERS):
                 return None
             if key == "id":
                 if (type(value) is not int and type(value) is not str) or not is_id(value):
                     return None
                 params.append(value)
             elif key in fields and fields[key].type in ("string", "number"):
-                if isinstance(value, bool) or not isinstance(value, int | float | str):
+                if isinstance(value, bool) or not isinstance(value, _SCALARS):
                     return None
                 if (fields[key].type == "string") != isinstance(value, str):
                     return None  # the general path reports the type error
@@ -518,7 +523,7 @@ def _ref(value: Any) -> Record:
 
 
 def _freeze(query: Any) -> Any:
-    if isinstance(query, list | tuple):
+    if isinstance(query, _SEQUENCES):
         return tuple(_freeze(item) for item in query)
     return query
 
