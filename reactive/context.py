@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from reactive.handles.base import Handle
 
 Match = MatchExp | Mapping[str, Any] | None
+_PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
 RecordRef = Entity | Relation | str
 
 
@@ -49,6 +50,9 @@ class TransactionContext:
         # old_record) by the transaction's update events and dropped by its deletes.
         self._snapshots: dict[tuple[str, Any], Record] = {}
         self._dictionary_ids: dict[str, Any] = {}
+        # find_one answers for equalities on own fields, per record name: dropped by any event
+        # that could change them (see _forget_lookups).
+        self._lookups: dict[str, dict[Any, Record | None]] = {}
         self._batches: list[tuple[Sequence[MutationEvent], int]] = []
 
     @property
@@ -70,7 +74,10 @@ class TransactionContext:
         fresh = self.fresh
         items = self.engine.item_records
         snapshots = self._snapshots
+        lookups = self._lookups
         for event in events:
+            if lookups and event.record_name in lookups:
+                self._forget_lookups(event)
             key = (event.record_name, event.record["id"])
             if event.type == "create":
                 if event.record_name in items:
@@ -114,6 +121,7 @@ class TransactionContext:
         except BaseException:
             self.fresh.clear()
             self._snapshots.clear()
+            self._lookups.clear()
             raise
 
     def snapshot(self, name: str, record_id: Any) -> Record | None:
@@ -129,6 +137,42 @@ class TransactionContext:
                 # Keyed by the stored id: events carry it, so updates find the entry.
                 self._snapshots[(name, found["id"])] = found
         return found
+
+    def lookup_one(self, name: str, match: dict[str, Any]) -> Record | None:
+        """``find_one(name, match)`` (ids only) for equalities on the record's own fields:
+        asked of the database once per transaction, then answered from memory until one of
+        the transaction's events could change the answer (a record of that type created or
+        deleted, or a matched field written). A computation finding its target by
+        ``external_id`` on every event of a call asks once."""
+        fields = self.schema.fields(name)
+        try:
+            items = tuple(match.items())
+            hash(items)
+        except TypeError:
+            items = ()
+        cacheable = bool(items) and all(
+            (key == "id" or key in fields) and type(value) in _PLAIN_VALUES for key, value in items
+        )
+        if not cacheable:
+            return self.session.find_one(name, match)
+        # With the value types: 1, 1.0 and True are equal keys, not equal matches.
+        key = (items, tuple(type(value) for _, value in items))
+        known = self._lookups.setdefault(name, {})
+        if key in known:
+            found = known[key]
+            return None if found is None else dict(found)
+        found = self.session.find_one(name, match)
+        known[key] = None if found is None else dict(found)
+        return found
+
+    def _forget_lookups(self, event: MutationEvent) -> None:
+        known = self._lookups[event.record_name]
+        if event.type != "update":
+            known.clear()  # a new record may match; a deleted one must not be found
+            return
+        written = event.record
+        for key in [key for key in known if any(field in written for field, _ in key[0])]:
+            del known[key]
 
     def later_in_write(self) -> Sequence[MutationEvent]:
         """Events of the storage write being propagated that come after the current one.
@@ -185,6 +229,7 @@ class TransactionContext:
         self.session.write_internal(name, record_id, values)
         for key in [key for key in self._snapshots if key[0] == name]:
             del self._snapshots[key]  # rare; the id may be spelled as a str
+        self._lookups.pop(name, None)
 
     def dictionary_row(self, name: str) -> Record | None:
         """The row holding dictionary ``name`` (``id``, ``key``, ``value``, ``state``), or None.
@@ -283,9 +328,11 @@ class EngineStorage:
         order_by: Mapping[str, str] | None = None,
     ) -> Record | None:
         rec = record_name(name)
-        query = self._ctx.engine.public_query(rec, attribute_query)
         if type(match) is dict:
             self._ctx.engine.note_lookup(rec, match)
+            if attribute_query is None and order_by is None:
+                return self._ctx.lookup_one(rec, match)
+        query = self._ctx.engine.public_query(rec, attribute_query)
         return self._ctx.session.find_one(rec, match, query, order_by)
 
     def count(self, name: RecordRef, match: Match = None) -> int:
