@@ -138,7 +138,7 @@ class TransactionContext:
                 self._snapshots[(name, found["id"])] = found
         return found
 
-    def lookup_one(self, name: str, match: dict[str, Any]) -> Record | None:
+    def _lookup_one(self, name: str, match: dict[str, Any]) -> Record | None:
         """``find_one(name, match)`` (ids only) for equalities on the record's own fields:
         asked of the database once per transaction, then answered from memory until one of
         the transaction's events could change the answer (a record of that type created or
@@ -331,7 +331,7 @@ class EngineStorage:
         if type(match) is dict:
             self._ctx.engine.note_lookup(rec, match)
             if attribute_query is None and order_by is None:
-                return self._ctx.lookup_one(rec, match)
+                return self._ctx._lookup_one(rec, match)
         query = self._ctx.engine.public_query(rec, attribute_query)
         return self._ctx.session.find_one(rec, match, query, order_by)
 
