@@ -238,13 +238,10 @@ class Reader:
         key = ("snapshot", name)
         cached = self._cache.get(key)
         if cached is None:
-            columns = self.snapshot_columns(name)
-            sql = (
-                f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} "
-                f"FROM {quote(name)} t WHERE t.id = ?"
-            )
+            select, columns = self._snapshot_select(name)
             decoders = self._decoders(name, columns)
-            cached = self._cache[key] = (sql, list(zip(columns, decoders, strict=True)))
+            plan = list(zip(columns, decoders, strict=True))
+            cached = self._cache[key] = (f"{select} WHERE t.id = ?", plan)
         sql, plan = cached
         row = self.conn.execute(sql, (record_id,)).fetchone()
         if row is None:
