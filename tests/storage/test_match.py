@@ -479,3 +479,23 @@ async def test_a_remembered_dict_shape_still_refuses_bad_values(storage: SQLiteS
     with pytest.raises(MatchError, match="surrogate"):
         await ids(storage, "Post", {"author.name": "\ud800"})
     assert await ids(storage, "Post", {"author.name": "bob"}) == {3}
+
+
+async def test_remembered_dict_shapes_stay_right_when_the_memory_starts_over(
+    storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage.sqlite import reader
+
+    monkeypatch.setattr(reader, "_SHAPES_KEPT", 1)
+    await _data(storage)
+    matches: list[tuple[str, dict[str, Any]]] = [
+        ("Post", {"author.name": "ada"}),
+        ("Post", {"tags.label": "y"}),
+        ("Post", {"author.name": "bob"}),
+        ("User", {"posts.title": "Alpha"}),
+        ("Post", {"tags.label": "x"}),
+    ]
+    for record, match in matches * 2:
+        assert await ids(storage, record, match) == await ids(
+            storage, record, MatchExp.from_dict(match)
+        ), match
