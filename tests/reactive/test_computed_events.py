@@ -28,13 +28,20 @@ def is_active(account: dict[str, Any]) -> bool:
     return account.get("status") == "active"
 
 
-def account_entity() -> r.Entity:
+def strictly_active(account: dict[str, Any]) -> bool:
+    """``is_active`` that refuses a status it does not know."""
+    if account.get("status") not in STATES:
+        raise ValueError(f"unknown status {account.get('status')!r}")
+    return is_active(account)
+
+
+def account_entity(computed: Any = is_active) -> r.Entity:
     return r.Entity(
         "Account",
         [
             r.Property("name"),
             r.Property("status", default="active"),
-            r.Property("isActive", "boolean", computed=is_active),
+            r.Property("isActive", "boolean", computed=computed),
         ],
     )
 
@@ -260,19 +267,7 @@ async def test_a_trigger_on_the_field_and_its_computed_field_matches(
 async def test_a_failing_computed_property_on_a_user_update_changes_nothing(
     make: MakeController,
 ) -> None:
-    def strict(account: dict[str, Any]) -> bool:
-        if account.get("status") not in STATES:
-            raise ValueError(f"unknown status {account.get('status')!r}")
-        return account.get("status") == "active"
-
-    account = r.Entity(
-        "Account",
-        [
-            r.Property("status", default="active"),
-            r.Property("isActive", "boolean", computed=strict),
-        ],
-    )
-    c = await make([account])
+    c = await make([account_entity(strictly_active)])
     await c.storage.create("Account", {})
     await c.storage.create("Account", {})
     seen = watched(c)
@@ -367,19 +362,7 @@ async def test_an_update_with_a_relation_writes_the_record_then_links(
 async def test_a_caught_computed_failure_leaves_the_record_as_it_was(
     make: MakeController,
 ) -> None:
-    def strict(account: dict[str, Any]) -> bool:
-        if account.get("status") not in STATES:
-            raise ValueError(f"unknown status {account.get('status')!r}")
-        return account.get("status") == "active"
-
-    account = r.Entity(
-        "Account",
-        [
-            r.Property("status", default="active"),
-            r.Property("isActive", "boolean", computed=strict),
-        ],
-    )
-    c = await make([account])
+    c = await make([account_entity(strictly_active)])
     await c.storage.create("Account", {})
 
     def body(ctx: r.TransactionContext) -> str:
