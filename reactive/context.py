@@ -192,29 +192,96 @@ class TransactionContext:
     ) -> None:
         """Write computed values of one record whose full snapshot ``old`` was just read."""
         info = self.engine.records.get(name)
+        settled = False
         if info is not None and info.computed:
-            values = self._with_computed(info.computed, old, values)
+            values, failed = self._with_computed(info.computed, old, values, values)
+            settled = not failed
+        self._write_one(name, old, values, settled)
+
+    def _write_one(
+        self, name: str, old: Record, values: Mapping[str, Any], settled: bool
+    ) -> list[Record]:
+        """Update one record; ``settled``: ``values`` hold its computed fields, all worked out
+        without a failure (see _with_computed)."""
         result = self.session.update_record(name, old, values)
-        self._after_update(name, result.records)
+        record = result.records[0]
+        # Stored exactly as given (the same objects read back): the computed values worked out
+        # from them stand. Otherwise (a tuple stored as a list, say) work them out again.
+        if settled:
+            for key, value in values.items():
+                if record.get(key) is not value:
+                    settled = False
+                    break
+        if not settled:
+            self._after_update(name, result.records)
         self.propagate(result.events)
+        return result.records
+
+    def _update_matching(
+        self, name: str, computed: list[tuple[str, Any]], match: Match, data: Mapping[str, Any]
+    ) -> list[Record]:
+        """A user's update of a record type with ``computed`` properties: each matched record
+        gets the computed values the update changes in the same statement, so one record gives
+        one event whose ``record`` and ``keys`` include them. All rows are written before any
+        event propagates (one storage write, as ``session.update`` does it); the rows are
+        written together or not at all. Costs one read of the matched snapshots (none for a
+        record this transaction already read by id) and one UPDATE per record."""
+        record_id = match.get("id") if type(match) is dict and len(match) == 1 else None
+        if type(record_id) is int:
+            # A snapshot this transaction holds already, else one read (not kept: one user
+            # write per record is the common case, and a kept one costs every later event).
+            found = self._snapshots.get((name, record_id)) or self.session.snapshot(name, record_id)
+            olds = [] if found is None else [found]
+        else:
+            olds = self.session.snapshots(name, match)
+        if not olds:
+            # Nothing matched: the storage's own update still checks the data, writes nothing.
+            return self.session.update(name, match, data).records
+        fields = self.schema.fields(name)
+        written = data  # the value fields of data: what the computed properties may read
+        if not data.keys() <= fields.keys():
+            written = {key: value for key, value in data.items() if key in fields}
+        planned = [self._with_computed(computed, old, written, data) for old in olds]
+        if len(olds) == 1 and not planned[0][1]:
+            return self._write_one(name, olds[0], planned[0][0], True)
+        records: list[Record] = []
+        events: list[MutationEvent] = []
+        # Several rows happen whole; a failing computation raises in _after_update, after the
+        # rows are written: undone too.
+        with self.savepoint():
+            for old, (values, _) in zip(olds, planned, strict=True):
+                result = self.session.update_record(name, old, values)
+                records.extend(result.records)
+                events.extend(result.events)
+            self._after_update(name, records)
+        self.propagate(events)
+        return records
 
     def _with_computed(
-        self, computed: list[tuple[str, Any]], old: Record, values: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """``values`` plus the ``computed`` fields they change, so that one statement (and one
-        event) writes both. Worked out from the values as given; _after_update checks them
+        self,
+        computed: list[tuple[str, Any]],
+        old: Record,
+        written: Mapping[str, Any],
+        values: Mapping[str, Any],
+    ) -> tuple[dict[str, Any], bool]:
+        """``values`` plus the ``computed`` fields that the value fields ``written`` change,
+        so that one statement (and one event) writes both; and whether a computation failed.
+        Worked out from the values as given, in declaration order (as on create: a computed
+        property sees those declared before it as they will be); _after_update checks them
         against the values as stored and corrects the rare difference (a tuple stored as a
         list, say), and reports a computation that fails."""
-        merged = {**old, **values}
+        merged = {**old, **written}
         out = dict(values)
+        failed = False
         for prop, compute in computed:
             try:
                 value = compute(merged, self)
             except Exception:
-                continue  # _after_update computes it again from the stored values and reports
+                failed = True  # _after_update computes it again from the stored values, reports
+                continue
             if merged.get(prop) != value:
-                out[prop] = value
-        return out
+                out[prop] = merged[prop] = value
+        return out, failed
 
     def create_owned(self, name: str, data: Mapping[str, Any]) -> Record:
         prepared = self.engine.prepare_create(name, data, self)
@@ -294,9 +361,13 @@ class EngineStorage:
         """Update every matching record; returns their new values."""
         rec = record_name(name)
         ctx = self._ctx
-        ctx.engine.check_writable(rec, data)
-        result = ctx.session.update(rec, match, ctx.engine.prepare_update(rec, data, ctx))
-        ctx._after_update(rec, result.records)
+        engine = ctx.engine
+        engine.check_writable(rec, data)
+        prepared = engine.prepare_update(rec, data, ctx)
+        info = engine.records.get(rec)
+        if info is not None and info.computed and type(prepared) is dict:  # data was a Mapping
+            return ctx._update_matching(rec, info.computed, match, prepared)
+        result = ctx.session.update(rec, match, prepared)
         ctx.propagate(result.events)
         return result.records
 

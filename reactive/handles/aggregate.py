@@ -29,20 +29,23 @@ if TYPE_CHECKING:
     from reactive.context import TransactionContext
 
 
-def _split_query(decl: _Aggregate) -> tuple[list[str], list[str]]:
-    """The item's own fields and the link fields (under '&') that the attribute query names."""
+def _split_query(decl: _Aggregate) -> tuple[list[str], list[str] | None]:
+    """The item's own fields and the link fields (under '&'; None when '&' is not named) that
+    the attribute query names. ``"id"`` is left out of both: an item and its link are always
+    read with their id, which never changes."""
     fields: list[str] = []
-    link_fields: list[str] = []
+    link_fields: list[str] | None = None
     for item in decl.attribute_query or []:
         if isinstance(item, str):
-            fields.append(item)
+            if item != "id":
+                fields.append(item)
         elif (
             isinstance(item, tuple | list)
             and len(item) == 2
             and item[0] == LINK_FIELDS_KEY
             and all(isinstance(f, str) for f in item[1])
         ):
-            link_fields.extend(item[1])
+            link_fields = [*(link_fields or []), *(f for f in item[1] if f != "id")]
         else:
             raise SetupError(
                 f"{decl.kind}: attribute_query may name fields of the item and link fields "
@@ -71,7 +74,10 @@ class PropertyAggregate(Handle):
         self.name = f"{host}.{prop} ({decl.kind})"
         callback = adapt(decl.callback, 1, f"{self.name} callback") if decl.callback else None
         self.fold = Fold(decl, callback)
-        self.fields, self.link_fields = _split_query(decl)
+        self.fields, link_fields = _split_query(decl)
+        # The callback gets item["&"] when the query names '&', even with nothing but its id.
+        self.wants_link = link_fields is not None
+        self.link_fields = link_fields or []
         self.total_field = f"_{prop}_bound_total"
         self.count_field = f"_{prop}_bound_count"
         self.attribute: RelationAttribute | None = None
@@ -250,7 +256,7 @@ class PropertyAggregate(Handle):
         item: dict[str, Any] = {"id": related.get("id")}
         for field in self.fields:
             item[field] = related.get(field)
-        if self.link_fields:
+        if self.wants_link:
             item[LINK_FIELDS_KEY] = {
                 "id": link_row.get("id"),
                 **{f: link_row.get(f) for f in self.link_fields},
@@ -294,7 +300,7 @@ class DictionaryAggregate(Handle):
         callback = adapt(decl.callback, 1, f"{self.name} callback") if decl.callback else None
         self.fold = Fold(decl, callback)
         self.fields, link_fields = _split_query(decl)
-        if link_fields:
+        if link_fields is not None:
             raise SetupError(f"{self.name}: '&' link fields only exist on property aggregates")
 
     def bind(self, schema: Schema) -> None:

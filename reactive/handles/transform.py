@@ -38,7 +38,8 @@ class TransformHandle(Handle):
                     f"{self.name}: attribute_query may name fields of {self.source} only; "
                     "read related records in the callback through ctx.storage"
                 )
-            self.query = list(decl.attribute_query)
+            # "id" is always read (the callback's source carries it): naming it is allowed.
+            self.query = [f for f in decl.attribute_query if f != "id"]
 
     def bind(self, schema: Schema) -> None:
         fields = schema.fields(self.source)

@@ -53,6 +53,12 @@ class SQLiteSession:
         self.schema.record(name)
         return self._reader.snapshot(name, record_id)
 
+    def snapshots(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> list[Record]:
+        """Full stored value snapshots of every record matching ``match``, in id order: what
+        :meth:`update_record` takes as ``old``."""
+        self.schema.record(name)
+        return self._reader.snapshots(name, match)
+
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
         """The named value fields of one record, or None: the cheapest read by id."""
         self.schema.record(name)

@@ -214,6 +214,32 @@ async def test_session_events_and_write_results(executor_storage: SQLiteStorage)
     ]
 
 
+async def test_session_snapshots_are_what_update_record_takes(
+    executor_storage: SQLiteStorage,
+) -> None:
+    def body(tx: SQLiteSession) -> tuple[Any, ...]:
+        tx.create("User", {"name": "ada", "age": 3, "posts": [{"title": "a"}, {"title": "b"}]})
+        tx.create("User", {"name": "bob", "age": 5})
+        young = tx.snapshots("User", {"age": 3})
+        links = tx.snapshots(POSTS, None)
+        none = tx.snapshots("User", {"name": "nobody"})
+        each = [tx.snapshot(POSTS, link["id"]) for link in links]
+        return young, links, none, each
+
+    young, links, none, each = await executor_storage.run(body)
+    assert young == [
+        {"id": 1, "name": "ada", "age": 3, "active": None, "meta": None, "joined": None}
+    ]
+    assert links == each
+    assert [(link["source"], link["target"]) for link in links] == [
+        ({"id": 1}, {"id": 1}),
+        ({"id": 1}, {"id": 2}),
+    ]
+    assert none == []
+    with pytest.raises(StorageError, match="Nope"):
+        await executor_storage.run(lambda tx: tx.snapshots("Nope", None))
+
+
 async def test_nested_run_is_refused(executor_storage: SQLiteStorage) -> None:
     storage = executor_storage
 
