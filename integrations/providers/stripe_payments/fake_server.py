@@ -182,6 +182,12 @@ class FakeStripe(LoopbackServer):
         """An Event about the intent as it is now (a fresh ``evt_`` id)."""
         return new_event(self.intents[intent_id], event_type)
 
+    async def process(self, intent_id: str, *, url: str | None = None) -> Delivery:
+        """The customer confirmed and the payment settles later (a bank debit): status
+        ``processing`` and a ``payment_intent.processing``."""
+        self.set_status(intent_id, "processing")
+        return await self.deliver(self.event(intent_id, "payment_intent.processing"), url=url)
+
     async def succeed(self, intent_id: str, *, url: str | None = None) -> Delivery:
         """The payment succeeds: status ``succeeded`` and a ``payment_intent.succeeded``."""
         self.set_status(intent_id, "succeeded")
