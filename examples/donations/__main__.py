@@ -4,7 +4,8 @@ Environment: ``PORT`` (default 8080); ``DATABASE`` (a file, default ``donations.
 current folder) or ``DATABASE_URL`` (``sqlite:///relative.db``, ``sqlite:////absolute.db``).
 The data and the JWT secret kept beside the database survive restarts;
 ``python -m examples.donations reset`` (``make reset``) removes them.
-A bad setting or a port in use ends with a one-line message on stderr and exit status 1.
+A bad setting or a port in use ends with a one-line message on stderr and exit status 1;
+Ctrl-C or SIGTERM stops the server cleanly (exit status 0).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -62,10 +64,15 @@ Press Ctrl-C to stop.
 
 
 async def serve(port: int, database: Path) -> None:
+    """Serve until SIGINT (Ctrl-C) or SIGTERM, then close cleanly (the database too)."""
     existed = database.exists() and jwt_secret_path(database).exists()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     async with serve_locally(port, str(database)):
         print(instructions(f"http://{HOST}:{port}", database, existed), flush=True)
-        await asyncio.Event().wait()
+        await stop.wait()
 
 
 def main(argv: list[str]) -> int:

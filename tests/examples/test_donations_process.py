@@ -85,9 +85,9 @@ class Served:
             raise AssertionError(f"the example did not start: {''.join(lines)}{error}")
         return cls(process, "".join(lines))
 
-    async def stop(self) -> int:
+    async def stop(self, signum: int = signal.SIGINT) -> int:
         if self.process.returncode is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signum)
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 return await self.process.wait()
@@ -137,6 +137,7 @@ async def test_a_second_start_keeps_the_first_starts_token(tmp_path: Path) -> No
         finally:
             assert await first.stop() == 0
         assert database.exists()
+        assert not Path(f"{database}-wal").exists()  # closed cleanly
         assert jwt_secret_path(database).stat().st_mode & 0o777 == 0o600
 
         second = await Served.start(env)
@@ -146,7 +147,8 @@ async def test_a_second_start_keeps_the_first_starts_token(tmp_path: Path) -> No
             assert status == 200, mine
             assert mine == {"donations": []}
         finally:
-            assert await second.stop() == 0
+            assert await second.stop(signal.SIGTERM) == 0
+        assert not Path(f"{database}-wal").exists()
 
     done = run_example(env, "reset")
     assert done.returncode == 0, done.stderr
