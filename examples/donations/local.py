@@ -126,13 +126,12 @@ def database_from(environ: Mapping[str, str], cwd: Path | None = None) -> Path:
             raise ExampleError(
                 f"DATABASE_URL={url!r}: the example keeps its data in a file; name one"
             )
-    path = folder / (path_setting or DEFAULT_DATABASE)
-    path = Path(os.path.abspath(path))
+    path = Path(os.path.abspath(folder / (path_setting or DEFAULT_DATABASE)))
+    setting = "DATABASE_URL" if url else "DATABASE"
     if not path.parent.is_dir():
-        setting = "DATABASE_URL" if url else "DATABASE"
         raise ExampleError(f"{setting}: the folder {path.parent} does not exist")
     if path.is_dir():
-        raise ExampleError(f"{path} is a folder: DATABASE must name a file")
+        raise ExampleError(f"{setting}: {path} is a folder; name a file in it")
     return path
 
 
@@ -141,21 +140,24 @@ def jwt_secret_path(database: Path) -> Path:
     return database.with_name(database.name + SECRET_SUFFIX)
 
 
-def jwt_secret(database: Path) -> str:
+def _jwt_secret(database: Path) -> str:
     """The demo's JWT signing secret: read from beside ``database``, or created there once
     (mode 0600, atomically: two starts at once agree on one secret)."""
     path = jwt_secret_path(database)
-    if not path.exists():
-        draft = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "w") as out:
-                out.write(secrets.token_urlsafe(48) + "\n")
-            with contextlib.suppress(FileExistsError):
-                os.link(draft, path)  # never replaces a secret another start just made
-        finally:
-            draft.unlink()
-    secret = path.read_text().strip()
+    try:
+        if not path.exists():
+            draft = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(descriptor, "w") as out:
+                    out.write(secrets.token_urlsafe(48) + "\n")
+                with contextlib.suppress(FileExistsError):
+                    os.link(draft, path)  # never replaces a secret another start just made
+            finally:
+                draft.unlink()
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise ExampleError(f"the JWT secret {path}: {exc.strerror or exc}") from None
     if len(secret) < 32:
         raise ExampleError(
             f"{path} does not hold a usable secret: remove it (make reset clears the demo's "
@@ -208,7 +210,7 @@ async def serve_locally(
     base = f"http://{HOST}:{port}"
     callback_secret = generate_standard_secret()
     try:
-        secret = jwt_secret(Path(database))
+        secret = _jwt_secret(Path(database))
         async with (
             # A new fake numbers its tasks from 1 again: a prefix of its own keeps task ids (and
             # the dedup keys of their callbacks) apart from those of earlier runs on the database.
@@ -231,9 +233,9 @@ async def serve_locally(
                 "STRIPE_API_BASE": stripe.url,
             }
             app = await build(database, environ, cookie_secure=False)
-            pacer = Pacer()
-            pace_payments(app.controller, stripe, pacing, pacer)
-            pace_voices(app.controller, volc, pacing, pacer)
+            pacer = _Pacer()
+            _pace_payments(app.controller, stripe, pacing, pacer)
+            _pace_voices(app.controller, volc, pacing, pacer)
             runner = web.AppRunner(app.web, access_log=None)
             await runner.setup()
             try:
@@ -247,17 +249,17 @@ async def serve_locally(
         sock.close()
 
 
-Step = tuple[float, Callable[[], Awaitable[object]]]
+_Step = tuple[float, Callable[[], Awaitable[object]]]
 
 
-class Pacer:
+class _Pacer:
     """Runs the demo's delayed steps; :meth:`close` cancels those still waiting."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
         self._started: set[str] = set()
 
-    def play(self, key: str, steps: Sequence[Step]) -> None:
+    def play(self, key: str, steps: Sequence[_Step]) -> None:
         """Run ``steps`` (seconds from now, action) in order, once per ``key``."""
         if key in self._started:
             return
@@ -266,7 +268,7 @@ class Pacer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, key: str, steps: Sequence[Step]) -> None:
+    async def _run(self, key: str, steps: Sequence[_Step]) -> None:
         elapsed = 0.0
         for at, action in steps:
             await asyncio.sleep(max(0.0, at - elapsed))
@@ -283,7 +285,7 @@ class Pacer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def on_linked(controller: r.Controller, call: str, react: Callable[[str], None]) -> None:
+def _on_linked(controller: r.Controller, call: str, react: Callable[[str], None]) -> None:
     """Call ``react(external_id)`` when a ``call`` record gets its external id."""
 
     def on_update(event: r.MutationEvent) -> None:
@@ -294,28 +296,30 @@ def on_linked(controller: r.Controller, call: str, react: Callable[[str], None])
     controller.stream(call, "update").subscribe(on_update)
 
 
-def pace_payments(
-    controller: r.Controller, stripe: FakeStripe, pacing: Pacing, pacer: Pacer
+def _pace_payments(
+    controller: r.Controller, stripe: FakeStripe, pacing: Pacing, pacer: _Pacer
 ) -> None:
     """The fake customer confirms each payment, which Stripe then reports processing and later
     succeeded."""
 
     def react(intent_id: str) -> None:
-        steps: list[Step] = []
+        steps: list[_Step] = []
         if pacing.payment_processing is not None:
             steps.append((pacing.payment_processing, lambda: stripe.process(intent_id)))
         steps.append((pacing.payment_succeeded, lambda: stripe.succeed(intent_id)))
         pacer.play(intent_id, steps)
 
-    on_linked(controller, "PaymentCall", react)
+    _on_linked(controller, "PaymentCall", react)
 
 
-def pace_voices(controller: r.Controller, volc: FakeVolcTTS, pacing: Pacing, pacer: Pacer) -> None:
+def _pace_voices(
+    controller: r.Controller, volc: FakeVolcTTS, pacing: Pacing, pacer: _Pacer
+) -> None:
     """Each text-to-speech task calls back once while running (its finish calls back again)."""
     running = pacing.voice_running
     if running is None:
         return
-    on_linked(
+    _on_linked(
         controller,
         "VoiceCall",
         lambda task_id: pacer.play(task_id, [(running, lambda: volc.notify(task_id))]),

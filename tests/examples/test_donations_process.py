@@ -23,6 +23,7 @@ from examples.donations.local import (
     jwt_secret_path,
     port_from,
     reset,
+    serve_locally,
 )
 from tests.examples.test_donations import CREDENTIALS, free_port, post
 
@@ -171,7 +172,7 @@ def test_the_database_setting() -> None:
         ({"DATABASE_URL": "sqlite:///:memory:"}, "keeps its data in a file"),
         ({"DATABASE": "a.db", "DATABASE_URL": "sqlite:///b.db"}, "both"),
         ({"DATABASE": "no/such/folder/x.db"}, "does not exist"),
-        ({"DATABASE": "/tmp"}, "is a folder"),
+        ({"DATABASE": "/tmp"}, "DATABASE: /tmp is a folder"),
     ]:
         with pytest.raises(ExampleError, match=message):
             database_from(setting, here)
@@ -194,3 +195,13 @@ def test_reset_removes_the_database_its_wal_and_the_secret_only(tmp_path: Path) 
     assert sorted(p.name for p in removed) == sorted(names)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["donations.db.bak", "other.db"]
     assert reset(database) == []
+
+
+async def test_an_unusable_secret_file_is_a_clear_error(tmp_path: Path) -> None:
+    database = tmp_path / "donations.db"
+    jwt_secret_path(database).write_text("short\n")
+    with pytest.raises(ExampleError, match="does not hold a usable secret: remove it"):
+        async with serve_locally(free_port(), str(database)):
+            pass
+    assert not database.exists()
+    assert jwt_secret_path(database).read_text() == "short\n"
