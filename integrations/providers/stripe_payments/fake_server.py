@@ -19,9 +19,11 @@ Every request is recorded (:attr:`FakeStripe.requests`). Outcomes can be scripte
         delivery = await fake.succeed(intent_id)          # status succeeded + signed webhook
         assert delivery.status == 200
 
-:meth:`FakeStripe.event` builds an Event for an intent's current state; :meth:`FakeStripe.deliver`
-sends any Event, signed with :func:`integrations.sign_stripe` (or with another secret, or an old
-timestamp, to test refusals). The objects themselves are built in ``fake_wire.py``.
+:meth:`FakeStripe.process`, :meth:`FakeStripe.succeed` and :meth:`FakeStripe.fail` move an intent
+and send the matching ``payment_intent.*`` webhook. :meth:`FakeStripe.event` builds an Event for
+an intent's current state; :meth:`FakeStripe.deliver` sends any Event, signed with
+:func:`integrations.sign_stripe` (or with another secret, or an old timestamp, to test
+refusals). The objects themselves are built in ``fake_wire.py``.
 """
 
 from __future__ import annotations
