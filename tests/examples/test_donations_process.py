@@ -17,14 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from examples.donations.local import (
-    ExampleError,
-    database_from,
-    jwt_secret_path,
-    port_from,
-    reset,
-    serve_locally,
-)
+from examples.donations import local
+from examples.donations.local import ExampleError, jwt_secret_path
 from tests.examples.test_donations import CREDENTIALS, free_port, post
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,11 +153,11 @@ async def test_a_second_start_keeps_the_first_starts_token(tmp_path: Path) -> No
 
 def test_the_database_setting() -> None:
     here = Path("/tmp")
-    assert database_from({}, here) == here / "donations.db"
-    assert database_from({"DATABASE": "x.db"}, here) == here / "x.db"
-    assert database_from({"DATABASE": "/tmp/abs.db"}, Path("/")) == Path("/tmp/abs.db")
-    assert database_from({"DATABASE_URL": "sqlite:///rel.db"}, here) == here / "rel.db"
-    assert database_from({"DATABASE_URL": "sqlite:////tmp/abs.db"}, Path("/")) == Path(
+    assert local.database_from({}, here) == here / "donations.db"
+    assert local.database_from({"DATABASE": "x.db"}, here) == here / "x.db"
+    assert local.database_from({"DATABASE": "/tmp/abs.db"}, Path("/")) == Path("/tmp/abs.db")
+    assert local.database_from({"DATABASE_URL": "sqlite:///rel.db"}, here) == here / "rel.db"
+    assert local.database_from({"DATABASE_URL": "sqlite:////tmp/abs.db"}, Path("/")) == Path(
         "/tmp/abs.db"
     )
     for setting, message in [
@@ -175,15 +169,15 @@ def test_the_database_setting() -> None:
         ({"DATABASE": "/tmp"}, "DATABASE: /tmp is a folder"),
     ]:
         with pytest.raises(ExampleError, match=message):
-            database_from(setting, here)
+            local.database_from(setting, here)
 
 
 def test_the_port_setting() -> None:
-    assert port_from({}) == 8080
-    assert port_from({"PORT": "8081"}) == 8081
+    assert local.port_from({}) == 8080
+    assert local.port_from({"PORT": "8081"}) == 8081
     for bad in ("0", "65536", "-1", "80a", "1e3"):
         with pytest.raises(ExampleError, match=f"PORT={bad!r} is not a port number"):
-            port_from({"PORT": bad})
+            local.port_from({"PORT": bad})
 
 
 def test_reset_removes_the_database_its_wal_and_the_secret_only(tmp_path: Path) -> None:
@@ -191,17 +185,17 @@ def test_reset_removes_the_database_its_wal_and_the_secret_only(tmp_path: Path) 
     names = ["donations.db", "donations.db-wal", "donations.db-shm", "donations.db.secret"]
     for name in [*names, "other.db", "donations.db.bak"]:
         (tmp_path / name).write_text("x")
-    removed = reset(database)
+    removed = local.reset(database)
     assert sorted(p.name for p in removed) == sorted(names)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["donations.db.bak", "other.db"]
-    assert reset(database) == []
+    assert local.reset(database) == []
 
 
 async def test_an_unusable_secret_file_is_a_clear_error(tmp_path: Path) -> None:
     database = tmp_path / "donations.db"
     jwt_secret_path(database).write_text("short\n")
     with pytest.raises(ExampleError, match="does not hold a usable secret: remove it"):
-        async with serve_locally(free_port(), str(database)):
+        async with local.serve_locally(free_port(), str(database)):
             pass
     assert not database.exists()
     assert jwt_secret_path(database).read_text() == "short\n"
