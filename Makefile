@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run tour reset test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,18 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The example application keeps its data in ./donations.db (DATABASE=path or
+# DATABASE_URL=sqlite:///path to choose another file) and its JWT secret beside it.
 run: $(STAMP)
 	$(BIN)/python -m examples.donations
+
+# A short tour of the engine alone (prints what happens; its database is a temporary file).
+tour: $(STAMP)
+	$(BIN)/python -m examples.tour
+
+# Remove the example application's database and JWT secret (the same DATABASE as `make run`).
+reset: $(STAMP)
+	$(BIN)/python -m examples.donations reset
 
 lint: $(STAMP)
 	$(BIN)/ruff check storage reactive integrations tests benchmarks examples

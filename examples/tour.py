@@ -1,4 +1,5 @@
-"""A tour of the engine, run by ``make run`` (until the HTTP example application lands).
+"""A tour of the engine alone, run by ``make tour`` (``.venv/bin/python -m examples.tour [path]``;
+the database is a temporary file unless ``path`` is given).
 
 A tiny blog: dispatching ``CreatePost`` records an interaction event, a Transform turns it into a
 Post, a Count keeps ``like_count``, a StateMachine moves ``status`` on publish, a Dictionary counts

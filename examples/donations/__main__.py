@@ -1,6 +1,11 @@
 """``make run``: the donation application on SQLite with local fake providers, on 127.0.0.1.
 
-Environment: ``PORT`` (default 8080), ``DATABASE`` (default a fresh file in a temp folder).
+Environment: ``PORT`` (default 8080); ``DATABASE`` (a file, default ``donations.db`` in the
+current folder) or ``DATABASE_URL`` (``sqlite:///relative.db``, ``sqlite:////absolute.db``).
+The data and the JWT secret kept beside the database survive restarts;
+``python -m examples.donations reset`` (``make reset``) removes them.
+A bad setting or a port in use ends with a one-line message on stderr and exit status 1;
+Ctrl-C or SIGTERM stops the server cleanly (exit status 0).
 """
 
 from __future__ import annotations
@@ -8,26 +13,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
-import tempfile
-from collections.abc import AsyncIterator
+import signal
+import sys
 from pathlib import Path
 
-from aiohttp import web
+from examples.donations.local import (
+    HOST,
+    ExampleError,
+    database_from,
+    jwt_secret_path,
+    port_from,
+    reset,
+    serve_locally,
+)
 
-import reactive as r
-from examples.donations.app import DonationApp, build
-from integrations.providers.openai_translate.fake_server import FakeOpenAI
-from integrations.providers.stripe_payments.fake_server import FakeStripe
-from integrations.providers.volc_tts.fake_server import FakeVolcTTS
-from integrations.webhooks import generate_standard_secret
-
-HOST = "127.0.0.1"
+__all__ = ["instructions", "main", "serve_locally"]
 
 
-def instructions(base: str) -> str:
+def instructions(base: str, database: Path, existed: bool) -> str:
+    kept = (
+        "existing: its users, tokens and donations are kept"
+        if existed
+        else "new: it and the JWT secret beside it are kept across restarts"
+    )
     return f"""
 The donation example is serving on {base}  (OpenAPI: {base}/openapi.json)
+Database: {database}  ({kept}; `make reset` clears them)
 Providers are local fakes: a Stripe-like payments API, an OpenAI-compatible translator and a
 Volcano-style text-to-speech API that calls back a signed webhook.
 
@@ -42,7 +53,9 @@ Try it (in another terminal):
        -H 'Content-Type: application/json' \\
        -d '{{"payload": {{"amount": 2500, "message": "Thank you", "language": "fr"}}}}'
 
-Then watch the calls move through pending -> processing -> completed (run it a few times):
+Then watch the calls move through pending -> processing -> completed (run it every second):
+the payment and the voice message take about three seconds; the translation, a synchronous
+API, goes from pending to completed at once.
 
   curl -s {base}/api/donations.mine -H "Authorization: Bearer $TOKEN" -d '{{}}'
 
@@ -50,59 +63,36 @@ Press Ctrl-C to stop.
 """
 
 
-@contextlib.asynccontextmanager
-async def serve_locally(port: int, database: str) -> AsyncIterator[DonationApp]:
-    """The application on ``127.0.0.1:port`` with fake providers on loopback."""
-    base = f"http://{HOST}:{port}"
-    callback_secret = generate_standard_secret()
-    async with (
-        FakeVolcTTS(callback_secret=callback_secret, finish_after=2.0) as volc,
-        FakeOpenAI() as openai,
-        FakeStripe(webhook_url=f"{base}/api/stripe_payments.webhook") as stripe,
-    ):
-        environ = {
-            "AUTH_JWT_SECRET": secrets.token_urlsafe(48),
-            **volc.environ(VOLC_TTS_CALLBACK_URL=f"{base}/api/volc_tts.callback"),
-            "OPENAI_API_KEY": openai.api_key or "",
-            "OPENAI_BASE_URL": openai.base_url,
-            "OPENAI_MODEL": "gpt-4o-mini",
-            "STRIPE_SECRET_KEY": stripe.secret_key,
-            "STRIPE_WEBHOOK_SECRET": str(stripe.webhook_secret),
-            "STRIPE_API_BASE": stripe.url,
-        }
-        app = await build(database, environ, cookie_secure=False)
-        settle_payments(app.controller, stripe)
-        runner = web.AppRunner(app.web, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, HOST, port).start()
-            yield app
-        finally:
-            await runner.cleanup()
-            await app.close()
+async def serve(port: int, database: Path) -> None:
+    """Serve until SIGINT (Ctrl-C) or SIGTERM, then close cleanly (the database too)."""
+    existed = database.exists() and jwt_secret_path(database).exists()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with serve_locally(port, str(database)):
+        print(instructions(f"http://{HOST}:{port}", database, existed), flush=True)
+        await stop.wait()
 
 
-async def main() -> None:
-    port = int(os.environ.get("PORT", "8080"))
-    database = os.environ.get("DATABASE") or str(Path(tempfile.mkdtemp()) / "donations.db")
-    async with serve_locally(port, database):
-        print(instructions(f"http://{HOST}:{port}"), flush=True)
-        await asyncio.Event().wait()
-
-
-def settle_payments(controller: r.Controller, stripe: FakeStripe) -> None:
-    """The fake Stripe's customer pays one second after each payment intent is created."""
-
-    def on_update(event: r.MutationEvent) -> None:
-        external_id = event.record.get("external_id")
-        if external_id and "external_id" in (event.keys or ()):
-            asyncio.get_running_loop().call_later(
-                1.0, lambda: asyncio.ensure_future(stripe.succeed(external_id))
-            )
-
-    controller.stream("PaymentCall", "update").subscribe(on_update)
+def main(argv: list[str]) -> int:
+    """Serve (no arguments) or ``reset``; returns the exit status."""
+    try:
+        database = database_from(os.environ)
+        if argv == ["reset"]:
+            removed = reset(database)
+            print(f"removed {', '.join(map(str, removed))}" if removed else "nothing to remove")
+            return 0
+        if argv:
+            raise ExampleError(f"unknown arguments {argv}: run with none, or with reset")
+        port = port_from(os.environ)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(port, database))
+    except ExampleError as exc:
+        print(f"examples.donations: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    sys.exit(main(sys.argv[1:]))

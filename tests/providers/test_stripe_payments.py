@@ -301,6 +301,31 @@ async def test_succeeded_webhook_completes_the_call(make_app: MakeApp) -> None:
     assert await app.payment_status(order_id) == "completed"
 
 
+async def test_processing_webhook_shows_processing_until_the_outcome(make_app: MakeApp) -> None:
+    app = await make_app()
+    order_id, call_id = await app.order(2500)
+    intent_id = (await app.initialized(call_id))["external_id"]
+    assert (await app.call(call_id))["status"] == "pending"
+
+    delivery = await app.stripe.process(intent_id)
+    assert delivery.status == 200
+    assert delivery.body == {"received": True, "event": delivery.event_id, "outcome": "stored"}
+    call = await app.call(call_id)
+    assert call["status"] == "processing" and call["completed_at"] is None
+    [processing] = await app.events("processing")
+    assert processing["dedup_key"] == f"stripe:{delivery.event_id}"
+    assert processing["data"]["status"] == "processing"
+    assert await app.payment_status(order_id) == "processing"
+
+    await app.stripe.succeed(intent_id)
+    assert (await app.call(call_id))["status"] == "completed"
+    # A late processing report (a redelivery out of order) changes nothing.
+    late = await app.stripe.deliver(app.stripe.event(intent_id, "payment_intent.processing"))
+    assert late.status == 200
+    assert (await app.call(call_id))["status"] == "completed"
+    assert await app.payment_status(order_id) == "completed"
+
+
 async def test_payment_failed_webhook_fails_the_call(make_app: MakeApp) -> None:
     app = await make_app()
     order_id, call_id = await app.order()

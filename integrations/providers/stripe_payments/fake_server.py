@@ -19,9 +19,11 @@ Every request is recorded (:attr:`FakeStripe.requests`). Outcomes can be scripte
         delivery = await fake.succeed(intent_id)          # status succeeded + signed webhook
         assert delivery.status == 200
 
-:meth:`FakeStripe.event` builds an Event for an intent's current state; :meth:`FakeStripe.deliver`
-sends any Event, signed with :func:`integrations.sign_stripe` (or with another secret, or an old
-timestamp, to test refusals). The objects themselves are built in ``fake_wire.py``.
+:meth:`FakeStripe.process`, :meth:`FakeStripe.succeed` and :meth:`FakeStripe.fail` move an intent
+and send the matching ``payment_intent.*`` webhook. :meth:`FakeStripe.event` builds an Event for
+an intent's current state; :meth:`FakeStripe.deliver` sends any Event, signed with
+:func:`integrations.sign_stripe` (or with another secret, or an old timestamp, to test
+refusals). The objects themselves are built in ``fake_wire.py``.
 """
 
 from __future__ import annotations
@@ -181,6 +183,12 @@ class FakeStripe(LoopbackServer):
     def event(self, intent_id: str, event_type: str) -> dict[str, Any]:
         """An Event about the intent as it is now (a fresh ``evt_`` id)."""
         return new_event(self.intents[intent_id], event_type)
+
+    async def process(self, intent_id: str, *, url: str | None = None) -> Delivery:
+        """The customer confirmed and the payment settles later (a bank debit): status
+        ``processing`` and a ``payment_intent.processing``."""
+        self.set_status(intent_id, "processing")
+        return await self.deliver(self.event(intent_id, "payment_intent.processing"), url=url)
 
     async def succeed(self, intent_id: str, *, url: str | None = None) -> Delivery:
         """The payment succeeds: status ``succeeded`` and a ``payment_intent.succeeded``."""

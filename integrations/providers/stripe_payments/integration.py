@@ -8,6 +8,8 @@ same intent, never a second one) and with metadata naming the call; the runner r
 with the PaymentIntent's ``client_secret`` (outside this integration), and Stripe reports the
 outcome to the webhook API ``stripe_payments.webhook`` (``POST /api/stripe_payments.webhook``):
 
+- ``payment_intent.processing`` -> ``processing`` (the customer confirmed; the payment method
+  settles later, as bank debits do): the call shows ``processing`` until the outcome arrives;
 - ``payment_intent.succeeded`` -> ``completed`` (data: the PaymentIntent's amount, currency...);
 - ``payment_intent.payment_failed`` -> ``failed`` (error: ``last_payment_error``); the customer
   may still pay with another method later, and a ``succeeded`` then wins (the fold lets
@@ -82,9 +84,10 @@ METADATA_CALL = "interaqt_call"
 METADATA_CALL_ID = "interaqt_call_id"
 RESERVED_METADATA_PREFIX = "interaqt_"
 
+PROCESSING = "payment_intent.processing"
 SUCCEEDED = "payment_intent.succeeded"
 PAYMENT_FAILED = "payment_intent.payment_failed"
-HANDLED_EVENTS = (SUCCEEDED, PAYMENT_FAILED)
+HANDLED_EVENTS = (PROCESSING, SUCCEEDED, PAYMENT_FAILED)
 
 
 @attrs.frozen
@@ -288,8 +291,9 @@ class StripePaymentsIntegration(APICallIntegration):
         apis[f"{self.name}.webhook"] = webhook_api(
             self.verifier(),
             self.handle_event,
-            description="Stripe webhook endpoint: payment_intent.succeeded and "
-            "payment_intent.payment_failed (Stripe-Signature verified)",
+            description="Stripe webhook endpoint: payment_intent.processing, "
+            "payment_intent.succeeded and payment_intent.payment_failed "
+            "(Stripe-Signature verified)",
         )
         return apis
 
@@ -310,9 +314,10 @@ class StripePaymentsIntegration(APICallIntegration):
         if call_id is not None:
             pending.append(PendingEvent("initialized", intent.id, call_id))
         dedup_key = f"stripe:{event.id}"
-        if event.type == SUCCEEDED:
+        if event.type in (PROCESSING, SUCCEEDED):
             data = {**payment_data(intent), "event_id": event.id}
-            pending.append(PendingEvent("completed", intent.id, None, data, dedup_key))
+            kind = "processing" if event.type == PROCESSING else "completed"
+            pending.append(PendingEvent(kind, intent.id, None, data, dedup_key))
         else:
             error = {**payment_error(intent), "event_id": event.id}
             pending.append(PendingEvent("failed", intent.id, None, {"error": error}, dedup_key))
