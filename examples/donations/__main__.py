@@ -44,7 +44,8 @@ Try it (in another terminal):
 
 Then watch the calls move through pending -> processing -> completed (run it a few times):
 
-  curl -s {base}/api/donations.mine -H "Authorization: Bearer $TOKEN" -d '{{}}'
+  curl -s {base}/api/donations.mine -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{}}'
 
 Press Ctrl-C to stop.
 """
