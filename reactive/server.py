@@ -13,6 +13,13 @@ Authentication is the app's middlewares' job: one of them sets ``request["user_i
 marked ``allow_anonymous`` and interactions not listed in ``anonymous_interactions`` answer 401
 without it. A dispatch runs as user ``{"id": request["user_id"]}``.
 
+What a browser may send from elsewhere is refused (see :func:`create_app`): a state-changing
+request whose ``Origin`` is not the server's own host nor in ``allowed_origins`` (403
+``cross_origin``; without ``Origin``, a ``Sec-Fetch-Site`` other than ``same-origin``/``none``),
+and a JSON body not sent as ``application/json`` (415). A body must arrive within
+``body_timeout`` (408, connection closed) and nest at most ``max_json_depth`` deep (400). A
+client that disconnects is logged at debug level.
+
 Every error is ``{"error": {"code": ..., "message": ...}}`` (plus ``details`` for some rejected
 dispatches) with a real status code:
 
@@ -20,10 +27,13 @@ dispatches) with a real status code:
          bad API params (``missing_param``, ``unknown_param``, ``invalid_param``), a bad
          interaction payload (the engine's ``payload_*`` code) or unknown top-level body fields
     401  no authenticated user (``unauthorized``), or a middleware refused the credentials
-    403  forbidden (an ``APIError(403, ...)`` or ``web.HTTPForbidden``)
+    403  forbidden (an ``APIError(403, ...)`` or ``web.HTTPForbidden``), or a request from a
+         foreign origin (``cross_origin``)
     404  unknown API (``unknown_api``), interaction (``unknown_interaction``) or route
     405  wrong method for a route (``method_not_allowed``)
+    408  the body did not arrive within ``body_timeout`` (``request_timeout``)
     413  body larger than ``max_body_size`` (``body_too_large``)
+    415  a JSON body without ``Content-Type: application/json`` (``unsupported_media_type``)
     422  the engine rejected the dispatch: a condition (``condition_rejected`` or the condition's
          own code), a computation (``computation_error``) or the data (storage error codes)
     500  anything unexpected (``internal_error``): the traceback is logged on the
@@ -225,7 +235,7 @@ def _error_middleware(max_body_size: int) -> Middleware:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise  # redirects and the like are answers, not errors
-            if exc.status >= 500:
+            if exc.status >= 500 and exc.status != 503:  # 503: a deliberate "busy, retry"
                 log.error("%s %s answered %s: %s", request.method, request.path, exc.status, exc)
             response = _from_http_exception(request, exc, max_body_size)
             if exc.status == 408:

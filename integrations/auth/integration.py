@@ -25,7 +25,8 @@
   (``Ada`` and ``ada`` are one account, stored as ``ada``).
 
 **Floods.** Each login or registration hashes a password (about 0.2 s of CPU, in a worker
-thread). At most ``max_concurrent_hashes`` run at once and ``max_waiting_hashes`` wait; beyond
+thread). At most ``max_concurrent_hashes`` (default: the number of CPUs) run at once and
+``max_waiting_hashes`` (default: four per slot, so a wait stays around a second) wait; beyond
 that the answer is 503 with ``Retry-After`` at once. Attempts are limited per client address
 (``address_limit`` per ``limit_window`` seconds, login and registration together) and per
 username (``username_limit`` logins per window; a successful login resets it): beyond, 429
@@ -38,8 +39,10 @@ request) that reads the address the proxy reports. Limits are per process and in
 token on the request (``request["auth.set_token"]``) and the auth middleware, on the way out, sets
 ``Set-Cookie: auth_token=...; HttpOnly; SameSite=Lax; Path=/; Max-Age=<ttl>`` (``Secure`` unless
 ``cookie_secure=False``) on the successful response. The cookie therefore needs the middleware to
-be mounted, which token checking needs anyway. SameSite=Lax keeps the cookie off cross-site POSTs,
-which is what protects the POST-only API against CSRF. Tokens are stateless: logout clears the
+be mounted, which token checking needs anyway. SameSite=Lax keeps the cookie off cross-site POSTs
+but not off *same-site* ones (another port, a sibling subdomain): against those the server
+(``reactive.server``) refuses foreign ``Origin``s and JSON bodies not sent as
+``application/json``. Tokens are stateless: logout clears the
 cookie, but a copied token stays valid until it expires (keep the TTL short).
 
 Secrets: the password, its hash and tokens are never logged, and no API returns the hash.
@@ -155,7 +158,7 @@ class AuthIntegration(Integration):
         api_prefix: str = "auth",
         case_insensitive_usernames: bool = False,
         max_concurrent_hashes: int | None = None,
-        max_waiting_hashes: int = 32,
+        max_waiting_hashes: int | None = None,
         address_limit: int = 30,
         username_limit: int = 10,
         limit_window: float = 60.0,
@@ -182,7 +185,9 @@ class AuthIntegration(Integration):
         self.user_id_from_subject = user_id_from_subject
         self.api_prefix = api_prefix
         self.case_insensitive_usernames = case_insensitive_usernames
-        self.hash_gate = HashGate(max_concurrent_hashes or os.cpu_count() or 1, max_waiting_hashes)
+        slots = max_concurrent_hashes or os.cpu_count() or 1
+        waiting = 4 * slots if max_waiting_hashes is None else max_waiting_hashes
+        self.hash_gate = HashGate(slots, waiting)
         self.address_limiter = AttemptLimiter(address_limit, limit_window, clock=limit_clock)
         self.username_limiter = AttemptLimiter(username_limit, limit_window, clock=limit_clock)
         self.client_address = client_address or _remote_address
@@ -353,6 +358,7 @@ class AuthIntegration(Integration):
         try:
             return await self.hash_gate.run(function, *args)
         except GateFull as exc:
+            log.info("auth: refused a request, every password hash slot is taken")
             raise web.HTTPServiceUnavailable(
                 text=str(exc), headers={"Retry-After": str(exc.retry_after)}
             ) from None
@@ -373,7 +379,7 @@ class AuthIntegration(Integration):
             wait = limiter.hit(key)
             if wait is not None:
                 seconds = max(1, math.ceil(wait))
-                log.warning("auth: too many attempts from %s", what)
+                log.info("auth: too many attempts from %s", what)  # not per-request noise
                 raise web.HTTPTooManyRequests(
                     text=f"too many attempts from {what}; retry in {seconds} s",
                     headers={"Retry-After": str(seconds)},

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -35,12 +36,30 @@ FORM_BODY = b'{"payload": {"amount": 100, "note": "="}}'
 Client = TestClient[web.Request, web.Application]
 
 
-async def _count_notes(controller: r.Controller) -> int:
-    return await controller.storage.count(r.INTERACTION_EVENT)
+@attrs.frozen
+class Site:
+    client: Client
+    controller: r.Controller
+    cookie: str
+    """The logged-in user's session token (the cookie's value)."""
+
+    @property
+    def port(self) -> int:
+        port = self.client.port
+        assert port is not None
+        return port
+
+    async def donations(self) -> int:
+        """Dispatches stored: what a refused request must leave unchanged."""
+        return await self.controller.storage.count(r.INTERACTION_EVENT)
+
+    async def form_post(self, headers: dict[str, str]) -> tuple[int, str]:
+        """The text/plain form body to Donate, written byte for byte like a browser."""
+        return await _raw_post(self.port, "/interaction/Donate", headers, FORM_BODY)
 
 
 @pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[tuple[Client, r.Controller, str]]:
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
     """The app on 127.0.0.1 with cookie auth, and the cookie of a logged-in user."""
     donate = r.Interaction(
         "Donate",
@@ -68,7 +87,7 @@ async def site(tmp_path: Path) -> AsyncIterator[tuple[Client, r.Controller, str]
         login = await client.post("/api/auth.login", json=credentials)
         assert login.status == 200
         cookie = login.cookies["auth_token"].value
-        yield client, controller, cookie
+        yield Site(client, controller, cookie)
     finally:
         await client.close()
         await controller.close()
@@ -91,89 +110,64 @@ async def _raw_post(port: int, path: str, headers: dict[str, str], body: bytes) 
 
 
 async def test_a_cross_origin_text_plain_form_with_the_cookie_is_refused_and_writes_nothing(
-    site: tuple[Client, r.Controller, str],
+    site: Site,
 ) -> None:
-    client, controller, cookie = site
-    port = client.port
-    assert port is not None
-    before = await _count_notes(controller)
+    port = site.port
+    before = await site.donations()
     for origin, fetch_site in [
         (f"http://127.0.0.1:{port + 1}", "same-site"),  # another port of the same host
         (f"http://evil.localhost:{port}", "same-site"),  # a sibling subdomain
         ("null", "cross-site"),  # a sandboxed frame
     ]:
-        status, body = await _raw_post(
-            port,
-            "/interaction/Donate",
+        status, body = await site.form_post(
             {
                 "Origin": origin,
                 "Sec-Fetch-Site": fetch_site,
                 "Sec-Fetch-Mode": "navigate",
                 "Content-Type": "text/plain",
-                "Cookie": f"auth_token={cookie}",
-            },
-            FORM_BODY,
+                "Cookie": f"auth_token={site.cookie}",
+            }
         )
         assert status == 403, (origin, body)
         assert '"cross_origin"' in body and origin in body
-    assert await _count_notes(controller) == before
-    # the same with the type a browser form may choose, and with a bearer token instead
+    assert await site.donations() == before
+    # the other types a form may choose, and a bearer token instead of the cookie
     for content_type in ("application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
-        status, _ = await _raw_post(
-            port,
-            "/interaction/Donate",
-            {"Origin": f"http://127.0.0.1:{port + 1}", "Content-Type": content_type},
-            FORM_BODY,
+        status, _ = await site.form_post(
+            {
+                "Origin": f"http://127.0.0.1:{port + 1}",
+                "Content-Type": content_type,
+                "Authorization": f"Bearer {site.cookie}",
+            }
         )
         assert status == 403
-    assert await _count_notes(controller) == before
+    assert await site.donations() == before
 
 
-async def test_same_origin_text_plain_is_415_and_writes_nothing(
-    site: tuple[Client, r.Controller, str],
-) -> None:
-    client, controller, cookie = site
-    port = client.port
-    assert port is not None
-    before = await _count_notes(controller)
-    status, body = await _raw_post(
-        port,
-        "/interaction/Donate",
-        {"Content-Type": "text/plain", "Cookie": f"auth_token={cookie}"},
-        FORM_BODY,
-    )
+async def test_same_origin_text_plain_is_415_and_writes_nothing(site: Site) -> None:
+    before = await site.donations()
+    cookie = {"Cookie": f"auth_token={site.cookie}"}
+    status, body = await site.form_post({"Content-Type": "text/plain", **cookie})
     assert status == 415, body
     assert '"unsupported_media_type"' in body and "application/json" in body
     # a body with no Content-Type at all is not taken for JSON either
-    status, _ = await _raw_post(
-        port, "/interaction/Donate", {"Cookie": f"auth_token={cookie}"}, FORM_BODY
-    )
-    assert status == 415
-    assert await _count_notes(controller) == before
+    assert (await site.form_post(cookie))[0] == 415
+    assert await site.donations() == before
 
 
-async def test_a_sec_fetch_site_from_elsewhere_is_refused_without_origin(
-    site: tuple[Client, r.Controller, str],
-) -> None:
-    client, controller, cookie = site
-    before = await _count_notes(controller)
+async def test_a_sec_fetch_site_from_elsewhere_is_refused_without_origin(site: Site) -> None:
+    before = await site.donations()
     for fetch_site in ("same-site", "cross-site"):
-        response = await client.post(
-            "/interaction/Donate",
-            data=FORM_BODY,
-            headers={**JSON, "Sec-Fetch-Site": fetch_site, "Cookie": f"auth_token={cookie}"},
-        )
+        headers = {**JSON, "Sec-Fetch-Site": fetch_site, "Cookie": f"auth_token={site.cookie}"}
+        response = await site.client.post("/interaction/Donate", data=FORM_BODY, headers=headers)
         await error_of(response, 403, "cross_origin")
-    assert await _count_notes(controller) == before
+    assert await site.donations() == before
 
 
-async def test_own_origin_listed_origins_and_non_browsers_pass(
-    site: tuple[Client, r.Controller, str],
-) -> None:
-    client, controller, cookie = site
-    port = client.port
+async def test_own_origin_listed_origins_and_non_browsers_pass(site: Site) -> None:
+    client, port, cookie = site.client, site.port, site.cookie
     payload: dict[str, Any] = {"payload": {"amount": 5}}
-    before = await _count_notes(controller)
+    before = await site.donations()
     for headers in [
         {"Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin"},
         {"Origin": "https://admin.example.com", "Sec-Fetch-Site": "cross-site"},  # listed
@@ -184,7 +178,7 @@ async def test_own_origin_listed_origins_and_non_browsers_pass(
         headers = {**headers, "Cookie": f"auth_token={cookie}"}
         response = await client.post("/interaction/Donate", json=payload, headers=headers)
         assert response.status == 200, (headers, await response.text())
-    assert await _count_notes(controller) == before + 5
+    assert await site.donations() == before + 5
     # reading is never refused: GET cannot change anything
     response = await client.get("/health", headers={"Origin": "http://evil.example"})
     assert response.status == 200
