@@ -225,6 +225,13 @@ async def _answer_and_hang_up(request: web.Request, response: web.Response) -> N
         request.transport.close()
 
 
+def _client_gone(request: web.Request) -> bool:
+    """Whether the client's connection is closed (a handler's own outgoing connection failing
+    is a ConnectionError too, and that one is a server-side error)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def _error_middleware(max_body_size: int) -> Middleware:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -241,14 +248,14 @@ def _error_middleware(max_body_size: int) -> Middleware:
             if exc.status == 408:
                 await _answer_and_hang_up(request, response)
             return response
-        except ConnectionError as exc:
-            # The client went away (mid-body, or before the answer): nothing is wrong on this
-            # side, so no error and no traceback. The answer (nginx's 499) is never delivered;
-            # it only names the outcome in the access log. Raising instead would make aiohttp
-            # log an ERROR with the traceback.
-            log.debug("%s %s: the client disconnected (%s)", request.method, request.path, exc)
-            return web.Response(status=499, reason="Client Closed Request")
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, ConnectionError) and _client_gone(request):
+                # The client went away (mid-body, or before the answer): nothing is wrong on
+                # this side, so no error and no traceback. The answer (nginx's 499) is never
+                # delivered; it names the outcome in the access log. Raising instead would make
+                # aiohttp log an ERROR with the traceback.
+                log.debug("%s %s: the client disconnected (%s)", request.method, request.path, exc)
+                return web.Response(status=499, reason="Client Closed Request")
             log.exception("unhandled error on %s %s", request.method, request.path)
             return _internal_error()
 

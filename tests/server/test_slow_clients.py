@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 import reactive as r
+from reactive.server import create_app
 
 from .app import build_app
-from .helpers import counts, quiet_request_keys
+from .helpers import counts, error_of, quiet_request_keys
 
 pytestmark = quiet_request_keys
 
@@ -115,3 +117,24 @@ async def test_max_json_depth_is_checked_when_the_app_is_built(
 ) -> None:
     with pytest.raises(r.ModelError, match="max_json_depth"):
         build_app(controller, max_json_depth=bad)
+
+
+async def test_a_handler_whose_own_connection_fails_is_still_a_500(
+    controller: r.Controller, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the *client's* connection going away is quiet: a ConnectionError from the
+    handler's own outgoing call, with the client still there, is a server error."""
+
+    async def outbound(ctx: r.APIContext, params: Any) -> Any:
+        raise ConnectionRefusedError("the provider refused the connection")
+
+    app = create_app(controller, {"outbound": r.API(outbound, allow_anonymous=True)})
+    client: TestClient[web.Request, web.Application] = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        response = await client.post("/api/outbound", json={})
+        await error_of(response, 500, "internal_error")
+    finally:
+        await client.close()
+    errors = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
