@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.storage_floor
 	$(BIN)/python -m benchmarks.chain
 	$(BIN)/python -m benchmarks.integrations_chain
+	$(BIN)/python -m benchmarks.login_flood
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

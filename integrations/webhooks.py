@@ -30,7 +30,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import logging
 import re
 import secrets as _secrets
@@ -377,15 +376,17 @@ def webhook_api(
     handle: WebhookHandler,
     *,
     max_body_bytes: int = 1 << 20,
+    max_json_depth: int = r.DEFAULT_MAX_JSON_DEPTH,
     description: str = "",
 ) -> r.API:
     """A webhook endpoint: ``r.API(raw=True, allow_anonymous=True)``.
 
     The handler reads the raw body (``request["raw_body"]`` if the server stored it, else
     ``await request.read()``), verifies it — a failure answers 400 ``invalid_signature`` with the
-    reason in the message, before anything is written — parses the JSON object (400
-    ``malformed_json`` otherwise) and calls ``handle(payload, ctx)``. ``handle`` maps the payload
-    to integration events with the provider's event id as dedup key, e.g.
+    reason in the message, before anything is written — parses the JSON object strictly, nested
+    at most ``max_json_depth`` deep (400 ``malformed_json`` otherwise, saying why) and calls
+    ``handle(payload, ctx)``. ``handle`` maps the payload to integration events with the
+    provider's event id as dedup key, e.g.
     ``await events.completed(external_id, data, dedup_key=f"stripe:{payload['id']}")``; the
     :class:`VerifiedWebhook` is at ``ctx.request["webhook"]``. Its return value (default
     ``{"received": true}``) is the 200 body. If ``handle`` raises, the replay cache forgets the
@@ -403,10 +404,10 @@ def webhook_api(
             log.warning("webhook refused (%s): %s", exc.reason, exc.message)
             raise r.APIError(400, "invalid_signature", str(exc)) from None
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
+            payload = r.parse_json(body, max_json_depth)
+        except r.APIError as exc:
             verifier.release(verified)
-            raise r.APIError(400, "malformed_json", "the body is not valid JSON") from None
+            raise r.APIError(400, "malformed_json", exc.message) from None
         if not isinstance(payload, dict):
             verifier.release(verified)
             raise r.APIError(400, "malformed_json", "the body is not a JSON object")

@@ -49,10 +49,12 @@ from reactive.side_effects import (
     SideEffectRecord,
     SideEffectRun,
 )
+from reactive.wire import DEFAULT_MAX_JSON_DEPTH, parse_json
 from storage import MutationEvent
 
 __all__ = [
     "API",
+    "DEFAULT_MAX_JSON_DEPTH",
     "DICTIONARY_RECORD",
     "INTERACTION_EVENT",
     "UNCHANGED",
@@ -95,4 +97,5 @@ __all__ = [
     "Trigger",
     "WeightedSummation",
     "create_app",
+    "parse_json",
 ]

@@ -13,6 +13,13 @@ Authentication is the app's middlewares' job: one of them sets ``request["user_i
 marked ``allow_anonymous`` and interactions not listed in ``anonymous_interactions`` answer 401
 without it. A dispatch runs as user ``{"id": request["user_id"]}``.
 
+What a browser may send from elsewhere is refused (see :func:`create_app`): a state-changing
+request whose ``Origin`` is not the server's own host nor in ``allowed_origins`` (403
+``cross_origin``; without ``Origin``, a ``Sec-Fetch-Site`` other than ``same-origin``/``none``),
+and a JSON body not sent as ``application/json`` (415). A body must arrive within
+``body_timeout`` (408, connection closed) and nest at most ``max_json_depth`` deep (400). A
+client that disconnects is logged at debug level.
+
 Every error is ``{"error": {"code": ..., "message": ...}}`` (plus ``details`` for some rejected
 dispatches) with a real status code:
 
@@ -20,10 +27,13 @@ dispatches) with a real status code:
          bad API params (``missing_param``, ``unknown_param``, ``invalid_param``), a bad
          interaction payload (the engine's ``payload_*`` code) or unknown top-level body fields
     401  no authenticated user (``unauthorized``), or a middleware refused the credentials
-    403  forbidden (an ``APIError(403, ...)`` or ``web.HTTPForbidden``)
+    403  forbidden (an ``APIError(403, ...)`` or ``web.HTTPForbidden``), or a request from a
+         foreign origin (``cross_origin``)
     404  unknown API (``unknown_api``), interaction (``unknown_interaction``) or route
     405  wrong method for a route (``method_not_allowed``)
+    408  the body did not arrive within ``body_timeout`` (``request_timeout``)
     413  body larger than ``max_body_size`` (``body_too_large``)
+    415  a JSON body without ``Content-Type: application/json`` (``unsupported_media_type``)
     422  the engine rejected the dispatch: a condition (``condition_rejected`` or the condition's
          own code), a computation (``computation_error``) or the data (storage error codes)
     500  anything unexpected (``internal_error``): the traceback is logged on the
@@ -37,12 +47,14 @@ outermost one, so user middlewares run inside it, in the order given.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import logging
 import re
 import warnings
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
@@ -52,7 +64,13 @@ from reactive.controller import Controller
 from reactive.errors import ModelError
 from reactive.interaction import DispatchError
 from reactive.openapi import build_openapi
-from reactive.wire import check_params, decode_payload, dump_json, parse_object
+from reactive.wire import (
+    DEFAULT_MAX_JSON_DEPTH,
+    check_params,
+    decode_payload,
+    dump_json,
+    parse_object,
+)
 
 log = logging.getLogger("reactive.server")
 
@@ -77,6 +95,13 @@ RAW_BODY = "raw_body"
 ``await ctx.request.read()`` returns the same bytes."""
 
 DEFAULT_MAX_BODY_SIZE = 1_048_576
+
+DEFAULT_BODY_TIMEOUT = 30.0
+"""Seconds a request body may take to arrive in full (408 and the connection closed after)."""
+
+# Methods that cannot change state; every other one passes the origin check.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:~-]+$")
 
@@ -190,6 +215,23 @@ def _from_http_exception(
     return error_response(status, code, message, headers=headers)
 
 
+async def _answer_and_hang_up(request: web.Request, response: web.Response) -> None:
+    """Send ``response`` and close the connection at once: the rest of a body that is late may
+    never come, and aiohttp would otherwise keep reading it (its lingering time) first."""
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the client's connection is closed (a handler's own outgoing connection failing
+    is a ConnectionError too, and that one is a server-side error)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def _error_middleware(max_body_size: int) -> Middleware:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -200,10 +242,20 @@ def _error_middleware(max_body_size: int) -> Middleware:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise  # redirects and the like are answers, not errors
-            if exc.status >= 500:
+            if exc.status >= 500 and exc.status != 503:  # 503: a deliberate "busy, retry"
                 log.error("%s %s answered %s: %s", request.method, request.path, exc.status, exc)
-            return _from_http_exception(request, exc, max_body_size)
-        except Exception:
+            response = _from_http_exception(request, exc, max_body_size)
+            if exc.status == 408:
+                await _answer_and_hang_up(request, response)
+            return response
+        except Exception as exc:
+            if isinstance(exc, ConnectionError) and _client_gone(request):
+                # The client went away (mid-body, or before the answer): nothing is wrong on
+                # this side, so no error and no traceback. The answer (nginx's 499) is never
+                # delivered; it names the outcome in the access log. Raising instead would make
+                # aiohttp log an ERROR with the traceback.
+                log.debug("%s %s: the client disconnected (%s)", request.method, request.path, exc)
+                return web.Response(status=499, reason="Client Closed Request")
             log.exception("unhandled error on %s %s", request.method, request.path)
             return _internal_error()
 
@@ -245,11 +297,34 @@ class _Routes:
         apis: Mapping[str, API],
         anonymous_interactions: Collection[str],
         openapi: dict[str, Any],
+        body_timeout: float,
+        max_json_depth: int,
     ):
         self.controller = controller
         self.apis = dict(apis)
         self.anonymous_interactions = frozenset(anonymous_interactions)
         self.openapi_body = dump_json(openapi)
+        self.body_timeout = body_timeout
+        self.max_json_depth = max_json_depth
+
+    async def _body(self, request: web.Request, what: str, json_body: bool) -> bytes:
+        """The request body, read within ``body_timeout`` (else 408). A JSON body must say so
+        (``Content-Type: application/json``, or ``application/<x>+json``), else 415: browsers
+        send ``text/plain`` and form types cross-origin without asking, JSON they do not. An
+        empty body needs no type (nothing is parsed; it counts as ``{}``)."""
+        declared = request.headers.get(hdrs.CONTENT_TYPE)
+        if json_body and declared is not None and not _is_json(request.content_type):
+            raise _unsupported_media_type(what, request.content_type)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=f"the request body did not arrive within {self.body_timeout:g} s"
+            ) from None
+        if json_body and declared is None and body:
+            raise _unsupported_media_type(what, "none")
+        return body
 
     async def api(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -260,13 +335,13 @@ class _Routes:
         user_id = request.get("user_id")
         if user_id is None and not api.allow_anonymous:
             raise APIError(401, "unauthorized", f"API {name} needs an authenticated user")
-        body = await request.read()
+        body = await self._body(request, f"the body of API {name}", json_body=not api.raw)
         params: dict[str, Any] | None
         if api.raw:
             request[RAW_BODY] = body
             params = None
         else:
-            params = parse_object(body, f"the body of API {name}")
+            params = parse_object(body, f"the body of API {name}", self.max_json_depth)
             check_params(name, api.params, params)
         ctx = APIContext(self.controller, user_id=user_id, request=request)
         result = await api.handler(ctx, params)
@@ -285,7 +360,10 @@ class _Routes:
         user_id = request.get("user_id")
         if user_id is None and name not in self.anonymous_interactions:
             raise APIError(401, "unauthorized", f"interaction {name} needs an authenticated user")
-        body = parse_object(await request.read(), f"the body of interaction {name}")
+        what = f"the body of interaction {name}"
+        body = parse_object(
+            await self._body(request, what, json_body=True), what, self.max_json_depth
+        )
         extra = sorted(set(body) - {"payload"})
         if extra:
             raise APIError(
@@ -311,6 +389,92 @@ class _Routes:
 
     async def health(self, request: web.Request) -> web.StreamResponse:
         return json_response({"status": "ok"})
+
+
+# -- requests from browsers: content type and origin ------------------------------------------
+
+
+def _is_json(mimetype: str) -> bool:
+    mimetype = mimetype.lower()
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def _unsupported_media_type(what: str, got: str) -> APIError:
+    return APIError(
+        415,
+        "unsupported_media_type",
+        f"{what} must be sent with Content-Type: application/json (got {got})",
+    )
+
+
+def _origin_key(origin: str) -> str | None:
+    """``scheme://host[:port]`` lower-cased, the scheme's default port left out; None when
+    ``origin`` is not such an origin (``null``, a path, another scheme)."""
+    try:
+        parts = urlsplit(origin.strip().lower())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username is not None:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and str(port) != _DEFAULT_PORTS[parts.scheme]:
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}"
+
+
+def _allowed_origins(origins: Iterable[str]) -> frozenset[str]:
+    if isinstance(origins, str):
+        origins = [origins]
+    keys = set()
+    for origin in origins:
+        key = _origin_key(origin) if isinstance(origin, str) else None
+        if key is None:
+            raise ModelError(
+                f"allowed_origins: {origin!r} is not an origin; write scheme://host[:port] "
+                "(e.g. 'https://app.example.com'), without a path"
+            )
+        keys.add(key)
+    return frozenset(keys)
+
+
+def _origin_guard(allowed: frozenset[str]) -> Middleware:
+    """Refuses (403 ``cross_origin``) a state-changing request a browser sent from another
+    origin: its ``Origin`` must name the server's own host (the ``Host`` header; the scheme is
+    not compared, as a TLS proxy in front hides it) or one of ``allowed``. Without ``Origin``,
+    ``Sec-Fetch-Site`` must be absent, ``same-origin`` or ``none``. A request with neither header
+    (curl, another server, a webhook provider) is not a browser's and passes."""
+
+    @web.middleware
+    async def origin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in _SAFE_METHODS:
+            return await handler(request)
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None:
+            key = _origin_key(origin)
+            own = key is not None and key.partition("://")[2] == request.host.lower()
+            if not own and key not in allowed:
+                raise APIError(
+                    403,
+                    "cross_origin",
+                    f"{request.method} {request.path} from origin {origin!r} is refused: only "
+                    f"the server's own origin and allowed_origins may send it",
+                )
+        else:
+            site = request.headers.get("Sec-Fetch-Site", "none").lower()
+            if site not in ("same-origin", "none"):
+                raise APIError(
+                    403,
+                    "cross_origin",
+                    f"{request.method} {request.path} from a {site} page is refused",
+                )
+        return await handler(request)
+
+    return origin_guard
 
 
 # -- the app -----------------------------------------------------------------------------------
@@ -341,6 +505,9 @@ def create_app(
     title: str = "interaqt-py",
     version: str | None = None,
     anonymous_interactions: bool | Collection[str] = False,
+    allowed_origins: Iterable[str] = (),
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> web.Application:
     """An aiohttp application serving ``controller``'s interactions and ``apis``.
 
@@ -350,6 +517,12 @@ def create_app(
     is ``True`` (every interaction may be dispatched without a user; the dispatch user is then
     None) or the names of those that may; by default all need a user. ``title`` and ``version``
     go into the OpenAPI document. The controller must be set up (and closed) by the caller.
+
+    Browser protection (see the module documentation): a state-changing request with an
+    ``Origin`` must come from the server's own host or one of ``allowed_origins``
+    (``scheme://host[:port]``); JSON bodies need ``Content-Type: application/json`` (raw APIs
+    take any type). ``body_timeout`` (seconds) bounds the wait for a request body (408);
+    ``max_json_depth`` bounds how deeply a JSON body may nest (400).
     """
     apis = dict(apis or {})
     for name, api in apis.items():
@@ -361,6 +534,14 @@ def create_app(
     _check_names("interaction", controller.interactions)
     if isinstance(max_body_size, bool) or not isinstance(max_body_size, int) or max_body_size < 1:
         raise ModelError(f"max_body_size must be a positive number of bytes, got {max_body_size!r}")
+    if not isinstance(body_timeout, int | float) or isinstance(body_timeout, bool):
+        raise ModelError(f"body_timeout must be a number of seconds, got {body_timeout!r}")
+    if not 0 < body_timeout < float("inf"):
+        raise ModelError(f"body_timeout must be a positive number of seconds, got {body_timeout!r}")
+    depth_ok = isinstance(max_json_depth, int) and not isinstance(max_json_depth, bool)
+    if not depth_ok or max_json_depth < 1:
+        raise ModelError(f"max_json_depth must be a positive integer, got {max_json_depth!r}")
+    origins = _allowed_origins(allowed_origins)
     if anonymous_interactions is True:
         anonymous: Collection[str] = frozenset(controller.interactions)
     elif anonymous_interactions is False:
@@ -379,9 +560,9 @@ def create_app(
         title=title,
         version=version or _package_version(),
     )
-    routes = _Routes(controller, apis, anonymous, openapi)
+    routes = _Routes(controller, apis, anonymous, openapi, float(body_timeout), max_json_depth)
     app = web.Application(
-        middlewares=[_error_middleware(max_body_size), *middlewares],
+        middlewares=[_error_middleware(max_body_size), _origin_guard(origins), *middlewares],
         client_max_size=max_body_size,
     )
     app[CONTROLLER_KEY] = controller
@@ -394,6 +575,7 @@ def create_app(
 
 __all__ = [
     "CONTROLLER_KEY",
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",
     "RAW_BODY",
     "create_app",

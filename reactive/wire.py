@@ -13,6 +13,7 @@ from collections.abc import Mapping, Set
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
+from itertools import accumulate
 from typing import Any
 from uuid import UUID
 
@@ -56,13 +57,38 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def parse_json(body: bytes) -> Any:
+DEFAULT_MAX_JSON_DEPTH = 64
+"""How deeply arrays and objects may nest in a request body (``[[1]]`` is depth 2)."""
+
+# A JSON string literal (well-formed or not, it ends at the first unescaped quote or the end).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deeply ``text`` nests arrays and objects, found without parsing it (strings are
+    skipped, brackets counted): O(len(text)) at C speed for all but the brackets themselves.
+    On malformed JSON the figure is still an upper bound of what a parser would build."""
+    brackets = _BRACKETS.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def parse_json(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
     """Decode a request body as strict JSON (RFC 8259): UTF-8, no NaN/Infinity, no number that
-    overflows a float, no lone surrogate. Raises ``APIError(400, "invalid_json", ...)``."""
+    overflows a float, no lone surrogate, arrays and objects nested at most ``max_depth`` deep
+    (checked before parsing, so a hostile body never reaches the recursive parser). Raises
+    ``APIError(400, "invalid_json", ...)``."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise APIError(400, "invalid_json", f"request body is not UTF-8: {exc.reason}") from None
+    if text.count("[") + text.count("{") > max_depth and json_depth(text) > max_depth:
+        raise APIError(
+            400,
+            "invalid_json",
+            f"request body nests arrays and objects more than {max_depth} deep",
+        )
     try:
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
@@ -74,11 +100,11 @@ def parse_json(body: bytes) -> Any:
     return value
 
 
-def parse_object(body: bytes, what: str) -> dict[str, Any]:
+def parse_object(body: bytes, what: str, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> dict[str, Any]:
     """A body that must be a JSON object; an empty body (no bytes at all) counts as ``{}``."""
     if not body:
         return {}
-    value = parse_json(body)
+    value = parse_json(body, max_depth)
     if not isinstance(value, dict):
         raise APIError(
             400, "invalid_body", f"{what} must be a JSON object, got {json_type_name(value)}"
@@ -211,9 +237,11 @@ def dump_json(value: Any) -> bytes:
 
 
 __all__ = [
+    "DEFAULT_MAX_JSON_DEPTH",
     "check_params",
     "decode_payload",
     "dump_json",
+    "json_depth",
     "json_type_name",
     "parse_json",
     "parse_object",

@@ -57,7 +57,8 @@ Then watch the calls move through pending -> processing -> completed (run it eve
 the payment and the voice message take about three seconds; the translation, a synchronous
 API, goes from pending to completed at once.
 
-  curl -s {base}/api/donations.mine -H "Authorization: Bearer $TOKEN" -d '{{}}'
+  curl -s {base}/api/donations.mine -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{}}'
 
 Press Ctrl-C to stop.
 """

@@ -12,17 +12,37 @@
   disallowed algorithm, ``alg: none``) is answered at once with 401 ``{"error": {"code":
   "invalid_token", ...}}``, and when it came from the cookie the answer also clears the cookie,
   so that a browser holding a stale cookie can log in again.
+- A token names its user by ``sub``: the canonical decimal form of the user's id (``"1"``, never
+  ``"01"`` or ``"1 "``; :func:`parse_subject`), and the user must still exist (one read per
+  authenticated request); otherwise the token is refused like a tampered one (401).
 - APIs: ``auth.register`` {username, password} -> ``{"user_id", "username"}`` (409
   ``username_taken``); ``auth.login`` {username, password} -> ``{"token", "token_type",
   "expires_in", "user_id"}`` (401 ``invalid_credentials``); ``auth.logout`` clears the cookie;
   ``auth.me`` -> ``{"user_id", "username"}``.
+- Usernames are stored and looked up in Unicode NFKC form, so a fullwidth or other
+  compatibility look-alike of a name *is* that name (a duplicate at registration, the same
+  account at login); with ``case_insensitive_usernames=True`` they are case-folded as well
+  (``Ada`` and ``ada`` are one account, stored as ``ada``).
+
+**Floods.** Each login or registration hashes a password (about 0.2 s of CPU, in a worker
+thread). At most ``max_concurrent_hashes`` (default: the number of CPUs) run at once and
+``max_waiting_hashes`` (default: four per slot, so a wait stays around a second) wait; beyond
+that the answer is 503 with ``Retry-After`` at once. Attempts are limited per client address
+(``address_limit`` per ``limit_window`` seconds, login and registration together) and per
+username (``username_limit`` logins per window; a successful login resets it): beyond, 429
+``too_many_requests`` with ``Retry-After``, before any hash is computed. An unknown username
+costs a hash like a known one, so neither the time nor the limits tell who exists. The client
+address is ``request.remote``; behind a proxy pass ``client_address=`` (a function of the
+request) that reads the address the proxy reports. Limits are per process and in memory.
 
 **How the login cookie is set.** API handlers return JSON bodies, so ``auth.login`` leaves the new
 token on the request (``request["auth.set_token"]``) and the auth middleware, on the way out, sets
 ``Set-Cookie: auth_token=...; HttpOnly; SameSite=Lax; Path=/; Max-Age=<ttl>`` (``Secure`` unless
 ``cookie_secure=False``) on the successful response. The cookie therefore needs the middleware to
-be mounted, which token checking needs anyway. SameSite=Lax keeps the cookie off cross-site POSTs,
-which is what protects the POST-only API against CSRF. Tokens are stateless: logout clears the
+be mounted, which token checking needs anyway. SameSite=Lax keeps the cookie off cross-site POSTs
+but not off *same-site* ones (another port, a sibling subdomain): against those the server
+(``reactive.server``) refuses foreign ``Origin``s and JSON bodies not sent as
+``application/json``. Tokens are stateless: logout clears the
 cookie, but a copied token stays valid until it expires (keep the TTL short).
 
 Secrets: the password, its hash and tokens are never logged, and no API returns the hash.
@@ -30,9 +50,12 @@ Secrets: the password, its hash and tokens are never logged, and no API returns 
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import math
+import os
 import secrets
+import time
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +65,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 import reactive as r
+from integrations.auth.limits import AttemptLimiter, GateFull, HashGate
 from integrations.auth.passwords import DEFAULT_PARAMS, ScryptParams, hash_password, verify_password
 from integrations.auth.tokens import (
     TokenError,
@@ -51,7 +75,9 @@ from integrations.auth.tokens import (
     parse_subject,
 )
 from integrations.base import EnvVar, Integration
+from integrations.replay import TimeSource
 from reactive.model import record_name
+from reactive.server import CONTROLLER_KEY
 from storage import UniqueViolationError
 
 log = logging.getLogger("integrations.auth")
@@ -130,6 +156,14 @@ class AuthIntegration(Integration):
         password_params: ScryptParams = DEFAULT_PARAMS,
         user_id_from_subject: Callable[[str], Any] = parse_subject,
         api_prefix: str = "auth",
+        case_insensitive_usernames: bool = False,
+        max_concurrent_hashes: int | None = None,
+        max_waiting_hashes: int | None = None,
+        address_limit: int = 30,
+        username_limit: int = 10,
+        limit_window: float = 60.0,
+        limit_clock: TimeSource = time.monotonic,
+        client_address: Callable[[web.Request], str | None] | None = None,
     ):
         super().__init__(environ)
         self._secret = secret
@@ -150,6 +184,14 @@ class AuthIntegration(Integration):
         self.password_params = password_params
         self.user_id_from_subject = user_id_from_subject
         self.api_prefix = api_prefix
+        self.case_insensitive_usernames = case_insensitive_usernames
+        slots = max_concurrent_hashes or os.cpu_count() or 1
+        waiting = 4 * slots if max_waiting_hashes is None else max_waiting_hashes
+        self.hash_gate = HashGate(slots, waiting)
+        self.address_limiter = AttemptLimiter(address_limit, limit_window, clock=limit_clock)
+        self.username_limiter = AttemptLimiter(username_limit, limit_window, clock=limit_clock)
+        self.client_address = client_address or _remote_address
+        self._controller: r.Controller | None = None
         self._dummy_hash: str | None = None
 
     # -- configuration ---------------------------------------------------------------------
@@ -186,6 +228,9 @@ class AuthIntegration(Integration):
         if not value:
             raise RuntimeError(f"{SECRET_ENV} is not set")
         return value
+
+    async def setup(self, controller: r.Controller) -> None:
+        self._controller = controller
 
     # -- tokens ----------------------------------------------------------------------------
 
@@ -226,16 +271,35 @@ class AuthIntegration(Integration):
             if token is not None:
                 try:
                     claims = self.verify_token(token)
+                    user_id = await self._existing_user(request, claims["sub"])
                 except TokenError as exc:
                     log.info("auth: refused a token from the %s: %s", source, exc)
                     return self._refuse(str(exc), clear_cookie=source == "cookie")
-                request[USER_ID] = self.user_id_from_subject(claims["sub"])
+                request[USER_ID] = user_id
                 request[CLAIMS] = claims
             response = await handler(request)
             self._apply_cookie(request, response)
             return response
 
         return auth_middleware
+
+    async def _existing_user(self, request: web.Request, subject: str) -> Any:
+        """The stored id of the user ``subject`` names; :class:`TokenError` when the subject
+        is not a user id in canonical form or the user does not exist (any more)."""
+        try:
+            user_id = self.user_id_from_subject(subject)
+        except (TokenError, ValueError):
+            raise TokenError("token subject is not a user id") from None
+        controller = request.app.get(CONTROLLER_KEY) or self._controller
+        if controller is None:
+            raise RuntimeError(
+                "the auth middleware needs the controller: serve it with "
+                "reactive.server.create_app, or call `await auth.setup(controller)`"
+            )
+        user = await controller.storage.find_one(self.user_entity, {"id": user_id}, ["id"])
+        if user is None:
+            raise TokenError("token names no existing user")
+        return user["id"]
 
     def _refuse(self, message: str, clear_cookie: bool) -> web.Response:
         response = web.json_response(
@@ -282,12 +346,50 @@ class AuthIntegration(Integration):
             f"{p}.me": r.API(self._me, description="The authenticated user"),
         }
 
+    def canonical_username(self, username: str) -> str:
+        """The form a username is stored and looked up in: NFKC, case-folded when the
+        integration is case-insensitive."""
+        canonical = unicodedata.normalize("NFKC", username)
+        if self.case_insensitive_usernames:
+            canonical = unicodedata.normalize("NFKC", canonical.casefold())
+        return canonical
+
+    async def _gated(self, function: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await self.hash_gate.run(function, *args)
+        except GateFull as exc:
+            log.info("auth: refused a request, every password hash slot is taken")
+            raise web.HTTPServiceUnavailable(
+                text=str(exc), headers={"Retry-After": str(exc.retry_after)}
+            ) from None
+
     async def _hash(self, password: str) -> str:
-        return await asyncio.to_thread(hash_password, password, self.password_params)
+        result: str = await self._gated(hash_password, password, self.password_params)
+        return result
+
+    def _limit(self, ctx: r.APIContext, username: str | None) -> None:
+        """Count this attempt against the client's address (and ``username``); 429 beyond."""
+        address = self.client_address(ctx.request) if ctx.request is not None else None
+        checks = [(self.address_limiter, f"address {address}", address)]
+        if username is not None:
+            checks.append((self.username_limiter, "this username", username))
+        for limiter, what, key in checks:
+            if key is None:
+                continue
+            wait = limiter.hit(key)
+            if wait is not None:
+                seconds = max(1, math.ceil(wait))
+                log.info("auth: too many attempts from %s", what)  # not per-request noise
+                raise web.HTTPTooManyRequests(
+                    text=f"too many attempts from {what}; retry in {seconds} s",
+                    headers={"Retry-After": str(seconds)},
+                )
 
     async def _register(self, ctx: r.APIContext, params: Any) -> dict[str, Any]:
         username, password = _credentials(params)
+        username = self.canonical_username(username)
         _check_new_credentials(username, password)
+        self._limit(ctx, None)
         password_hash = await self._hash(password)
         f = self.fields
 
@@ -309,16 +411,19 @@ class AuthIntegration(Integration):
 
     async def _login(self, ctx: r.APIContext, params: Any) -> dict[str, Any]:
         username, password = _credentials(params)
+        username = self.canonical_username(username)
+        self._limit(ctx, username)
         f = self.fields
         user = await ctx.controller.storage.find_one(
             self.user_entity, {f.username: username}, ["id", f.password_hash]
         )
         # An unknown user costs one hash too, so the answer time does not reveal who exists.
         stored = user[f.password_hash] if user is not None else await self._dummy()
-        matches = await asyncio.to_thread(verify_password, password, stored or "")
+        matches = await self._gated(verify_password, password, stored or "")
         if user is None or not matches:
             log.info("auth: login refused")
             raise r.APIError(401, "invalid_credentials", "wrong username or password")
+        self.username_limiter.reset(username)
         token = self.issue_token(user["id"])
         if self.set_cookie_on_login and ctx.request is not None:
             ctx.request[SET_TOKEN] = token
@@ -350,6 +455,10 @@ class AuthIntegration(Integration):
         if user is None:
             raise r.APIError(401, "unknown_user", "the token names no existing user")
         return {"user_id": user["id"], "username": user[f.username]}
+
+
+def _remote_address(request: web.Request) -> str | None:
+    return request.remote
 
 
 def _credentials(params: Any) -> tuple[str, str]:

@@ -107,9 +107,11 @@ def decode_token(token: str, secret: str, settings: TokenSettings) -> dict[str, 
     return claims
 
 
-def parse_subject(subject: str) -> Any:
-    """The user id named by ``sub``: storage ids are integers, so a canonical decimal string
-    becomes an int; anything else stays a string."""
+def parse_subject(subject: str) -> int:
+    """The user id named by ``sub``: storage ids are integers, and only their canonical decimal
+    form names one (``"1"``; never ``"01"``, ``"1 "``, ``"+1"`` or non-ASCII digits, which a
+    database could still take for 1). Anything else raises :class:`TokenError`; an application
+    whose user ids are not integers passes its own ``user_id_from_subject``."""
     if subject.isascii() and subject.isdigit() and str(int(subject)) == subject:
         return int(subject)
-    return subject
+    raise TokenError("token subject is not a user id")

@@ -11,6 +11,7 @@ import reactive as r
 
 AUTH = {"Authorization": "Bearer 1"}
 BOB = {"Authorization": "Bearer 2"}
+JSON = {"Content-Type": "application/json"}
 
 
 async def error_of(response: ClientResponse, status: int, code: str | None = None) -> str:

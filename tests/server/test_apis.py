@@ -12,8 +12,8 @@ import pytest
 import reactive as r
 
 from .app import SECRET
-from .conftest import Client
-from .helpers import AUTH, BOB, counts, error_of, quiet_request_keys
+from .conftest import Client, MakeClient
+from .helpers import AUTH, BOB, JSON, counts, error_of, quiet_request_keys
 
 pytestmark = quiet_request_keys
 
@@ -88,9 +88,12 @@ async def test_a_missing_param_is_400(client: Client) -> None:
 
 
 async def test_an_empty_body_counts_as_no_params(client: Client) -> None:
-    assert (await client.post("/api/whoami", headers=AUTH)).status == 200
+    # with the JSON type, or with no type at all (curl -X POST sends none)
+    assert (await client.post("/api/whoami", headers={**AUTH, **JSON})).status == 200
+    untyped = await client.post("/api/whoami", headers=AUTH, skip_auto_headers=["Content-Type"])
+    assert untyped.status == 200
     message = await error_of(
-        await client.post("/api/posts.search", headers=AUTH), 400, "missing_param"
+        await client.post("/api/posts.search", headers={**AUTH, **JSON}), 400, "missing_param"
     )
     assert "prefix" in message and "filter" in message
 
@@ -160,7 +163,9 @@ async def test_malformed_json_is_400(client: Client, body: bytes) -> None:
 @pytest.mark.parametrize("body", [b"[]", b"[1, 2]", b'"text"', b"1", b"null", b"true"])
 async def test_json_that_is_not_an_object_is_400(client: Client, body: bytes) -> None:
     message = await error_of(
-        await client.post("/api/posts.search", data=body, headers=AUTH), 400, "invalid_body"
+        await client.post("/api/posts.search", data=body, headers={**AUTH, **JSON}),
+        400,
+        "invalid_body",
     )
     assert "must be a JSON object" in message
 
@@ -256,3 +261,28 @@ async def test_failed_api_calls_store_nothing(client: Client, controller: r.Cont
         response = await client.post(path, data=body, headers=headers)
         assert response.status >= 400
     assert await counts(controller) == before
+
+
+async def test_a_body_nested_too_deeply_is_400_and_the_bound_is_configurable(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client()
+    deep: Any = None
+    for _ in range(64):  # "filter" plus 64 levels under it: 65 deep
+        deep = [deep]
+    message = await error_of(
+        await client.post("/api/posts.search", json={**SEARCH, "filter": deep}, headers=AUTH),
+        400,
+        "invalid_json",
+    )
+    assert "more than 64 deep" in message
+    within = await client.post(
+        "/api/posts.search", json={**SEARCH, "filter": deep[0]}, headers=AUTH
+    )
+    assert within.status == 200 and (await within.json())["filter"] == deep[0]
+    strict = await make_client(max_json_depth=3)
+    await error_of(
+        await strict.post("/api/posts.search", json={**SEARCH, "filter": [[[1]]]}, headers=AUTH),
+        400,
+        "invalid_json",
+    )

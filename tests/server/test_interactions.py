@@ -12,7 +12,7 @@ import reactive as r
 
 from .app import SECRET
 from .conftest import Client, MakeClient
-from .helpers import AUTH, BOB, counts, error_of, quiet_request_keys
+from .helpers import AUTH, BOB, JSON, counts, error_of, quiet_request_keys
 
 pytestmark = quiet_request_keys
 
@@ -60,7 +60,7 @@ async def test_datetimes_in_data_are_iso_8601(client: Client) -> None:
 
 async def test_the_payload_key_may_be_left_out_or_null(client: Client) -> None:
     assert (await dispatch(client, "Ping", {"payload": None})).status == 200
-    assert (await client.post("/interaction/Ping", headers=AUTH)).status == 200
+    assert (await client.post("/interaction/Ping", headers={**AUTH, **JSON})).status == 200
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ async def test_a_body_of_the_wrong_shape_is_400(
 @pytest.mark.parametrize("body", [b"{", b'{"payload": {"title": NaN}}', b"\xc3\x28", b"{}}"])
 async def test_malformed_json_is_400(client: Client, controller: r.Controller, body: bytes) -> None:
     before = await counts(controller)
-    response = await client.post("/interaction/CreatePost", data=body, headers=AUTH)
+    response = await client.post("/interaction/CreatePost", data=body, headers={**AUTH, **JSON})
     await error_of(response, 400, "invalid_json")
     assert await counts(controller) == before
 

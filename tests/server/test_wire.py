@@ -11,10 +11,19 @@ from typing import Any
 from uuid import UUID
 
 import attrs
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 import reactive as r
-from reactive.wire import check_params, decode_payload, dump_json, parse_json, parse_object
+from reactive.wire import (
+    check_params,
+    decode_payload,
+    dump_json,
+    json_depth,
+    parse_json,
+    parse_object,
+)
 
 
 class Color(Enum):
@@ -77,6 +86,44 @@ def test_parse_json_is_strict() -> None:
         with pytest.raises(r.APIError) as caught:
             parse_json(body)
         assert (caught.value.status, caught.value.code) == (400, "invalid_json")
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+# Strings full of what a bracket counter could trip over: brackets, quotes, backslashes.
+_tricky = st.text(alphabet='[]{}"\\ax\n', max_size=8)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _tricky,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_tricky, inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@hypothesis.given(_json_values, st.booleans())
+def test_json_depth_is_the_nesting_depth(value: Any, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert json_depth(text) == _depth(value)
+    depth = _depth(value)
+    assert parse_json(text.encode(), max_depth=max(depth, 1)) == value
+    if depth > 1:
+        with pytest.raises(r.APIError, match=f"more than {depth - 1} deep") as caught:
+            parse_json(text.encode(), max_depth=depth - 1)
+        assert caught.value.code == "invalid_json"
+
+
+def test_a_hostile_depth_is_refused_before_parsing() -> None:
+    for body in (b"[" * 100_000 + b"]" * 100_000, b"[" * 100_000, b'{"a":' * 50_000):
+        with pytest.raises(r.APIError, match="more than 64 deep") as caught:
+            parse_json(body)
+        assert (caught.value.status, caught.value.code) == (400, "invalid_json")
+    nested_64 = b"[" * 64 + b"]" * 64
+    assert _depth(parse_json(nested_64)) == 64
 
 
 def test_parse_object() -> None:

@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 import reactive as r
 from integrations import api_call_entities, auth_entities
+from reactive.server import CONTROLLER_KEY
 from storage import SQLiteStorage
 
 CALL = "PaymentCall"
@@ -61,6 +62,7 @@ def mini_app(
         return web.json_response(await found.handler(ctx, params))
 
     app = web.Application(middlewares=[errors, *middlewares])
+    app[CONTROLLER_KEY] = controller  # where the auth middleware finds the users
     app.router.add_post("/api/{name}", api)
     return app
 

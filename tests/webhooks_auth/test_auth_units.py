@@ -109,11 +109,13 @@ def test_token_without_required_claims_is_refused() -> None:
         decode_token(jwt.encode(future_iat, SECRET, "HS256"), SECRET, TokenSettings())
 
 
-def test_parse_subject() -> None:
+def test_parse_subject_takes_only_the_canonical_decimal_form() -> None:
     assert parse_subject("42") == 42
-    assert parse_subject("007") == "007"
-    assert parse_subject("user-1") == "user-1"
-    assert parse_subject("\u0661") == "\u0661"  # a non-ASCII digit stays a string
+    assert parse_subject("0") == 0
+    # each of these would still find user 1 or 7 in SQLite (text compared to an integer id)
+    for subject in ("007", "01", "1 ", " 1", "+1", "1.0", "1e0", "user-1", "\u0661", "\uff11", ""):
+        with pytest.raises(TokenError, match="not a user id"):
+            parse_subject(subject)
 
 
 def test_password_hash_is_salted_scrypt_and_verifies() -> None:

@@ -266,3 +266,33 @@ async def test_standard_webhooks_end_to_end(controller: r.Controller, serve: Ser
     assert_refused(status, answer, "missing_header")
     assert [e["dedup_key"] for e in await event_rows(controller)] == ["std:msg_1"]
     assert (await call_row(controller, call_id))["status"] == "completed"
+
+
+async def test_a_signed_body_nested_too_deeply_is_400_on_the_real_server(
+    controller: r.Controller,
+) -> None:
+    """100,000 levels used to reach the recursive parser (RecursionError, 500); the depth is
+    checked first now, on the server that the application really runs."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from reactive.server import create_app
+
+    app = create_app(controller, {"stripe": webhook_api(StripeVerifier(SECRET), handle_stripe)})
+    client: Client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        for depth in (100_000, 65):
+            body = b'{"id": "evt_deep", "x": ' + b"[" * depth + b"]" * depth + b"}"
+            status, answer = await post(client, body, sign_stripe(body, SECRET))
+            assert status == 400, answer
+            assert answer["error"]["code"] == "malformed_json"
+            assert "more than 64 deep" in answer["error"]["message"]
+        # within the bound, the same delivery shape is processed (and the retry is not a replay)
+        shallow = event("evt_shallow")
+        status, answer = await post(client, shallow, sign_stripe(shallow, SECRET))
+        assert status == 200, answer
+    finally:
+        await client.close()
+    assert [row["external_id"] for row in await controller.storage.find(EVENT, None, ["*"])] == [
+        "pi_1"
+    ]
