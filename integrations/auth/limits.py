@@ -62,7 +62,8 @@ class AttemptLimiter:
         if now >= start + self.window:
             attempts, start = 0, now
         if attempts >= self.limit:
-            return start + self.window - now
+            # Never more than one window (float sums of clock readings can overshoot by an ulp).
+            return min(self.window, start + self.window - now)
         if key not in self._counts and len(self._counts) >= self.max_keys:
             del self._counts[next(iter(self._counts))]  # the oldest key goes
         self._counts[key] = (attempts + 1, start)
