@@ -57,6 +57,7 @@ def build_model() -> Model:
 async def start(
     path: str,
     make_integration: Callable[[APICallModel], APICallIntegration] | None = None,
+    leases: r.SideEffectLeases | None = None,
 ) -> tuple[r.Controller, APICallIntegration | None]:
     """A set-up controller on ``path`` (and the integration, set up too, when given)."""
     model = build_model()
@@ -66,6 +67,7 @@ async def start(
         model.entities,
         [model.relation],
         side_effects=integration.create_side_effects() if integration else (),
+        side_effect_leases=leases,
     )
     await controller.setup()
     if integration is not None:

@@ -83,9 +83,10 @@ def build(
     label: str,
     block: str | None = None,
     with_side_effect: bool = True,
+    leases: r.SideEffectLeases | None = None,
 ) -> r.Controller:
     """The controller of the worker (and of the recovering test): ``block`` is None,
-    ``"before-journal"`` or ``"after-journal"``."""
+    ``"before-journal"`` or ``"after-journal"``; ``leases`` as for the Controller."""
     item, total = model()
     never = journal + ".never"
 
@@ -106,6 +107,7 @@ def build(
         [item],
         dictionaries=[total],
         side_effects=effects if with_side_effect else [],
+        side_effect_leases=leases,
     )
 
 

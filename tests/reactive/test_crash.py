@@ -46,6 +46,11 @@ from . import crash_worker as worker
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
 BY_ID = {"id": "asc"}
+# The killed worker's intents stay leased to it for the lease duration (30 s by default); a
+# restart that comes later takes them over. These tests are about what a crash leaves, not
+# about leases (test_leases.py is), so the restarted controllers read a clock an hour ahead:
+# the restart "comes later" without the wait.
+LATER = r.SideEffectLeases(clock=lambda: time.time() + 3600)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
@@ -150,7 +155,7 @@ async def _recover(db: Path, journal: Path) -> Recovery:
     finally:
         await look.close()
     # 2. Restart for real.
-    controller = worker.build(str(db), str(journal), "recovered")
+    controller = worker.build(str(db), str(journal), "recovered", leases=LATER)
     await controller.setup()
     try:
         await controller.drain()
@@ -164,7 +169,7 @@ async def _recover(db: Path, journal: Path) -> Recovery:
 
 
 async def _restart_again(db: Path, journal: Path) -> None:
-    controller = worker.build(str(db), str(journal), "again")
+    controller = worker.build(str(db), str(journal), "again", leases=LATER)
     await controller.setup()
     try:
         await controller.drain()
