@@ -58,11 +58,22 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 class Worker:
     """A crash_worker subprocess whose stdout lines are read by a thread into a queue."""
 
-    def __init__(self, db: Path, journal: Path, mode: str, stderr: Path):
+    def __init__(
+        self, db: Path, journal: Path, mode: str, stderr: Path, lease: float | None = None
+    ):
         self.stderr_path = stderr
         self._stderr = stderr.open("w")
+        lease_arg = [] if lease is None else [str(lease)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.reactive.crash_worker", str(db), str(journal), mode],
+            [
+                sys.executable,
+                "-m",
+                "tests.reactive.crash_worker",
+                str(db),
+                str(journal),
+                mode,
+                *lease_arg,
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
