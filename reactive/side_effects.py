@@ -591,6 +591,8 @@ class SideEffectQueue:
 
         rows = await self._controller.backend.run(claim)
         for row in rows:
+            if row["id"] in self._held:
+                continue  # still running here after its lease lapsed: the claim renewed it
             effect = self._by_name[row["name"]]
             attempts = int(row["attempts"] or 0)
             try:

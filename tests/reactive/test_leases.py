@@ -19,6 +19,10 @@ from typing import Any
 
 import pytest
 
+from reactive.event_codec import event_to_json
+from reactive.side_effects import SIDE_EFFECT_RECORD, SIDE_EFFECT_RECORD_TYPE
+from storage import MutationEvent, RecordType, Schema, SQLiteStorage
+
 from . import crash_worker as worker
 from .test_crash import Worker
 
@@ -94,3 +98,39 @@ async def _second_process(db: Path, journal: Path, first: Worker, started: list[
         assert sorted(keys(journal, "second")) == started
     finally:
         await second.close()
+
+
+async def test_a_database_from_before_leases_gets_the_columns_and_its_intents_run(
+    tmp_path: Path,
+) -> None:
+    """An intent stored before leases existed (no lease columns) is unowned: the first
+    controller set up with install=True adds the columns and runs it."""
+    db = tmp_path / "old.db"
+    old_fields = [f for f in SIDE_EFFECT_RECORD_TYPE.fields if not f.name.startswith("lease_")]
+    assert len(old_fields) == len(SIDE_EFFECT_RECORD_TYPE.fields) - 2
+    old = SQLiteStorage(str(db))
+    await old.setup(Schema([RecordType(SIDE_EFFECT_RECORD, old_fields)]))
+    event = event_to_json(MutationEvent("Item", "create", {"id": 41, "n": 1}))
+    await old.run(
+        lambda s: s.insert_internal(
+            SIDE_EFFECT_RECORD,
+            {
+                "name": worker.EFFECT,
+                "key": worker.item_key(41),
+                "status": "pending",
+                "attempts": 0,
+                "event": event,
+            },
+        )
+    )
+    await old.close()
+
+    journal = tmp_path / "journal"
+    controller = worker.build(str(db), str(journal), "upgraded")
+    await controller.setup()
+    try:
+        await controller.drain()
+        assert keys(journal, "upgraded") == [worker.item_key(41)]
+        assert await controller.side_effects.pending() == []
+    finally:
+        await controller.close()
