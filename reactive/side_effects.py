@@ -569,17 +569,24 @@ class SideEffectQueue:
         until = now + self.leases.duration
         names = sorted(self._by_name)
 
-        def claim(session: SQLiteSession) -> list[dict[str, Any]]:
-            open_ = MatchExp.atom("status", "=", "pending") & MatchExp.atom("name", "in", names)
-            candidates = session.find(
+        open_ = MatchExp.atom("status", "=", "pending") & MatchExp.atom("name", "in", names)
+
+        def candidates(session: SQLiteSession) -> list[dict[str, Any]]:
+            return session.find(
                 SIDE_EFFECT_RECORD,
                 open_ & _expired(now),
                 ["name", "attempts", "event"],
                 order_by={"id": "asc"},
                 limit=limit,
             )
+
+        # A read first: a round with nothing to take (the usual case) takes no write lock.
+        if not await self._controller.backend.run(candidates, write=False):
+            return 0
+
+        def claim(session: SQLiteSession) -> list[dict[str, Any]]:
             claimed = []
-            for row in candidates:
+            for row in candidates(session):
                 won = session.write_internal_where(
                     SIDE_EFFECT_RECORD,
                     MatchExp.atom("id", "=", row["id"]) & open_ & _expired(now),
