@@ -407,13 +407,11 @@ class SideEffectQueue:
         if not done:
             return
         try:
+            # One fenced DELETE per intent: a plain-dict match whose SQL is built once.
             removed = await self._controller.backend.run(
                 lambda s: sum(
-                    s.delete_internal_where(
-                        SIDE_EFFECT_RECORD,
-                        MatchExp.atom("id", "in", batch) & {"lease_owner": self.owner},
-                    )
-                    for batch in _batches(done)
+                    s.delete_internal_where(SIDE_EFFECT_RECORD, self._fence(intent_id))
+                    for intent_id in done
                 )
             )
         except Exception as exc:
@@ -442,8 +440,9 @@ class SideEffectQueue:
                 len(done) - removed,
             )
 
-    def _fence(self, intent_id: Any) -> MatchExp:
-        return MatchExp.atom("id", "=", intent_id) & {"lease_owner": self.owner}
+    def _fence(self, intent_id: Any) -> dict[str, Any]:
+        """The match of one intent while this queue owns it: writes through it are fenced."""
+        return {"id": intent_id, "lease_owner": self.owner}
 
     async def _record_attempt(self, intent_id: Any, attempts: int, error: str) -> bool:
         """Store the attempt count; False when the lease is no longer this queue's."""
