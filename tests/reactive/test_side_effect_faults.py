@@ -16,7 +16,7 @@ import asyncio
 import gc
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +54,40 @@ async def unretrieved() -> AsyncIterator[list[dict[str, Any]]]:
     loop.set_exception_handler(previous)
 
 
-async def setup(
-    path: str, handler: Any, max_attempts: int
-) -> tuple[r.Controller, r.RecordMutationSideEffect]:
-    item = r.Entity("Item", [r.Property("n", "number")])
-    effect = r.RecordMutationSideEffect(
-        "mail", item, handler, on=("create",), max_attempts=max_attempts, backoff=0.01
-    )
-    # A short busy timeout: a write waits this long for the lock, then fails.
-    controller = r.Controller(SQLiteStorage(path, busy_timeout=0.05), [item], side_effects=[effect])
-    await controller.setup()
-    return controller, effect
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "faults.db")
+
+
+@pytest.fixture
+def lock(path: str) -> Iterator[Lock]:
+    held = Lock(path)
+    yield held
+    held.release()
+    held.conn.close()
+
+
+@pytest.fixture
+async def start(path: str) -> AsyncIterator[Callable[[Any, int], Awaitable[r.Controller]]]:
+    """``await start(handler, max_attempts)``: a controller whose side effect ``mail`` runs
+    ``handler`` on each new Item; closed at teardown."""
+    started: list[r.Controller] = []
+
+    async def make(handler: Any, max_attempts: int) -> r.Controller:
+        item = r.Entity("Item", [r.Property("n", "number")])
+        effect = r.RecordMutationSideEffect(
+            "mail", item, handler, on=("create",), max_attempts=max_attempts, backoff=0.01
+        )
+        # A short busy timeout: a write waits this long for the lock, then fails.
+        storage = SQLiteStorage(path, busy_timeout=0.05)
+        controller = r.Controller(storage, [item], side_effects=[effect])
+        await controller.setup()
+        started.append(controller)
+        return controller
+
+    yield make
+    for controller in started:
+        await controller.close()
 
 
 async def until(check: Any, what: str, timeout: float = 10.0) -> None:
@@ -88,11 +111,25 @@ async def finish(controller: r.Controller, lock: Lock, unretrieved: list[dict[st
     assert unretrieved == []
 
 
+Faults = tuple[Lock, pytest.LogCaptureFixture, list[dict[str, Any]]]
+
+
+@pytest.fixture
+def faults(
+    lock: Lock, caplog: pytest.LogCaptureFixture, unretrieved: list[dict[str, Any]]
+) -> Iterator[Faults]:
+    with caplog.at_level(logging.DEBUG, "reactive.side_effects"):
+        yield lock, caplog, unretrieved
+
+
+def debug_records(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(r.levelno == logging.DEBUG for r in caplog.records)
+
+
 async def test_an_attempt_that_cannot_be_recorded_is_still_retried(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, unretrieved: list[dict[str, Any]]
+    start: Any, faults: Faults
 ) -> None:
-    path = str(tmp_path / "faults.db")
-    lock = Lock(path)
+    lock, caplog, unretrieved = faults
     runs: list[int] = []
 
     async def handler(
@@ -104,65 +141,48 @@ async def test_an_attempt_that_cannot_be_recorded_is_still_retried(
             raise ConnectionError("provider unreachable")
         lock.release()
 
-    controller, _ = await setup(path, handler, max_attempts=3)
-    try:
-        with caplog.at_level(logging.DEBUG, "reactive.side_effects"):
-            await controller.storage.create("Item", {"n": 1})
-            await until(lambda: len(runs) == 2, "the retry")
-            await finish(controller, lock, unretrieved)
-        assert runs == [1, 2]
-        assert await controller.side_effects.pending() == []
-        assert await controller.side_effects.dead() == []
-        [logged] = problems(caplog)
-        assert "attempt 1 failed, will retry: ConnectionError: provider unreachable" in (
-            logged.getMessage()
-        )
-        assert "could not be recorded" in logged.getMessage()
-        assert "locked" in logged.getMessage()
-    finally:
-        lock.release()
-        await controller.close()
+    controller = await start(handler, 3)
+    await controller.storage.create("Item", {"n": 1})
+    await until(lambda: len(runs) == 2, "the retry")
+    await finish(controller, lock, unretrieved)
+    assert runs == [1, 2]
+    assert await controller.side_effects.pending() == []
+    assert await controller.side_effects.dead() == []
+    [logged] = problems(caplog)
+    message = logged.getMessage()
+    assert "attempt 1 failed, will retry: ConnectionError: provider unreachable" in message
+    assert "could not be recorded" in message and "locked" in message
 
 
 async def test_a_dead_side_effect_that_cannot_be_parked_is_parked_once_the_storage_recovers(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, unretrieved: list[dict[str, Any]]
+    start: Any, faults: Faults
 ) -> None:
-    path = str(tmp_path / "faults.db")
-    lock = Lock(path)
+    lock, caplog, unretrieved = faults
 
     async def handler(event: r.MutationEvent, controller: r.Controller) -> None:
         lock.take()  # parking it as dead will fail
         raise ValueError("bad address")
 
-    controller, _ = await setup(path, handler, max_attempts=1)
-    try:
-        with caplog.at_level(logging.DEBUG, "reactive.side_effects"):
-            await controller.storage.create("Item", {"n": 1})
-            await until(lambda: bool(problems(caplog)), "the failure to park")
-            # still failing while the lock is held: it keeps trying, logged once
-            await until(
-                lambda: sum(r.levelno == logging.DEBUG for r in caplog.records) >= 2,
-                "more tries",
-            )
-            await finish(controller, lock, unretrieved)
-        [dead] = await controller.side_effects.dead()
-        assert (dead.attempts, dead.last_error) == (1, "ValueError: bad address")
-        assert dead.lease_owner is None
-        assert await controller.side_effects.pending() == []
-        [logged] = problems(caplog)
-        assert logged.levelno == logging.ERROR
-        assert "mail is dead after 1 attempts (ValueError: bad address)" in logged.getMessage()
-        assert "could not be parked" in logged.getMessage()
-    finally:
-        lock.release()
-        await controller.close()
+    controller = await start(handler, 1)
+    await controller.storage.create("Item", {"n": 1})
+    await until(lambda: bool(problems(caplog)), "the failure to park")
+    # still failing while the lock is held: it keeps trying, logged once
+    await until(lambda: debug_records(caplog) >= 2, "more tries")
+    await finish(controller, lock, unretrieved)
+    [dead] = await controller.side_effects.dead()
+    assert (dead.attempts, dead.last_error) == (1, "ValueError: bad address")
+    assert dead.lease_owner is None
+    assert await controller.side_effects.pending() == []
+    [logged] = problems(caplog)
+    assert logged.levelno == logging.ERROR
+    assert "mail is dead after 1 attempts (ValueError: bad address)" in logged.getMessage()
+    assert "could not be parked" in logged.getMessage()
 
 
 async def test_a_finished_intent_that_cannot_be_removed_is_removed_once_the_storage_recovers(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, unretrieved: list[dict[str, Any]]
+    start: Any, faults: Faults
 ) -> None:
-    path = str(tmp_path / "faults.db")
-    lock = Lock(path)
+    lock, caplog, unretrieved = faults
     runs: list[str] = []
 
     async def handler(
@@ -171,25 +191,17 @@ async def test_a_finished_intent_that_cannot_be_removed_is_removed_once_the_stor
         runs.append(run.idempotency_key)
         lock.take()  # removing the finished intent will fail
 
-    controller, _ = await setup(path, handler, max_attempts=3)
-    try:
-        with caplog.at_level(logging.DEBUG, "reactive.side_effects"):
-            await controller.storage.create("Item", {"n": 1})
-            await until(lambda: bool(problems(caplog)), "the failure to remove")
-            # the intent is still there, held by this process (not for another to re-run)
-            lock.release()
-            [pending] = await controller.side_effects.pending()
-            assert pending.lease_owner == controller.side_effects.owner
-            lock.take()
-            await until(
-                lambda: sum(r.levelno == logging.DEBUG for r in caplog.records) >= 1,
-                "another try",
-            )
-            await finish(controller, lock, unretrieved)
-        assert await controller.side_effects.pending() == []
-        assert runs == ["mail:Item:1"]  # done once: removing it is retried, not the handler
-        [logged] = problems(caplog)
-        assert "could not remove 1 finished side effect intents, retrying" in logged.getMessage()
-    finally:
-        lock.release()
-        await controller.close()
+    controller = await start(handler, 3)
+    await controller.storage.create("Item", {"n": 1})
+    await until(lambda: bool(problems(caplog)), "the failure to remove")
+    # the intent is still there, held by this process (not for another to re-run)
+    lock.release()
+    [pending] = await controller.side_effects.pending()
+    assert pending.lease_owner == controller.side_effects.owner
+    lock.take()
+    await until(lambda: debug_records(caplog) >= 1, "another try")
+    await finish(controller, lock, unretrieved)
+    assert await controller.side_effects.pending() == []
+    assert runs == ["mail:Item:1"]  # done once: removing it is retried, not the handler
+    [logged] = problems(caplog)
+    assert "could not remove 1 finished side effect intents, retrying" in logged.getMessage()
