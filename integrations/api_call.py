@@ -14,7 +14,9 @@ is order-insensitive and duplicate-safe by construction:
 - an event whose ``external_id`` is not known yet is stored and counted as soon as the
   ``initialized`` event that announces that id arrives;
 - the current attempt is the latest ``initialized``: events carrying an older attempt's
-  ``external_id`` (a late result of a superseded attempt) never reach the call.
+  ``external_id`` (a late result of a superseded attempt) never reach the call;
+- ``attempts`` counts the call's attempt records, whenever they arrive (before or after the
+  call finished): every attempt record refolds its call.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from reactive.model import record_name
 
 EVENT_TYPES = ("initialized", "processing", "completed", "failed")
 ATTEMPT = "attempt"
-"""Event type recording one submission attempt (ignored by the fold)."""
+"""Event type recording one submission attempt (counted by the fold; it moves no status)."""
 
 
 def now() -> datetime:
@@ -110,8 +112,8 @@ def api_call_entities(
 
     def target(ev: r.MutationEvent, ctx: r.TransactionContext) -> Any:
         record = ev.record
-        if record.get(ef.event_type) == ATTEMPT:
-            return None
+        # Every event naming the call refolds it, an attempt record included: the fold counts
+        # them, and one may land after a webhook already finished the call.
         if record.get(ef.entity_id) is not None:
             return {"id": record[ef.entity_id]}
         external_id = record.get(ef.external_id)

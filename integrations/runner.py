@@ -156,6 +156,16 @@ class APICallIntegration(Integration):
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._unexpected_end)
+
+    def _unexpected_end(self, task: asyncio.Task[Any]) -> None:
+        """The last guard: a background task (poller, sweeper) ended by an exception its own
+        code did not handle is logged here, once, instead of vanishing. A call it was polling
+        is still finished by a webhook, the query API, or the sweeper at its deadline."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "%s: a background task ended unexpectedly", self.name, exc_info=task.exception()
+            )
 
     # -- submission --------------------------------------------------------------------------
 
@@ -269,29 +279,51 @@ class APICallIntegration(Integration):
         return call
 
     async def _poll(self, call_id: Any, external_id: str) -> None:
+        """Poll until the call is terminal. A round that fails to read or record (a storage
+        error) is retried at the next interval, logged once per streak of failures."""
         assert self.poll is not None
         interval = self.poll.initial
-        cf = self.model.fields
+        failures = 0
         while True:
             await self.clock.sleep(interval)
-            call = await self._controller().storage.find_one(
-                self.call_name, {"id": call_id}, [cf.status, cf.external_id]
-            )
-            if call is None or call[cf.status] in TERMINAL or call[cf.external_id] != external_id:
-                return  # done (from any source) or superseded
             try:
-                status = await self.query(external_id)
+                done = await self._poll_once(call_id, external_id)
             except Exception as exc:
-                if not is_transient(exc):
-                    log.error("%s: polling %s failed for good: %s", self.name, external_id, exc)
-                    await self.events.failed(external_id, describe_error(exc))
-                    return
-                log.warning("%s: polling %s failed, will retry: %s", self.name, external_id, exc)
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "%s: polling %s could not read or record the status, will retry: %s",
+                        self.name,
+                        external_id,
+                        exc,
+                    )
+                else:
+                    log.debug("%s: polling %s failed again: %s", self.name, external_id, exc)
             else:
-                await self.apply_status(external_id, status)
-                if status.status in TERMINAL:
+                failures = 0
+                if done:
                     return
             interval = min(self.poll.max_interval, interval * self.poll.factor)
+
+    async def _poll_once(self, call_id: Any, external_id: str) -> bool:
+        """One poll: True when polling is over (the call is terminal or superseded)."""
+        cf = self.model.fields
+        call = await self._controller().storage.find_one(
+            self.call_name, {"id": call_id}, [cf.status, cf.external_id]
+        )
+        if call is None or call[cf.status] in TERMINAL or call[cf.external_id] != external_id:
+            return True  # done (from any source) or superseded
+        try:
+            status = await self.query(external_id)
+        except Exception as exc:
+            if not is_transient(exc):
+                log.error("%s: polling %s failed for good: %s", self.name, external_id, exc)
+                await self.events.failed(external_id, describe_error(exc))
+                return True
+            log.warning("%s: polling %s failed, will retry: %s", self.name, external_id, exc)
+            return False
+        await self.apply_status(external_id, status)
+        return status.status in TERMINAL
 
     async def sweep(self) -> int:
         """Fail every call still pending or processing past its deadline; returns how many."""

@@ -46,6 +46,7 @@ from reactive.model import Dictionary, Entity, Property, Relation
 from reactive.server import create_app
 from reactive.side_effects import (
     RecordMutationSideEffect,
+    SideEffectLeases,
     SideEffectRecord,
     SideEffectRun,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "RecordMutationSideEffect",
     "Relation",
     "SetupError",
+    "SideEffectLeases",
     "SideEffectRecord",
     "SideEffectRun",
     "StateMachine",

@@ -27,6 +27,7 @@ from reactive.side_effects import (
     SIDE_EFFECT_RECORD,
     SIDE_EFFECT_RECORD_TYPE,
     RecordMutationSideEffect,
+    SideEffectLeases,
     SideEffectQueue,
 )
 from storage import MutationEvent, Record, SQLiteSession, SQLiteStorage, StorageError
@@ -55,6 +56,7 @@ class Controller:
         side_effects: Iterable[RecordMutationSideEffect] = (),
         *,
         side_effect_concurrency: int = 64,
+        side_effect_leases: SideEffectLeases | None = None,
     ) -> None:
         self.backend = storage
         self.engine = Engine(entities, relations, dictionaries, [SIDE_EFFECT_RECORD_TYPE])
@@ -63,7 +65,9 @@ class Controller:
             if interaction.name in self.interactions:
                 raise ModelError(f"interaction {interaction.name!r} is declared twice")
             self.interactions[interaction.name] = interaction
-        self.side_effects = SideEffectQueue(self, side_effects, side_effect_concurrency)
+        self.side_effects = SideEffectQueue(
+            self, side_effects, side_effect_concurrency, side_effect_leases
+        )
         self.side_effects.check(self.engine.schema.records)
         self.storage = ControllerStorage(self)
         self._subject: Subject[MutationEvent] = _IsolatingSubject()
@@ -73,7 +77,8 @@ class Controller:
 
     async def setup(self, install: bool = True) -> None:
         """Create (``install=True``) or attach to the tables, write initial dictionary values,
-        and run the side effects a previous process left pending."""
+        and run the side effects a previous process left pending (those no live process holds
+        a lease on; see :class:`SideEffectLeases`)."""
         await self.backend.setup(self.engine.schema, install)
         if install:
             await self.transact(self._install)

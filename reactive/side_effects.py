@@ -1,10 +1,33 @@
 """Record mutation side effects: the place for I/O, run after commit.
 
 Create side effects are durable: an intent row is written in the same transaction as the
-record, and removed when the handler finishes. A controller that starts on the same database runs
-the intents left pending (at-least-once; each run carries a stable idempotency key). A handler
-that raises is retried with exponential backoff and full jitter, then parked as *dead* with its
-error: visible through :class:`SideEffectQueue` and re-runnable.
+record, and removed when the handler finishes. Each run carries a stable idempotency key
+(at-least-once). A handler that raises is retried with exponential backoff and full jitter, then
+parked as *dead* with its error: visible through :class:`SideEffectQueue` and re-runnable.
+
+Leases (several processes on one database). Every intent is owned by at most one queue at a
+time: ``lease_owner`` (unique per queue: host, pid, random) and ``lease_until`` (seconds on the
+queue's clock, :class:`SideEffectLeases`). An intent is written already leased to the process
+that wrote it; the owner renews the leases it holds (one UPDATE per ``renew_every``); another
+process takes an intent over only once its lease has expired (at setup, and every
+``reclaim_every`` while it runs), with one conditional UPDATE per intent (``set owner where
+id = ? and (owner is null or lease_until < now)``) whose affected count says who won. Writes of
+the owner (attempt counts, removal, parking) are fenced by ``lease_owner``: a process that lost
+its lease changes nothing of an intent another process now owns. A graceful close releases the
+leases it holds, so a sibling process picks them up at its next reclaim. Backend-neutral: the
+queue needs only ``write_internal_where`` / ``delete_internal_where`` with their counts (on
+PostgreSQL the claim becomes ``FOR UPDATE SKIP LOCKED`` and the clock the database's).
+
+Failure paths. Every way a run can end is one of: done (intent removed), a retry (backoff, or
+a lease left to expire so that a reclaim runs it again), or dead (parked). A storage error while
+recording an attempt, removing a finished intent or parking a dead one never ends the run
+silently: the run still retries, the removal and the parking are retried with backoff until the
+storage takes them (the lease is renewed meanwhile). Each failure is logged once (a warning or
+an error); retries of bookkeeping are logged at debug level.
+
+Costs: one INSERT per create side effect (in the writing transaction), one DELETE per finished
+batch of handlers, one UPDATE per held batch of 500 intents every ``renew_every`` and one SELECT
+(plus an UPDATE per claimed intent) every ``reclaim_every``.
 """
 
 from __future__ import annotations
@@ -12,8 +35,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
+import os
 import random
-from collections.abc import Awaitable, Callable, Iterable
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,7 +50,7 @@ from reactive.callables import positional_arity
 from reactive.errors import ModelError
 from reactive.event_codec import event_from_json, event_to_json
 from reactive.model import Entity, Relation, record_name
-from storage import Field, Index, MutationEvent, RecordType, SQLiteSession
+from storage import Field, Index, MatchExp, MutationEvent, RecordType, SQLiteSession
 
 if TYPE_CHECKING:
     from reactive.controller import Controller
@@ -39,9 +67,13 @@ SIDE_EFFECT_RECORD_TYPE = RecordType(
         Field("attempts", "number"),
         Field("last_error"),
         Field("event", "json"),
+        Field("lease_owner"),
+        Field("lease_until", "number"),
     ],
     [Index(("status",))],
 )
+_BATCH = 500  # intents per statement (renewals, removals) and per claiming transaction
+_MAX_INTERVAL = 3600.0
 
 
 def _on(value: Any) -> tuple[str, ...]:
@@ -109,32 +141,104 @@ class SideEffectRecord:
     attempts: int
     last_error: str | None
     event: MutationEvent
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+
+def _interval(name: str) -> Callable[[Any, Any, Any], None]:
+    def check(_instance: Any, _attribute: Any, value: Any) -> None:
+        if value is None:
+            return
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not 0 < value <= _MAX_INTERVAL:
+            raise ModelError(
+                f"SideEffectLeases.{name} must be a number of seconds above 0 and at most "
+                f"{_MAX_INTERVAL:g}, got {value!r}"
+            )
+
+    return check
+
+
+@attrs.frozen
+class SideEffectLeases:
+    """How a queue owns the intents it runs (see the module docstring).
+
+    ``duration``: seconds an intent stays owned without a renewal; a process that dies holds
+    its intents this long before another takes them over. ``renew_every``: seconds between
+    renewals (default a third of ``duration``; must be shorter). ``reclaim_every``: seconds
+    between looks for intents whose lease expired while this process runs. ``clock``: seconds
+    since the epoch, the one source of every lease time (inject a fake one in tests; processes
+    sharing a database need clocks that agree to well within ``duration``).
+    """
+
+    duration: float = attrs.field(default=30.0, validator=_interval("duration"))
+    renew_every: float | None = attrs.field(default=None, validator=_interval("renew_every"))
+    reclaim_every: float = attrs.field(default=10.0, validator=_interval("reclaim_every"))
+    clock: Callable[[], float] = time.time
+
+    def __attrs_post_init__(self) -> None:
+        if self.renew_every is not None and self.renew_every >= self.duration:
+            raise ModelError(
+                f"SideEffectLeases.renew_every ({self.renew_every:g} s) must be shorter than "
+                f"duration ({self.duration:g} s), or a held lease expires between renewals"
+            )
+        if not callable(self.clock):
+            raise ModelError(f"SideEffectLeases.clock must be a function, got {self.clock!r}")
+
+    @property
+    def renew_interval(self) -> float:
+        return self.renew_every if self.renew_every is not None else self.duration / 3
+
+
+def _owner_id() -> str:
+    """Unique per queue: the host and pid say where it runs, the random part tells apart two
+    queues of one process (and a pid reused after a crash)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+
+
+def _expired(now: float) -> MatchExp:
+    return MatchExp.atom("lease_owner", "=", None) | MatchExp.atom("lease_until", "<", now)
+
+
+def _batches(ids: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(ids), _BATCH):
+        yield ids[start : start + _BATCH]
 
 
 class SideEffectQueue:
-    """Schedules, retries, parks and re-runs side effects for one controller."""
+    """Schedules, retries, parks and re-runs side effects for one controller, holding leases
+    on the intents it runs (see the module docstring)."""
 
     def __init__(
         self,
         controller: Controller,
         effects: Iterable[RecordMutationSideEffect],
         concurrency: int = 64,
+        leases: SideEffectLeases | None = None,
     ):
         self._controller = controller
         self.effects = list(effects)
         names = [e.name for e in self.effects]
         if len(set(names)) != len(names):
             raise ModelError(f"side effect names must be unique: {names}")
+        if leases is not None and not isinstance(leases, SideEffectLeases):
+            raise ModelError(f"side effect leases must be SideEffectLeases, got {leases!r}")
+        self.leases = leases or SideEffectLeases()
+        #: This queue's lease owner id: ``host:pid:random``.
+        self.owner = _owner_id()
         self._by_route: dict[tuple[str, str], list[RecordMutationSideEffect]] = {}
         for effect in self.effects:
             for kind in effect.on:
                 self._by_route.setdefault((effect.record_name, kind), []).append(effect)
         self._by_name = {e.name: e for e in self.effects}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
         self._semaphore = asyncio.Semaphore(concurrency)
         self._closed = False
+        self._held: set[Any] = set()  # intents this queue owns and is answerable for
         self._done: list[Any] = []
         self._flush_scheduled = False
+        self._flush_failures = 0
 
     def check(self, known_records: Iterable[str]) -> None:
         known = set(known_records)
@@ -152,16 +256,20 @@ class SideEffectQueue:
         events: list[MutationEvent],
         public: Callable[[MutationEvent], MutationEvent] = lambda e: e,
     ) -> dict[int, list[tuple[RecordMutationSideEffect, Any]]]:
-        """Store an intent for every create side effect the events trigger (same transaction).
+        """Store an intent for every create side effect the events trigger (same transaction),
+        leased to this queue.
 
         Returns, per event position, the (side effect, intent id) pairs."""
         intents: dict[int, list[tuple[RecordMutationSideEffect, Any]]] = {}
         if not self._by_route:
             return intents
+        until = None
         for position, event in enumerate(events):
             if event.type != "create":
                 continue
             for effect in self._by_route.get((event.record_name, "create"), ()):
+                if until is None:
+                    until = self.leases.clock() + self.leases.duration
                 intent_id = session.insert_internal(
                     SIDE_EFFECT_RECORD,
                     {
@@ -170,6 +278,8 @@ class SideEffectQueue:
                         "status": "pending",
                         "attempts": 0,
                         "event": event_to_json(public(event)),
+                        "lease_owner": self.owner,
+                        "lease_until": until,
                     },
                 )
                 intents.setdefault(position, []).append((effect, intent_id))
@@ -196,10 +306,31 @@ class SideEffectQueue:
         self, effect: RecordMutationSideEffect, event: MutationEvent, intent_id: Any, attempts: int
     ) -> None:
         if self._closed:
-            return
-        task = asyncio.get_running_loop().create_task(self._run(effect, event, intent_id, attempts))
+            return  # its lease expires and another process (or the next start) runs it
+        if intent_id is not None:
+            self._held.add(intent_id)
+        self._spawn(self._run(effect, event, intent_id, attempts), intent_id)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], intent_id: Any = None) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._unexpected_end(t, intent_id))
+
+    def _unexpected_end(self, task: asyncio.Task[None], intent_id: Any) -> None:
+        """The last guard: a task ended by an exception its own code did not handle (a bug).
+        It is logged here, once, and its intent is let go, so that its lease expires and a
+        reclaim runs it again."""
+        if task.cancelled() or task.exception() is None:
+            return
+        if intent_id is not None:
+            self._held.discard(intent_id)
+        log.error(
+            "side effect task ended unexpectedly; intent %r is left to be reclaimed once its "
+            "lease expires",
+            intent_id,
+            exc_info=task.exception(),
+        )
 
     async def _run(
         self, effect: RecordMutationSideEffect, event: MutationEvent, intent_id: Any, attempts: int
@@ -221,18 +352,44 @@ class SideEffectQueue:
                 raise
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-                log.warning("side effect %s attempt %d failed: %s", effect.name, attempts, error)
                 if attempts >= effect.max_attempts:
                     await self._park(effect, event, intent_id, key, attempts, error)
                     return
+                note = ""
                 if intent_id is not None:
-                    await self._record_attempt(intent_id, attempts, error)
+                    try:
+                        kept = await self._record_attempt(intent_id, attempts, error)
+                    except Exception as record_error:
+                        # The retry still happens; the stored count catches up at the next
+                        # write (a restart counts from the last stored attempt).
+                        note = f" (the attempt could not be recorded: {record_error})"
+                    else:
+                        if not kept:
+                            self._let_go(effect, intent_id, "recording an attempt")
+                            return
                 cap = min(effect.max_backoff, effect.backoff * 2 ** (attempts - 1))
+                log.warning(
+                    "side effect %s attempt %d failed, will retry: %s%s",
+                    effect.name,
+                    attempts,
+                    error,
+                    note,
+                )
                 await asyncio.sleep(random.uniform(0, cap))
                 continue
             if intent_id is not None:
                 self._complete(intent_id)
             return
+
+    def _let_go(self, effect: RecordMutationSideEffect, intent_id: Any, doing: str) -> None:
+        self._held.discard(intent_id)
+        log.warning(
+            "side effect %s: lease on intent %r was lost (another process owns it now) while %s; "
+            "this process leaves it to that owner",
+            effect.name,
+            intent_id,
+            doing,
+        )
 
     def _complete(self, intent_id: Any) -> None:
         """Remove a finished intent. Completions arriving in the same loop turn share one
@@ -240,28 +397,60 @@ class SideEffectQueue:
         self._done.append(intent_id)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            task = asyncio.get_running_loop().create_task(self._flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._flush())
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the other handlers finishing in this turn join the batch
+    async def _flush(self, delay: float = 0.0) -> None:
+        # Let the other handlers finishing in this turn join the batch (or back off).
+        await asyncio.sleep(delay)
         self._flush_scheduled = False
         done, self._done = self._done, []
-        if done:
-
-            def remove(session: SQLiteSession) -> None:
-                for intent_id in done:
-                    session.delete_internal(SIDE_EFFECT_RECORD, intent_id)
-
-            await self._controller.backend.run(remove)
-
-    async def _record_attempt(self, intent_id: Any, attempts: int, error: str) -> None:
-        await self._controller.backend.run(
-            lambda s: s.write_internal(
-                SIDE_EFFECT_RECORD, intent_id, {"attempts": attempts, "last_error": error}
+        if not done:
+            return
+        try:
+            # One fenced DELETE per intent: a plain-dict match whose SQL is built once.
+            removed = await self._controller.backend.run(
+                lambda s: sum(
+                    s.delete_internal_where(SIDE_EFFECT_RECORD, self._fence(intent_id))
+                    for intent_id in done
+                )
             )
+        except Exception as exc:
+            # The handlers finished; only the removal failed. Kept held (renewed) and retried.
+            self._done = done + self._done
+            self._flush_failures += 1
+            wait = min(30.0, 0.05 * 2 ** min(self._flush_failures, 10))
+            if self._flush_failures == 1:
+                log.warning(
+                    "could not remove %d finished side effect intents, retrying: %s",
+                    len(done),
+                    exc,
+                )
+            else:
+                log.debug("removing finished intents failed again: %s", exc)
+            if not self._closed and not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._spawn(self._flush(wait))
+            return
+        self._flush_failures = 0
+        self._held.difference_update(done)
+        if removed < len(done):
+            log.info(
+                "%d finished side effect intents had passed to another process (lease lost); "
+                "that owner removes them",
+                len(done) - removed,
+            )
+
+    def _fence(self, intent_id: Any) -> dict[str, Any]:
+        """The match of one intent while this queue owns it: writes through it are fenced."""
+        return {"id": intent_id, "lease_owner": self.owner}
+
+    async def _record_attempt(self, intent_id: Any, attempts: int, error: str) -> bool:
+        """Store the attempt count; False when the lease is no longer this queue's."""
+        values = {"attempts": attempts, "last_error": error}
+        written = await self._controller.backend.run(
+            lambda s: s.write_internal_where(SIDE_EFFECT_RECORD, self._fence(intent_id), values)
         )
+        return bool(written)
 
     async def _park(
         self,
@@ -272,34 +461,208 @@ class SideEffectQueue:
         attempts: int,
         error: str,
     ) -> None:
-        log.error(
-            "side effect %s parked as dead after %d attempts: %s", effect.name, attempts, error
-        )
-        values = {"status": "dead", "attempts": attempts, "last_error": error}
+        """Store the side effect as dead, retrying (with backoff, lease renewed) until the
+        storage takes it: a dead side effect is never only in memory for long."""
+        values = {
+            "status": "dead",
+            "attempts": attempts,
+            "last_error": error,
+            "lease_owner": None,
+            "lease_until": None,
+        }
 
-        def park(session: SQLiteSession) -> None:
+        def park(session: SQLiteSession) -> int:
             if intent_id is not None:
-                session.write_internal(SIDE_EFFECT_RECORD, intent_id, values)
-            else:
-                session.insert_internal(
-                    SIDE_EFFECT_RECORD,
-                    {"name": effect.name, "key": key, "event": event_to_json(event), **values},
+                return session.write_internal_where(
+                    SIDE_EFFECT_RECORD, self._fence(intent_id), values
                 )
+            session.insert_internal(
+                SIDE_EFFECT_RECORD,
+                {"name": effect.name, "key": key, "event": event_to_json(event), **values},
+            )
+            return 1
 
-        await self._controller.backend.run(park)
+        failures = 0
+        while True:
+            try:
+                parked = await self._controller.backend.run(park)
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.error(
+                        "side effect %s is dead after %d attempts (%s) but could not be parked, "
+                        "retrying: %s",
+                        effect.name,
+                        attempts,
+                        error,
+                        exc,
+                    )
+                else:
+                    log.debug("parking %s failed again: %s", effect.name, exc)
+                cap = min(effect.max_backoff, effect.backoff * 2 ** min(failures, 20))
+                await asyncio.sleep(random.uniform(cap / 2, cap))
+                continue
+            break
+        if not parked:
+            self._let_go(effect, intent_id, "parking it as dead")
+            return
+        self._held.discard(intent_id)
+        if failures:
+            log.info("side effect %s parked as dead (after %d failed tries)", effect.name, failures)
+        else:
+            log.error(
+                "side effect %s parked as dead after %d attempts: %s", effect.name, attempts, error
+            )
+
+    # -- leases: renewal and reclaim ---------------------------------------------------------
+
+    async def renew(self) -> int:
+        """Extend the lease of every intent this queue holds; returns how many it still holds.
+
+        An intent another process took over meanwhile (this one was held up past its lease) is
+        let go: its owner decides now, and this queue's writes to it are fenced."""
+        held = list(self._held)
+        if not held:
+            return 0
+        until = self.leases.clock() + self.leases.duration
+
+        def body(session: SQLiteSession) -> tuple[int, set[Any]]:
+            renewed = 0
+            for batch in _batches(held):
+                renewed += session.write_internal_where(
+                    SIDE_EFFECT_RECORD,
+                    MatchExp.atom("id", "in", batch) & {"lease_owner": self.owner},
+                    {"lease_until": until},
+                )
+            if renewed == len(held):
+                return renewed, set()
+            mine = {
+                row["id"]
+                for batch in _batches(held)
+                for row in session.find(
+                    SIDE_EFFECT_RECORD,
+                    MatchExp.atom("id", "in", batch) & {"lease_owner": self.owner},
+                )
+            }
+            return renewed, set(held) - mine
+
+        renewed, lost = await self._controller.backend.run(body)
+        if lost:
+            self._held.difference_update(lost)
+            log.warning(
+                "leases on %d side effect intents were lost (this process was held up past "
+                "their lease); their new owners run them",
+                len(lost),
+            )
+        return renewed
+
+    async def reclaim(self, limit: int = _BATCH) -> int:
+        """Take over pending intents of declared side effects that nobody owns or whose lease
+        expired (their process died), at most ``limit``, and start them; returns how many.
+
+        Each is claimed by one conditional UPDATE: of several processes reclaiming at once,
+        exactly one gets a given intent."""
+        if self._closed or not self._by_name:
+            return 0
+        now = self.leases.clock()
+        until = now + self.leases.duration
+        names = sorted(self._by_name)
+
+        open_ = MatchExp.atom("status", "=", "pending") & MatchExp.atom("name", "in", names)
+
+        def candidates(session: SQLiteSession) -> list[dict[str, Any]]:
+            return session.find(
+                SIDE_EFFECT_RECORD,
+                open_ & _expired(now),
+                ["name", "attempts", "event"],
+                order_by={"id": "asc"},
+                limit=limit,
+            )
+
+        # A read first: a round with nothing to take (the usual case) takes no write lock.
+        if not await self._controller.backend.run(candidates, write=False):
+            return 0
+
+        def claim(session: SQLiteSession) -> list[dict[str, Any]]:
+            claimed = []
+            for row in candidates(session):
+                won = session.write_internal_where(
+                    SIDE_EFFECT_RECORD,
+                    MatchExp.atom("id", "=", row["id"]) & open_ & _expired(now),
+                    {"lease_owner": self.owner, "lease_until": until},
+                )
+                if won:
+                    claimed.append(row)
+            return claimed
+
+        rows = await self._controller.backend.run(claim)
+        for row in rows:
+            if row["id"] in self._held:
+                continue  # still running here after its lease lapsed: the claim renewed it
+            effect = self._by_name[row["name"]]
+            attempts = int(row["attempts"] or 0)
+            try:
+                event = event_from_json(row["event"])
+            except Exception as exc:
+                # Unreadable: it can never run; parked as dead with the reason.
+                self._held.add(row["id"])
+                unreadable = f"the stored event cannot be read: {type(exc).__name__}: {exc}"
+                placeholder = MutationEvent(effect.record_name, "create", {})
+                self._spawn(
+                    self._park(effect, placeholder, row["id"], "", attempts, unreadable),
+                    row["id"],
+                )
+                continue
+            self._start(effect, event, row["id"], attempts)
+        return len(rows)
+
+    async def _every(
+        self, interval: Callable[[], float], work: Callable[[], Awaitable[int]]
+    ) -> None:
+        """Run ``work`` every ``interval()`` seconds until close; a failure is logged once per
+        streak and the next round tries again."""
+        failures = 0
+        while not self._closed:
+            await asyncio.sleep(interval())
+            try:
+                await work()
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("side effect leases: %s failed, will retry: %s", work.__name__, exc)
+                else:
+                    log.debug("side effect leases: %s failed again: %s", work.__name__, exc)
+            else:
+                failures = 0
 
     # -- recovery, queries, re-runs ----------------------------------------------------------
 
     async def recover(self) -> int:
-        """Start every pending intent left by an earlier process; returns how many."""
-        rows = await self._rows("pending")
-        for row in rows:
-            effect = self._by_name.get(row.name)
-            if effect is None:
-                log.error("pending side effect %s is no longer declared; left pending", row.name)
-                continue
-            self._start(effect, row.event, row.id, row.attempts)
-        return len(rows)
+        """Start the lease renewal and reclaim loops, and start every pending intent nobody owns
+        or whose lease expired (left by a process that stopped); returns how many.
+
+        Intents another live process holds are left to it; if that process dies, the reclaim
+        loop takes them over once their lease expires."""
+        if not self._loops and not self._closed and self._by_name:
+            loop = asyncio.get_running_loop()
+            self._loops = [
+                loop.create_task(self._every(lambda: self.leases.renew_interval, self.renew)),
+                loop.create_task(self._every(lambda: self.leases.reclaim_every, self.reclaim)),
+            ]
+        undeclared = await self._controller.backend.find(
+            SIDE_EFFECT_RECORD,
+            MatchExp.atom("status", "=", "pending")
+            & MatchExp.atom("name", "not in", sorted(self._by_name)),
+            ["name"],
+        )
+        for name in sorted({row["name"] for row in undeclared}):
+            log.error("pending side effect %s is no longer declared; left pending", name)
+        total = 0
+        while True:
+            claimed = await self.reclaim()
+            total += claimed
+            if claimed < _BATCH:
+                return total
 
     async def pending(self) -> list[SideEffectRecord]:
         """Side effects stored as pending (running now, waiting for a retry, or left by a crash)."""
@@ -310,7 +673,7 @@ class SideEffectQueue:
         return await self._rows("dead")
 
     async def rerun(self, record_id: Any) -> None:
-        """Run a dead side effect again (its attempts start from zero)."""
+        """Run a dead side effect again (its attempts start from zero), leased to this queue."""
         rows = [r for r in await self._rows("dead") if r.id == record_id]
         if not rows:
             raise LookupError(f"no dead side effect with id {record_id!r}")
@@ -318,11 +681,19 @@ class SideEffectQueue:
         effect = self._by_name.get(row.name)
         if effect is None:
             raise LookupError(f"side effect {row.name!r} is no longer declared")
-        await self._controller.backend.run(
-            lambda s: s.write_internal(
-                SIDE_EFFECT_RECORD, record_id, {"status": "pending", "attempts": 0}
+        values = {
+            "status": "pending",
+            "attempts": 0,
+            "lease_owner": self.owner,
+            "lease_until": self.leases.clock() + self.leases.duration,
+        }
+        taken = await self._controller.backend.run(
+            lambda s: s.write_internal_where(
+                SIDE_EFFECT_RECORD, {"id": record_id, "status": "dead"}, values
             )
         )
+        if not taken:
+            raise LookupError(f"side effect {record_id!r} is no longer dead (re-run elsewhere)")
         self._start(effect, row.event, record_id, 0)
 
     async def _rows(self, status: str) -> list[SideEffectRecord]:
@@ -338,6 +709,8 @@ class SideEffectQueue:
                 int(r["attempts"] or 0),
                 r["last_error"],
                 event_from_json(r["event"]),
+                r["lease_owner"],
+                r["lease_until"],
             )
             for r in rows
         ]
@@ -348,12 +721,35 @@ class SideEffectQueue:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
-        """Stop: running handlers are cancelled; their intents stay pending for the next start."""
+        """Stop: running handlers are cancelled; their intents stay pending, and their leases
+        are released so that another process (or the next start) runs them at once."""
         self._closed = True
-        tasks = list(self._tasks)
+        tasks = [*self._loops, *self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._done:  # finished handlers whose intents were not removed yet
-            self._flush_scheduled = True
             await self._flush()
+        held = list(self._held)
+        self._held.clear()
+        if not held:
+            return
+        released = {"lease_owner": None, "lease_until": None}
+        try:
+            await self._controller.backend.run(
+                lambda s: [
+                    s.write_internal_where(
+                        SIDE_EFFECT_RECORD,
+                        MatchExp.atom("id", "in", batch) & {"lease_owner": self.owner},
+                        released,
+                    )
+                    for batch in _batches(held)
+                ]
+            )
+        except Exception as exc:
+            log.warning(
+                "could not release %d side effect leases at close (they expire in %g s): %s",
+                len(held),
+                self.leases.duration,
+                exc,
+            )

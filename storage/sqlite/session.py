@@ -117,6 +117,24 @@ class SQLiteSession:
         self.schema.record(name)
         self._writer.delete_internal(name, record_id)
 
+    def write_internal_where(
+        self, name: str, match: MatchExp | Mapping[str, Any], values: Mapping[str, Any]
+    ) -> int:
+        """Write fields of every record matching ``match`` *without* a mutation event; returns
+        how many records matched.
+
+        One conditional UPDATE, so a condition on the record's own fields is checked and the
+        write made atomically: the building block of a claim (``set owner where id = ? and
+        owner is null``) whose caller learns from the count whether it won."""
+        self.schema.record(name)
+        return self._writer.write_internal_where(name, match, values)
+
+    def delete_internal_where(self, name: str, match: MatchExp | Mapping[str, Any]) -> int:
+        """Delete every record matching ``match`` *without* a mutation event (bookkeeping
+        records without links); returns how many were deleted."""
+        self.schema.record(name)
+        return self._writer.delete_internal_where(name, match)
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested transaction: on an exception everything inside it is undone, then re-raised."""

@@ -394,11 +394,30 @@ class Writer:
         )
 
     def delete_internal(self, name: str, record_id: Any) -> None:
+        self._refuse_links(name)
+        self.conn.execute(f"DELETE FROM {quote(name)} WHERE id = ?", (record_id,))
+
+    def write_internal_where(
+        self, name: str, match: MatchExp | Mapping[str, Any], values: Mapping[str, Any]
+    ) -> int:
+        encoded = self._encode_internal(name, values)
+        if not encoded:
+            raise StorageError(f"write_internal_where on {name}: nothing to write", record=name)
+        where, params = self.reader.where(name, match, quote(name))
+        assignments = ", ".join(f"{quote(k)} = ?" for k in encoded)
+        sql = f"UPDATE {quote(name)} SET {assignments}{where}"
+        return self._execute(name, sql, [*encoded.values(), *params], values).rowcount
+
+    def delete_internal_where(self, name: str, match: MatchExp | Mapping[str, Any]) -> int:
+        self._refuse_links(name)
+        where, params = self.reader.where(name, match, quote(name))
+        return self.conn.execute(f"DELETE FROM {quote(name)}{where}", params).rowcount
+
+    def _refuse_links(self, name: str) -> None:
         if self.schema.links_touching(name):
             raise StorageError(
                 f"{name} has links: delete it with delete(), which removes them too", record=name
             )
-        self.conn.execute(f"DELETE FROM {quote(name)} WHERE id = ?", (record_id,))
 
     @contextmanager
     def atomic(self, needed: bool = True) -> Iterator[None]:

@@ -57,15 +57,18 @@ def build_model() -> Model:
 async def start(
     path: str,
     make_integration: Callable[[APICallModel], APICallIntegration] | None = None,
+    leases: r.SideEffectLeases | None = None,
+    busy_timeout: float = 5.0,
 ) -> tuple[r.Controller, APICallIntegration | None]:
     """A set-up controller on ``path`` (and the integration, set up too, when given)."""
     model = build_model()
     integration = make_integration(model.api) if make_integration else None
     controller = r.Controller(
-        SQLiteStorage(path),
+        SQLiteStorage(path, busy_timeout=busy_timeout),
         model.entities,
         [model.relation],
         side_effects=integration.create_side_effects() if integration else (),
+        side_effect_leases=leases,
     )
     await controller.setup()
     if integration is not None:

@@ -16,7 +16,13 @@ from .app import start, url_result
 
 
 class MakeApp(Protocol):
-    def __call__(self, path: str | None = None, **options: Any) -> Awaitable[App]: ...
+    def __call__(
+        self,
+        path: str | None = None,
+        leases: r.SideEffectLeases | None = None,
+        busy_timeout: float = 5.0,
+        **options: Any,
+    ) -> Awaitable[App]: ...
 
 
 class App:
@@ -54,7 +60,12 @@ async def make_app(db_path: str, provider: FakeProvider) -> AsyncIterator[MakeAp
     ``sweep_interval`` says otherwise."""
     apps: list[App] = []
 
-    async def factory(path: str | None = None, **options: Any) -> App:
+    async def factory(
+        path: str | None = None,
+        leases: r.SideEffectLeases | None = None,
+        busy_timeout: float = 5.0,
+        **options: Any,
+    ) -> App:
         options.setdefault("sweep_interval", 86_400.0)
         holder: list[FakeTaskIntegration] = []
 
@@ -62,7 +73,7 @@ async def make_app(db_path: str, provider: FakeProvider) -> AsyncIterator[MakeAp
             holder.append(FakeTaskIntegration(model, provider.url, **options))
             return holder[0]
 
-        controller, _ = await start(path or db_path, make)
+        controller, _ = await start(path or db_path, make, leases, busy_timeout)
         app = App(controller, holder[0])
         apps.append(app)
         return app

@@ -8,11 +8,13 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import reactive as r
 from integrations import PollPolicy
 from integrations.testing import FakeClock, FakeProvider, Route
 
@@ -93,7 +95,9 @@ async def test_calls_survive_a_sigkill(
     options: dict[str, Any] = {"sync": shape == "sync"}
     if shape == "async":
         options.update(clock=clock, poll=PollPolicy(initial=1.0))
-    app = await make_app(**options)
+    # The killed worker's intents stay leased to it for 30 s; the restart reads a clock an
+    # hour ahead, as a restart coming after that would (test_leases.py waits for real).
+    app = await make_app(leases=r.SideEffectLeases(clock=lambda: time.time() + 3600), **options)
     transitions = Transitions(app.controller)
     for call_id in call_ids:
         if shape == "async":

@@ -176,3 +176,37 @@ async def test_another_unique_field_of_the_event_is_an_error_not_a_duplicate() -
         assert await controller.storage.count("ChargeEvent") == 1
     finally:
         await controller.close()
+
+
+@settings(FIXTURE_OK, max_examples=200)
+@given(data=st.data())
+async def test_attempts_count_every_attempt_record_whichever_order_events_arrive_in(
+    memory_app: tuple[r.Controller, IntegrationEvents], data: st.DataObject
+) -> None:
+    """``call_state.attempts`` is the number of attempt records, also when some land after a
+    webhook (or the sweeper) already finished the call: two processes running one call, or a
+    runner recording its attempt late."""
+    controller, events = memory_app
+    external_id = f"n{next(_names)}-task"
+    attempts = data.draw(st.integers(0, 4), label="attempts")
+    terminal = data.draw(st.sampled_from(["completed", "failed", "verdict"]), label="terminal")
+    steps = [f"attempt {n}" for n in range(attempts)] + ["initialized", "processing", terminal]
+    order = data.draw(st.permutations(steps), label="order")
+    _, call_id = await create_greeting(controller)
+    for step in order:
+        if step.startswith("attempt"):
+            await events.attempt(call_id, {"attempt": int(step.split()[1]) + 1, "outcome": "ok"})
+        elif step == "initialized":
+            await events.initialized(call_id, external_id)
+        elif step == "processing":
+            await events.processing(external_id)
+        elif step == "completed":
+            await events.completed(external_id, {"url": "u"})
+        elif step == "failed":
+            await events.failed(external_id, {"code": "refused"})
+        else:  # our own verdict, naming the call
+            await events.failed(None, {"code": "timeout"}, entity_id=call_id)
+    call = await get_call(controller, call_id)
+    assert call["call_state"]["attempts"] == attempts, order
+    assert call["status"] == ("completed" if terminal == "completed" else "failed"), order
+    assert call["external_id"] == external_id

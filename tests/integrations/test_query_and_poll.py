@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from typing import Any
 
 import pytest
@@ -211,3 +213,41 @@ async def test_a_call_id_that_is_not_an_id_is_a_bad_param(make_app: MakeApp, bad
     with pytest.raises(r.APIError) as caught:
         await ask(app, OWNER, bad)
     assert (caught.value.status, caught.value.code) == (400, "invalid_param")
+
+
+async def test_a_poll_whose_status_cannot_be_recorded_is_polled_again(
+    make_app: MakeApp,
+    provider: FakeProvider,
+    clock: FakeClock,
+    db_path: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A storage error while recording a polled status (here: another connection holds the
+    write lock) does not end the poller: it is logged once and the next round records it.
+    Before, the poller's task died with the error and the call stayed open."""
+    provider.progression = ["processing", "completed"]
+    app = await make_app(clock=clock, poll=PollPolicy(initial=1.0, factor=1.0), busy_timeout=0.05)
+    _, call_id, task_id = await initialized_call(app)
+    lock = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        with caplog.at_level(logging.WARNING, "integrations.runner"):
+            await clock.wait_for_sleepers(2)  # the sweeper and the poller
+            lock.execute("BEGIN IMMEDIATE")
+            clock.advance(1.0)
+
+            async def warned() -> bool:
+                return bool(caplog.records)
+
+            await eventually(warned)
+            lock.execute("COMMIT")
+            await run_clock(clock, terminal(app.controller, call_id))
+        call = await get_call(app.controller, call_id)
+        assert call["status"] == "completed"
+        assert provider.tasks[task_id].polls == 2  # processing (not recorded), then completed
+        [logged] = caplog.records
+        assert "could not read or record the status, will retry" in logged.getMessage()
+        assert "locked" in logged.getMessage()
+    finally:
+        if lock.in_transaction:
+            lock.execute("ROLLBACK")
+        lock.close()

@@ -1,6 +1,6 @@
 """A process for test_crash.py to kill: writes records that have a durable create side effect.
 
-    python -m tests.reactive.crash_worker DB JOURNAL MODE
+    python -m tests.reactive.crash_worker DB JOURNAL MODE [LEASE]
 
 The side effect ``notify`` on ``Item`` appends ``"<label> <idempotency key>"`` to JOURNAL (and
 fsyncs it); ``Item`` also feeds a computed dictionary ``item_total`` (Count), so a record and
@@ -20,7 +20,8 @@ it has done, so the test can kill it at a known point without sleeping:
 - ``stream``: writes batches of 1-3 items without end, letting the handlers run between batches,
   and prints ``PROGRESS <count of committed items>`` after each commit.
 
-Every mode prints ``READY`` once the controller is set up.
+Every mode prints ``READY`` once the controller is set up. With LEASE (seconds), the side
+effect leases last that long (see :func:`short_leases`) instead of the default 30 s.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ EFFECT = "notify"
 def item_key(item_id: Any) -> str:
     """The idempotency key of the notify side effect for one Item."""
     return f"{EFFECT}:Item:{item_id}"
+
+
+def short_leases(lease: float) -> r.SideEffectLeases:
+    """Leases of ``lease`` seconds, renewed four times and looked for five times as often."""
+    return r.SideEffectLeases(duration=lease, renew_every=lease / 4, reclaim_every=lease / 5)
 
 
 def model() -> tuple[r.Entity, r.Dictionary]:
@@ -83,9 +89,10 @@ def build(
     label: str,
     block: str | None = None,
     with_side_effect: bool = True,
+    leases: r.SideEffectLeases | None = None,
 ) -> r.Controller:
     """The controller of the worker (and of the recovering test): ``block`` is None,
-    ``"before-journal"`` or ``"after-journal"``."""
+    ``"before-journal"`` or ``"after-journal"``; ``leases`` as for the Controller."""
     item, total = model()
     never = journal + ".never"
 
@@ -106,6 +113,7 @@ def build(
         [item],
         dictionaries=[total],
         side_effects=effects if with_side_effect else [],
+        side_effect_leases=leases,
     )
 
 
@@ -126,9 +134,10 @@ async def create_batch(
     return ids
 
 
-async def main(db: str, journal: str, mode: str) -> None:
+async def main(db: str, journal: str, mode: str, lease: float | None = None) -> None:
     block = {"handlers-blocked": "before-journal", "in-handler": "after-journal"}.get(mode)
-    controller = build(db, journal, "crashed", block)
+    leases = short_leases(lease) if lease is not None else None
+    controller = build(db, journal, "crashed", block, leases=leases)
     await controller.setup()
     emit("READY")
     if mode in ("committed", "handlers-blocked", "in-handler"):
@@ -160,4 +169,5 @@ async def main(db: str, journal: str, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    lease_seconds = float(sys.argv[4]) if len(sys.argv) > 4 else None
+    asyncio.run(main(*sys.argv[1:4], lease_seconds))

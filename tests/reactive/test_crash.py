@@ -46,6 +46,11 @@ from . import crash_worker as worker
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
 BY_ID = {"id": "asc"}
+# The killed worker's intents stay leased to it for the lease duration (30 s by default); a
+# restart that comes later takes them over. These tests are about what a crash leaves, not
+# about leases (test_leases.py is), so the restarted controllers read a clock an hour ahead:
+# the restart "comes later" without the wait.
+LATER = r.SideEffectLeases(clock=lambda: time.time() + 3600)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
@@ -53,11 +58,22 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 class Worker:
     """A crash_worker subprocess whose stdout lines are read by a thread into a queue."""
 
-    def __init__(self, db: Path, journal: Path, mode: str, stderr: Path):
+    def __init__(
+        self, db: Path, journal: Path, mode: str, stderr: Path, lease: float | None = None
+    ):
         self.stderr_path = stderr
         self._stderr = stderr.open("w")
+        lease_arg = [] if lease is None else [str(lease)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.reactive.crash_worker", str(db), str(journal), mode],
+            [
+                sys.executable,
+                "-m",
+                "tests.reactive.crash_worker",
+                str(db),
+                str(journal),
+                mode,
+                *lease_arg,
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -150,7 +166,7 @@ async def _recover(db: Path, journal: Path) -> Recovery:
     finally:
         await look.close()
     # 2. Restart for real.
-    controller = worker.build(str(db), str(journal), "recovered")
+    controller = worker.build(str(db), str(journal), "recovered", leases=LATER)
     await controller.setup()
     try:
         await controller.drain()
@@ -164,7 +180,7 @@ async def _recover(db: Path, journal: Path) -> Recovery:
 
 
 async def _restart_again(db: Path, journal: Path) -> None:
-    controller = worker.build(str(db), str(journal), "again")
+    controller = worker.build(str(db), str(journal), "again", leases=LATER)
     await controller.setup()
     try:
         await controller.drain()

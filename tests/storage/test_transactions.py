@@ -12,7 +12,11 @@ from typing import Any
 import pytest
 
 from storage import (
+    Field,
+    MatchExp,
     MissingReferenceError,
+    RecordType,
+    Schema,
     SQLiteSession,
     SQLiteStorage,
     StorageError,
@@ -352,3 +356,48 @@ async def test_insert_internal_refuses_bad_input_and_link_records(
             lambda tx: tx.insert_internal(COMMENTS, {"source": 1, "target": 1})
         )
     assert await executor_storage.count("Tag") == 0
+
+
+async def test_conditional_internal_writes_report_how_many_records_matched() -> None:
+    """The claim primitive: one conditional UPDATE (or DELETE) whose count says who won."""
+    storage = SQLiteStorage(":memory:")
+    await storage.setup(Schema([RecordType("Job", [Field("owner"), Field("until", "number")])]))
+    try:
+        free, taken = await storage.run(
+            lambda tx: [tx.insert_internal("Job", {"owner": o, "until": 5}) for o in (None, "b")]
+        )
+
+        def claim(tx: SQLiteSession, job: Any, now: float) -> tuple[int, list[Any]]:
+            expired = MatchExp.atom("owner", "=", None) | MatchExp.atom("until", "<", now)
+            won = tx.write_internal_where(
+                "Job", MatchExp.atom("id", "=", job) & expired, {"owner": "a", "until": now + 10}
+            )
+            return won, list(tx.events)
+
+        assert await storage.run(lambda tx: claim(tx, free, 1.0)) == (1, [])
+        assert await storage.run(lambda tx: claim(tx, free, 2.0)) == (0, [])  # "a" holds it
+        assert await storage.run(lambda tx: claim(tx, taken, 4.5)) == (0, [])  # not expired
+        assert await storage.run(lambda tx: claim(tx, taken, 5.5)) == (1, [])  # expired
+        rows = await storage.find("Job", None, ["owner", "until"], order_by={"id": "asc"})
+        assert rows == [
+            {"id": free, "owner": "a", "until": 11.0},
+            {"id": taken, "owner": "a", "until": 15.5},
+        ]
+        gone = await storage.run(lambda tx: tx.delete_internal_where("Job", {"owner": "b"}))
+        assert gone == 0
+        assert await storage.run(lambda tx: tx.delete_internal_where("Job", {"id": taken})) == 1
+        assert await storage.count("Job") == 1
+        with pytest.raises(StorageError, match="nope"):
+            await storage.run(lambda tx: tx.write_internal_where("Job", {}, {"nope": 1}))
+        with pytest.raises(StorageError, match="until"):
+            await storage.run(lambda tx: tx.write_internal_where("Job", {}, {"until": "soon"}))
+        assert await storage.find("Job", None, ["owner"]) == [{"id": free, "owner": "a"}]
+    finally:
+        await storage.close()
+
+
+async def test_conditional_internal_delete_refuses_records_with_links(
+    executor_storage: SQLiteStorage,
+) -> None:
+    with pytest.raises(StorageError, match="has links"):
+        await executor_storage.run(lambda tx: tx.delete_internal_where("Tag", {"id": 1}))
