@@ -13,7 +13,7 @@ from reactivex.subject import Subject
 from reactive.callables import adapt
 from reactive.context import Match, RecordRef, TransactionContext
 from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT, Engine
-from reactive.errors import ComputationError, ModelError, ReactiveError
+from reactive.errors import ComputationError, ModelError, ReactiveError, describe
 from reactive.interaction import (
     DispatchError,
     DispatchResult,
@@ -215,7 +215,9 @@ class Controller:
                 )
             )
         except (StorageError, ReactiveError) as exc:
-            return DispatchResult(DispatchError(_error_code(exc), str(exc), found.name, {}, exc))
+            return DispatchResult(
+                DispatchError(_error_code(exc), describe(exc), found.name, {}, exc)
+            )
         return DispatchResult(None, data, events)
 
     def _interaction(self, interaction: Interaction | str) -> Interaction | DispatchResult:
