@@ -111,6 +111,8 @@ class Bounds:
         follows "must ..."), or None when it is fine. ``json`` values and timestamps are
         checked elsewhere; here they pass."""
         if type_name == "integer":
+            if type(value) is float and value.is_integer():
+                return "be an integer within 64 bits (-2**63 .. 2**63-1)"  # 1e300
             if type(value) is not int:
                 return f"be an integer, got {json_kind(value)}"
             if not INT64_MIN <= value <= INT64_MAX:

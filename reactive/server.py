@@ -21,7 +21,8 @@ dispatches) with a real status code:
          interaction payload (the engine's ``payload_*`` code) or unknown top-level body fields
     401  no authenticated user (``unauthorized``), or a middleware refused the credentials
     403  forbidden (an ``APIError(403, ...)`` or ``web.HTTPForbidden``)
-    404  unknown API (``unknown_api``), interaction (``unknown_interaction``) or route
+    404  unknown API (``unknown_api``), interaction (``unknown_interaction``) or route, or a
+         payload reference to a record that does not exist (``payload_ref_missing``)
     405  wrong method for a route (``method_not_allowed``)
     413  body larger than ``max_body_size`` (``body_too_large``)
     422  the engine rejected the dispatch: a condition (``condition_rejected`` or the condition's
@@ -214,6 +215,9 @@ def _dispatch_failure(error: DispatchError) -> APIError:
     code = error.code
     if code == "unknown_interaction":
         return APIError(404, code, error.message)
+    if code == "payload_ref_missing":
+        # Well formed, but the referenced record does not exist: like an unknown route.
+        return _WithDetails(404, code, error.message, error.details)
     if code.startswith("payload_"):
         return _WithDetails(400, code, error.message, error.details)
     if code in _SERVER_FAULTS:
