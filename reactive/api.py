@@ -67,6 +67,17 @@ def _params(value: Mapping[str, str | Param] | None) -> dict[str, str | Param]:
     return params
 
 
+def _errors(value: Mapping[int, str]) -> dict[int, str]:
+    errors = dict(value)
+    for status, description in errors.items():
+        if type(status) is not int or not 400 <= status <= 599 or not isinstance(description, str):
+            raise ModelError(
+                f"API errors maps an error status (400-599) to its description, got "
+                f"{status!r}: {description!r}"
+            )
+    return errors
+
+
 @attrs.define(eq=False)
 class API:
     """``handler(ctx, params)`` (async); its return value is the JSON body of the 200 answer.
@@ -86,7 +97,7 @@ class API:
     raw: bool = False
     description: str = ""
     headers: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    errors: dict[int, str] = attrs.field(factory=dict, converter=dict)
+    errors: dict[int, str] = attrs.field(factory=dict, converter=_errors)
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.handler):

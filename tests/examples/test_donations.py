@@ -50,7 +50,7 @@ async def test_donation_flow_over_http(tmp_path: Path) -> None:
         status, refused = await post(
             session, f"{base}/interaction/Donate", {"payload": {"amount": -5}}, token
         )
-        assert status == 422 and refused["error"]["code"] == "invalid_amount"
+        assert status == 400 and refused["error"]["code"] == "payload_type"
 
         status, donated = await post(
             session,

@@ -294,6 +294,7 @@ async def test_the_document_publishes_what_the_server_enforces(
         (lambda: r.Param("integer", max_length=3), "apply to strings, not integer"),
         (lambda: r.Param("float"), "unknown type 'float'"),
         (lambda: r.API(_echo, params={"x": "float"}), "unknown type 'float'"),
+        (lambda: r.API(_echo, errors={200: "fine"}), r"an error status \(400-599\)"),
     ],
 )
 def test_bounds_that_cannot_apply_are_refused_at_declaration(make: Any, fragment: str) -> None:
