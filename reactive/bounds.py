@@ -29,23 +29,34 @@ INT64_MAX = 2**63 - 1
 _NUMERIC = ("number", "integer")
 
 
-def json_kind(value: Any) -> str:
-    """What ``value`` is, in JSON words (for messages to clients)."""
+def json_type_name(value: Any) -> str:
+    """The JSON type of a decoded value: null, boolean, number, string, array or object."""
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number with a fraction" if math.isfinite(value) else "a non-finite number"
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
     if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "an array"
+        return "string"
+    if isinstance(value, list):
+        return "array"
     if isinstance(value, dict):
-        return "an object"
-    return "a value JSON cannot carry"
+        return "object"
+    return type(value).__name__  # not from JSON: a Python caller's value
+
+
+def json_kind(value: Any) -> str:
+    """What ``value`` is, in JSON words for a message ("an integer", "a number with a
+    fraction", "a string", ...)."""
+    if type(value) is int:
+        return "an integer"
+    if type(value) is float:
+        return "a number with a fraction" if math.isfinite(value) else "a non-finite number"
+    name = json_type_name(value)
+    if name == "null":
+        return name
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
 def is_integer(value: Any) -> bool:
@@ -157,4 +168,12 @@ class Bounds:
         return out
 
 
-__all__ = ["INT64_MAX", "INT64_MIN", "Bounds", "is_integer", "is_number", "json_kind"]
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "Bounds",
+    "is_integer",
+    "is_number",
+    "json_kind",
+    "json_type_name",
+]

@@ -19,7 +19,7 @@ from uuid import UUID
 import attrs
 
 from reactive.api import APIError, Param, param_spec
-from reactive.bounds import is_integer, json_kind
+from reactive.bounds import is_integer, json_kind, json_type_name
 from reactive.interaction import Interaction, PayloadItem
 from storage.types import is_id
 
@@ -94,22 +94,6 @@ def parse_object(body: bytes, what: str) -> dict[str, Any]:
             400, "invalid_body", f"{what} must be a JSON object, got {json_type_name(value)}"
         )
     return value
-
-
-def json_type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 # -- API params --------------------------------------------------------------------------------

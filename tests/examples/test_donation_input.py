@@ -16,7 +16,7 @@ import pytest
 from examples.donations.__main__ import serve_locally
 from examples.donations.model import MAX_AMOUNT, MAX_MESSAGE
 
-from .test_donations import free_port
+from .test_donations import free_port, signed_in
 
 PYTHON_WORDS = re.compile(r"\b(float|int|bool|str|NoneType|\w+Error)\b")
 RECORDS = ("Donation", "_Interaction_", "PaymentCall", "TranslationCall", "VoiceCall")
@@ -48,12 +48,7 @@ async def donor(tmp_path: Path) -> AsyncIterator[Donor]:
         serve_locally(port, str(tmp_path / "donations.db")) as app,
         aiohttp.ClientSession() as session,
     ):
-        credentials = {"username": "ada", "password": "correct horse battery"}
-        async with session.post(f"{base}/api/auth.register", json=credentials) as response:
-            assert response.status == 200
-        async with session.post(f"{base}/api/auth.login", json=credentials) as response:
-            token = (await response.json())["token"]
-        yield Donor(app, session, base, token)
+        yield Donor(app, session, base, await signed_in(session, base))
 
 
 @pytest.mark.parametrize(

@@ -164,12 +164,17 @@ async def test_an_overflow_names_the_property_and_rolls_the_write_back(
     assert await controller.storage.get_dict("total") == INT64_MAX
 
 
-async def test_a_float_into_an_integer_total_is_refused(make: MakeController) -> None:
+async def _prices_summed_into(make: MakeController, total_type: Any) -> r.Controller:
+    """Items with a ``number`` price, summed into the dictionary ``total`` of ``total_type``."""
     item = r.Entity("Item", [r.Property("price", "number")])
     total = r.Dictionary(
-        "total", "integer", computation=r.Summation(record=item, attribute_query=["price"])
+        "total", total_type, computation=r.Summation(record=item, attribute_query=["price"])
     )
-    controller = await make([item], [], [total])
+    return await make([item], [], [total])
+
+
+async def test_a_float_into_an_integer_total_is_refused(make: MakeController) -> None:
+    controller = await _prices_summed_into(make, "integer")
     await controller.storage.create("Item", {"price": 2})
     with pytest.raises(r.ComputationError, match=r"dictionary total is an integer.*2\.5"):
         await controller.storage.create("Item", {"price": 0.5})
@@ -178,11 +183,7 @@ async def test_a_float_into_an_integer_total_is_refused(make: MakeController) ->
 
 
 async def test_a_number_total_never_becomes_infinite(make: MakeController) -> None:
-    item = r.Entity("Item", [r.Property("price", "number")])
-    total = r.Dictionary(
-        "total", "number", computation=r.Summation(record=item, attribute_query=["price"])
-    )
-    controller = await make([item], [], [total])
+    controller = await _prices_summed_into(make, "number")
     await controller.storage.create("Item", {"price": 1e308})
     with pytest.raises(r.ComputationError, match="beyond the largest finite number"):
         await controller.storage.create("Item", {"price": 1e308})
