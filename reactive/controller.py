@@ -29,7 +29,17 @@ from reactive.side_effects import (
     RecordMutationSideEffect,
     SideEffectQueue,
 )
-from storage import MutationEvent, Record, SQLiteSession, SQLiteStorage, StorageError
+from storage import (
+    FieldTypeError,
+    InvalidDataError,
+    MissingReferenceError,
+    MutationEvent,
+    Record,
+    SQLiteSession,
+    SQLiteStorage,
+    StorageError,
+    UniqueViolationError,
+)
 
 log = logging.getLogger("reactive.controller")
 T = TypeVar("T")
@@ -209,9 +219,17 @@ class Controller:
         except Rejected as rejected:
             return DispatchResult(rejected.error)
         except ComputationError as exc:
+            # A computation that wrote bad data reports the data's code (a Transform creating a
+            # duplicate is not_unique); any other failure of it is a computation_error.
+            cause = exc.cause
+            code = _data_error_code(cause) if isinstance(cause, StorageError) else None
             return DispatchResult(
                 DispatchError(
-                    "computation_error", str(exc), found.name, {"computation": exc.computation}, exc
+                    code or "computation_error",
+                    str(exc),
+                    found.name,
+                    {"computation": exc.computation},
+                    exc,
                 )
             )
         except (StorageError, ReactiveError) as exc:
@@ -252,7 +270,27 @@ class _IsolatingSubject(Subject[MutationEvent]):
                 )
 
 
+# Stable codes for what was wrong with the data a dispatch wrote; other errors are named after
+# their class (they are the application's own faults, answered 500 by the server).
+_DATA_ERROR_CODES: tuple[tuple[type[StorageError], str], ...] = (
+    (FieldTypeError, "invalid_value"),
+    (InvalidDataError, "invalid_value"),
+    (MissingReferenceError, "missing_reference"),
+    (UniqueViolationError, "not_unique"),
+)
+
+
+def _data_error_code(exc: BaseException) -> str | None:
+    for kind, code in _DATA_ERROR_CODES:
+        if isinstance(exc, kind):
+            return code
+    return None
+
+
 def _error_code(exc: Exception) -> str:
+    code = _data_error_code(exc)
+    if code is not None:
+        return code
     name = type(exc).__name__
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage import FieldTypeError, StorageError
+from storage import FieldTypeError, StorageError, UniqueViolationError
 
 
 class ReactiveError(Exception):
@@ -48,6 +48,8 @@ def describe(exc: BaseException) -> str:
     value's Python repr). The exception itself stays the ``cause`` for logs and debugging."""
     if isinstance(exc, FieldTypeError):
         return exc.reason
+    if isinstance(exc, UniqueViolationError):
+        return f"{exc.record}: another record already has the same {', '.join(exc.fields)}"
     return str(exc) or "it failed without saying why"
 
 

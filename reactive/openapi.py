@@ -182,7 +182,10 @@ def _interaction_operation(interaction: Interaction, anonymous: bool) -> dict[st
                     {"type": "object", "required": ["data"], "properties": {"data": {}}}
                 ),
             },
-            **{status: _error_ref(status) for status in sorted((*_COMMON_ERRORS, "415", "422"))},
+            **{
+                status: _error_ref(status)
+                for status in sorted((*_COMMON_ERRORS, "409", "415", "422"))
+            },
         },
         "security": _security(anonymous),
     }

@@ -25,8 +25,10 @@ dispatches) with a real status code:
          payload reference to a record that does not exist (``payload_ref_missing``)
     405  wrong method for a route (``method_not_allowed``)
     413  body larger than ``max_body_size`` (``body_too_large``)
+    409  the dispatch would store a value a unique field already holds (``not_unique``)
     422  the engine rejected the dispatch: a condition (``condition_rejected`` or the condition's
-         own code), a computation (``computation_error``) or the data (storage error codes)
+         own code), a computation (``computation_error``) or the data (``invalid_value``,
+         ``missing_reference``); messages say what was wrong in words, never a class name
     500  anything unexpected (``internal_error``): the traceback is logged on the
          ``reactive.server`` logger, the answer says nothing more. A condition or ``resolve``
          that *raised* is such a bug too (``condition_error``, ``resolve_error``).
@@ -215,6 +217,8 @@ def _dispatch_failure(error: DispatchError) -> APIError:
     code = error.code
     if code == "unknown_interaction":
         return APIError(404, code, error.message)
+    if code == "not_unique":
+        return _WithDetails(409, code, error.message, error.details)
     if code == "payload_ref_missing":
         # Well formed, but the referenced record does not exist: like an unknown route.
         return _WithDetails(404, code, error.message, error.details)

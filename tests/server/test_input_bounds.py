@@ -55,7 +55,27 @@ def _controller(path: str) -> r.Controller:
             ]
         ),
     )
-    return r.Controller(SQLiteStorage(path), [gift], [], [total], [give])
+    item = r.Entity(
+        "Item",
+        [r.Property("sku", unique=True), r.Property("price", "number")],
+        computation=r.Transform(
+            r.INTERACTION_EVENT,
+            lambda e: e["payload"] if e["interaction_name"] == "AddItem" else None,
+        ),
+    )
+    prices = r.Dictionary(
+        "prices", "number", computation=r.Summation(record=item, attribute_query=["price"])
+    )
+    add_item = r.Interaction(
+        "AddItem", r.Payload([r.PayloadItem("sku"), r.PayloadItem("price", "number")])
+    )
+    misfile = r.Interaction(
+        "Misfile",
+        resolve=lambda event, ctx: ctx.storage.create("Gift", {"cents": 2.5}),
+    )
+    return r.Controller(
+        SQLiteStorage(path), [gift, item], [], [total, prices], [give, add_item, misfile]
+    )
 
 
 async def _echo(ctx: r.APIContext, params: dict[str, Any]) -> Any:
@@ -158,6 +178,37 @@ async def test_a_payload_within_bounds_is_stored_as_integers(
         "/interaction/Give", json={"payload": {"cents": 1, "note": "🎁" * 20}}, headers=AUTH
     )
     assert response.status == 200
+
+
+async def test_refused_data_is_answered_in_words_with_a_stable_code(
+    setup: tuple[TestClient[Any, Any], r.Controller],
+) -> None:
+    """The issue's case: a second 1e308 made the number total infinite and the answer was 422
+    with ``FieldTypeError ... got float inf``."""
+    client, controller = setup
+
+    async def send(name: str, payload: dict[str, Any]) -> Any:
+        return await client.post(f"/interaction/{name}", json={"payload": payload}, headers=AUTH)
+
+    assert (await send("AddItem", {"sku": "a", "price": 1e308})).status == 200
+    before = await controller.storage.count("Item"), await controller.storage.get_dict("prices")
+    message = await error_of(await send("AddItem", {"sku": "b", "price": 1e308}), 422)
+    assert "prices" in message and "would overflow" in message
+    assert (await send("AddItem", {"sku": "a", "price": 1})).status == 409
+    message = await error_of(await send("AddItem", {"sku": "a", "price": 1}), 409, "not_unique")
+    assert message.endswith("Item: another record already has the same sku")
+    message = await error_of(await send("Misfile", {}), 422, "invalid_value")
+    assert message == "Gift.cents expects an integer"
+    for answer in [await send("AddItem", {"sku": "c", "price": 1e308})]:
+        body = await answer.json()
+        assert body["error"]["code"] == "computation_error"
+        assert not PYTHON_WORDS.search(body["error"]["message"]), body
+        assert "inf" not in body["error"]["message"]
+    assert (
+        await controller.storage.count("Item"),
+        await controller.storage.get_dict("prices"),
+    ) == (before)
+    assert await controller.storage.count("Gift") == 0
 
 
 @pytest.mark.parametrize(
