@@ -66,6 +66,12 @@ MAX_USERNAME = 64
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 
+# Answers of the password-hashing APIs when attempts or hashing are limited (documented).
+_BUSY = {
+    429: "Too many attempts: retry after Retry-After seconds",
+    503: "Every password hashing slot is busy: retry after Retry-After seconds",
+}
+
 
 @attrs.frozen
 class UserFields:
@@ -286,10 +292,14 @@ class AuthIntegration(Integration):
                     f"no surrounding spaces; password: {MIN_PASSWORD} to {MAX_PASSWORD} "
                     "characters"
                 ),
-                errors={409: "The username is already registered"},
+                errors={409: "The username is already registered", **_BUSY},
             ),
             f"{p}.login": r.API(
-                self._login, login, allow_anonymous=True, description="Get a session token"
+                self._login,
+                login,
+                allow_anonymous=True,
+                description="Get a session token",
+                errors=_BUSY,
             ),
             f"{p}.logout": r.API(
                 self._logout, allow_anonymous=True, description="Clear the session cookie"

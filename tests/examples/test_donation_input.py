@@ -127,7 +127,8 @@ async def test_the_document_states_what_the_app_enforces(donor: Donor) -> None:
     register = body_of("/api/auth.register")
     assert register["username"] == {"type": "string", "minLength": 1, "maxLength": 64}
     assert register["password"] == {"type": "string", "minLength": 8, "maxLength": 1024}
-    assert "409" in doc["paths"]["/api/auth.register"]["post"]["responses"]
+    assert {"409", "429"} <= set(doc["paths"]["/api/auth.register"]["post"]["responses"])
+    assert "429" in doc["paths"]["/api/auth.login"]["post"]["responses"]
     assert body_of("/api/stripe_payments.query")["call_id"]["type"] == ["integer", "string"]
     stripe = doc["paths"]["/api/stripe_payments.webhook"]["post"]
     assert [(p["name"], p["in"], p["required"]) for p in stripe["parameters"]] == [

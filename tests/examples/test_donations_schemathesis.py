@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import threading
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,10 @@ def _refused_by_a_rule_in_words(case: Any, response: Any) -> bool:
     if case.operation.path in RAW:
         return bool(code == "invalid_signature")
     if case.operation.path == "/api/auth.register" and code == "invalid_username":
-        username = case.body["username"]
-        return not (username.isprintable() and username == username.strip())
+        # The rule applies to the username as stored: NFKC, case-folded (which may lengthen it).
+        username = unicodedata.normalize("NFKC", case.body["username"])
+        username = unicodedata.normalize("NFKC", username.casefold())
+        return not (username.isprintable() and username == username.strip() and len(username) <= 64)
     return False
 
 
