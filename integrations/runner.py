@@ -126,7 +126,7 @@ class APICallIntegration(Integration):
         return {
             f"{self.name}.query": r.API(
                 self._query_api,
-                params={"call_id": "json"},
+                params={"call_id": "id"},
                 description=f"Refresh and return one of your {self.call_name} calls",
             )
         }

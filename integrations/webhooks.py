@@ -94,6 +94,8 @@ class _Verifier:
     """Shared parts: tolerance, clock, replay cache."""
 
     scheme = ""
+    headers: tuple[str, ...] = ()
+    """The request headers a signed message carries (published as required by webhook_api)."""
 
     def __init__(
         self,
@@ -215,6 +217,7 @@ class StripeVerifier(_Verifier):
     """Verifies ``Stripe-Signature`` against one or more endpoint secrets (``whsec_...``)."""
 
     scheme = "stripe"
+    headers = (STRIPE_HEADER,)
 
     def __init__(
         self,
@@ -313,6 +316,7 @@ class StandardWebhookVerifier(_Verifier):
     against one or more ``whsec_<base64>`` secrets."""
 
     scheme = "standard"
+    headers = (WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE)
 
     def __init__(
         self,
@@ -424,4 +428,6 @@ def webhook_api(
         allow_anonymous=True,
         raw=True,
         description=description or "Webhook endpoint (signature-verified)",
+        # the signature headers, so that the OpenAPI document requires them
+        headers=getattr(verifier, "headers", ()),
     )

@@ -7,7 +7,7 @@ post = r.Entity("Post", properties=[r.Property("title")])
 ...
 """
 
-from reactive.api import API, APIContext, APIError
+from reactive.api import API, APIContext, APIError, Param
 from reactive.computations import (
     UNCHANGED,
     Any,
@@ -80,6 +80,7 @@ __all__ = [
     "Interaction",
     "ModelError",
     "MutationEvent",
+    "Param",
     "Payload",
     "PayloadItem",
     "Property",

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from reactive.engine import DICTIONARY_RECORD, Engine
-from reactive.errors import ComputationError, CycleError, ModelError
+from reactive.errors import ComputationError, CycleError, ModelError, describe
 from reactive.model import Entity, Relation, record_name
 from storage import MatchExp, MutationEvent, Record, SQLiteSession
 
@@ -334,9 +334,7 @@ class TransactionContext:
                 try:
                     value = compute(record, self)
                 except Exception as exc:
-                    raise ComputationError(
-                        f"{name}.{prop} (computed)", f"{type(exc).__name__}: {exc}", exc
-                    ) from exc
+                    raise ComputationError(f"{name}.{prop} (computed)", describe(exc), exc) from exc
                 if record.get(prop) != value:
                     changes[prop] = value
             if changes:

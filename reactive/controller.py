@@ -13,7 +13,7 @@ from reactivex.subject import Subject
 from reactive.callables import adapt
 from reactive.context import Match, RecordRef, TransactionContext
 from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT, Engine
-from reactive.errors import ComputationError, ModelError, ReactiveError
+from reactive.errors import ComputationError, ModelError, ReactiveError, describe
 from reactive.interaction import (
     DispatchError,
     DispatchResult,
@@ -30,7 +30,17 @@ from reactive.side_effects import (
     SideEffectLeases,
     SideEffectQueue,
 )
-from storage import MutationEvent, Record, SQLiteSession, SQLiteStorage, StorageError
+from storage import (
+    FieldTypeError,
+    InvalidDataError,
+    MissingReferenceError,
+    MutationEvent,
+    Record,
+    SQLiteSession,
+    SQLiteStorage,
+    StorageError,
+    UniqueViolationError,
+)
 
 log = logging.getLogger("reactive.controller")
 T = TypeVar("T")
@@ -214,13 +224,23 @@ class Controller:
         except Rejected as rejected:
             return DispatchResult(rejected.error)
         except ComputationError as exc:
+            # A computation that wrote bad data reports the data's code (a Transform creating a
+            # duplicate is not_unique); any other failure of it is a computation_error.
+            cause = exc.cause
+            code = _data_error_code(cause) if isinstance(cause, StorageError) else None
             return DispatchResult(
                 DispatchError(
-                    "computation_error", str(exc), found.name, {"computation": exc.computation}, exc
+                    code or "computation_error",
+                    str(exc),
+                    found.name,
+                    {"computation": exc.computation},
+                    exc,
                 )
             )
         except (StorageError, ReactiveError) as exc:
-            return DispatchResult(DispatchError(_error_code(exc), str(exc), found.name, {}, exc))
+            return DispatchResult(
+                DispatchError(_error_code(exc), describe(exc), found.name, {}, exc)
+            )
         return DispatchResult(None, data, events)
 
     def _interaction(self, interaction: Interaction | str) -> Interaction | DispatchResult:
@@ -255,7 +275,27 @@ class _IsolatingSubject(Subject[MutationEvent]):
                 )
 
 
+# Stable codes for what was wrong with the data a dispatch wrote; other errors are named after
+# their class (they are the application's own faults, answered 500 by the server).
+_DATA_ERROR_CODES: tuple[tuple[type[StorageError], str], ...] = (
+    (FieldTypeError, "invalid_value"),
+    (InvalidDataError, "invalid_value"),
+    (MissingReferenceError, "missing_reference"),
+    (UniqueViolationError, "not_unique"),
+)
+
+
+def _data_error_code(exc: BaseException) -> str | None:
+    for kind, code in _DATA_ERROR_CODES:
+        if isinstance(exc, kind):
+            return code
+    return None
+
+
 def _error_code(exc: Exception) -> str:
+    code = _data_error_code(exc)
+    if code is not None:
+        return code
     name = type(exc).__name__
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 

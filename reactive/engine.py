@@ -22,7 +22,7 @@ from reactive.computations import (
     Transform,
     _Aggregate,
 )
-from reactive.errors import ComputationError, ModelError
+from reactive.errors import ComputationError, ModelError, describe
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
 from reactive.handles.base import Handle
 from reactive.handles.state_machine import CustomHandle, StateMachineHandle
@@ -171,7 +171,9 @@ class Engine:
         for dictionary in self.dictionaries.values():
             if dictionary.computation is not None:
                 dictionary_handles.append(
-                    _dictionary_handle(dictionary.computation, dictionary.name)
+                    _dictionary_handle(
+                        dictionary.computation, dictionary.name, dictionary.type == "integer"
+                    )
                 )
         owners: list[Entity | Relation] = [*self.entities, *self.relations]
         record_handles: list[Handle] = []
@@ -399,7 +401,7 @@ def _call_computed(compute: Callable[..., Any], record: Any, ctx: Any, name: str
     try:
         return compute(record, ctx)
     except Exception as exc:
-        raise ComputationError(f"{name} (computed)", f"{type(exc).__name__}: {exc}", exc) from exc
+        raise ComputationError(f"{name} (computed)", describe(exc), exc) from exc
 
 
 def _property_handle(prop: Property, host: str) -> Handle:
@@ -418,9 +420,9 @@ def _property_handle(prop: Property, host: str) -> Handle:
     raise ModelError(f"{host}.{prop.name}: {type(computation).__name__} cannot compute a property")
 
 
-def _dictionary_handle(computation: Computation, name: str) -> Handle:
+def _dictionary_handle(computation: Computation, name: str, integer: bool) -> Handle:
     if isinstance(computation, _Aggregate):
-        return DictionaryAggregate(computation, name)
+        return DictionaryAggregate(computation, name, integer)
     if isinstance(computation, StateMachine):
         return StateMachineHandle(computation, None, name)
     if isinstance(computation, Custom):
@@ -442,7 +444,7 @@ def _observer(handle: Handle) -> Callable[[tuple[MutationEvent, Any]], None]:
         except ComputationError as exc:
             ctx.error = exc
         except Exception as exc:
-            error = ComputationError(handle.name, f"{type(exc).__name__}: {exc}", exc)
+            error = ComputationError(handle.name, describe(exc), exc)
             error.__cause__ = exc
             ctx.error = error
 

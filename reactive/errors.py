@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage import StorageError
+from storage import FieldTypeError, StorageError, UniqueViolationError
 
 
 class ReactiveError(Exception):
@@ -40,6 +40,17 @@ class CycleError(ComputationError):
             f"propagation exceeded depth {limit}: circular computation dependencies ({names})",
         )
         self.trail = trail
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, in words for whoever made the request: the exception's own message
+    without its class name, and for a value of the wrong type what the field expects (not the
+    value's Python repr). The exception itself stays the ``cause`` for logs and debugging."""
+    if isinstance(exc, FieldTypeError):
+        return exc.reason
+    if isinstance(exc, UniqueViolationError):
+        return f"{exc.record}: another record already has the same {', '.join(exc.fields)}"
+    return str(exc) or "it failed without saying why"
 
 
 __all__ = [

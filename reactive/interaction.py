@@ -7,13 +7,13 @@ of it is one transaction: a rejected dispatch stores nothing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from reactive.bounds import Bounds
 from reactive.callables import adapt
 from reactive.errors import ModelError
 from reactive.model import Entity, Relation, record_name
@@ -23,13 +23,19 @@ from storage.types import is_id
 if TYPE_CHECKING:
     from reactive.context import TransactionContext
 
-PayloadType = Literal["string", "number", "boolean", "json", "timestamp"]
+PayloadType = Literal["string", "number", "integer", "boolean", "json", "timestamp"]
+PAYLOAD_TYPES: tuple[str, ...] = ("string", "number", "integer", "boolean", "json", "timestamp")
 
 
 @attrs.define(eq=False)
 class PayloadItem:
     """One named payload value. ``is_ref`` items are ``{"id": ...}`` references to records of
-    ``base``; ``is_collection`` items are lists."""
+    ``base``; ``is_collection`` items are lists (each element checked on its own).
+
+    Bounds (inclusive, see :mod:`reactive.bounds`): ``minimum``/``maximum`` for ``number`` and
+    ``integer`` items, ``min_length``/``max_length`` for ``string`` items. A value outside them
+    is refused (``payload_type``, naming the item) before anything is stored, and the OpenAPI
+    document publishes them."""
 
     name: str
     type: PayloadType = "string"
@@ -37,12 +43,22 @@ class PayloadItem:
     base: Entity | Relation | None = None
     is_ref: bool = False
     is_collection: bool = False
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    bounds: Bounds = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.is_ref and self.base is None:
             raise ModelError(f"payload item {self.name!r}: is_ref needs base (the entity)")
-        if self.type not in ("string", "number", "boolean", "json", "timestamp"):
-            raise ModelError(f"payload item {self.name!r}: unknown type {self.type!r}")
+        if self.type not in PAYLOAD_TYPES:
+            raise ModelError(
+                f"payload item {self.name!r}: unknown type {self.type!r}; use one of "
+                f"{', '.join(PAYLOAD_TYPES)}"
+            )
+        self.bounds = Bounds(self.minimum, self.maximum, self.min_length, self.max_length)
+        self.bounds.check_declaration(f"payload item {self.name!r}", self.type)
 
 
 @attrs.define(eq=False)
@@ -102,14 +118,6 @@ class Rejected(Exception):
     def __init__(self, error: DispatchError):
         super().__init__(error.message)
         self.error = error
-
-
-_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "timestamp": (datetime,),
-}
 
 
 def validate_payload(
@@ -181,19 +189,9 @@ def _check_value(
     if item.type == "timestamp":
         _check_timestamp(item, value, reject)
         return
-    expected = _PYTHON_TYPES.get(item.type)
-    if expected is None:
-        return  # json: anything JSON-shaped
-    bad = not isinstance(value, expected) or (
-        item.type == "number"
-        and (isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)))
-    )
-    if bad:
-        raise reject(
-            "payload_type",
-            f"payload item {item.name!r} must be a {item.type}, got {type(value).__name__}",
-            item.name,
-        )
+    problem = item.bounds.problem(item.type, value)
+    if problem is not None:
+        raise reject("payload_type", f"payload item {item.name!r} must {problem}", item.name)
 
 
 def _check_timestamp(item: PayloadItem, value: Any, reject: Callable[..., Rejected]) -> None:

@@ -13,9 +13,9 @@ from reactive.errors import ModelError
 if TYPE_CHECKING:
     from reactive.computations import Computation
 
-PropertyType: TypeAlias = Literal["string", "number", "boolean", "json", "timestamp"]
+PropertyType: TypeAlias = Literal["string", "number", "integer", "boolean", "json", "timestamp"]
 RelationType: TypeAlias = Literal["1:1", "1:n", "n:1", "n:n"]
-_TYPES = ("string", "number", "boolean", "json", "timestamp")
+_TYPES = ("string", "number", "integer", "boolean", "json", "timestamp")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from reactive.api import API
+from reactive.api import API, param_spec
 from reactive.interaction import Interaction, PayloadItem
 
 OPENAPI_VERSION = "3.1.0"
@@ -18,8 +18,11 @@ OPENAPI_VERSION = "3.1.0"
 _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "string": {"type": "string"},
     "number": {"type": "number"},
+    "integer": {"type": "integer"},
     "boolean": {"type": "boolean"},
     "json": {},
+    # a record id; minimum/maximum constrain only the integer form
+    "id": {"type": ["integer", "string"], "minimum": -(2**63), "maximum": 2**63 - 1},
 }
 
 _PAYLOAD_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -47,9 +50,12 @@ _ERROR_DESCRIPTIONS = {
     "400": "Malformed JSON, a body that is not an object, or bad params/payload",
     "401": "No authenticated user, or invalid credentials",
     "403": "Forbidden",
-    "404": "Unknown API or interaction",
+    "404": "Unknown API or interaction, or a referenced record that does not exist",
+    "409": "Conflict with the stored data",
     "413": "Request body too large",
+    "415": "The body is not application/json",
     "422": "The interaction was rejected (a condition or computation refused it)",
+    "429": "Too many requests: retry after the number of seconds in Retry-After",
     "500": "Internal error (details are logged by the server, never sent)",
 }
 
@@ -71,6 +77,11 @@ def _security(anonymous: bool) -> list[dict[str, list[str]]]:
     return [{}, {"bearerAuth": []}] if anonymous else [{"bearerAuth": []}]
 
 
+def _param_schema(declared: Any) -> dict[str, Any]:
+    param = param_spec(declared)
+    return {**_PARAM_SCHEMAS[param.type], **param.bounds.schema(param.type)}
+
+
 def _api_operation(name: str, api: API) -> dict[str, Any]:
     if api.raw:
         body: dict[str, Any] = {
@@ -85,23 +96,36 @@ def _api_operation(name: str, api: API) -> dict[str, Any]:
             "content": _json_content(
                 {
                     "type": "object",
-                    "properties": {p: dict(_PARAM_SCHEMAS[t]) for p, t in api.params.items()},
+                    "properties": {p: _param_schema(t) for p, t in api.params.items()},
                     "required": list(api.params),
                     "additionalProperties": False,
                 }
             ),
+        }
+    responses: dict[str, Any] = {
+        "200": {"description": "The handler's answer", "content": _json_content({})},
+        **{status: _error_ref(status) for status in _COMMON_ERRORS},
+    }
+    if not api.raw:
+        responses["415"] = _error_ref("415")
+    for status, description in sorted(api.errors.items()):
+        responses[str(status)] = {
+            "description": description,
+            "content": _json_content({"$ref": "#/components/schemas/Error"}),
         }
     operation: dict[str, Any] = {
         "operationId": f"api:{name}",
         "summary": api.description or f"API {name}",
         "tags": ["apis"],
         "requestBody": body,
-        "responses": {
-            "200": {"description": "The handler's answer", "content": _json_content({})},
-            **{status: _error_ref(status) for status in _COMMON_ERRORS},
-        },
+        "responses": dict(sorted(responses.items())),
         "security": _security(api.allow_anonymous),
     }
+    if api.headers:
+        operation["parameters"] = [
+            {"name": header, "in": "header", "required": True, "schema": {"type": "string"}}
+            for header in api.headers
+        ]
     return operation
 
 
@@ -109,11 +133,11 @@ def _payload_item_schema(item: PayloadItem) -> dict[str, Any]:
     if item.is_ref:
         one: dict[str, Any] = {
             "type": "object",
-            "properties": {"id": {"type": ["integer", "string"]}},
+            "properties": {"id": dict(_PARAM_SCHEMAS["id"])},
             "required": ["id"],
         }
     else:
-        one = dict(_PAYLOAD_SCHEMAS[item.type])
+        one = {**_PAYLOAD_SCHEMAS[item.type], **item.bounds.schema(item.type)}
         if item.base is not None:
             # A nested record to create is also accepted in place of the value.
             one = {"anyOf": [one, {"type": "object"}]} if one else one
@@ -158,7 +182,10 @@ def _interaction_operation(interaction: Interaction, anonymous: bool) -> dict[st
                     {"type": "object", "required": ["data"], "properties": {"data": {}}}
                 ),
             },
-            **{status: _error_ref(status) for status in sorted((*_COMMON_ERRORS, "422"))},
+            **{
+                status: _error_ref(status)
+                for status in sorted((*_COMMON_ERRORS, "409", "415", "422"))
+            },
         },
         "security": _security(anonymous),
     }

@@ -29,13 +29,16 @@ dispatches) with a real status code:
     401  no authenticated user (``unauthorized``), or a middleware refused the credentials
     403  forbidden (an ``APIError(403, ...)`` or ``web.HTTPForbidden``), or a request from a
          foreign origin (``cross_origin``)
-    404  unknown API (``unknown_api``), interaction (``unknown_interaction``) or route
+    404  unknown API (``unknown_api``), interaction (``unknown_interaction``) or route, or a
+         payload reference to a record that does not exist (``payload_ref_missing``)
     405  wrong method for a route (``method_not_allowed``)
     408  the body did not arrive within ``body_timeout`` (``request_timeout``)
+    409  the dispatch would store a value a unique field already holds (``not_unique``)
     413  body larger than ``max_body_size`` (``body_too_large``)
     415  a JSON body without ``Content-Type: application/json`` (``unsupported_media_type``)
     422  the engine rejected the dispatch: a condition (``condition_rejected`` or the condition's
-         own code), a computation (``computation_error``) or the data (storage error codes)
+         own code), a computation (``computation_error``) or the data (``invalid_value``,
+         ``missing_reference``); messages say what was wrong in words, never a class name
     500  anything unexpected (``internal_error``): the traceback is logged on the
          ``reactive.server`` logger, the answer says nothing more. A condition or ``resolve``
          that *raised* is such a bug too (``condition_error``, ``resolve_error``).
@@ -266,6 +269,11 @@ def _dispatch_failure(error: DispatchError) -> APIError:
     code = error.code
     if code == "unknown_interaction":
         return APIError(404, code, error.message)
+    if code == "not_unique":
+        return _WithDetails(409, code, error.message, error.details)
+    if code == "payload_ref_missing":
+        # Well formed, but the referenced record does not exist: like an unknown route.
+        return _WithDetails(404, code, error.message, error.details)
     if code.startswith("payload_"):
         return _WithDetails(400, code, error.message, error.details)
     if code in _SERVER_FAULTS:

@@ -19,8 +19,10 @@ from uuid import UUID
 
 import attrs
 
-from reactive.api import APIError
+from reactive.api import APIError, Param, param_spec
+from reactive.bounds import is_integer, json_kind, json_type_name
 from reactive.interaction import Interaction, PayloadItem
+from storage.types import is_id
 
 # -- JSON in -----------------------------------------------------------------------------------
 
@@ -29,10 +31,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _finite_float(text: str) -> float:
+def _finite_float(text: str) -> float | int:
+    """A JSON number written with a fraction or an exponent. JSON (and JSON Schema's
+    ``integer``) does not tell ``2.0`` from ``2``: a literal whose value is a whole number
+    within 64 bits becomes that exact int (read from the text, not through a float); any
+    other is a finite float."""
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"number {text} is out of range")
+    if value.is_integer() and -(2**63) <= value <= 2**63:
+        exact = Decimal(text)
+        if exact == exact.to_integral_value() and is_integer(whole := int(exact)):
+            return whole
     return value
 
 
@@ -112,41 +122,14 @@ def parse_object(body: bytes, what: str, max_depth: int = DEFAULT_MAX_JSON_DEPTH
     return value
 
 
-def json_type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 # -- API params --------------------------------------------------------------------------------
 
 
-def _is_type(type_name: str, value: Any) -> bool:
-    if type_name == "string":
-        return isinstance(value, str)
-    if type_name == "number":
-        return (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and (not isinstance(value, float) or math.isfinite(value))
-        )
-    if type_name == "boolean":
-        return isinstance(value, bool)
-    return True  # json: any JSON value, null included
-
-
-def check_params(api_name: str, declared: Mapping[str, str], given: Mapping[str, Any]) -> None:
-    """Every declared param is required, no other is allowed, each has its declared type."""
+def check_params(
+    api_name: str, declared: Mapping[str, str | Param], given: Mapping[str, Any]
+) -> None:
+    """Every declared param is required, no other is allowed, each has its declared type and
+    is within its bounds."""
     unknown = sorted(set(given) - set(declared))
     if unknown:
         raise APIError(
@@ -162,14 +145,15 @@ def check_params(api_name: str, declared: Mapping[str, str], given: Mapping[str,
             "missing_param",
             f"{api_name}: missing required param(s) {', '.join(map(repr, missing))}",
         )
-    for name, type_name in declared.items():
-        if not _is_type(type_name, given[name]):
-            raise APIError(
-                400,
-                "invalid_param",
-                f"{api_name}: param {name!r} must be a {type_name}, "
-                f"got {json_type_name(given[name])}",
-            )
+    for name, spec in declared.items():
+        param = param_spec(spec)
+        value = given[name]
+        if param.type == "id":
+            problem = None if is_id(value) else f"be a record id, got {json_kind(value)}"
+        else:
+            problem = param.bounds.problem(param.type, value)
+        if problem is not None:
+            raise APIError(400, "invalid_param", f"{api_name}: param {name!r} must {problem}")
 
 
 # -- interaction payloads ----------------------------------------------------------------------

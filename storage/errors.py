@@ -61,6 +61,14 @@ class FieldTypeError(StorageError, TypeError):
         )
         self.expected = expected
         self.value = value
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        """The message without the value: what the field expects (and why the value is not
+        it), safe to show to whoever sent the value."""
+        extra = f": {self.detail}" if self.detail else ""
+        return f"{self.record}.{self.field} expects {self.expected}{extra}"
 
 
 class InvalidDataError(StorageError, ValueError):

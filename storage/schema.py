@@ -20,10 +20,10 @@ import attrs
 
 from storage.errors import SchemaError, UnknownFieldError, UnknownRecordError
 
-FieldTypeName: TypeAlias = Literal["string", "number", "boolean", "json", "timestamp"]
+FieldTypeName: TypeAlias = Literal["string", "number", "integer", "boolean", "json", "timestamp"]
 Cardinality: TypeAlias = Literal["1:1", "1:n", "n:1", "n:n"]
 
-FIELD_TYPES: tuple[str, ...] = ("string", "number", "boolean", "json", "timestamp")
+FIELD_TYPES: tuple[str, ...] = ("string", "number", "integer", "boolean", "json", "timestamp")
 CARDINALITIES: tuple[str, ...] = ("1:1", "1:n", "n:1", "n:n")
 LINK_FIELDS_KEY = "&"
 """The pseudo-attribute under which a related record carries its link record's fields."""

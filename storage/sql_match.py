@@ -82,6 +82,9 @@ class MatchCompiler:
             return self._compare(f"{alias}.id", op, value, negate, params, _ids(record, path))
         if head in fields and not rest:
             type_name = fields[head].type
+            if type_name == "integer":
+                # Comparing an integer column with 2.5 is meaningful: operands are numbers.
+                type_name = "number"
 
             def encoder(v: Any) -> Any:
                 try:

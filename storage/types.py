@@ -1,6 +1,10 @@
 """Field value codecs: validate a Python value for a field type and convert it to and from the
 value stored in a column. Backends that need other column representations supply their own codecs
-with the same shape."""
+with the same shape.
+
+Numbers: ``"number"`` holds a finite float or an int within 64 bits (NaN and infinities are
+refused); ``"integer"`` holds an exact int within 64 bits (-2**63 .. 2**63-1, a SQL ``BIGINT``),
+never a float (not even ``2.0``) and never a bool. Both come back exactly as written."""
 
 from __future__ import annotations
 
@@ -45,6 +49,20 @@ def _encode_number(record: str, field: str, value: Any) -> Any:
     if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
         raise FieldTypeError(record, field, "a number", value, "integer outside 64 bits")
     return value
+
+
+def _encode_integer(record: str, field: str, value: Any) -> Any:
+    # Exact ints only: a float (even 2.0) is refused rather than rounded, and bool is not a
+    # number here although Python makes it an int subclass.
+    if type(value) is int and _INT64[0] <= value <= _INT64[1]:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldTypeError(record, field, "an integer", value)
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise FieldTypeError(
+            record, field, "an integer", value, "outside the 64-bit range -2**63 .. 2**63-1"
+        )
+    return int(value)  # an int subclass (an IntEnum member) is stored as its plain value
 
 
 def _encode_boolean(record: str, field: str, value: Any) -> Any:
@@ -144,6 +162,7 @@ def _decode_timestamp(value: Any) -> Any:
 ENCODERS: dict[str, Encoder] = {
     "string": _encode_string,
     "number": _encode_number,
+    "integer": _encode_integer,
     "boolean": _encode_boolean,
     "json": _encode_json,
     "timestamp": _encode_timestamp,
@@ -152,6 +171,7 @@ ENCODERS: dict[str, Encoder] = {
 DECODERS: dict[str, Decoder] = {
     "string": _decode_identity,
     "number": _decode_identity,
+    "integer": _decode_identity,
     "boolean": _decode_boolean,
     "json": _decode_json,
     "timestamp": _decode_timestamp,
@@ -206,6 +226,7 @@ PLAIN: dict[str, PlainMaker | None] = {
     # (value written, value stored) -> the value a read returns; None: the value written.
     "string": None,
     "number": None,
+    "integer": None,
     "boolean": None,
     "json": _plain_json,
     "timestamp": _plain_timestamp,

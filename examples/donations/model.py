@@ -16,6 +16,11 @@ import reactive as r
 from integrations import APICallModel, api_call_entities, latest_call_value
 from integrations.auth import auth_entities
 
+MAX_AMOUNT = 1_000_000
+"""The largest donation, in cents ($10,000.00)."""
+MAX_MESSAGE = 1000
+"""The longest donation message, in characters."""
+
 
 @attrs.frozen
 class DonationModel:
@@ -74,7 +79,7 @@ def build_model() -> DonationModel:
     donation = r.Entity(
         "Donation",
         [
-            r.Property("amount", "number"),
+            r.Property("amount", "integer"),  # cents
             r.Property("message"),
             r.Property("interaction_id", "number", index=True),
             r.Property(
@@ -119,31 +124,20 @@ def build_model() -> DonationModel:
         "Donate",
         r.Payload(
             [
-                r.PayloadItem("amount", "number", required=True),
-                r.PayloadItem("message"),
-                r.PayloadItem("language"),
+                # Whole cents, from 1 cent to MAX_AMOUNT: 1.5, 0 or 1e308 never reach a payment.
+                r.PayloadItem("amount", "integer", required=True, minimum=1, maximum=MAX_AMOUNT),
+                # Each is stored, translated and spoken: bounded like any text users send.
+                r.PayloadItem("message", max_length=MAX_MESSAGE),
+                r.PayloadItem("language", min_length=2, max_length=35),  # a BCP 47 tag
             ]
         ),
-        conditions=[
-            r.Condition(
-                "positive amount",
-                lambda event: (
-                    event["payload"]["amount"] > 0
-                    or {
-                        "allowed": False,
-                        "code": "invalid_amount",
-                        "message": "amount must be a positive number of cents",
-                    }
-                ),
-            )
-        ],
         resolve=lambda event, ctx: ctx.storage.find_one(
             "Donation", {"interaction_id": event["id"]}, ["amount", "message"]
         ),
     )
     total = r.Dictionary(
         "donated_total",
-        "number",
+        "integer",  # cents; a total beyond 64 bits is refused, never rounded
         computation=r.Summation(record=donation, attribute_query=["amount"]),
     )
     return DonationModel(

@@ -92,6 +92,12 @@ MAX_USERNAME = 64
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 
+# Answers of the password-hashing APIs when attempts or hashing are limited (documented).
+_BUSY = {
+    429: "Too many attempts: retry after Retry-After seconds",
+    503: "Every password hashing slot is busy: retry after Retry-After seconds",
+}
+
 
 @attrs.frozen
 class UserFields:
@@ -332,13 +338,32 @@ class AuthIntegration(Integration):
 
     def create_apis(self) -> dict[str, r.API]:
         p = self.api_prefix
-        creds = {"username": "string", "password": "string"}
+        # The bounds the handlers check, declared so that the server and the OpenAPI document
+        # state them too (the printable/no-surrounding-spaces rule stays the handler's).
+        username = r.Param("string", min_length=1, max_length=MAX_USERNAME)
+        login = {"username": username, "password": r.Param("string", max_length=MAX_PASSWORD)}
+        new = {
+            "username": username,
+            "password": r.Param("string", min_length=MIN_PASSWORD, max_length=MAX_PASSWORD),
+        }
         return {
             f"{p}.register": r.API(
-                self._register, creds, allow_anonymous=True, description="Create an account"
+                self._register,
+                new,
+                allow_anonymous=True,
+                description=(
+                    f"Create an account. username: 1 to {MAX_USERNAME} printable characters, "
+                    f"no surrounding spaces; password: {MIN_PASSWORD} to {MAX_PASSWORD} "
+                    "characters"
+                ),
+                errors={409: "The username is already registered", **_BUSY},
             ),
             f"{p}.login": r.API(
-                self._login, creds, allow_anonymous=True, description="Get a session token"
+                self._login,
+                login,
+                allow_anonymous=True,
+                description="Get a session token",
+                errors=_BUSY,
             ),
             f"{p}.logout": r.API(
                 self._logout, allow_anonymous=True, description="Clear the session cookie"

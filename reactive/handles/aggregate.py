@@ -21,7 +21,7 @@ from reactive.callables import adapt
 from reactive.computations import _Aggregate
 from reactive.errors import ModelError, SetupError
 from reactive.handles.base import Handle, Route
-from reactive.handles.folds import Fold
+from reactive.handles.folds import Fold, check_total
 from reactive.model import record_name
 from storage import LINK_FIELDS_KEY, Field, MutationEvent, RelationAttribute, Schema
 
@@ -81,11 +81,14 @@ class PropertyAggregate(Handle):
         self.total_field = f"_{prop}_bound_total"
         self.count_field = f"_{prop}_bound_count"
         self.attribute: RelationAttribute | None = None
+        self.integer = False  # the target is an "integer" property (known once bound)
 
     # -- declaration ------------------------------------------------------------------------
 
     def bind(self, schema: Schema) -> None:
         self.attribute = self._find_attribute(schema)
+        target = schema.fields(self.host_record).get(self.target)
+        self.integer = target is not None and target.type == "integer"
         related_fields = schema.fields(self.attribute.related)
         if "*" in self.fields:
             self.fields = list(related_fields)
@@ -271,6 +274,7 @@ class PropertyAggregate(Handle):
             return  # the host is being deleted
         total = (current[self.total_field] or 0) + delta
         count = (current[self.count_field] or 0) + count_delta
+        check_total(self.name, f"{self.host_record}.{self.target}", total, self.integer)
         ctx.write_owned(
             self.host_record,
             current,
@@ -290,11 +294,12 @@ class DictionaryAggregate(Handle):
     record, update events its old and merged values), so a change costs no read but the
     dictionary's own row."""
 
-    def __init__(self, decl: _Aggregate, dictionary: str):
+    def __init__(self, decl: _Aggregate, dictionary: str, integer: bool = False):
         if decl.record is None:
             raise SetupError(f"{decl.kind} on dictionary {dictionary!r} needs record=")
         self.decl = decl
         self.target = dictionary
+        self.integer = integer  # the dictionary is declared "integer"
         self.source = record_name(decl.record)
         self.name = f"{dictionary} ({decl.kind} over {self.source})"
         callback = adapt(decl.callback, 1, f"{self.name} callback") if decl.callback else None
@@ -345,6 +350,7 @@ class DictionaryAggregate(Handle):
         state = (row or {}).get("state") or {}
         total = state.get("total", 0) + delta
         count = state.get("count", 0) + count_delta
+        check_total(self.name, f"dictionary {self.target}", total, self.integer)
         ctx.write_dictionary(
             self.target, self.fold.value(total, count), {"total": total, "count": count}
         )

@@ -3,6 +3,12 @@
 An aggregate keeps two running totals per host: ``total`` (the sum of every item's
 contribution) and ``count`` (the number of items). Each item's contribution is stored next to
 it, so removing or changing one item is a constant-time delta, never a re-scan.
+
+Totals stay exact: integer items add up as Python ints (a Summation or Count over ``integer``
+fields stays an int, a WeightedSummation too when weights and values are ints). Before a total
+is stored, :func:`check_total` refuses one the storage could not hold (beyond 64 bits, an
+infinite float, a float for an ``integer`` target) with a :class:`ComputationError` naming the
+computation and its target, so the whole write rolls back instead of storing a wrong value.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any
 
 from reactive.computations import Any as AnyDecl
 from reactive.computations import Average, Count, Every, Summation, WeightedSummation, _Aggregate
-from reactive.errors import ModelError
+from reactive.errors import ComputationError, ModelError
 from storage import LINK_FIELDS_KEY
 
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
@@ -58,7 +64,9 @@ class Fold:
                 )
             weight, value = _number(result[0]), _number(result[1])
             product = weight * value
-            return product if math.isfinite(product) else 0
+            # Int products are exact (their range is checked on the total); a float one that
+            # overflowed contributes nothing, like any non-finite value.
+            return product if type(product) is int or math.isfinite(product) else 0
         return 1 if result else 0
 
     def value(self, total: float, count: float) -> Any:
@@ -82,6 +90,33 @@ class Fold:
 
     def initial(self) -> Any:
         return self.value(0, 0)
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def check_total(computation: str, target: str, total: Any, integer: bool) -> None:
+    """Refuse a running ``total`` that ``target`` (an ``integer`` one when ``integer``) cannot
+    hold: an int outside 64 bits, a non-finite float, or any float for an integer target."""
+    if isinstance(total, float):
+        if integer:
+            raise ComputationError(
+                computation,
+                f"{target} is an integer, but the items add up to {total}, which is not; sum "
+                "integer fields (or return integers from the callback)",
+            )
+        if not math.isfinite(total):
+            raise ComputationError(
+                computation,
+                f"{target} would overflow: the total is beyond the largest finite number; "
+                "the write is refused",
+            )
+    elif not _INT64[0] <= total <= _INT64[1]:
+        raise ComputationError(
+            computation,
+            f"{target} would be {total}, outside the 64-bit integer range "
+            "-9223372036854775808 .. 9223372036854775807; the write is refused",
+        )
 
 
 def _value_path(decl: _Aggregate) -> list[str]:

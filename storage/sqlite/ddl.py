@@ -18,6 +18,7 @@ from storage.sql_match import quote
 COLUMN_TYPES = {
     "string": "TEXT",
     "number": "",
+    "integer": "INTEGER",
     "boolean": "INTEGER",
     "json": "TEXT",
     "timestamp": "INTEGER",

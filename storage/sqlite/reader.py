@@ -183,7 +183,7 @@ class Reader:
                 if (type(value) is not int and type(value) is not str) or not is_id(value):
                     return None
                 params.append(value)
-            elif key in fields and fields[key].type in ("string", "number"):
+            elif key in fields and fields[key].type in _PLAIN_TYPES:
                 if isinstance(value, bool) or not isinstance(value, _SCALARS):
                     return None
                 if (fields[key].type == "string") != isinstance(value, str):
@@ -303,9 +303,7 @@ class Reader:
                     decoders.append(_ref)
                 else:
                     decoder = DECODERS[fields[column].type]
-                    decoders.append(
-                        None if fields[column].type in ("string", "number") else decoder
-                    )
+                    decoders.append(None if fields[column].type in _PLAIN_TYPES else decoder)
             self._cache[key] = decoders
         return decoders
 
@@ -507,6 +505,10 @@ class Reader:
         self._attach(attribute.related, loaded, nested)
         if nested.link is not None:
             self._attach(link.name, link_records, nested.link)
+
+
+_PLAIN_TYPES = ("string", "number", "integer")
+"""Field types whose column value is the Python value: nothing to encode or decode."""
 
 
 def _plain_number(value: int | float) -> bool:

@@ -44,7 +44,7 @@ async def test_the_owner_queries_the_provider_and_new_events_are_written(
     make_app: MakeApp, provider: FakeProvider
 ) -> None:
     app = await make_app()
-    assert query_api(app).params == {"call_id": "json"}
+    assert query_api(app).params == {"call_id": "id"}
     greeting_id, call_id, task_id = await initialized_call(app)
 
     first = await ask(app, OWNER, call_id)

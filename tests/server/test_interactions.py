@@ -86,12 +86,12 @@ async def test_a_bad_payload_is_400_and_stores_nothing(
     assert await counts(controller) == before
 
 
-async def test_a_reference_to_a_missing_record_is_400(
+async def test_a_reference_to_a_missing_record_is_404(
     client: Client, controller: r.Controller
 ) -> None:
     before = await counts(controller)
     response = await dispatch(client, "LikePost", {"payload": {"post": {"id": 999}}})
-    message = await error_of(response, 400, "payload_ref_missing")
+    message = await error_of(response, 404, "payload_ref_missing")
     assert "999" in message
     assert (await response.json())["error"]["details"] == {"item": "post"}
     await error_of(
