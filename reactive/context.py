@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError, CycleError, ModelError, describe
 from reactive.model import Entity, Relation, record_name
-from storage import MatchExp, MutationEvent, Record, SQLiteSession
+from storage import MatchExp, MutationEvent, Record, Session
 
 if TYPE_CHECKING:
     from reactive.handles.base import Handle
@@ -27,9 +27,7 @@ RecordRef = Entity | Relation | str
 class TransactionContext:
     """State of one write transaction: the storage session, propagation depth, the first error."""
 
-    def __init__(
-        self, engine: Engine, session: SQLiteSession, controller: Any = None, user: Any = None
-    ):
+    def __init__(self, engine: Engine, session: Session, controller: Any = None, user: Any = None):
         self.engine = engine
         self.session = session
         self.schema = engine.schema

@@ -36,8 +36,8 @@ from storage import (
     MissingReferenceError,
     MutationEvent,
     Record,
-    SQLiteSession,
-    SQLiteStorage,
+    Session,
+    Storage,
     StorageError,
     UniqueViolationError,
 )
@@ -58,7 +58,7 @@ class Controller:
 
     def __init__(
         self,
-        storage: SQLiteStorage,
+        storage: Storage,
         entities: Iterable[Entity] = (),
         relations: Iterable[Relation] = (),
         dictionaries: Iterable[Dictionary] = (),
@@ -150,7 +150,7 @@ class Controller:
     ) -> tuple[T, list[MutationEvent]]:
         public = self.engine.public_event
 
-        def unit(session: SQLiteSession) -> tuple[T, list[MutationEvent], Any]:
+        def unit(session: Session) -> tuple[T, list[MutationEvent], Any]:
             ctx = TransactionContext(self.engine, session, self, user)
             result = body(ctx)
             if ctx.error is not None:

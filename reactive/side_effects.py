@@ -50,7 +50,7 @@ from reactive.callables import positional_arity
 from reactive.errors import ModelError
 from reactive.event_codec import event_from_json, event_to_json
 from reactive.model import Entity, Relation, record_name
-from storage import Field, Index, MatchExp, MutationEvent, RecordType, SQLiteSession
+from storage import Field, Index, MatchExp, MutationEvent, RecordType, Session
 
 if TYPE_CHECKING:
     from reactive.controller import Controller
@@ -252,7 +252,7 @@ class SideEffectQueue:
 
     def write_intents(
         self,
-        session: SQLiteSession,
+        session: Session,
         events: list[MutationEvent],
         public: Callable[[MutationEvent], MutationEvent] = lambda e: e,
     ) -> dict[int, list[tuple[RecordMutationSideEffect, Any]]]:
@@ -471,7 +471,7 @@ class SideEffectQueue:
             "lease_until": None,
         }
 
-        def park(session: SQLiteSession) -> int:
+        def park(session: Session) -> int:
             if intent_id is not None:
                 return session.write_internal_where(
                     SIDE_EFFECT_RECORD, self._fence(intent_id), values
@@ -526,7 +526,7 @@ class SideEffectQueue:
             return 0
         until = self.leases.clock() + self.leases.duration
 
-        def body(session: SQLiteSession) -> tuple[int, set[Any]]:
+        def body(session: Session) -> tuple[int, set[Any]]:
             renewed = 0
             for batch in _batches(held):
                 renewed += session.write_internal_where(
@@ -570,7 +570,7 @@ class SideEffectQueue:
 
         open_ = MatchExp.atom("status", "=", "pending") & MatchExp.atom("name", "in", names)
 
-        def candidates(session: SQLiteSession) -> list[dict[str, Any]]:
+        def candidates(session: Session) -> list[dict[str, Any]]:
             return session.find(
                 SIDE_EFFECT_RECORD,
                 open_ & _expired(now),
@@ -583,7 +583,7 @@ class SideEffectQueue:
         if not await self._controller.backend.run(candidates, write=False):
             return 0
 
-        def claim(session: SQLiteSession) -> list[dict[str, Any]]:
+        def claim(session: Session) -> list[dict[str, Any]]:
             claimed = []
             for row in candidates(session):
                 won = session.write_internal_where(

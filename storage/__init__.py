@@ -4,6 +4,7 @@ Knows nothing of the reactive engine; the engine derives a :class:`Schema` from 
 runs its computations through a backend's synchronous session inside one transaction.
 """
 
+from storage.abc import Match, Session, Storage
 from storage.errors import (
     FieldTypeError,
     InvalidDataError,
@@ -38,6 +39,7 @@ __all__ = [
     "Index",
     "InvalidDataError",
     "LinkType",
+    "Match",
     "MatchError",
     "MatchExp",
     "MissingReferenceError",
@@ -52,6 +54,8 @@ __all__ = [
     "SQLiteStorage",
     "Schema",
     "SchemaError",
+    "Session",
+    "Storage",
     "StorageError",
     "TransactionError",
     "UniqueViolationError",

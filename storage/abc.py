@@ -1,0 +1,182 @@
+"""The backend interface: what every storage backend offers, and all that the engine may use.
+
+Two faces, in the spirit of :mod:`aiohttp.abc`:
+
+- :class:`Storage`, the async outside face: set up, close, and run a transaction. A transaction
+  is a *synchronous* body ``body(session)`` run as one unit (one thread hop or greenlet switch
+  per transaction at most, never one per statement); the convenience methods each run one.
+- :class:`Session`, the synchronous face handed to that body: every read and write of one
+  transaction. Writes return a :class:`~storage.events.WriteResult` with the mutation events
+  they caused; ``events`` lists the transaction's events so far, and a rolled-back savepoint
+  removes its own again.
+
+Both are :class:`typing.Protocol`\\ s: a backend conforms by shape, and code above ``storage/``
+names these, never a backend class. Conformance is checked by the shared test suites, which run
+against every backend.
+
+The ``*_internal`` writes are bookkeeping: validated and transactional like any write, but they
+emit no mutation event (a computation's running state, a side effect's intent and lease).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
+
+from storage.events import MutationEvent, Record, WriteResult
+from storage.match import MatchExp
+from storage.schema import Schema
+
+__all__ = ["Match", "Session", "Storage"]
+
+T = TypeVar("T")
+Match = MatchExp | Mapping[str, Any] | None
+"""A match: a :class:`MatchExp`, a dict of equalities (their AND), or None for every record."""
+
+
+class Session(Protocol):
+    """Reads and writes inside one running transaction (synchronous)."""
+
+    schema: Schema
+    events: list[MutationEvent]
+
+    def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
+        """Create a record (with nested related records and links)."""
+        ...
+
+    def update(self, name: str, match: Match, data: Mapping[str, Any]) -> WriteResult:
+        """Write ``data`` to every matching record; the result lists their new values."""
+        ...
+
+    def update_record(self, name: str, old: Record, data: Mapping[str, Any]) -> WriteResult:
+        """Update the one record whose full snapshot ``old`` this transaction read."""
+        ...
+
+    def delete(self, name: str, match: Match) -> WriteResult:
+        """Delete every matching record with its links and declared cascades."""
+        ...
+
+    def snapshot(self, name: str, record_id: Any) -> Record | None:
+        """The full stored value snapshot of one record, or None."""
+        ...
+
+    def snapshots(self, name: str, match: Match) -> list[Record]:
+        """Full snapshots of every matching record, in id order."""
+        ...
+
+    def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
+        """The named value fields of one record, or None."""
+        ...
+
+    def find(
+        self,
+        name: str,
+        match: Match = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Record]:
+        """Matching records; without ``attribute_query`` each is just ``{"id": ...}``."""
+        ...
+
+    def find_one(
+        self,
+        name: str,
+        match: Match = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+    ) -> Record | None:
+        """The first matching record, or None."""
+        ...
+
+    def count(self, name: str, match: Match = None) -> int:
+        """How many records match."""
+        ...
+
+    def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
+        """Write fields of one record without a mutation event."""
+        ...
+
+    def write_internal_where(
+        self, name: str, match: MatchExp | Mapping[str, Any], values: Mapping[str, Any]
+    ) -> int:
+        """Write fields of every matching record without an event; returns how many matched
+        (one conditional statement: the building block of a claim)."""
+        ...
+
+    def insert_internal(self, name: str, values: Mapping[str, Any]) -> Any:
+        """Create one record without a mutation event; returns its id."""
+        ...
+
+    def delete_internal(self, name: str, record_id: Any) -> None:
+        """Delete one record without a mutation event."""
+        ...
+
+    def delete_internal_where(self, name: str, match: MatchExp | Mapping[str, Any]) -> int:
+        """Delete every matching record without an event; returns how many."""
+        ...
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested transaction: an exception inside rolls back its writes and events only."""
+        ...
+
+
+class Storage(Protocol):
+    """An async storage backend: one database, transactions as synchronous bodies."""
+
+    @property
+    def schema(self) -> Schema:
+        """The schema bound by :meth:`setup`."""
+        ...
+
+    async def setup(self, schema: Schema, install: bool = True) -> None:
+        """Open the database and bind ``schema``; with ``install``, create what is missing."""
+        ...
+
+    async def close(self) -> None:
+        """Close the database; further use raises ``NotSetUpError``."""
+        ...
+
+    async def run(self, body: Callable[[Session], T], *, write: bool = True) -> T:
+        """Run ``body(session)`` as one transaction and return its result; roll back on error."""
+        ...
+
+    async def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
+        """Create a record in a transaction of its own."""
+        ...
+
+    async def update(self, name: str, match: Match, data: Mapping[str, Any]) -> WriteResult:
+        """Update matching records in a transaction of their own."""
+        ...
+
+    async def delete(self, name: str, match: Match) -> WriteResult:
+        """Delete matching records in a transaction of their own."""
+        ...
+
+    async def find(
+        self,
+        name: str,
+        match: Match = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Record]:
+        """Matching records, read in a transaction of their own."""
+        ...
+
+    async def find_one(
+        self,
+        name: str,
+        match: Match = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+    ) -> Record | None:
+        """The first matching record, or None."""
+        ...
+
+    async def count(self, name: str, match: Match = None) -> int:
+        """How many records match."""
+        ...
