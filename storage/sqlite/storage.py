@@ -358,8 +358,12 @@ class SQLiteStorage:
                 code = _code(error)
                 if code == sqlite3.SQLITE_BUSY:
                     raise _Busy(error) from exc
-                if write and code in _WRITE_FAULTS:
-                    self._write_fault = str(error)
+                if code in _WRITE_FAULTS:
+                    # The store's fault, not the body's: whatever the body (a computation)
+                    # wrapped it in, the caller gets SQLite's reason as a StorageError.
+                    if write:
+                        self._write_fault = str(error)
+                    raise StorageError(self._explain(error)) from exc
                 if isinstance(exc, sqlite3.Error):
                     raise StorageError(self._explain(exc)) from exc
                 raise

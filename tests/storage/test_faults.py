@@ -58,11 +58,12 @@ async def test_a_full_disk_is_a_storage_error_with_sqlites_reason(
         await storage.close()
 
 
-async def test_a_full_disk_during_a_dispatch_like_body_keeps_the_reason_in_the_chain(
+async def test_a_full_disk_is_a_storage_error_however_the_body_wrapped_it(
     tmp_path: Path,
 ) -> None:
-    """A body that wraps the storage's error in its own (as a computation does) still ends
-    the transaction cleanly, and the fault is recorded."""
+    """A body that wraps the storage's error in its own (as the engine does for a computation
+    that fails) does not turn the store's fault into its own: the caller gets the StorageError
+    with SQLite's reason, the body's exception behind it."""
     storage = SQLiteStorage(str(tmp_path / "wrapped.db"), max_size=64 * 1024)
     await storage.setup(blog_schema())
 
@@ -76,9 +77,9 @@ async def test_a_full_disk_during_a_dispatch_like_body_keeps_the_reason_in_the_c
             raise Wrapped("the computation failed") from exc
 
     try:
-        with pytest.raises(Wrapped) as caught:
+        with pytest.raises(StorageError, match="database or disk is full") as caught:
             await storage.run(body)
-        assert "database or disk is full" in str(caught.value.__cause__)
+        assert isinstance(caught.value.__cause__, Wrapped)
         assert storage.write_fault == "database or disk is full"
         assert await storage.count("Post") == 0
     finally:
