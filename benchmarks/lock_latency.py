@@ -25,20 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 import reactive as r
-from benchmarks.common import report, scale
+from benchmarks.common import report, scale, serve_on_loopback
 from reactive.server import create_app
 from storage import SQLiteStorage
 
 EV = r.INTERACTION_EVENT
-
-
-def _note_from(event: dict[str, Any]) -> Any:
-    if event["interaction_name"] != "AddNote":
-        return None
-    return {"text": event["payload"]["text"]}
 
 
 async def _count(ctx: r.APIContext, params: Any) -> Any:
@@ -49,19 +42,17 @@ def _serve(path: str, busy_timeout: float, port_queue: Any) -> None:
     """The server process: the notes app on 127.0.0.1, an ephemeral port sent back."""
 
     async def main() -> None:
-        note = r.Entity("Note", [r.Property("text")], computation=r.Transform(EV, _note_from))
+        # AddNote is the only interaction: every interaction event makes a Note.
+        text = r.Transform(EV, lambda event: {"text": event["payload"]["text"]})
+        note = r.Entity("Note", [r.Property("text")], computation=text)
         add = r.Interaction("AddNote", r.Payload([r.PayloadItem("text", required=True)]))
         storage = SQLiteStorage(path, busy_timeout=busy_timeout)
         controller = r.Controller(storage, [note], interactions=[add])
         await controller.setup()
         apis = {"notes.count": r.API(_count, allow_anonymous=True)}
-        app = create_app(controller, apis, anonymous_interactions=True)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port_queue.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        await asyncio.Event().wait()
+        await serve_on_loopback(
+            create_app(controller, apis, anonymous_interactions=True), port_queue
+        )
 
     asyncio.run(main())
 

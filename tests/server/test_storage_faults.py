@@ -28,18 +28,16 @@ Client = TestClient[web.Request, web.Application]
 Serve = Callable[..., Awaitable[tuple[r.Controller, Client]]]
 
 
-def _note_from(event: dict[str, Any]) -> Any:
-    if event["interaction_name"] != "AddNote":
-        return None
-    return {"text": event["payload"]["text"]}
-
-
-async def _count(ctx: r.APIContext, params: Any) -> Any:
-    return {"notes": await ctx.controller.storage.count("Note")}
+def _note(event: dict[str, Any]) -> Any:
+    return {"text": event["payload"]["text"]}  # AddNote is the only interaction
 
 
 async def _add(ctx: r.APIContext, params: dict[str, Any]) -> Any:
     return await ctx.controller.storage.create("Note", {"text": params["text"]})
+
+
+async def _notes(ctx: r.APIContext, params: Any) -> Any:
+    return await ctx.controller.storage.find("Note", None, ["text"])
 
 
 @pytest.fixture
@@ -48,13 +46,13 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     started: list[tuple[r.Controller, Client]] = []
 
     async def factory(**options: Any) -> tuple[r.Controller, Client]:
-        note = r.Entity("Note", [r.Property("text")], computation=r.Transform(EV, _note_from))
+        note = r.Entity("Note", [r.Property("text")], computation=r.Transform(EV, _note))
         add = r.Interaction("AddNote", r.Payload([r.PayloadItem("text", required=True)]))
         storage = SQLiteStorage(str(tmp_path / "notes.db"), **options)
         controller = r.Controller(storage, [note], interactions=[add])
         await controller.setup()
         apis = {
-            "notes.count": r.API(_count, allow_anonymous=True),
+            "notes.list": r.API(_notes, allow_anonymous=True),
             "notes.add": r.API(_add, params={"text": "string"}, allow_anonymous=True),
         }
         app = create_app(controller, apis, anonymous_interactions=True)
@@ -84,14 +82,14 @@ async def test_health_and_reads_answer_while_a_write_waits_for_another_process(
         health = await client.get("/health")
         assert health.status == 200
         assert await health.json() == {"status": "ok"}
-        count = await client.post("/api/notes.count", json={})
-        assert count.status == 200
-        assert await count.json() == {"notes": 0}
+        notes = await client.post("/api/notes.list", json={})
+        assert notes.status == 200
+        assert await notes.json() == []
         assert not write.done()  # the write is still waiting for the lock
         await holder.release()
         answer = await asyncio.wait_for(write, 30)
         assert answer.status == 200, await answer.text()
-    assert await controller.storage.count("Note") == 1
+    assert await controller.storage.find("Note", None, ["text"]) == [{"id": 1, "text": "hi"}]
 
 
 async def test_a_lock_held_past_busy_timeout_answers_503_with_retry_after(serve: Serve) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import sqlite3
 import sys
 from pathlib import Path
-from types import TracebackType
 
 ROOT = Path(__file__).resolve().parents[2]
 _WAIT = 60.0  # seconds any single step of the holder may take before the test fails
@@ -58,13 +57,8 @@ class LockHolder:
         assert line == b"released\n", line
         assert await asyncio.wait_for(process.wait(), _WAIT) == 0
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
+    async def __aexit__(self, *exc_info: object) -> None:
+        if exc_info[1] is None:
             await self.release()
         elif self._process is not None and self._process.returncode is None:
             self._process.kill()
