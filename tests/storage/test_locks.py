@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from storage import SQLiteSession, SQLiteStorage, StorageBusyError, StorageError
 
@@ -159,3 +162,80 @@ async def test_a_body_that_meets_busy_midway_runs_again_whole(
 def test_a_bad_busy_timeout_is_refused(busy_timeout: Any) -> None:
     with pytest.raises(ValueError, match="busy_timeout"):
         SQLiteStorage(busy_timeout=busy_timeout)
+
+
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.integers(0, 3)),
+        st.tuples(st.just("lock"), st.just(0)),
+        st.tuples(st.just("unlock"), st.just(0)),
+        st.tuples(st.just("yield"), st.integers(0, 3)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=_STEPS, executor=st.sampled_from(["loop", "thread"]))
+def test_writes_around_a_lock_taken_and_released_at_random_land_exactly_once(
+    steps: list[tuple[str, int]], executor: str
+) -> None:
+    """Writes started while a second connection takes and releases the write lock at random
+    points: none commits while the lock is held, and in the end each has landed exactly once
+    (a write run again after a busy attempt is never written twice)."""
+
+    async def scenario(path: str) -> None:
+        storage = SQLiteStorage(path, executor=executor, busy_timeout=60)  # type: ignore[arg-type]
+        await storage.setup(blog_schema())
+        other = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
+        writes: list[asyncio.Task[Any]] = []
+        locked_at: int | None = None
+
+        def committed() -> int:
+            return int(other.execute("SELECT count(*) FROM User").fetchone()[0])
+
+        try:
+            for step, value in steps:
+                if step == "write":
+                    name = f"u{len(writes)}"
+                    writes.append(asyncio.create_task(storage.create("User", {"name": name})))
+                    for _ in range(value):
+                        await asyncio.sleep(0)
+                elif step == "lock" and locked_at is None:
+                    # The storage may be between BEGIN IMMEDIATE and COMMIT in its thread.
+                    for _ in range(1000):
+                        try:
+                            other.execute("BEGIN IMMEDIATE")
+                            break
+                        except sqlite3.OperationalError:
+                            await asyncio.sleep(0.001)
+                    assert other.in_transaction
+                    locked_at = committed()
+                elif step == "unlock" and locked_at is not None:
+                    assert committed() == locked_at  # nothing committed under the lock
+                    other.execute("COMMIT")
+                    locked_at = None
+                elif step == "yield":
+                    await asyncio.sleep(0.001 * value)
+            if locked_at is not None:
+                assert committed() == locked_at
+                other.execute("COMMIT")
+            results = await asyncio.wait_for(asyncio.gather(*writes), 60)
+            assert sorted(result.record["id"] for result in results) == list(
+                range(1, len(writes) + 1)
+            )
+            rows = await storage.find("User", None, ["name"], order_by={"id": "asc"})
+            assert sorted(row["name"] for row in rows) == sorted(
+                f"u{i}" for i in range(len(writes))
+            )
+            assert len(rows) == len(writes)
+        finally:
+            if other.in_transaction:
+                other.execute("ROLLBACK")
+            other.close()
+            for write in writes:
+                write.cancel()
+            await storage.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(scenario(str(Path(tmp) / "random.db")))
