@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.chain
 	$(BIN)/python -m benchmarks.integrations_chain
 	$(BIN)/python -m benchmarks.login_flood
+	$(BIN)/python -m benchmarks.lock_latency
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

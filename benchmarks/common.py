@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -9,6 +10,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from aiohttp import web
 
 from storage.sqlite.storage import DEFAULT_PAGE_SIZE
 
@@ -61,3 +64,14 @@ def floor_connection(path: Any) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
+
+
+async def serve_on_loopback(app: web.Application, port_queue: Any) -> None:
+    """Serve ``app`` on 127.0.0.1 at an ephemeral port, put the port on ``port_queue`` and
+    serve until the process ends: the body of a benchmark's server process."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port_queue.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    await asyncio.Event().wait()

@@ -17,7 +17,7 @@ from aiohttp import web
 
 import reactive as r
 from benchmarks.chain import run_chain
-from benchmarks.common import Timer, report, scaled
+from benchmarks.common import Timer, report, scaled, serve_on_loopback
 from integrations import (
     APICallIntegration,
     Submitted,
@@ -39,12 +39,7 @@ def _serve(port_queue: Any) -> None:
     async def main() -> None:
         app = web.Application()
         app.router.add_post("/v1/run", run)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port_queue.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        await asyncio.Event().wait()
+        await serve_on_loopback(app, port_queue)
 
     asyncio.run(main())
 

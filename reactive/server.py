@@ -7,7 +7,10 @@ Routes
     ``POST /api/{name}``          body: a JSON object of the API's params -> the handler's value
     ``POST /interaction/{name}``  body: ``{"payload": {...}}`` -> ``{"data": ...}``
     ``GET /openapi.json``         an OpenAPI 3.1 document of all of the above
-    ``GET /health``               ``{"status": "ok"}``
+    ``GET /health``               ``{"status": "ok"}``; 503 ``{"status": "degraded", "storage":
+                                  "cannot write: <SQLite's reason>"}`` while the storage cannot
+                                  write (a full disk, a read-only file; see
+                                  ``SQLiteStorage.write_fault``), until a write commits again
 
 Authentication is the app's middlewares' job: one of them sets ``request["user_id"]``. APIs not
 marked ``allow_anonymous`` and interactions not listed in ``anonymous_interactions`` answer 401
@@ -42,6 +45,10 @@ dispatches) with a real status code:
     500  anything unexpected (``internal_error``): the traceback is logged on the
          ``reactive.server`` logger, the answer says nothing more. A condition or ``resolve``
          that *raised* is such a bug too (``condition_error``, ``resolve_error``).
+    503  the database stayed locked by another process for the storage's ``busy_timeout``
+         (``storage_busy``, a ``StorageBusyError``): nothing was written; a ``Retry-After``
+         header and ``details.retry_after`` say when to try again (seconds). The wait itself
+         never blocks the server: other requests are answered meanwhile.
 
 ``r.APIError(status, code, message)`` and aiohttp's ``web.HTTPException`` raised anywhere (a
 handler or a middleware) become the envelope with their status; the error middleware is the
@@ -74,6 +81,7 @@ from reactive.wire import (
     dump_json,
     parse_object,
 )
+from storage import StorageBusyError
 
 log = logging.getLogger("reactive.server")
 
@@ -235,6 +243,18 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+def _busy(request: web.Request, exc: StorageBusyError) -> web.Response:
+    log.warning("%s %s answered 503: %s", request.method, request.path, exc)
+    retry = str(exc.retry_after)
+    return error_response(
+        503,
+        "storage_busy",
+        f"the database is locked by another writer; nothing was written, try again in {retry} s",
+        {"retry_after": exc.retry_after},
+        headers={hdrs.RETRY_AFTER: retry},
+    )
+
+
 def _error_middleware(max_body_size: int) -> Middleware:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -251,6 +271,8 @@ def _error_middleware(max_body_size: int) -> Middleware:
             if exc.status == 408:
                 await _answer_and_hang_up(request, response)
             return response
+        except StorageBusyError as exc:
+            return _busy(request, exc)
         except Exception as exc:
             if isinstance(exc, ConnectionError) and _client_gone(request):
                 # The client went away (mid-body, or before the answer): nothing is wrong on
@@ -265,8 +287,10 @@ def _error_middleware(max_body_size: int) -> Middleware:
     return errors
 
 
-def _dispatch_failure(error: DispatchError) -> APIError:
+def _dispatch_failure(error: DispatchError) -> Exception:
     code = error.code
+    if isinstance(error.cause, StorageBusyError):
+        return error.cause  # the error middleware answers 503 with Retry-After
     if code == "unknown_interaction":
         return APIError(404, code, error.message)
     if code == "not_unique":
@@ -396,6 +420,11 @@ class _Routes:
         return web.Response(body=self.openapi_body, content_type="application/json")
 
     async def health(self, request: web.Request) -> web.StreamResponse:
+        # Answered from what the storage knows, without touching the database: prompt even
+        # while another process holds its lock.
+        fault = self.controller.backend.write_fault
+        if fault is not None:
+            return json_response({"status": "degraded", "storage": f"cannot write: {fault}"}, 503)
         return json_response({"status": "ok"})
 
 

@@ -131,6 +131,13 @@ class Storage(Protocol):
         """The schema bound by :meth:`setup`."""
         ...
 
+    @property
+    def write_fault(self) -> str | None:
+        """Why the store cannot write (the database's own words), or None; set when a write
+        fails because of the store itself and cleared by the next write that commits. Read
+        without touching the database (health checks)."""
+        ...
+
     async def setup(self, schema: Schema, install: bool = True) -> None:
         """Open the database and bind ``schema``; with ``install``, create what is missing."""
         ...

@@ -111,3 +111,24 @@ class UniqueViolationError(StorageError):
 
 class TransactionError(StorageError, RuntimeError):
     """A transaction was misused (nested ``run`` on the same storage, savepoint misuse)."""
+
+
+class StorageBusyError(StorageError):
+    """A transaction gave up waiting for a lock another connection holds.
+
+    Another process (or another connection) kept the database's write lock longer than the
+    storage's ``busy_timeout``. Nothing was written; the same call may succeed later.
+    ``path`` is the database, ``waited`` how long the transaction waited (seconds) and
+    ``retry_after`` a hint, in whole seconds, for when to try again.
+    """
+
+    def __init__(self, path: str, waited: float, busy_timeout: float):
+        super().__init__(
+            f"the database {path} is locked by another connection (another process writing, or "
+            f"a long transaction): gave up after waiting {waited:.2f} s (busy_timeout="
+            f"{busy_timeout:g} s); nothing was written, try again later"
+        )
+        self.path = path
+        self.waited = waited
+        self.busy_timeout = busy_timeout
+        self.retry_after = max(1, round(busy_timeout))

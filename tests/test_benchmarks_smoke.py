@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "benchmarks.chain",
         "benchmarks.integrations_chain",
         "benchmarks.login_flood",
+        "benchmarks.lock_latency",
     ],
 )
 def test_benchmark_prints_json_lines(module: str) -> None:

@@ -12,19 +12,42 @@ thin wrappers that run one such function each. Where that function runs is the `
   enough that blocking the loop for them would hurt latency elsewhere.
 
 Both keep a single writer: transactions never interleave.
+
+Locks held by others. Another process (or connection) may hold the database's write lock. In
+WAL mode reads never wait for it; ``BEGIN IMMEDIATE`` does (and, outside WAL, a ``COMMIT`` or
+a read can). Waiting never blocks the event loop, nor the connection's thread: SQLite's own
+busy wait is off (``busy_timeout=0`` on the connection once it is set up), and a transaction
+that meets ``SQLITE_BUSY`` anywhere (begin, body or commit) is rolled back and run again whole
+after an ``asyncio.sleep`` with jittered exponential backoff (2 ms doubling to 100 ms); other
+transactions (reads, in WAL mode) go through meanwhile. Once ``busy_timeout`` seconds have
+passed the call raises :class:`StorageBusyError`. Re-running is safe because a body is a
+synchronous function of the database alone (the engine builds a new transaction context for
+each run); a body must not keep state of its own across runs.
+
+Faults. Every failure reaches the caller as a :class:`StorageError` with SQLite's real cause:
+when SQLite has rolled back by itself (a full disk, an I/O error) no ``ROLLBACK`` is sent, and a
+``ROLLBACK`` that fails is noted on the original error, never raised instead of it. A write
+that fails because the store cannot write (full, read-only, I/O error, corrupt) is kept as
+:attr:`SQLiteStorage.write_fault` until a write commits again. ``setup`` refuses a path that is
+a directory, lies in a missing directory, is not an SQLite database, or cannot be written,
+with an error naming the path and the fix.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from storage.errors import NotSetUpError, StorageError, TransactionError
+from storage.errors import NotSetUpError, StorageBusyError, StorageError, TransactionError
 from storage.events import Record, WriteResult
 from storage.match import MatchExp
 from storage.schema import Schema
@@ -45,6 +68,21 @@ transactions are many and small (a record, a link, a derived value): each commit
 page it touched to the WAL, so 1 KiB pages write a quarter of the bytes. Measured on the
 summation workload: about 25% less time per transaction; point reads and scans unchanged."""
 Match = MatchExp | Mapping[str, Any] | None
+_MEMORY = frozenset({":memory:", ""})
+_FIRST_BACKOFF = 0.002
+_MAX_BACKOFF = 0.1
+# SQLite's primary result codes that say the store itself cannot write, whatever the data.
+_WRITE_FAULTS = frozenset(
+    {
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
 
 
 class SQLiteStorage:
@@ -56,8 +94,11 @@ class SQLiteStorage:
     >>> await storage.run(lambda tx: tx.update("User", {"id": user["id"]}, {"name": "Ada"}))
 
     Options: ``executor`` (see the module), ``busy_timeout`` (seconds a transaction waits for
-    another process's write lock), ``page_size`` (bytes per page of a *new* database file;
-    :data:`DEFAULT_PAGE_SIZE` suits many small transactions, 4096 suits large rows).
+    another process's write lock before :class:`StorageBusyError`; the event loop keeps
+    running meanwhile), ``page_size`` (bytes per page of a *new* database file;
+    :data:`DEFAULT_PAGE_SIZE` suits many small transactions, 4096 suits large rows),
+    ``max_size`` (bytes the database may grow to; a write beyond it fails as on a full disk,
+    ``"database or disk is full"``; None: no limit but the disk's).
     """
 
     def __init__(
@@ -67,6 +108,7 @@ class SQLiteStorage:
         executor: Executor = "loop",
         busy_timeout: float = 5.0,
         page_size: int = DEFAULT_PAGE_SIZE,
+        max_size: int | None = None,
     ) -> None:
         if executor not in ("loop", "thread"):
             raise ValueError(f"executor must be 'loop' or 'thread', got {executor!r}")
@@ -74,10 +116,22 @@ class SQLiteStorage:
             raise ValueError(
                 f"page_size must be a power of two from 512 to 65536, got {page_size!r}"
             )
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
+            raise ValueError(f"busy_timeout must be a number of seconds, got {busy_timeout!r}")
+        if not busy_timeout >= 0:
+            raise ValueError(f"busy_timeout must be 0 or more seconds, got {busy_timeout!r}")
+        if max_size is not None and (
+            isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1
+        ):
+            raise ValueError(
+                f"max_size must be a positive number of bytes or None, got {max_size!r}"
+            )
         self.path = path
         self.executor: Executor = executor
         self.busy_timeout = busy_timeout
         self.page_size = page_size
+        self.max_size = max_size
+        self._write_fault: str | None = None
         self._connection: aiosqlite.Connection | None = None
         self._schema: Schema | None = None
         self._active = False
@@ -96,45 +150,128 @@ class SQLiteStorage:
         """Open the database and bind ``schema``; with ``install``, create what is missing."""
         if not isinstance(schema, Schema):
             raise TypeError(f"setup() needs a storage.Schema, got {type(schema).__name__}")
+        opened = self._connection is None
         if self._connection is None:
-            connecting = aiosqlite.connect(
-                self.path,
-                isolation_level=None,  # transactions are explicit: BEGIN ... COMMIT
-                check_same_thread=False,  # the "loop" executor uses the handle on this thread
-                cached_statements=1024,
-            )
-            # A storage that was never closed must not keep the process alive at exit (its
-            # committed work is durable either way; WAL recovers the rest).
-            worker = getattr(connecting, "_thread", None)
-            if worker is not None and not worker.is_alive():
-                worker.daemon = True
-            self._connection = await connecting
-            await self._connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            # Only a new database takes the page size (before WAL mode writes its header).
-            await self._connection.execute(f"PRAGMA page_size = {self.page_size}")
-            await self._connection.execute("PRAGMA journal_mode = WAL")
-            await self._connection.execute("PRAGMA synchronous = NORMAL")
-            await self._connection.execute("PRAGMA foreign_keys = ON")
-            # LIKE is case-sensitive, as in PostgreSQL, so matches mean the same everywhere.
-            await self._connection.execute("PRAGMA case_sensitive_like = ON")
-        if install:
-            await self._submit(
-                lambda conn: self._in_transaction(conn, True, lambda _: ddl.install(conn, schema))
-            )
-        else:
-            missing = await self._submit(lambda conn: _missing_tables(conn, schema))
-            if missing:
-                raise NotSetUpError(
-                    f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
+            self._connection = await self._open()
+        try:
+            if install:
+                await self._transaction(True, lambda conn: ddl.install(conn, schema))
+            else:
+                missing = await self._transaction(False, lambda conn: _missing_tables(conn, schema))
+                if missing:
+                    raise NotSetUpError(
+                        f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
+                    )
+                columns = await self._transaction(
+                    False, lambda conn: _missing_columns(conn, schema)
                 )
-            columns = await self._submit(lambda conn: _missing_columns(conn, schema))
-            if columns:
-                raise NotSetUpError(
-                    f"columns missing: {', '.join(columns)} (the model has fields the database "
-                    "does not): call setup(schema, install=True) to add them"
-                )
+                if columns:
+                    raise NotSetUpError(
+                        f"columns missing: {', '.join(columns)} (the model has fields the database "
+                        "does not): call setup(schema, install=True) to add them"
+                    )
+            # A read-only file opens and reads fine; find out now, not at the first write.
+            await self._transaction(True, _write_header)
+        except BaseException:
+            if opened:
+                await self.close()
+            raise
         # Bound only once its tables are there: a failed setup leaves the storage unusable.
         self._schema = schema
+
+    async def _open(self) -> aiosqlite.Connection:
+        """Connect and set the connection up; a bad path is a :class:`StorageError` naming it."""
+        self._check_path()
+        connecting = aiosqlite.connect(
+            self.path,
+            isolation_level=None,  # transactions are explicit: BEGIN ... COMMIT
+            check_same_thread=False,  # the "loop" executor uses the handle on this thread
+            cached_statements=1024,
+        )
+        # A storage that was never closed must not keep the process alive at exit (its
+        # committed work is durable either way; WAL recovers the rest).
+        worker = getattr(connecting, "_thread", None)
+        if worker is not None and not worker.is_alive():
+            worker.daemon = True
+        try:
+            connection = await connecting
+        except sqlite3.Error as exc:
+            raise StorageError(self._explain(exc)) from exc
+        try:
+            # These run in the connection's thread: SQLite may wait there for a lock.
+            await connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            # Only a new database takes the page size (before WAL mode writes its header).
+            await connection.execute(f"PRAGMA page_size = {self.page_size}")
+            await connection.execute("PRAGMA journal_mode = WAL")
+            await connection.execute("PRAGMA synchronous = NORMAL")
+            await connection.execute("PRAGMA foreign_keys = ON")
+            # LIKE is case-sensitive, as in PostgreSQL, so matches mean the same everywhere.
+            await connection.execute("PRAGMA case_sensitive_like = ON")
+            if self.max_size is not None:
+                async with connection.execute("PRAGMA page_size") as cursor:
+                    row = await cursor.fetchone()
+                page = int(row[0]) if row else self.page_size
+                await connection.execute(f"PRAGMA max_page_count = {max(1, self.max_size // page)}")
+            # From here a transaction that meets a lock sleeps on the loop and runs again
+            # (_transaction): SQLite must not wait on the loop, nor hold the connection's thread.
+            await connection.execute("PRAGMA busy_timeout = 0")
+        except BaseException as exc:
+            await connection.close()
+            if isinstance(exc, sqlite3.Error):
+                if _code(exc) == sqlite3.SQLITE_BUSY:
+                    raise StorageBusyError(self.path, self.busy_timeout, self.busy_timeout) from exc
+                raise StorageError(self._explain(exc)) from exc
+            raise
+        return connection
+
+    def _check_path(self) -> None:
+        if self.path in _MEMORY:
+            return
+        if os.path.isdir(self.path):
+            raise StorageError(
+                f"{self.path} is a directory, not a database file: give the path of a database "
+                "file (a missing file is created)"
+            )
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(parent):
+            raise StorageError(
+                f"cannot create the database {self.path}: its directory {parent} does not exist "
+                "(create it first, or choose another path)"
+            )
+
+    def _explain(self, error: sqlite3.Error) -> str:
+        """The message of the :class:`StorageError` raised for ``error``: what SQLite said,
+        and for the faults of the store itself what to do about them."""
+        code = _code(error)
+        if code == sqlite3.SQLITE_NOTADB:
+            return (
+                f"{self.path} is not an SQLite database (SQLite: {error}): point SQLiteStorage "
+                "at a database file, or at a path that does not exist yet to create one"
+            )
+        if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
+            name = os.path.basename(self.path)
+            return (
+                f"{self.path} cannot be written by this process (SQLite: {error}): give the "
+                f"process write access to the file and to its directory (SQLite writes "
+                f"{name}-wal and {name}-shm beside it)"
+            )
+        if code == sqlite3.SQLITE_FULL:
+            return (
+                f"cannot write to {self.path}: {error} (the disk, or the storage's max_size, "
+                "is full); free space and try again: nothing of this transaction was written"
+            )
+        if code == sqlite3.SQLITE_CANTOPEN:
+            return f"cannot open the database {self.path} (SQLite: {error})"
+        return f"SQLite error on {self.path}: {error}"
+
+    @property
+    def write_fault(self) -> str | None:
+        """Why the store cannot write, or None.
+
+        Set when a write fails because of the store itself (SQLite's words: ``"database or disk
+        is full"``, ``"attempt to write a readonly database"``, ``"disk I/O error"``, ...),
+        cleared by the next write that commits. The server's ``/health`` reports it."""
+        return self._write_fault
 
     async def close(self) -> None:
         """Close the connection. Further use raises :class:`NotSetUpError`."""
@@ -163,9 +300,25 @@ class SQLiteStorage:
         starts a read transaction (a consistent snapshot) instead of taking the write lock.
         """
         schema = self.schema
-        return await self._submit(
-            lambda conn: self._in_transaction(conn, write, lambda c: body(SQLiteSession(schema, c)))
-        )
+        return await self._transaction(write, lambda c: body(SQLiteSession(schema, c)))
+
+    async def _transaction(self, write: bool, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` as one transaction; run it again whole while the database is busy, for
+        up to ``busy_timeout`` seconds, sleeping on the loop between runs."""
+        started = time.monotonic()
+        backoff = _FIRST_BACKOFF
+        while True:
+            try:
+                return await self._submit(lambda conn: self._in_transaction(conn, write, work))
+            except _Busy as busy:
+                waited = time.monotonic() - started
+                left = self.busy_timeout - waited
+                if left <= 0:
+                    raise StorageBusyError(self.path, waited, self.busy_timeout) from busy.error
+                # Jitter: writers of several processes that met the same lock do not retry in
+                # step.
+                await asyncio.sleep(min(left, random.uniform(backoff / 2, backoff)))
+                backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _submit(self, work: Callable[[sqlite3.Connection], T]) -> T:
         connection = self._connection
@@ -191,17 +344,31 @@ class SQLiteStorage:
         self._active_thread = threading.get_ident()
         try:
             try:
+                if conn.in_transaction:
+                    # A rollback that failed earlier left a transaction open: end it first.
+                    conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            except sqlite3.Error as exc:
-                raise StorageError(f"could not begin a transaction on {self.path}: {exc}") from exc
-            try:
                 result = work(conn)
                 conn.execute("COMMIT")
             except BaseException as exc:
-                conn.execute("ROLLBACK")
+                _roll_back(conn, exc)
+                error = _sqlite_error(exc)
+                if error is None:
+                    raise
+                code = _code(error)
+                if code == sqlite3.SQLITE_BUSY:
+                    raise _Busy(error) from exc
+                if code in _WRITE_FAULTS:
+                    # The store's fault, not the body's: whatever the body (a computation)
+                    # wrapped it in, the caller gets SQLite's reason as a StorageError.
+                    if write:
+                        self._write_fault = str(error)
+                    raise StorageError(self._explain(error)) from exc
                 if isinstance(exc, sqlite3.Error):
-                    raise StorageError(f"SQLite error on {self.path}: {exc}") from exc
+                    raise StorageError(self._explain(exc)) from exc
                 raise
+            if write:
+                self._write_fault = None
             return result
         finally:
             self._active = False
@@ -249,6 +416,50 @@ class SQLiteStorage:
     async def count(self, name: str, match: Match = None) -> int:
         """How many records match."""
         return await self.run(lambda tx: tx.count(name, match), write=False)
+
+
+class _Busy(Exception):
+    """SQLite answered SQLITE_BUSY inside a transaction, which was rolled back: run it again."""
+
+    def __init__(self, error: sqlite3.Error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _code(error: sqlite3.Error) -> int:
+    """SQLite's primary result code of ``error`` (0 when it did not come from SQLite)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else 0
+
+
+def _sqlite_error(exc: BaseException) -> sqlite3.Error | None:
+    """The SQLite error behind ``exc``: itself, or one it was raised from (a computation wraps
+    the error of a read it made). None when SQLite had no part in it."""
+    current: BaseException | None = exc
+    for _ in range(16):  # chains are short; a cycle must not loop forever
+        if current is None:
+            return None
+        if isinstance(current, sqlite3.Error):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _roll_back(conn: sqlite3.Connection, failure: BaseException) -> None:
+    """End a failed transaction without hiding why it failed."""
+    if not conn.in_transaction:
+        return  # SQLite rolled back by itself (a full disk, an I/O error): nothing to end
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        failure.add_note(f"the ROLLBACK after this error failed too: {exc}")
+
+
+def _write_header(conn: sqlite3.Connection) -> None:
+    """Write the header's ``user_version`` back unchanged: a real write, which SQLite refuses
+    on a file this process cannot write."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    conn.execute(f"PRAGMA user_version = {int(row[0])}")
 
 
 def _missing_tables(conn: sqlite3.Connection, schema: Schema) -> list[str]:
