@@ -222,7 +222,21 @@ def build_openapi(
                             "properties": {"status": {"const": "ok"}},
                         }
                     ),
-                }
+                },
+                "503": {
+                    "description": "The server is up but its store cannot write (full, "
+                    "read-only, I/O error); it answers ok again once a write commits",
+                    "content": _json_content(
+                        {
+                            "type": "object",
+                            "required": ["status", "storage"],
+                            "properties": {
+                                "status": {"const": "degraded"},
+                                "storage": {"type": "string"},
+                            },
+                        }
+                    ),
+                },
             },
         }
     }

@@ -189,3 +189,13 @@ async def test_descriptions_title_and_version(make_client: MakeClient) -> None:
 @pytest.mark.parametrize("path", ["/openapi.json", "/health"])
 async def test_documents_need_no_user(client: Client, path: str) -> None:
     assert (await client.get(path)).status == 200
+
+
+async def test_health_documents_its_degraded_answer(client: Client) -> None:
+    # /health answers 503 {"status": "degraded", "storage": ...} while the store cannot write
+    # (tests/server/test_storage_faults.py); the document says so.
+    responses = (await fetch(client))["paths"]["/health"]["get"]["responses"]
+    assert set(responses) == {"200", "503"}
+    schema = responses["503"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["status"] == {"const": "degraded"}
+    assert schema["required"] == ["status", "storage"]
