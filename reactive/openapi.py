@@ -51,17 +51,20 @@ _ERROR_DESCRIPTIONS = {
     "401": "No authenticated user, or invalid credentials",
     "403": "Forbidden",
     "404": "Unknown API or interaction, or a referenced record that does not exist",
+    "408": "The request body did not arrive in time",
     "409": "Conflict with the stored data",
     "413": "Request body too large",
     "415": "The body is not application/json",
     "422": "The interaction was rejected (a condition or computation refused it)",
     "429": "Too many requests: retry after the number of seconds in Retry-After",
     "500": "Internal error (details are logged by the server, never sent)",
+    "503": "Busy (the database's write lock was held elsewhere too long, or every password "
+    "hash slot is taken): nothing was written; retry after the seconds in Retry-After",
 }
 
 
 # An auth middleware may answer 401/403 on any operation, even an anonymous one (bad token).
-_COMMON_ERRORS = ("400", "401", "403", "404", "413", "500")
+_COMMON_ERRORS = ("400", "401", "403", "404", "408", "413", "500", "503")
 
 
 def _error_ref(status: str) -> dict[str, Any]:
