@@ -30,6 +30,7 @@ from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT
 from reactive.errors import (
     ComputationError,
     CycleError,
+    MigrationError,
     ModelError,
     ReactiveError,
     SetupError,
@@ -43,6 +44,8 @@ from reactive.interaction import (
     PayloadItem,
 )
 from reactive.model import Dictionary, Entity, Property, Relation
+from reactive.planner import Change, MigrationPlan
+from reactive.recompute import Difference, VerifyReport
 from reactive.server import create_app
 from reactive.side_effects import (
     RecordMutationSideEffect,
@@ -60,6 +63,7 @@ __all__ = [
     "APIError",
     "Any",
     "Average",
+    "Change",
     "Computation",
     "ComputationError",
     "Condition",
@@ -69,12 +73,15 @@ __all__ = [
     "Custom",
     "CycleError",
     "Dictionary",
+    "Difference",
     "DispatchError",
     "DispatchResult",
     "EngineStorage",
     "Entity",
     "Every",
     "Interaction",
+    "MigrationError",
+    "MigrationPlan",
     "ModelError",
     "MutationEvent",
     "Payload",
@@ -93,6 +100,7 @@ __all__ = [
     "TransactionContext",
     "Transform",
     "Trigger",
+    "VerifyReport",
     "WeightedSummation",
     "create_app",
 ]

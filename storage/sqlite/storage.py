@@ -27,9 +27,10 @@ import aiosqlite
 from storage.errors import NotSetUpError, StorageError, TransactionError
 from storage.events import Record, WriteResult
 from storage.match import MatchExp
-from storage.schema import Schema
+from storage.migration import Operation
+from storage.schema import RecordType, Schema
 from storage.sql_match import quote
-from storage.sqlite import ddl
+from storage.sqlite import ddl, migrate
 from storage.sqlite.session import SQLiteSession
 
 T = TypeVar("T")
@@ -96,6 +97,28 @@ class SQLiteStorage:
         """Open the database and bind ``schema``; with ``install``, create what is missing."""
         if not isinstance(schema, Schema):
             raise TypeError(f"setup() needs a storage.Schema, got {type(schema).__name__}")
+        await self._connect()
+        if install:
+            await self._submit(
+                lambda conn: self._in_transaction(conn, True, lambda _: ddl.install(conn, schema))
+            )
+        else:
+            missing = await self._submit(lambda conn: _missing_tables(conn, schema))
+            if missing:
+                raise NotSetUpError(
+                    f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
+                )
+            columns = await self._submit(lambda conn: _missing_columns(conn, schema))
+            if columns:
+                raise NotSetUpError(
+                    f"columns missing: {', '.join(columns)} (the model has fields the database "
+                    "does not): call setup(schema, install=True) to add them"
+                )
+        # Bound only once its tables are there: a failed setup leaves the storage unusable.
+        self._schema = schema
+
+    async def _connect(self) -> None:
+        """Open the connection once (pragmas included); further calls do nothing."""
         if self._connection is None:
             connecting = aiosqlite.connect(
                 self.path,
@@ -117,24 +140,6 @@ class SQLiteStorage:
             await self._connection.execute("PRAGMA foreign_keys = ON")
             # LIKE is case-sensitive, as in PostgreSQL, so matches mean the same everywhere.
             await self._connection.execute("PRAGMA case_sensitive_like = ON")
-        if install:
-            await self._submit(
-                lambda conn: self._in_transaction(conn, True, lambda _: ddl.install(conn, schema))
-            )
-        else:
-            missing = await self._submit(lambda conn: _missing_tables(conn, schema))
-            if missing:
-                raise NotSetUpError(
-                    f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
-                )
-            columns = await self._submit(lambda conn: _missing_columns(conn, schema))
-            if columns:
-                raise NotSetUpError(
-                    f"columns missing: {', '.join(columns)} (the model has fields the database "
-                    "does not): call setup(schema, install=True) to add them"
-                )
-        # Bound only once its tables are there: a failed setup leaves the storage unusable.
-        self._schema = schema
 
     async def close(self) -> None:
         """Close the connection. Further use raises :class:`NotSetUpError`."""
@@ -152,6 +157,66 @@ class SQLiteStorage:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    # -- model evolution (see storage.migration) ---------------------------------------------
+
+    async def inspect(self) -> dict[str, list[str]]:
+        """Every table of the database with its column names (opens the connection; needs no
+        schema): what a migration planner compares a model with."""
+        await self._connect()
+        return await self._submit(
+            lambda conn: self._in_transaction(conn, False, lambda c: migrate.tables(c))
+        )
+
+    async def peek(self, record: RecordType) -> list[Record]:
+        """Every row of ``record`` (all fields), read with ``record`` as the only schema: for
+        the bookkeeping a planner reads before the full schema is bound. [] without a table."""
+        await self._connect()
+        alone = Schema([record])
+
+        def read(conn: sqlite3.Connection) -> list[Record]:
+            if record.name not in migrate.tables(conn):
+                return []
+            return SQLiteSession(alone, conn).find(record.name, None, ["*"], {"id": "asc"})
+
+        return await self._submit(lambda conn: self._in_transaction(conn, False, read))
+
+    async def holds_data(self, checks: Sequence[tuple[str, str | None]]) -> list[bool]:
+        """For each ``(table, column)``: whether the table has a row where the column is not
+        NULL (column None: any row). A missing table or column holds nothing."""
+        await self._connect()
+
+        def check(conn: sqlite3.Connection) -> list[bool]:
+            present = migrate.tables(conn)
+            return [
+                table in present
+                and (column is None or column in present[table])
+                and migrate.holds_data(conn, table, column)
+                for table, column in checks
+            ]
+
+        return await self._submit(lambda conn: self._in_transaction(conn, False, check))
+
+    async def migrate(
+        self,
+        schema: Schema,
+        operations: Sequence[Operation],
+        body: Callable[[SQLiteSession], T],
+    ) -> T:
+        """One write transaction: run ``operations`` (then create what else ``schema`` lacks),
+        bind ``schema`` and run ``body(session)`` on it (a backfill). All of it commits, or
+        none of it: the tables and rows stay as they were and the old schema stays bound."""
+        if not isinstance(schema, Schema):
+            raise TypeError(f"migrate() needs a storage.Schema, got {type(schema).__name__}")
+        await self._connect()
+
+        def work(conn: sqlite3.Connection) -> T:
+            migrate.apply(conn, schema, list(operations))
+            return body(SQLiteSession(schema, conn))
+
+        result = await self._submit(lambda conn: self._in_transaction(conn, True, work))
+        self._schema = schema
+        return result
 
     # -- transactions ------------------------------------------------------------------------
 
