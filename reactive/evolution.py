@@ -34,7 +34,7 @@ from reactive.recompute import (
     ordered,
     recomputations,
 )
-from storage import Field, RecordType, SQLiteSession
+from storage import Field, Record, RecordType, SQLiteSession
 
 if TYPE_CHECKING:
     from reactive.controller import Controller
@@ -113,16 +113,20 @@ async def migrate(
         tuple(c.target.split(".", 1)) for c in plan.changes if c.kind == "add_field" and c.safe
     ]
 
-    def body(session: SQLiteSession) -> None:
-        ctx = TransactionContext(engine, session, controller)
-        row = session.find_one(manifest.MANIFEST_RECORD, None, ["manifest"])
-        current = None if row is None else manifest.canonical(row["manifest"])
+    def guard(peek: Callable[[RecordType], list[Record]]) -> None:
+        rows = peek(manifest.MANIFEST_RECORD_TYPE)
+        current = manifest.canonical(rows[-1]["manifest"]) if rows else None
         if current != plan.stored_text:
             raise MigrationError(
                 "the stored model changed after this plan was made (another process "
                 "migrated?): plan again with controller.plan_migration()",
                 plan=plan,
             )
+
+    def body(session: SQLiteSession) -> None:
+        ctx = TransactionContext(engine, session, controller)
+        row = session.find_one(manifest.MANIFEST_RECORD, None, ["manifest"])
+        current = None if row is None else manifest.canonical(row["manifest"])
         for old, new in plan.dictionary_renames.items():
             found = session.find_one(DICTIONARY_RECORD, {"key": old})
             if found is not None:
@@ -144,7 +148,7 @@ async def migrate(
             else:
                 session.write_internal(manifest.MANIFEST_RECORD, row["id"], value)
 
-    await controller.backend.migrate(engine.schema, plan.operations(allow_destructive), body)
+    await controller.backend.migrate(engine.schema, plan.operations(allow_destructive), body, guard)
 
 
 async def recompute(

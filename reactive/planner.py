@@ -263,6 +263,12 @@ def plan(
         is_system = name in system
         if old_name is None:
             drafts.append(_added_record(record, is_system))
+            computation = new_records.get(name, {}).get("computation")
+            if computation is not None:  # a Transform: derive the new records now
+                drafts.append(
+                    _Draft("add_computation", name, f"Transform: {_backfill_action('Transform')}")
+                )
+                backfill.append(name)
             continue
         old = record_from_json(old_name, old_schema[old_name])
         old_model = old_records.get(old_name, {})
@@ -374,10 +380,7 @@ def _record_mapping(
 
 def _added_record(record: RecordType | LinkType, is_system: bool) -> _Draft:
     kind = "add_relation" if isinstance(record, LinkType) else "add_record"
-    action = "create its table"
-    if is_system:
-        kind = "add_system_record"
-    return _Draft(kind, record.name, action, [AddTable(record)])
+    return _Draft(kind, record.name, "create its table", [AddTable(record)], internal=is_system)
 
 
 def _removed_record(

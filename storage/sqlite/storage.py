@@ -172,14 +172,9 @@ class SQLiteStorage:
         """Every row of ``record`` (all fields), read with ``record`` as the only schema: for
         the bookkeeping a planner reads before the full schema is bound. [] without a table."""
         await self._connect()
-        alone = Schema([record])
-
-        def read(conn: sqlite3.Connection) -> list[Record]:
-            if record.name not in migrate.tables(conn):
-                return []
-            return SQLiteSession(alone, conn).find(record.name, None, ["*"], {"id": "asc"})
-
-        return await self._submit(lambda conn: self._in_transaction(conn, False, read))
+        return await self._submit(
+            lambda conn: self._in_transaction(conn, False, lambda c: _peek(c, record))
+        )
 
     async def holds_data(self, checks: Sequence[tuple[str, str | None]]) -> list[bool]:
         """For each ``(table, column)``: whether the table has a row where the column is not
@@ -202,15 +197,20 @@ class SQLiteStorage:
         schema: Schema,
         operations: Sequence[Operation],
         body: Callable[[SQLiteSession], T],
+        guard: Callable[[Callable[[RecordType], list[Record]]], None] | None = None,
     ) -> T:
-        """One write transaction: run ``operations`` (then create what else ``schema`` lacks),
-        bind ``schema`` and run ``body(session)`` on it (a backfill). All of it commits, or
-        none of it: the tables and rows stay as they were and the old schema stays bound."""
+        """One write transaction: ``guard(peek)`` first (``peek(record_type)`` reads that
+        record type's rows as :meth:`peek` does; raise to stop before anything changed), then
+        ``operations`` (and whatever else ``schema`` lacks), then ``body(session)`` on
+        ``schema`` (a backfill). All of it commits, or none of it: the tables and rows stay as
+        they were and the old schema stays bound."""
         if not isinstance(schema, Schema):
             raise TypeError(f"migrate() needs a storage.Schema, got {type(schema).__name__}")
         await self._connect()
 
         def work(conn: sqlite3.Connection) -> T:
+            if guard is not None:
+                guard(lambda record: _peek(conn, record))
             migrate.apply(conn, schema, list(operations))
             return body(SQLiteSession(schema, conn))
 
@@ -314,6 +314,13 @@ class SQLiteStorage:
     async def count(self, name: str, match: Match = None) -> int:
         """How many records match."""
         return await self.run(lambda tx: tx.count(name, match), write=False)
+
+
+def _peek(conn: sqlite3.Connection, record: RecordType) -> list[Record]:
+    if record.name not in migrate.tables(conn):
+        return []
+    alone = Schema([record])
+    return SQLiteSession(alone, conn).find(record.name, None, ["*"], {"id": "asc"})
 
 
 def _missing_tables(conn: sqlite3.Connection, schema: Schema) -> list[str]:
