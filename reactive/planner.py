@@ -733,12 +733,13 @@ def _dictionary_changes(
     for name in stored:
         if name in matched:
             continue
+        derived = (stored[name]["computation"] or {}).get("kind") in _DERIVED
         drafts.append(
             _Draft(
                 "remove_dictionary",
                 name,
-                "forget it (it holds no value)",
-                check=("dictionary", name),
+                "forget it" + (" (a derived value)" if derived else " (it holds no value)"),
+                check=None if derived else ("dictionary", name),
                 unsafe_action="no longer declared, and it holds a value",
                 fix=f"if it was renamed, declare Dictionary(..., renamed_from={name!r}); to "
                 f"drop its value: {_APPLY}",

@@ -209,6 +209,9 @@ class _PropertyAggregate(Recomputation):
         hosts = ctx.session.find(h.host_record, _in_range("id", id_range), fields)
         out = []
         for host in hosts:
+            # A host that never had an item holds no running totals (None): the same as 0.
+            host[h.total_field] = host[h.total_field] or 0
+            host[h.count_field] = host[h.count_field] or 0
             total, count = totals.get(host["id"], (0, 0))
             expected = {
                 h.target: h.fold.value(total, count),
