@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.storage_floor
 	$(BIN)/python -m benchmarks.chain
 	$(BIN)/python -m benchmarks.integrations_chain
+	$(BIN)/python -m benchmarks.migration_backfill
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -18,7 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
-    "module", ["benchmarks.storage_floor", "benchmarks.chain", "benchmarks.integrations_chain"]
+    "module",
+    [
+        "benchmarks.storage_floor",
+        "benchmarks.chain",
+        "benchmarks.integrations_chain",
+        "benchmarks.migration_backfill",
+    ],
 )
 def test_benchmark_prints_json_lines(module: str) -> None:
     env = {**os.environ, "BENCH_SCALE": "0.02"}
