@@ -714,8 +714,10 @@ def _dictionary_changes(
                 _Draft("rename_dictionary", name, f"rename {was} to {name}, keeping its value")
             )
         else:
-            drafts.append(_Draft("add_dictionary", name, "write its initial value"))
-            if spec["computation"] is not None:
+            kind = (spec["computation"] or {}).get("kind")
+            action = "write its default" if kind is None else f"{kind}: {_backfill_action(kind)}"
+            drafts.append(_Draft("add_dictionary", name, action))
+            if kind is not None:
                 backfill.append(name)
             continue
         if old["computation"] != spec["computation"]:
