@@ -377,14 +377,22 @@ class _Computed(Recomputation):
         ]
 
 
-class _StateMachine(Recomputation):
+class _HistoryDependent(Recomputation):
+    """A StateMachine or Custom: its values follow past events; only initial values are
+    filled in, and nothing is checked."""
+
     recomputable = False
 
-    def __init__(self, handle: StateMachineHandle):
-        self.h = handle
+    def __init__(self, handle: StateMachineHandle | CustomHandle):
         self.key = f"{handle.host}.{handle.target}" if handle.host else handle.target
         self.batch_record = handle.host
         self.outputs = frozenset({(handle.host or DICTIONARY_RECORD, handle.target)})
+
+
+class _StateMachine(_HistoryDependent):
+    def __init__(self, handle: StateMachineHandle):
+        super().__init__(handle)
+        self.h = handle
 
     def _node(self, record: Mapping[str, Any], ctx: TransactionContext) -> StateNode:
         decl = self.h.decl
@@ -423,14 +431,10 @@ class _StateMachine(Recomputation):
             ctx.write_internal(h.host, row["id"], {h.target: value, h.state_field: node.name})
 
 
-class _Custom(Recomputation):
-    recomputable = False
-
+class _Custom(_HistoryDependent):
     def __init__(self, handle: CustomHandle):
+        super().__init__(handle)
         self.h = handle
-        self.key = f"{handle.host}.{handle.target}" if handle.host else handle.target
-        self.batch_record = handle.host
-        self.outputs = frozenset({(handle.host or DICTIONARY_RECORD, handle.target)})
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
         h = self.h

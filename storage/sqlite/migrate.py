@@ -9,25 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 
+from storage import migration as m
 from storage.errors import SchemaError
-from storage.migration import (
-    AddColumn,
-    AddIndex,
-    AddTable,
-    AlterLink,
-    DropColumn,
-    DropIndex,
-    DropTable,
-    Operation,
-    RenameColumn,
-    RenameTable,
-)
 from storage.schema import Index, LinkType, Schema
 from storage.sql_match import quote
 from storage.sqlite import ddl
 
 
-def apply(conn: sqlite3.Connection, schema: Schema, operations: list[Operation]) -> None:
+def apply(conn: sqlite3.Connection, schema: Schema, operations: list[m.Operation]) -> None:
     """Run ``operations`` in order, then create whatever else ``schema`` needs (idempotent)."""
     for operation in operations:
         try:
@@ -41,31 +30,31 @@ def apply(conn: sqlite3.Connection, schema: Schema, operations: list[Operation])
     ddl.install(conn, schema)
 
 
-def _apply(conn: sqlite3.Connection, op: Operation) -> None:
-    if isinstance(op, AddTable):
+def _apply(conn: sqlite3.Connection, op: m.Operation) -> None:
+    if isinstance(op, m.AddTable):
         ddl.create_table(conn, op.record)
-    elif isinstance(op, DropTable):
+    elif isinstance(op, m.DropTable):
         conn.execute(f"DROP TABLE IF EXISTS {quote(op.name)}")
-    elif isinstance(op, RenameTable):
+    elif isinstance(op, m.RenameTable):
         for name in _index_names(conn, op.old.name):
             conn.execute(f"DROP INDEX {quote(name)}")
         # Index names carry the table's name: the new ones are created with the rest of the
         # schema's indexes once every column is in place (ddl.install, at the end).
         conn.execute(f"ALTER TABLE {quote(op.old.name)} RENAME TO {quote(op.new.name)}")
-    elif isinstance(op, AddColumn):
+    elif isinstance(op, m.AddColumn):
         definition = f"{quote(op.field.name)} {ddl.COLUMN_TYPES[op.field.type]}".rstrip()
         conn.execute(f"ALTER TABLE {quote(op.record)} ADD COLUMN {definition}")
-    elif isinstance(op, DropColumn):
+    elif isinstance(op, m.DropColumn):
         conn.execute(f"ALTER TABLE {quote(op.record)} DROP COLUMN {quote(op.field)}")
-    elif isinstance(op, RenameColumn):
+    elif isinstance(op, m.RenameColumn):
         conn.execute(
             f"ALTER TABLE {quote(op.record)} RENAME COLUMN {quote(op.old)} TO {quote(op.new)}"
         )
-    elif isinstance(op, AddIndex):
+    elif isinstance(op, m.AddIndex):
         ddl.create_index(conn, op.record, op.index)
-    elif isinstance(op, DropIndex):
+    elif isinstance(op, m.DropIndex):
         conn.execute(f"DROP INDEX IF EXISTS {quote(ddl.index_name(op.record, op.index))}")
-    elif isinstance(op, AlterLink):
+    elif isinstance(op, m.AlterLink):
         for index in _link_indexes(op.old):
             conn.execute(f"DROP INDEX IF EXISTS {quote(ddl.index_name(op.old.name, index))}")
         for index in _link_indexes(op.new):
@@ -86,16 +75,16 @@ def _index_names(conn: sqlite3.Connection, table: str) -> list[str]:
     ]
 
 
-def _describe(op: Operation) -> str:
-    if isinstance(op, AddIndex):
+def _describe(op: m.Operation) -> str:
+    if isinstance(op, m.AddIndex):
         kind = "unique index" if op.index.unique else "index"
         return f"the {kind} on {op.record}({', '.join(op.index.fields)})"
-    if isinstance(op, AlterLink):
+    if isinstance(op, m.AlterLink):
         return f"the cardinality {op.new.cardinality} of {op.new.name}"
     return type(op).__name__
 
 
-def _record_of(op: Operation) -> str | None:
+def _record_of(op: m.Operation) -> str | None:
     for attribute in ("record", "name"):
         value = getattr(op, attribute, None)
         if isinstance(value, str):
