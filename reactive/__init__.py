@@ -43,8 +43,8 @@ from reactive.interaction import (
     Payload,
     PayloadItem,
 )
+from reactive.migration_plan import Change, MigrationPlan
 from reactive.model import Dictionary, Entity, Property, Relation
-from reactive.planner import Change, MigrationPlan
 from reactive.recompute import Difference, VerifyReport
 from reactive.server import create_app
 from reactive.side_effects import (

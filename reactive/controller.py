@@ -24,8 +24,8 @@ from reactive.interaction import (
     validate_payload,
 )
 from reactive.manifest import MANIFEST_RECORD, MANIFEST_RECORD_TYPE
+from reactive.migration_plan import MigrationPlan
 from reactive.model import Dictionary, Entity, Relation, record_name
-from reactive.planner import MigrationPlan
 from reactive.recompute import VerifyReport
 from reactive.side_effects import (
     SIDE_EFFECT_RECORD,
@@ -90,8 +90,7 @@ class Controller:
         if migrate not in ("safe", "apply"):
             raise ValueError(f"setup(migrate=...) must be 'safe' or 'apply', got {migrate!r}")
         if install:
-            plan = await evolution.plan_migration(self)
-            await evolution.migrate(self, plan, allow_destructive=migrate == "apply")
+            await evolution.bring_up_to_date(self, allow_destructive=migrate == "apply")
         else:
             await self.backend.setup(self.engine.schema, install)
         self._ready = True

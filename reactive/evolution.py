@@ -27,6 +27,7 @@ from reactive import manifest, planner
 from reactive.context import TransactionContext
 from reactive.engine import DICTIONARY_RECORD, SYSTEM_RECORDS
 from reactive.errors import MigrationError, ModelError
+from reactive.migration_plan import MigrationPlan
 from reactive.recompute import (
     Recomputation,
     VerifyReport,
@@ -56,7 +57,7 @@ def declared_manifest(controller: Controller) -> dict[str, Any]:
     )
 
 
-async def plan_migration(controller: Controller) -> planner.MigrationPlan:
+async def plan_migration(controller: Controller) -> MigrationPlan:
     """The plan from the database as it is to the declared model; changes nothing."""
     backend = controller.backend
     engine = controller.engine
@@ -89,7 +90,23 @@ async def plan_migration(controller: Controller) -> planner.MigrationPlan:
     return plan
 
 
-def refuse(plan: planner.MigrationPlan) -> MigrationError:
+class StalePlanError(MigrationError):
+    """The stored model changed between planning and applying (another process migrated)."""
+
+
+async def bring_up_to_date(controller: Controller, allow_destructive: bool) -> None:
+    """Plan and migrate (``setup()``); planned again when another process migrated first."""
+    for attempt in range(3):
+        plan = await plan_migration(controller)
+        try:
+            await migrate(controller, plan, allow_destructive)
+            return
+        except StalePlanError:
+            if attempt == 2:
+                raise
+
+
+def refuse(plan: MigrationPlan) -> MigrationError:
     """The error for a plan with unsafe changes."""
     unsafe = plan.unsafe
     lines = [
@@ -102,9 +119,7 @@ def refuse(plan: planner.MigrationPlan) -> MigrationError:
     return MigrationError("\n".join(lines), unsafe, plan)
 
 
-async def migrate(
-    controller: Controller, plan: planner.MigrationPlan, allow_destructive: bool
-) -> None:
+async def migrate(controller: Controller, plan: MigrationPlan, allow_destructive: bool) -> None:
     """Apply ``plan`` in one transaction (see the module)."""
     if plan.unsafe and not allow_destructive:
         raise refuse(plan)
@@ -117,7 +132,7 @@ async def migrate(
         rows = peek(manifest.MANIFEST_RECORD_TYPE)
         current = manifest.canonical(rows[-1]["manifest"]) if rows else None
         if current != plan.stored_text:
-            raise MigrationError(
+            raise StalePlanError(
                 "the stored model changed after this plan was made (another process "
                 "migrated?): plan again with controller.plan_migration()",
                 plan=plan,

@@ -34,6 +34,7 @@ from typing import Any
 import attrs
 
 from reactive.manifest import canonical
+from reactive.migration_plan import APPLY, MigrationPlan, Renames, _Draft
 from storage import Index, LinkType, RecordType, Schema
 from storage.migration import (
     AddColumn,
@@ -43,173 +44,12 @@ from storage.migration import (
     DropColumn,
     DropIndex,
     DropTable,
-    Operation,
     RenameColumn,
     RenameTable,
     record_from_json,
 )
 
-_APPLY = 'setup(migrate="apply") or await controller.migrate(plan, allow_destructive=True)'
 _DERIVED = ("Count", "Summation", "WeightedSummation", "Average", "Every", "Any")
-# The order in which a backend runs the operations: every drop of an index before the columns
-# it covers go; columns dropped before their table is renamed (by the old name); new columns
-# before the indexes over them.
-_PHASES: dict[type, int] = {
-    DropIndex: 0,
-    DropTable: 1,
-    DropColumn: 2,
-    RenameTable: 3,
-    RenameColumn: 4,
-    AddTable: 5,
-    AddColumn: 6,
-    AlterLink: 7,
-    AddIndex: 8,
-}
-
-
-@attrs.frozen
-class Change:
-    """One difference between the declared model and the stored one.
-
-    ``kind`` (``add_field``, ``remove_record``, ``change_type``, ``add_computation``, ...),
-    ``target`` (``"User.n"``, ``"Post"``, a dictionary name), ``safe``, ``action`` (what
-    applying it does), ``fix`` (for an unsafe change: the ways to proceed)."""
-
-    kind: str
-    target: str
-    safe: bool
-    action: str
-    fix: str | None = None
-
-    def __str__(self) -> str:
-        mark = "  ok  " if self.safe else "UNSAFE"
-        text = f"{mark} {self.kind:<20} {self.target}: {self.action}"
-        if self.fix:
-            text += f"\n{'':27}-> {self.fix}"
-        return text
-
-
-@attrs.define
-class _Draft:
-    kind: str
-    target: str
-    action: str
-    operations: list[Operation] = attrs.field(factory=list)
-    #: (table, column or None): unsafe when it holds data; ("dictionary", name) for a value
-    check: tuple[str, str | None] | None = None
-    unsafe_action: str | None = None
-    fix: str | None = None
-    always_unsafe: bool = False
-    dictionary: str | None = None
-    #: a computation's own state (hidden columns): done, not listed
-    internal: bool = False
-
-
-@attrs.frozen
-class Renames:
-    """The ``renamed_from=`` declarations of a model: new name -> old name."""
-
-    records: Mapping[str, str] = attrs.field(factory=dict)
-    fields: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
-    dictionaries: Mapping[str, str] = attrs.field(factory=dict)
-
-
-class MigrationPlan:
-    """What ``setup()`` (or :meth:`Controller.migrate`) will do to bring the database to the
-    declared model: ``changes`` (each a :class:`Change`), the computations it will backfill.
-
-    ``str(plan)`` is a readable listing. Planned against the manifest it read: applying it
-    after the stored model changed again is refused."""
-
-    def __init__(
-        self,
-        drafts: list[_Draft],
-        backfill: list[str],
-        stored_text: str | None,
-        declared_text: str,
-        mode: str,
-        dictionary_renames: dict[str, str],
-    ):
-        self._drafts = drafts
-        self.backfill: list[str] = backfill
-        """Keys of the computations the migration recomputes from the stored data."""
-        self.stored_text = stored_text
-        self.declared_text = declared_text
-        self.mode = mode
-        """``"fresh"`` (empty database), ``"adopt"`` (tables without a manifest), ``"update"``."""
-        self.dictionary_renames = dictionary_renames
-        self._facts: dict[tuple[str, str | None], bool] = {}
-        self.changes: list[Change] = []
-        self.settle({})
-
-    @property
-    def data_checks(self) -> list[tuple[str, str | None]]:
-        """The facts about stored data that decide which changes are safe."""
-        return list(dict.fromkeys(d.check for d in self._drafts if d.check is not None))
-
-    def settle(self, facts: Mapping[tuple[str, str | None], bool]) -> None:
-        """Mark each change safe or not from the answers to :attr:`data_checks`."""
-        self._facts = dict(facts)
-        self.changes = [self._change(d) for d in self._drafts if not d.internal]
-
-    def _unsafe(self, draft: _Draft) -> bool:
-        if draft.always_unsafe:
-            return True
-        return draft.check is not None and self._facts.get(draft.check, True)
-
-    def _change(self, draft: _Draft) -> Change:
-        if self._unsafe(draft):
-            return Change(
-                draft.kind, draft.target, False, draft.unsafe_action or draft.action, draft.fix
-            )
-        return Change(draft.kind, draft.target, True, draft.action)
-
-    @property
-    def unsafe(self) -> list[Change]:
-        """The changes that are refused unless destructive changes are allowed."""
-        return [c for c in self.changes if not c.safe]
-
-    @property
-    def empty(self) -> bool:
-        """Nothing to change (the stored manifest is the declared one)."""
-        return not self._drafts and self.stored_text == self.declared_text
-
-    def operations(self, allow_destructive: bool) -> list[Operation]:
-        """The schema operations to run, in order (the unsafe ones only if allowed)."""
-        chosen = [
-            op
-            for d in self._drafts
-            if allow_destructive or not self._unsafe(d)
-            for op in d.operations
-        ]
-        return sorted(chosen, key=_phase)
-
-    def dropped_dictionaries(self, allow_destructive: bool) -> list[str]:
-        """Dictionaries whose stored value goes with this migration."""
-        return [
-            d.dictionary
-            for d in self._drafts
-            if d.dictionary is not None and (allow_destructive or not self._unsafe(d))
-        ]
-
-    def __str__(self) -> str:
-        if not self.changes:
-            return "Migration plan: nothing to change."
-        unsafe = len(self.unsafe)
-        head = f"Migration plan ({self.mode}): {len(self.changes)} change(s)"
-        head += f", {unsafe} unsafe" if unsafe else ", all safe"
-        lines = [head]
-        lines.extend(str(c) for c in self.changes)
-        if self.backfill:
-            lines.append(f"Backfill from the stored data: {', '.join(self.backfill)}")
-        if unsafe:
-            lines.append(f"Unsafe changes are refused; to apply them: {_APPLY}.")
-        return "\n".join(lines)
-
-
-def _phase(op: Operation) -> tuple[int, int]:
-    # New links after the records they join (dropped ones come first: see plan()).
-    return (_PHASES[type(op)], int(isinstance(getattr(op, "record", None), LinkType)))
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -401,7 +241,7 @@ def _removed_record(
         [DropTable(old_name)],
         check=(old_name, None),
         unsafe_action=f"the {what} is no longer declared and its table holds rows",
-        fix=f"if it was renamed, declare {hint}; to drop it and its rows: {_APPLY}",
+        fix=f"if it was renamed, declare {hint}; to drop it and its rows: {APPLY}",
     )
 
 
@@ -418,7 +258,7 @@ def _link_changes(old: Any, new: Any, mapping: Mapping[str, str]) -> list[_Draft
                     check=(old.name, None),
                     unsafe_action="an entity became a relation (or back) and its table holds "
                     "rows, which would be dropped",
-                    fix=f"move the rows yourself, or drop them: {_APPLY}",
+                    fix=f"move the rows yourself, or drop them: {APPLY}",
                 )
             ]
         return []
@@ -436,7 +276,7 @@ def _link_changes(old: Any, new: Any, mapping: Mapping[str, str]) -> list[_Draft
                 check=(old.name, None),
                 unsafe_action=f"its ends or symmetry changed ({ends[0]} -> {ends[1]} before) "
                 "and it holds links, which would be dropped",
-                fix=f"declare a new relation and move the links, or drop them: {_APPLY}",
+                fix=f"declare a new relation and move the links, or drop them: {APPLY}",
             )
         )
         return drafts
@@ -458,7 +298,7 @@ def _link_changes(old: Any, new: Any, mapping: Mapping[str, str]) -> list[_Draft
                 f"{old.cardinality} -> {new.cardinality} narrows a relation that holds links"
             )
             draft.fix = (
-                f"applied with {_APPLY}, every link is kept, and it fails (changing nothing) "
+                f"applied with {APPLY}, every link is kept, and it fails (changing nothing) "
                 "if the stored links do not fit the new cardinality"
             )
         drafts.append(draft)
@@ -562,7 +402,7 @@ def _field_changes(
                     [drop],
                     check=None if derived else (old_table, field),
                     unsafe_action="no longer declared, and its column holds data",
-                    fix=f"if it was renamed, declare {hint}; to drop its data: {_APPLY}",
+                    fix=f"if it was renamed, declare {hint}; to drop its data: {APPLY}",
                 )
             )
             changed_index_fields.add(field)
@@ -580,7 +420,7 @@ def _field_changes(
                     unsafe_action=f"{old_field.type} -> {new_field.type} on a column that "
                     "holds data (applying drops its values)",
                     fix=f"add a new field and copy the values yourself; to drop the values: "
-                    f"{_APPLY}",
+                    f"{APPLY}",
                     always_unsafe=False,
                 )
             )
@@ -744,7 +584,7 @@ def _dictionary_changes(
                 check=None if derived else ("dictionary", name),
                 unsafe_action="no longer declared, and it holds a value",
                 fix=f"if it was renamed, declare Dictionary(..., renamed_from={name!r}); to "
-                f"drop its value: {_APPLY}",
+                f"drop its value: {APPLY}",
                 dictionary=name,
             )
         )

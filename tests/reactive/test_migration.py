@@ -623,3 +623,79 @@ def test_fingerprints_follow_code_closures_and_globals() -> None:
         globals()["LIMIT"] = 3
     assert fingerprint(uses_global) == before
     assert fingerprint(None) is None
+
+
+# -- more changes ---------------------------------------------------------------------------
+
+
+async def test_two_processes_starting_the_new_model_at_once_both_succeed(db_path: str) -> None:
+    """Both plan against the old manifest; the second to apply finds the model migrated,
+    plans again (nothing to do) and starts."""
+    import asyncio
+
+    await seed(db_path)
+    from storage import SQLiteStorage
+
+    # The thread executor yields to the loop at every step: the two interleave.
+    first = r.Controller(SQLiteStorage(db_path, executor="thread"), *blog(count_posts()))
+    second = r.Controller(SQLiteStorage(db_path, executor="thread"), *blog(count_posts()))
+    try:
+        await asyncio.gather(first.setup(), second.setup())
+        for c in (first, second):
+            assert await c.storage.find("User", None, ["n"]) == [
+                {"id": 1, "n": 2},
+                {"id": 2, "n": 0},
+            ]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_type_change_applied_drops_the_values(db_path: str) -> None:
+    await seed(db_path)
+    entities, relations = blog()
+    entities[0] = r.Entity("User", [r.Property("name", "number", index=True)])
+    relations = [r.Relation(entities[0], "posts", entities[1], "author", "1:n")]
+    c = await open_controller(db_path, entities, relations, migrate="apply")
+    try:
+        assert await c.storage.find("User", None, ["name"]) == [
+            {"id": 1, "name": None},
+            {"id": 2, "name": None},
+        ]
+        await c.storage.create("User", {"name": 5})
+        assert await c.storage.count("User", {"name": 5}) == 1
+    finally:
+        await c.close()
+
+
+async def test_a_removed_computation_leaves_its_values_as_data(db_path: str) -> None:
+    await seed(db_path)
+    c = await open_controller(db_path, *blog(count_posts()))
+    await c.close()
+    c = await open_controller(db_path, *blog(r.Property("n", "number")))
+    try:
+        assert await c.storage.find("User", None, ["n"]) == [{"id": 1, "n": 2}, {"id": 2, "n": 0}]
+        assert columns(db_path, "User") == ["id", "name", "n"]  # its running totals are gone
+        await c.storage.update("User", {"id": 1}, {"n": 40})  # a plain field now
+        assert (await c.storage.find_one("User", {"id": 1}, ["n"]))["n"] == 40
+    finally:
+        await c.close()
+
+
+async def test_verify_and_recompute_a_transform(db_path: str) -> None:
+    await seed(db_path)
+    entities, relations = blog()
+    c = await open_controller(db_path, [*entities, summary_entity(summary_of)], relations)
+    try:
+        execute(db_path, """UPDATE "Summary" SET title_upper = 'EDITED' WHERE id = 2""")
+        execute(db_path, """DELETE FROM "Summary" WHERE id = 1""")
+        report = await c.verify()
+        found = {(d.record, d.id, d.field, d.stored) for d in report.differences}
+        assert found == {("Summary", 2, "title_upper", "EDITED"), ("Summary", None, "*", None)}
+        assert await c.recompute("Summary") == ["Summary"]
+        assert (await c.verify()).ok
+        rows = await c.storage.find("Summary", None, ["title_upper", "post_ref"])
+        assert sorted((x["post_ref"], x["title_upper"]) for x in rows) == [(1, "P0"), (2, "P1")]
+        assert [x["id"] for x in rows if x["post_ref"] == 2] == [2]  # updated in place
+    finally:
+        await c.close()
