@@ -129,15 +129,6 @@ class Controller:
         differ (``report.ok``, ``report.differences``)."""
         return await evolution.verify(self)
 
-    def _install(self, ctx: TransactionContext) -> None:
-        for handle in self.engine.handles:
-            handle.install(ctx)
-        for name, dictionary in self.engine.dictionaries.items():
-            if dictionary.computation is None and ctx.dictionary_row(name) is None:
-                value = dictionary.default_value()
-                if value is not None:
-                    ctx.write_dictionary(name, value, None)
-
     async def close(self) -> None:
         """Stop side effects (pending ones resume at the next setup) and close the storage."""
         await self.side_effects.close()

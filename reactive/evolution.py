@@ -151,7 +151,7 @@ async def migrate(controller: Controller, plan: MigrationPlan, allow_destructive
             if found is not None:
                 session.delete_internal(DICTIONARY_RECORD, found["id"])
         fill_defaults(ctx, [(a, b) for a, b in added_fields])
-        controller._install(ctx)
+        _initial_values(ctx)
         for step in ordered(recomputations(engine), plan.backfill):
             step.write(ctx)
             if ctx.error is not None:
@@ -210,6 +210,17 @@ async def recompute(
             low += batch_size
         await backend.run(batch(step, _FINISH))
     return [s.key for s in steps]
+
+
+def _initial_values(ctx: TransactionContext) -> None:
+    """Dictionaries that have no row yet get their initial value (or default)."""
+    for handle in ctx.engine.handles:
+        handle.install(ctx)
+    for name, dictionary in ctx.engine.dictionaries.items():
+        if dictionary.computation is None and ctx.dictionary_row(name) is None:
+            value = dictionary.default_value()
+            if value is not None:
+                ctx.write_dictionary(name, value, None)
 
 
 def _bounds_of(record: str) -> Callable[[SQLiteSession], tuple[Any, Any] | None]:

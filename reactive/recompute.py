@@ -129,7 +129,7 @@ class _PropertyAggregate(Recomputation):
         self.h = handle
         self.key = f"{handle.host_record}.{handle.target}"
         self.batch_record = handle.host_record
-        attribute = handle._attr()
+        attribute = handle.bound_attribute()
         self.link = attribute.link.name
         self.related = attribute.related
         self.outputs = frozenset({(handle.host_record, handle.target)})
@@ -141,7 +141,7 @@ class _PropertyAggregate(Recomputation):
         self.spec = self._sql_spec(engine)
 
     def _sql_spec(self, engine: Engine) -> RelatedTotals | None:
-        fold, attribute = self.h.fold, self.h._attr()
+        fold, attribute = self.h.fold, self.h.bound_attribute()
         if fold.callback is not None:
             return None
         value: tuple[Any, str] | None = None
@@ -174,7 +174,7 @@ class _PropertyAggregate(Recomputation):
         """``{host id: (total, count)}`` for the hosts with items in the range."""
         if self.spec is not None:
             return ctx.session.related_totals(self.spec, id_range)
-        h, attribute = self.h, self.h._attr()
+        h, attribute = self.h, self.h.bound_attribute()
         match: MatchExp | None = None
         if id_range is not None:
             lo, hi = id_range
@@ -185,17 +185,17 @@ class _PropertyAggregate(Recomputation):
         links = ctx.session.find(self.link, match, ["source", "target", *h.link_fields])
         items: dict[Any, Any] = {}
         if h.reads_items:
-            ids = {end for row in links for _, end in h._ends(row)}
+            ids = {end for row in links for _, end in h.ends(row)}
             where = None if len(ids) > 5000 else MatchExp.atom("id", "in", sorted(ids))
             items = {r["id"]: r for r in ctx.session.find(self.related, where, h.fields)}
         out: dict[Any, list[Any]] = {}
         for row in links:
-            for host_id, related_id in h._ends(row):
+            for host_id, related_id in h.ends(row):
                 if id_range is not None and not id_range[0] <= host_id < id_range[1]:
                     continue
                 related = items.get(related_id) if h.reads_items else {"id": related_id}
                 entry = out.setdefault(host_id, [0, 0])
-                entry[0] += h._contribution(related, row, ctx)
+                entry[0] += h.contribution(related, row, ctx)
                 entry[1] += 1
         return {k: (v[0], v[1]) for k, v in out.items()}
 
@@ -263,7 +263,7 @@ class _DictionaryAggregate(Recomputation):
         else:
             total, count = 0, 0
             for record in ctx.session.find(h.source, None, h.fields):
-                total += h._contribution(record, ctx)
+                total += h.contribution(record, ctx)
                 count += 1
         return h.fold.value(total, count), {"total": total, "count": count}
 
@@ -302,12 +302,12 @@ class _Transform(Recomputation):
         self.batch_record = handle.source
         self.outputs = frozenset({(handle.output, "*")})
         self.inputs = frozenset(
-            {(handle.source, "#rows")} | {(handle.source, f) for f in handle._watched}
+            {(handle.source, "#rows")} | {(handle.source, f) for f in handle.watched}
         )
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
         for source in ctx.session.find(self.h.source, _in_range("id", id_range)):
-            self.h._refresh(source["id"], ctx)
+            self.h.refresh(source["id"], ctx)
         if id_range is None:
             self.finish(ctx)
 
@@ -327,7 +327,7 @@ class _Transform(Recomputation):
         out: list[Difference] = []
         fields = list(ctx.schema.fields(h.output))
         for source in ctx.session.find(h.source):
-            expected = h._rows(source["id"], ctx)
+            expected = h.derived_rows(source["id"], ctx)
             stored = ctx.session.find(
                 h.output, {h.source_field: source["id"]}, fields, {h.index_field: "asc"}
             )
@@ -415,7 +415,7 @@ class _StateMachine(_HistoryDependent):
             state = ((row or {}).get("state") or {}).get("state")
             if row is None or state not in names:
                 node = h.decl.initial_state
-                value = h._value_of(node, None, None, ctx)
+                value = h.value_of(node, None, None, ctx)
                 ctx.write_dictionary(h.target, value, {"state": node.name})
             return
         match = MatchExp.atom(h.state_field, "is null") | MatchExp.atom(
@@ -427,7 +427,7 @@ class _StateMachine(_HistoryDependent):
         fields = list(ctx.schema.fields(h.host))
         for row in ctx.session.find(h.host, match, fields):
             node = self._node(row, ctx)
-            value = h._value_of(node, None, None, ctx)
+            value = h.value_of(node, None, None, ctx)
             ctx.write_internal(h.host, row["id"], {h.target: value, h.state_field: node.name})
 
 
@@ -441,13 +441,13 @@ class _Custom(_HistoryDependent):
         if h.host is None:
             h.install(ctx)
             return
-        initial = h._initial()
+        initial = h.initial_value()
         if initial is None:
             return
         match = MatchExp.atom(h.target, "is null")
         scope = _in_range("id", id_range)
         for row in ctx.session.find(h.host, match if scope is None else match & scope):
-            ctx.write_internal(h.host, row["id"], {h.target: h._initial()})
+            ctx.write_internal(h.host, row["id"], {h.target: h.initial_value()})
 
 
 def recomputations(engine: Engine) -> dict[str, Recomputation]:
