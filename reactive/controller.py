@@ -86,13 +86,16 @@ class Controller:
         transaction (see :meth:`plan_migration`): new tables, columns and indexes, and a
         backfill of every added or changed computation from the stored data. Unsafe changes
         raise :class:`~reactive.MigrationError` and change nothing, unless
-        ``migrate="apply"``, which applies them (dropping the data they name)."""
+        ``migrate="apply"``, which applies them (dropping the data they name). Without
+        ``install``, a database whose stored model differs from the declared one is refused
+        (MigrationError): only ``setup()`` with ``install`` migrates."""
         if migrate not in ("safe", "apply"):
             raise ValueError(f"setup(migrate=...) must be 'safe' or 'apply', got {migrate!r}")
         if install:
             await evolution.bring_up_to_date(self, allow_destructive=migrate == "apply")
         else:
             await self.backend.setup(self.engine.schema, install)
+            await evolution.check_current(self)
         self._ready = True
         await self.side_effects.recover()
 

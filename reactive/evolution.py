@@ -106,6 +106,19 @@ async def bring_up_to_date(controller: Controller, allow_destructive: bool) -> N
                 raise
 
 
+async def check_current(controller: Controller) -> None:
+    """Refuse to attach (``setup(install=False)``) to a database whose stored model differs
+    from the declared one: its derived values would follow the wrong model."""
+    plan = await plan_migration(controller)
+    if plan.mode == "update" and plan.changes:
+        raise MigrationError(
+            "the database holds another version of the model than the one declared; "
+            f"setup(install=True) would apply:\n{plan}",
+            plan.unsafe,
+            plan,
+        )
+
+
 def refuse(plan: MigrationPlan) -> MigrationError:
     """The error for a plan with unsafe changes."""
     unsafe = plan.unsafe

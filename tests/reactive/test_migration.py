@@ -699,3 +699,79 @@ async def test_verify_and_recompute_a_transform(db_path: str) -> None:
         assert [x["id"] for x in rows if x["post_ref"] == 2] == [2]  # updated in place
     finally:
         await c.close()
+
+
+async def test_aggregates_over_a_symmetric_relation_in_batches(db_path: str) -> None:
+    """Friends (symmetric n:n, a link to oneself counts once): a Count and a Summation (SQL)
+    and an Every with a callback (per item in Python), backfilled, then recomputed in batches
+    of 2 after an edit behind the engine's back."""
+
+    def model(with_computations: bool) -> Any:
+        props = [r.Property("age", "number")]
+        if with_computations:
+            props += [
+                r.Property("friend_count", "number", computation=r.Count(property="friends")),
+                r.Property(
+                    "ages",
+                    "number",
+                    computation=r.Summation(property="friends", attribute_query=["age"]),
+                ),
+                r.Property(
+                    "all_adults",
+                    "boolean",
+                    computation=r.Every(
+                        property="friends",
+                        callback=lambda f: (f["age"] or 0) >= 18,
+                        attribute_query=["age"],
+                    ),
+                ),
+            ]
+        user = r.Entity("User", props)
+        return [user], [r.Relation(user, "friends", user, "friends", "n:n")]
+
+    c = await open_controller(db_path, *model(False))
+    ages = [30, 10, 40, 50, 20]
+    for age in ages:
+        await c.storage.create("User", {"age": age})
+    link = "User_friends_friends_User"
+    for a, b in [(1, 2), (1, 3), (3, 3), (4, 5), (2, 5)]:
+        await c.storage.create(link, {"source": {"id": a}, "target": {"id": b}})
+    await c.close()
+    friends = {1: [2, 3], 2: [1, 5], 3: [1, 3], 4: [5], 5: [4, 2]}
+    expected = [
+        (
+            len(friends[u]),
+            sum(ages[f - 1] for f in friends[u]),
+            all(ages[f - 1] >= 18 for f in friends[u]),
+        )
+        for u in range(1, 6)
+    ]
+    c = await open_controller(db_path, *model(True))
+    try:
+        query = ["friend_count", "ages", "all_adults"]
+        rows = await c.storage.find("User", None, query, order_by={"id": "asc"})
+        assert [(u["friend_count"], u["ages"], u["all_adults"]) for u in rows] == expected
+        execute(db_path, 'UPDATE "User" SET all_adults = 0, _all_adults_bound_count = 9')
+        execute(db_path, 'UPDATE "User" SET friend_count = 0, ages = 0')
+        assert not (await c.verify()).ok
+        await c.recompute(batch_size=2)
+        rows = await c.storage.find("User", None, query, order_by={"id": "asc"})
+        assert [(u["friend_count"], u["ages"], u["all_adults"]) for u in rows] == expected
+        assert (await c.verify()).ok
+    finally:
+        await c.close()
+
+
+async def test_attaching_without_install_to_another_model_is_refused(db_path: str) -> None:
+    c = await open_controller(db_path, *blog(count_posts()))
+    await c.close()
+    again = await open_controller(db_path, *blog(count_posts()), install=False)
+    await again.close()
+    changed = r.Property(  # same columns, another callback: values would follow the wrong one
+        "n",
+        "number",
+        computation=r.Count(property="posts", callback=lambda p: True, attribute_query=[]),
+    )
+    with pytest.raises(r.MigrationError, match="another version of the model") as info:
+        await open_controller(db_path, *blog(changed), install=False)
+    assert "change_computation" in str(info.value) and "install=True" in str(info.value)
