@@ -215,6 +215,27 @@ def _record_mapping(
             mapping[name] = name
         elif old is not None and old in old_schema:
             mapping[name] = old
+    # A relation whose default name changed only because an end was renamed follows it: the
+    # unclaimed stored link with the same ends (as renamed) and attributes is this one.
+    reverse = {old: new for new, old in mapping.items()}
+    claimed = set(mapping.values())
+    for name, record in schema.records.items():
+        if name in mapping or not isinstance(record, LinkType):
+            continue
+        for old_name, entry in old_schema.items():
+            link = entry.get("link")
+            if old_name in claimed or link is None:
+                continue
+            ends = (
+                reverse.get(link["source"], link["source"]),
+                link["source_attr"],
+                reverse.get(link["target"], link["target"]),
+                link["target_attr"],
+            )
+            if ends == (record.source, record.source_attr, record.target, record.target_attr):
+                mapping[name] = old_name
+                claimed.add(old_name)
+                break
     return mapping
 
 

@@ -268,7 +268,16 @@ async def test_renames_keep_the_data(db_path: str) -> None:
         renamed_from="User",
     )
     post = r.Entity("Post", [r.Property("title"), r.Property("score", "number")])
-    relation = r.Relation(person, "posts", post, "author", "1:n", renamed_from=LINK)
+    # The relation's default name changes with its end's: it follows without renamed_from.
+    relation = r.Relation(person, "posts", post, "author", "1:n")
+    planner_only = r.Controller(r_storage(db_path), [person, post], [relation])
+    try:
+        plan_changes = {
+            (ch.kind, ch.target) for ch in (await planner_only.plan_migration()).changes
+        }
+    finally:
+        await planner_only.close()
+    assert ("rename_record", "Person_posts_author_Post") in plan_changes
     c = await open_controller(db_path, [person, post], [relation])
     try:
         people = await c.storage.find(
