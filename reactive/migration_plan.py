@@ -14,33 +14,22 @@ from collections.abc import Mapping
 import attrs
 
 from storage import LinkType
-from storage.migration import (
-    AddColumn,
-    AddIndex,
-    AddTable,
-    AlterLink,
-    DropColumn,
-    DropIndex,
-    DropTable,
-    Operation,
-    RenameColumn,
-    RenameTable,
-)
+from storage import migration as ops
 
 APPLY = 'setup(migrate="apply") or await controller.migrate(plan, allow_destructive=True)'
 # The order in which a backend runs the operations: every drop of an index before the columns
 # it covers go; columns dropped before their table is renamed (by the old name); new columns
 # before the indexes over them.
 _PHASES: dict[type, int] = {
-    DropIndex: 0,
-    DropTable: 1,
-    DropColumn: 2,
-    RenameTable: 3,
-    RenameColumn: 4,
-    AddTable: 5,
-    AddColumn: 6,
-    AlterLink: 7,
-    AddIndex: 8,
+    ops.DropIndex: 0,
+    ops.DropTable: 1,
+    ops.DropColumn: 2,
+    ops.RenameTable: 3,
+    ops.RenameColumn: 4,
+    ops.AddTable: 5,
+    ops.AddColumn: 6,
+    ops.AlterLink: 7,
+    ops.AddIndex: 8,
 }
 
 
@@ -71,7 +60,7 @@ class _Draft:
     kind: str
     target: str
     action: str
-    operations: list[Operation] = attrs.field(factory=list)
+    operations: list[ops.Operation] = attrs.field(factory=list)
     #: (table, column or None): unsafe when it holds data; ("dictionary", name) for a value
     check: tuple[str, str | None] | None = None
     unsafe_action: str | None = None
@@ -151,7 +140,7 @@ class MigrationPlan:
         """Nothing to change (the stored manifest is the declared one)."""
         return not self._drafts and self.stored_text == self.declared_text
 
-    def operations(self, allow_destructive: bool) -> list[Operation]:
+    def operations(self, allow_destructive: bool) -> list[ops.Operation]:
         """The schema operations to run, in order (the unsafe ones only if allowed)."""
         chosen = [
             op
@@ -184,6 +173,6 @@ class MigrationPlan:
         return "\n".join(lines)
 
 
-def _phase(op: Operation) -> tuple[int, int]:
+def _phase(op: ops.Operation) -> tuple[int, int]:
     # New links after the records they join (dropped ones come first: see plan()).
     return (_PHASES[type(op)], int(isinstance(getattr(op, "record", None), LinkType)))

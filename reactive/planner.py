@@ -358,7 +358,13 @@ def _field_changes(
     column_renames: dict[str, str] = {}
     for field in new_fields:
         was = renames.fields.get((name, field))
-        if was is not None and was in old_fields and field not in old_fields:
+        # Not a rename when the old name is still declared (or the new one already stored).
+        if (
+            was is not None
+            and was in old_fields
+            and was not in new_fields
+            and field not in old_fields
+        ):
             column_renames[was] = field
             prefix_old, prefix_new = f"_{was}_bound_", f"_{field}_bound_"
             for hidden in old_fields:
@@ -534,7 +540,10 @@ def _computation_changes(
     old_props: Mapping[str, Any] = old_model.get("properties", {})
     for prop, spec in new_model.get("properties", {}).items():
         was = renames.fields.get((name, prop), prop)
-        before = old_props.get(prop) or old_props.get(was) or {}
+        new_props = new_model.get("properties", {})
+        if prop in old_props or was in new_props:  # stored under its name, or not renamed
+            was = prop
+        before = old_props.get(was) or {}
         target = f"{name}.{prop}"
         compare(target, target, before.get("computation"), spec["computation"], "computation")
         compare(target, target, before.get("computed"), spec["computed"], "computed=")

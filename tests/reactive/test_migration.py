@@ -253,10 +253,15 @@ async def test_removing_an_empty_field_or_a_derived_one_is_safe(db_path: str) ->
         await c.close()
 
 
-async def test_renames_keep_the_data(db_path: str) -> None:
-    await seed(db_path)
-    c = await open_controller(db_path, *blog(count_posts()))
+async def seed_with_count(path: str) -> None:
+    """Version 1's data under version 2 (User.n counts the posts)."""
+    await seed(path)
+    c = await open_controller(path, *blog(count_posts()))
     await c.close()
+
+
+async def test_renames_keep_the_data(db_path: str) -> None:
+    await seed_with_count(db_path)
     person = r.Entity(
         "Person",
         [
@@ -678,9 +683,7 @@ async def test_a_type_change_applied_drops_the_values(db_path: str) -> None:
 
 
 async def test_a_removed_computation_leaves_its_values_as_data(db_path: str) -> None:
-    await seed(db_path)
-    c = await open_controller(db_path, *blog(count_posts()))
-    await c.close()
+    await seed_with_count(db_path)
     c = await open_controller(db_path, *blog(r.Property("n", "number")))
     try:
         assert await c.storage.find("User", None, ["n"]) == [{"id": 1, "n": 2}, {"id": 2, "n": 0}]

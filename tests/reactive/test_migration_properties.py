@@ -4,7 +4,8 @@ model from the start would hold.
 Hypothesis draws a model A (a random set of computations over ``Host`` 1:n ``Item`` and
 ``Host`` n:n ``Item`` with a link field, each in one of two variants), a random history of
 writes, and a model B (another set: computations added, removed, changed by their callback or
-arguments, a plain field added or removed). The history runs on A; ``setup()`` with B
+arguments, renamed with ``renamed_from=`` (``s`` -> ``s_renamed``, a rename only when ``s``
+goes), a plain field added or removed). The history runs on A; ``setup()`` with B
 migrates. The reference is a second database that had model B from the start and saw the same
 history: every computed value (aggregates with their hidden running state, dictionaries,
 Transform rows, ``computed=`` fields) must be equal, ``verify()`` must find nothing, and further
@@ -32,6 +33,7 @@ LIKES = "Host_likes_liked_by_Item"
 KEYS = [
     "n",
     "s",
+    "s_renamed",
     "avg",
     "w",
     "every",
@@ -82,6 +84,15 @@ def build(spec: dict[str, int]) -> tuple[list[r.Entity], list[r.Relation], list[
     variant = spec.get
     add("n", "number", r.Count(property="items"))
     add("s", "number", r.Summation(property="items", attribute_query=["val"]))
+    if "s_renamed" in spec:  # the same Summation under a new name: a rename when "s" goes
+        host_props.append(
+            r.Property(
+                "s_renamed",
+                "number",
+                computation=r.Summation(property="items", attribute_query=["val"]),
+                renamed_from="s",
+            )
+        )
     add("avg", "number", r.Average(property="items", attribute_query=["val"]))
     k = 2 + (variant("w") or 0)
     add(
@@ -225,7 +236,7 @@ async def apply_ops(c: r.Controller, history: list[tuple[Any, ...]], note: bool)
             await s.update("Host", {"id": pick(hosts, op[1])}, {"name": op[2]})
 
 
-HOST_FIELDS = {"n", "s", "avg", "w", "every", "any", "okc", "lk", "lw"}
+HOST_FIELDS = {"n", "s", "s_renamed", "avg", "w", "every", "any", "okc", "lk", "lw"}
 
 
 async def computed_values(c: r.Controller, spec: dict[str, int]) -> dict[str, Any]:
@@ -300,7 +311,7 @@ async def scenario(
 
 
 @settings(
-    max_examples=int(os.environ.get("MIGRATION_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("MIGRATION_EXAMPLES", "100")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
