@@ -213,7 +213,7 @@ def _record_mapping(
         old = renames.records.get(name)
         if name in old_schema:
             mapping[name] = name
-        elif old is not None and old in old_schema:
+        elif old is not None and old in old_schema and old not in schema.records:
             mapping[name] = old
     # A relation whose default name changed only because an end was renamed follows it: the
     # unclaimed stored link with the same ends (as renamed) and attributes is this one.
@@ -576,7 +576,7 @@ def _dictionary_changes(
         if name in stored:
             old = stored[name]
             matched.add(name)
-        elif was is not None and was in stored:
+        elif was is not None and was in stored and was not in declared:
             old = stored[was]
             matched.add(was)
             dictionary_renames[was] = name

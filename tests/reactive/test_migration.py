@@ -787,3 +787,35 @@ async def test_attaching_without_install_to_another_model_is_refused(db_path: st
     with pytest.raises(r.MigrationError, match="another version of the model") as info:
         await open_controller(db_path, *blog(changed), install=False)
     assert "change_computation" in str(info.value) and "install=True" in str(info.value)
+
+
+async def test_renamed_from_a_name_still_declared_is_not_a_rename(db_path: str) -> None:
+    """``renamed_from`` naming a field, record or dictionary that is still declared adds the
+    new one beside it (the old keeps its data)."""
+    c = await open_controller(db_path, dictionaries=[r.Dictionary("a", "number", default=1)])
+    await c.storage.set_dict("a", 5)
+    await c.close()
+    both = [r.Dictionary("a", "number"), r.Dictionary("b", "number", default=2, renamed_from="a")]
+    c = await open_controller(db_path, dictionaries=both)
+    try:
+        assert (await c.storage.get_dict("a"), await c.storage.get_dict("b")) == (5, 2)
+    finally:
+        await c.close()
+    other = db_path + ".records"
+    await seed(other)
+    entities, relations = blog()
+    copy = r.Entity(
+        "Copy", [r.Property("name"), r.Property("alias", renamed_from="name")], renamed_from="User"
+    )
+    user = entities[0]
+    user.properties.append(r.Property("alias", renamed_from="name"))
+    c = await open_controller(other, [*entities, copy], relations)
+    try:
+        rows = await c.storage.find("User", None, ["name", "alias"], order_by={"id": "asc"})
+        assert rows == [
+            {"id": 1, "name": "ada", "alias": None},
+            {"id": 2, "name": "bob", "alias": None},
+        ]
+        assert await c.storage.count("Copy") == 0
+    finally:
+        await c.close()
