@@ -35,7 +35,7 @@ from reactive.recompute import (
     ordered,
     recomputations,
 )
-from storage import Field, Record, RecordType, SQLiteSession
+from storage import Field, Record, RecordType, SQLiteSession, StorageError
 
 if TYPE_CHECKING:
     from reactive.controller import Controller
@@ -166,9 +166,19 @@ async def migrate(controller: Controller, plan: MigrationPlan, allow_destructive
         fill_defaults(ctx, [(a, b) for a, b in added_fields])
         _initial_values(ctx)
         for step in ordered(recomputations(engine), plan.backfill):
-            step.write(ctx)
-            if ctx.error is not None:
-                raise ctx.error
+            try:
+                step.write(ctx)
+                if ctx.error is not None:
+                    raise ctx.error
+            except (MigrationError, StorageError):
+                raise
+            except Exception as exc:
+                raise MigrationError(
+                    f"the backfill of {step.key} failed on the stored data ({type(exc).__name__}: "
+                    f"{exc}); nothing was changed: fix the computation (or the data) and run "
+                    "setup() again",
+                    plan=plan,
+                ) from exc
         if current != plan.declared_text:
             value = {"manifest": json.loads(plan.declared_text)}
             if row is None:

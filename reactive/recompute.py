@@ -38,6 +38,7 @@ import attrs
 
 from reactive.computations import StateNode
 from reactive.engine import DICTIONARY_RECORD, Engine
+from reactive.errors import ComputationError
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
 from reactive.handles.state_machine import CustomHandle, StateMachineHandle
 from reactive.handles.transform import TransformHandle
@@ -403,8 +404,8 @@ class _StateMachine(_HistoryDependent):
         for state in decl.states:
             if state.name == name:
                 return state
-        raise ValueError(
-            f"{self.h.name}: initial(record) returned {chosen!r}, which is not one of its states"
+        raise ComputationError(
+            self.h.name, f"initial(record) returned {chosen!r}, which is not one of its states"
         )
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:

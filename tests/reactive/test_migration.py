@@ -819,3 +819,33 @@ async def test_renamed_from_a_name_still_declared_is_not_a_rename(db_path: str) 
         assert await c.storage.count("Copy") == 0
     finally:
         await c.close()
+
+
+async def test_a_backfill_that_fails_on_the_stored_data_changes_nothing(db_path: str) -> None:
+    await seed(db_path)
+
+    def fragile(post: dict[str, Any]) -> tuple[int, int]:
+        if post["score"] == 2:
+            raise ValueError("score 2 is not expected")
+        return (1, post["score"])
+
+    weighted = r.Property(
+        "w",
+        "number",
+        computation=r.WeightedSummation(
+            property="posts", callback=fragile, attribute_query=["score"]
+        ),
+    )
+    before = dump(db_path)
+    with pytest.raises(r.MigrationError, match=r"backfill of User\.w failed.*score 2") as info:
+        await open_controller(db_path, *blog(weighted))
+    assert isinstance(info.value.__cause__, ValueError)
+    assert dump(db_path) == before
+
+    only = r.StateNode("a")
+    machine = r.StateMachine(
+        states=[only], transfers=[], initial_state=only, initial=lambda post: "nowhere"
+    )
+    with pytest.raises(r.MigrationError, match="'nowhere', which is not one of its states"):
+        await open_controller(db_path, *blog(post_props=(r.Property("s", computation=machine),)))
+    assert dump(db_path) == before
