@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from reactive.context import TransactionContext
 
 IdRange = tuple[Any, Any]
+# Field types whose stored values SQL sums as the engine does (an "integer" type, where the
+# storage has one, too): any other type goes through the per-item Python reading.
+_SQL_NUMBERS = ("number", "integer")
 Key = tuple[str, str]  # (record, field): "*" any field, "#rows" which rows exist
 
 
@@ -151,7 +154,7 @@ class _PropertyAggregate(Recomputation):
                 kind, record, field = "item", self.related, fold.path[0]
             else:
                 kind, record, field = "link", self.link, fold.path[1]
-            if engine.schema.field(record, field).type != "number":
+            if engine.schema.field(record, field).type not in _SQL_NUMBERS:
                 return None  # json numbers, booleans...: the Python reading decides
             value = (kind, field)
         return RelatedTotals(
@@ -252,7 +255,7 @@ class _DictionaryAggregate(Recomputation):
             fold.path is None
             or (
                 len(fold.path) == 1
-                and engine.schema.field(handle.source, fold.path[0]).type == "number"
+                and engine.schema.field(handle.source, fold.path[0]).type in _SQL_NUMBERS
             )
         )
 
