@@ -68,9 +68,7 @@ def plan(
     backfill: list[str] = []
     system = set(declared["system"])
     if stored is None:
-        user_tables = [t for t in tables if t in schema.records and t not in system]
-        renamed = [old for old in renames.records.values() if old in tables]
-        if not user_tables and not renamed:
+        if not tables:
             mode = "fresh"
             stored = {"schema": {}, "system": [], "records": {}, "dictionaries": {}}
         else:

@@ -102,6 +102,11 @@ def same(stored: Any, expected: Any) -> bool:
     return bool(stored == expected)
 
 
+def _summable(engine: Engine, record: str, field: str) -> bool:
+    """Whether SQL sums ``record.field`` as the engine does: ids and number fields."""
+    return field == "id" or engine.schema.field(record, field).type in _SQL_NUMBERS
+
+
 def _in_range(key: str, id_range: IdRange | None) -> MatchExp | None:
     if id_range is None:
         return None
@@ -154,7 +159,7 @@ class _PropertyAggregate(Recomputation):
                 kind, record, field = "item", self.related, fold.path[0]
             else:
                 kind, record, field = "link", self.link, fold.path[1]
-            if engine.schema.field(record, field).type not in _SQL_NUMBERS:
+            if not _summable(engine, record, field):
                 return None  # json numbers, booleans...: the Python reading decides
             value = (kind, field)
         return RelatedTotals(
@@ -253,10 +258,7 @@ class _DictionaryAggregate(Recomputation):
         fold = handle.fold
         self.sql = fold.callback is None and (
             fold.path is None
-            or (
-                len(fold.path) == 1
-                and engine.schema.field(handle.source, fold.path[0]).type in _SQL_NUMBERS
-            )
+            or (len(fold.path) == 1 and _summable(engine, handle.source, fold.path[0]))
         )
 
     def expected(self, ctx: TransactionContext) -> tuple[Any, dict[str, Any]]:

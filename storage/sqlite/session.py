@@ -139,8 +139,10 @@ class SQLiteSession:
     def record_totals(self, record: str, field: str | None = None) -> tuple[Any, int]:
         """(total, count) over every record of ``record``: the sum of ``field`` (non-numbers
         count as 0) and the number of records."""
-        if field is not None:
+        if field is not None and field != "id":
             self.schema.field(record, field)
+        else:
+            self.schema.record(record)
         return totals.record_totals(self._conn, record, field)
 
     def id_bounds(self, record: str) -> tuple[Any, Any] | None:

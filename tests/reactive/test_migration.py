@@ -849,3 +849,21 @@ async def test_a_backfill_that_fails_on_the_stored_data_changes_nothing(db_path:
     with pytest.raises(r.MigrationError, match="'nowhere', which is not one of its states"):
         await open_controller(db_path, *blog(post_props=(r.Property("s", computation=machine),)))
     assert dump(db_path) == before
+
+
+async def test_a_database_holding_only_system_tables_is_adopted(db_path: str) -> None:
+    """Tables the engine created before manifests (here only its dictionary table, without a
+    column a newer engine has) are kept and completed, not created again."""
+    from storage import Field, RecordType, Schema
+
+    old_dictionary_table = RecordType(r.DICTIONARY_RECORD, [Field("key"), Field("value", "json")])
+    storage = r_storage(db_path)
+    await storage.setup(Schema([old_dictionary_table]))
+    await storage.run(lambda s: s.insert_internal(r.DICTIONARY_RECORD, {"key": "x", "value": 4}))
+    await storage.close()
+    c = await open_controller(db_path, *blog(), [r.Dictionary("x", "number", default=1)])
+    try:
+        assert await c.storage.get_dict("x") == 4
+        assert "state" in columns(db_path, r.DICTIONARY_RECORD)
+    finally:
+        await c.close()
