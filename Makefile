@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.integrations_chain
 	$(BIN)/python -m benchmarks.login_flood
 	$(BIN)/python -m benchmarks.lock_latency
+	$(BIN)/python -m benchmarks.migration_backfill
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -30,6 +30,7 @@ from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT
 from reactive.errors import (
     ComputationError,
     CycleError,
+    MigrationError,
     ModelError,
     ReactiveError,
     SetupError,
@@ -42,7 +43,9 @@ from reactive.interaction import (
     Payload,
     PayloadItem,
 )
+from reactive.migration_plan import Change, MigrationPlan
 from reactive.model import Dictionary, Entity, Property, Relation
+from reactive.recompute import Difference, VerifyReport
 from reactive.server import create_app
 from reactive.side_effects import (
     RecordMutationSideEffect,
@@ -63,6 +66,7 @@ __all__ = [
     "APIError",
     "Any",
     "Average",
+    "Change",
     "Computation",
     "ComputationError",
     "Condition",
@@ -72,12 +76,15 @@ __all__ = [
     "Custom",
     "CycleError",
     "Dictionary",
+    "Difference",
     "DispatchError",
     "DispatchResult",
     "EngineStorage",
     "Entity",
     "Every",
     "Interaction",
+    "MigrationError",
+    "MigrationPlan",
     "ModelError",
     "MutationEvent",
     "Param",
@@ -98,6 +105,7 @@ __all__ = [
     "TransactionContext",
     "Transform",
     "Trigger",
+    "VerifyReport",
     "WeightedSummation",
     "create_app",
     "parse_json",

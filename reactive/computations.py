@@ -196,11 +196,17 @@ class StateTransfer:
 
 @attrs.define(eq=False)
 class StateMachine(Computation):
-    """A property's (or dictionary's) value as a state machine over mutation events."""
+    """A property's (or dictionary's) value as a state machine over mutation events.
+
+    ``initial(record)`` (optional) places the records that exist when the machine is added to
+    a model (``setup()``'s backfill): it returns a state (a ``StateNode`` or its name); without
+    it they start in ``initial_state``. New records always start in ``initial_state``.
+    """
 
     states: list[StateNode]
     transfers: list[StateTransfer]
     initial_state: StateNode
+    initial: Callable[..., typing.Any] | None = None
     kind = "StateMachine"
 
     def __attrs_post_init__(self) -> None:
@@ -217,6 +223,8 @@ class StateMachine(Computation):
                     raise ModelError(f"transfer uses state {node.name!r}, which is not in states")
             if not isinstance(transfer.trigger, Trigger):
                 raise ModelError("StateTransfer trigger must be a Trigger")
+        if self.initial is not None and not callable(self.initial):
+            raise ModelError("StateMachine initial must be a function of the record")
 
 
 @attrs.define(eq=False)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import reactivex
 from reactivex import operators as ops
 from reactivex.subject import Subject
 
+from reactive import evolution
 from reactive.callables import adapt
 from reactive.context import Match, RecordRef, TransactionContext
 from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT, Engine
@@ -22,7 +23,10 @@ from reactive.interaction import (
     check_conditions,
     validate_payload,
 )
+from reactive.manifest import MANIFEST_RECORD, MANIFEST_RECORD_TYPE
+from reactive.migration_plan import MigrationPlan
 from reactive.model import Dictionary, Entity, Relation, record_name
+from reactive.recompute import VerifyReport
 from reactive.side_effects import (
     SIDE_EFFECT_RECORD,
     SIDE_EFFECT_RECORD_TYPE,
@@ -44,8 +48,9 @@ from storage import (
 
 log = logging.getLogger("reactive.controller")
 T = TypeVar("T")
+MigrateMode: TypeAlias = Literal["safe", "apply"]
 
-_UNPUBLISHED = frozenset({SIDE_EFFECT_RECORD})
+_UNPUBLISHED = frozenset({SIDE_EFFECT_RECORD, MANIFEST_RECORD})
 
 
 class Controller:
@@ -69,7 +74,9 @@ class Controller:
         side_effect_leases: SideEffectLeases | None = None,
     ) -> None:
         self.backend = storage
-        self.engine = Engine(entities, relations, dictionaries, [SIDE_EFFECT_RECORD_TYPE])
+        self.engine = Engine(
+            entities, relations, dictionaries, [SIDE_EFFECT_RECORD_TYPE, MANIFEST_RECORD_TYPE]
+        )
         self.interactions: dict[str, Interaction] = {}
         for interaction in interactions:
             if interaction.name in self.interactions:
@@ -85,24 +92,60 @@ class Controller:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def setup(self, install: bool = True) -> None:
+    async def setup(self, install: bool = True, migrate: MigrateMode = "safe") -> None:
         """Create (``install=True``) or attach to the tables, write initial dictionary values,
         and run the side effects a previous process left pending (those no live process holds
-        a lease on; see :class:`SideEffectLeases`)."""
-        await self.backend.setup(self.engine.schema, install)
+        a lease on; see :class:`SideEffectLeases`).
+
+        With ``install``, the database is brought to the declared model first, in one
+        transaction (see :meth:`plan_migration`): new tables, columns and indexes, and a
+        backfill of every added or changed computation from the stored data. Unsafe changes
+        raise :class:`~reactive.MigrationError` and change nothing, unless
+        ``migrate="apply"``, which applies them (dropping the data they name). Without
+        ``install``, a database whose stored model differs from the declared one is refused
+        (MigrationError): only ``setup()`` with ``install`` migrates."""
+        if migrate not in ("safe", "apply"):
+            raise ValueError(f"setup(migrate=...) must be 'safe' or 'apply', got {migrate!r}")
         if install:
-            await self.transact(self._install)
+            await evolution.bring_up_to_date(self, allow_destructive=migrate == "apply")
+        else:
+            await self.backend.setup(self.engine.schema, install)
+            await evolution.check_current(self)
         self._ready = True
         await self.side_effects.recover()
 
-    def _install(self, ctx: TransactionContext) -> None:
-        for handle in self.engine.handles:
-            handle.install(ctx)
-        for name, dictionary in self.engine.dictionaries.items():
-            if dictionary.computation is None and ctx.dictionary_row(name) is None:
-                value = dictionary.default_value()
-                if value is not None:
-                    ctx.write_dictionary(name, value, None)
+    # -- model evolution (reactive.evolution) ------------------------------------------------
+
+    async def plan_migration(self) -> MigrationPlan:
+        """What ``setup()`` would change to bring the database to the declared model: ``plan.
+        changes`` (each with ``kind``, ``target``, ``safe``, ``action``, ``fix``) and
+        ``str(plan)``. Reads only."""
+        return await evolution.plan_migration(self)
+
+    async def migrate(
+        self, plan: MigrationPlan | None = None, allow_destructive: bool = False
+    ) -> MigrationPlan:
+        """Apply ``plan`` (a fresh one when None) in one transaction; with
+        ``allow_destructive`` its unsafe changes too. Then the controller is set up (as by
+        ``setup()``). Returns the plan applied."""
+        if plan is None:
+            plan = await evolution.plan_migration(self)
+        await evolution.migrate(self, plan, allow_destructive)
+        if not self._ready:
+            self._ready = True
+            await self.side_effects.recover()
+        return plan
+
+    async def recompute(self, target: str | None = None, *, batch_size: int = 1000) -> list[str]:
+        """Recompute from the stored data: every computation, or ``"Record.field"`` or a
+        dictionary's name (with whatever reads it), in batches of ``batch_size`` host records,
+        each its own transaction. Returns the computations recomputed, in order."""
+        return await evolution.recompute(self, target, batch_size)
+
+    async def verify(self) -> VerifyReport:
+        """Recompute every computation without writing and report the stored values that
+        differ (``report.ok``, ``report.differences``)."""
+        return await evolution.verify(self)
 
     async def close(self) -> None:
         """Stop side effects (pending ones resume at the next setup) and close the storage."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from storage import FieldTypeError, StorageError, UniqueViolationError
 
 
@@ -15,6 +17,20 @@ class ModelError(ReactiveError, ValueError):
 
 class SetupError(ReactiveError, RuntimeError):
     """The controller cannot be set up (conflicting declarations, bad trigger record, ...)."""
+
+
+class MigrationError(SetupError):
+    """The declared model differs from the stored one in ways ``setup()`` will not apply on its
+    own (data would be lost, or a rename is not declared); nothing was changed.
+
+    ``changes`` lists every unsafe change (each with ``kind``, ``target``, ``action`` and
+    ``fix``, the ways to proceed); ``plan`` is the whole migration plan (None when the error
+    is not about one)."""
+
+    def __init__(self, message: str, changes: list[Any] | None = None, plan: Any = None):
+        super().__init__(message)
+        self.changes = list(changes or [])
+        self.plan = plan
 
 
 class ComputationError(ReactiveError):
@@ -56,6 +72,7 @@ def describe(exc: BaseException) -> str:
 __all__ = [
     "ComputationError",
     "CycleError",
+    "MigrationError",
     "ModelError",
     "ReactiveError",
     "SetupError",

@@ -38,7 +38,8 @@ class Property:
     ``default`` is a value or a zero-argument callable used when a create leaves the field out;
     ``computed(record)`` derives the value from the row's own fields on every write;
     ``computation`` (Count, Summation, StateMachine, ...) keeps it up to date reactively.
-    ``index``/``unique`` ask storage for an index on the field.
+    ``index``/``unique`` ask storage for an index on the field. ``renamed_from`` names the
+    field this one was called before: ``setup()`` renames the stored column and keeps its data.
     """
 
     name: str
@@ -48,6 +49,7 @@ class Property:
     computed: Callable[..., Any] | None = None
     index: bool = False
     unique: bool = False
+    renamed_from: str | None = None
 
     def __attrs_post_init__(self) -> None:
         _check_name("property", self.name)
@@ -67,11 +69,14 @@ class Property:
 
 @attrs.define(eq=False)
 class Entity:
-    """A record type. ``computation`` may be a Transform (or Custom) that produces its records."""
+    """A record type. ``computation`` may be a Transform (or Custom) that produces its records.
+    ``renamed_from`` names the record type this one was called before (its table is renamed
+    and keeps its rows)."""
 
     name: str
     properties: list[Property] = attrs.field(factory=list, converter=_list)
     computation: Computation | None = None
+    renamed_from: str | None = None
 
     def __attrs_post_init__(self) -> None:
         _check_name("entity", self.name)
@@ -91,6 +96,7 @@ class Relation:
     ``type`` reads ``<source side>:<target side>``: in ``Relation(user, "posts", post, "author",
     "1:n")`` a user has many posts and a post has one author. A relation whose source and target
     are the same with the same property on both ends is symmetric (``n:n`` only).
+    ``renamed_from`` names the relation (its storage name) this one was called before.
     """
 
     source: Entity | Relation
@@ -103,6 +109,7 @@ class Relation:
     computation: Computation | None = None
     symmetric: bool = False
     cascade: bool = False
+    renamed_from: str | None = None
 
     def __attrs_post_init__(self) -> None:
         for end in (self.source, self.target):
@@ -138,12 +145,14 @@ class Relation:
 
 @attrs.define(eq=False)
 class Dictionary:
-    """A global value, optionally kept by a computation (Count over an entity, ...)."""
+    """A global value, optionally kept by a computation (Count over an entity, ...).
+    ``renamed_from`` names the dictionary this one was called before (its value is kept)."""
 
     name: str
     type: PropertyType = "json"
     default: Any = None
     computation: Computation | None = None
+    renamed_from: str | None = None
 
     def __attrs_post_init__(self) -> None:
         _check_name("dictionary", self.name)

@@ -26,7 +26,8 @@ from typing import Any, Protocol, TypeVar
 
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
-from storage.schema import Schema
+from storage.migration import Operation, RelatedTotals, TotalOutput
+from storage.schema import RecordType, Schema
 
 __all__ = ["Match", "Session", "Storage"]
 
@@ -122,6 +123,32 @@ class Session(Protocol):
         """A nested transaction: an exception inside rolls back its writes and events only."""
         ...
 
+    # -- whole-table aggregates (recomputation; see storage.migration.RelatedTotals) ---------
+
+    def related_totals(
+        self, spec: RelatedTotals, id_range: tuple[Any, Any] | None = None
+    ) -> dict[Any, tuple[Any, int]]:
+        """``{host id: (total, count)}`` of every host (ids in ``[lo, hi)`` with a range)."""
+        ...
+
+    def write_related_totals(
+        self,
+        spec: RelatedTotals,
+        outputs: Mapping[str, TotalOutput],
+        id_range: tuple[Any, Any] | None = None,
+    ) -> int:
+        """Set ``outputs`` (field -> total, count or mean) of every host in one statement,
+        without events; returns how many hosts it wrote."""
+        ...
+
+    def record_totals(self, record: str, field: str | None = None) -> tuple[Any, int]:
+        """(sum of ``field``, non-numbers as 0; number of records) over every record."""
+        ...
+
+    def id_bounds(self, record: str) -> tuple[Any, Any] | None:
+        """The smallest and largest id of ``record``, or None when it has none."""
+        ...
+
 
 class Storage(Protocol):
     """An async storage backend: one database, transactions as synchronous bodies."""
@@ -144,6 +171,31 @@ class Storage(Protocol):
 
     async def close(self) -> None:
         """Close the database; further use raises ``NotSetUpError``."""
+        ...
+
+    async def inspect(self) -> dict[str, list[str]]:
+        """Every table of the database (the backend's own left out) with its column names;
+        opens the connection and needs no schema (a migration planner compares with it)."""
+        ...
+
+    async def peek(self, record: RecordType) -> list[Record]:
+        """Every row of ``record`` read with it as the only schema ([] without a table)."""
+        ...
+
+    async def holds_data(self, checks: Sequence[tuple[str, str | None]]) -> list[bool]:
+        """For each ``(table, column)``: whether a row has the column not NULL (None: any
+        row). A missing table or column holds nothing."""
+        ...
+
+    async def migrate(
+        self,
+        schema: Schema,
+        operations: Sequence[Operation],
+        body: Callable[[Session], T],
+        guard: Callable[[Callable[[RecordType], list[Record]]], None] | None = None,
+    ) -> T:
+        """One write transaction: ``guard(peek)``, the schema ``operations``, then
+        ``body(session)`` on ``schema``; all of it commits or none, and ``schema`` is bound."""
         ...
 
     async def run(self, body: Callable[[Session], T], *, write: bool = True) -> T:

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "benchmarks.integrations_chain",
         "benchmarks.login_flood",
         "benchmarks.lock_latency",
+        "benchmarks.migration_backfill",
     ],
 )
 def test_benchmark_prints_json_lines(module: str) -> None:

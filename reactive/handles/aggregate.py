@@ -138,7 +138,7 @@ class PropertyAggregate(Handle):
         ]
 
     def routes(self) -> list[Route]:
-        attribute = self._attr()
+        attribute = self.bound_attribute()
         link = attribute.link.name
         routes: list[Route] = [(link, "create"), (link, "delete")]
         if self.link_fields:
@@ -154,16 +154,17 @@ class PropertyAggregate(Handle):
             )
         return {self.target: self.fold.initial()}
 
-    def _attr(self) -> RelationAttribute:
+    def bound_attribute(self) -> RelationAttribute:
+        """The relation attribute of the host this aggregate runs over (after bind)."""
         if self.attribute is None:
             raise SetupError(f"{self.name}: not bound to a schema")
         return self.attribute
 
     # -- run time ---------------------------------------------------------------------------
 
-    def _ends(self, link_row: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    def ends(self, link_row: Mapping[str, Any]) -> list[tuple[Any, Any]]:
         """(host id, related id) for each host end of a link row."""
-        attribute = self._attr()
+        attribute = self.bound_attribute()
         source, target = link_row["source"]["id"], link_row["target"]["id"]
         if attribute.symmetric:
             return [(source, target)] if source == target else [(source, target), (target, source)]
@@ -172,7 +173,7 @@ class PropertyAggregate(Handle):
         return [(target, source)]
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
-        attribute = self._attr()
+        attribute = self.bound_attribute()
         if event.record_name == attribute.link.name:
             if event.type == "create":
                 self._link_changed(event.record, 1, ctx)
@@ -184,21 +185,21 @@ class PropertyAggregate(Handle):
             self._related_changed(event, ctx)
 
     def _link_changed(self, row: Mapping[str, Any], sign: int, ctx: TransactionContext) -> None:
-        for host_id, related_id in self._ends(row):
-            value = self._contribution(self._related(related_id, ctx), row, ctx)
+        for host_id, related_id in self.ends(row):
+            value = self.contribution(self._related(related_id, ctx), row, ctx)
             self._apply(host_id, sign * value, sign, ctx)
 
     def _link_fields_changed(self, event: MutationEvent, ctx: TransactionContext) -> None:
         old_row, new_row = event.old_record or {}, event.merged
-        for host_id, related_id in self._ends(new_row):
+        for host_id, related_id in self.ends(new_row):
             related = self._related(related_id, ctx)
-            delta = self._contribution(related, new_row, ctx) - self._contribution(
+            delta = self.contribution(related, new_row, ctx) - self.contribution(
                 related, old_row, ctx
             )
             self._apply(host_id, delta, 0, ctx)
 
     def _related_changed(self, event: MutationEvent, ctx: TransactionContext) -> None:
-        attribute = self._attr()
+        attribute = self.bound_attribute()
         related_id = event.record["id"]
         old_related, new_related = event.old_record or {}, event.merged
         link = attribute.link.name
@@ -220,10 +221,10 @@ class PropertyAggregate(Handle):
             ):
                 rows.setdefault(e.record["id"], e.record)
         for link_row in rows.values():
-            for host_id, other_id in self._ends(link_row):
+            for host_id, other_id in self.ends(link_row):
                 if other_id != related_id:
                     continue
-                delta = self._contribution(new_related, link_row, ctx) - self._contribution(
+                delta = self.contribution(new_related, link_row, ctx) - self.contribution(
                     old_related, link_row, ctx
                 )
                 self._apply(host_id, delta, 0, ctx)
@@ -236,7 +237,7 @@ class PropertyAggregate(Handle):
     def _related(self, related_id: Any, ctx: TransactionContext) -> Mapping[str, Any] | None:
         if not self.reads_items:
             return {"id": related_id}
-        related = self._attr().related
+        related = self.bound_attribute().related
         cached = ctx.fresh.get((related, related_id))
         if cached is not None and all(f in cached for f in self.fields):
             return cached
@@ -246,12 +247,14 @@ class PropertyAggregate(Handle):
             return ctx.deleted.get((related, related_id))
         return found
 
-    def _contribution(
+    def contribution(
         self,
         related: Mapping[str, Any] | None,
         link_row: Mapping[str, Any],
         ctx: TransactionContext,
     ) -> float:
+        """One item's share of the totals: the related record (None: gone) through a link row
+        (the same function the incremental steps and the recomputation use)."""
         if not self.fold.needs_item:
             return 1
         if related is None:
@@ -328,7 +331,8 @@ class DictionaryAggregate(Handle):
         if ctx.dictionary_row(self.target) is None:
             ctx.write_dictionary(self.target, self.fold.initial(), {"total": 0, "count": 0})
 
-    def _contribution(self, record: Mapping[str, Any], ctx: TransactionContext) -> float:
+    def contribution(self, record: Mapping[str, Any], ctx: TransactionContext) -> float:
+        """One record's share of the totals."""
         if not self.fold.needs_item:
             return 1
         item = {"id": record.get("id"), **{f: record.get(f) for f in self.fields}}
@@ -336,12 +340,12 @@ class DictionaryAggregate(Handle):
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
         if event.type == "create":
-            self._apply(self._contribution(event.record, ctx), 1, ctx)
+            self._apply(self.contribution(event.record, ctx), 1, ctx)
         elif event.type == "delete":
-            self._apply(-self._contribution(event.record, ctx), -1, ctx)
+            self._apply(-self.contribution(event.record, ctx), -1, ctx)
         elif _changed(event, self.fields):
-            old = self._contribution(event.old_record or {}, ctx)
-            new = self._contribution(event.merged, ctx)
+            old = self.contribution(event.old_record or {}, ctx)
+            new = self.contribution(event.merged, ctx)
             if new != old:
                 self._apply(new - old, 0, ctx)
 

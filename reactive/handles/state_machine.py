@@ -65,9 +65,10 @@ class StateMachineHandle(Handle):
     def routes(self) -> list[Route]:
         return list(dict.fromkeys((t.record, t.trigger.type) for t in self.transfers))
 
-    def _value_of(
+    def value_of(
         self, node: StateNode, last: Any, event: MutationEvent | None, ctx: TransactionContext
     ) -> Any:
+        """The value on entering ``node`` (its compute_value, else its name)."""
         compute = self.values[node.name]
         if compute is None:
             return node.name
@@ -82,12 +83,12 @@ class StateMachineHandle(Handle):
                 f"create (give initial state {self.initial_state.name!r} a compute_value to "
                 "accept it)"
             )
-        value = self._value_of(self.initial_state, provided, None, ctx)
+        value = self.value_of(self.initial_state, provided, None, ctx)
         return {self.target: value, self.state_field: self.initial_state.name}
 
     def install(self, ctx: TransactionContext) -> None:
         if self.host is None and ctx.dictionary_row(self.target) is None:
-            value = self._value_of(self.initial_state, None, None, ctx)
+            value = self.value_of(self.initial_state, None, None, ctx)
             ctx.write_dictionary(self.target, value, {"state": self.initial_state.name})
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
@@ -137,7 +138,7 @@ class StateMachineHandle(Handle):
         node = self._choose(state, transfers)
         if node is None:
             return
-        value = self._value_of(node, current[self.target], event, ctx)
+        value = self.value_of(node, current[self.target], event, ctx)
         ctx.write_owned(self.host, current, {self.target: value, self.state_field: node.name}, self)
 
     def _step_dictionary(
@@ -148,7 +149,7 @@ class StateMachineHandle(Handle):
         node = self._choose(state, transfers)
         if node is None:
             return
-        value = self._value_of(node, (row or {}).get("value"), event, ctx)
+        value = self.value_of(node, (row or {}).get("value"), event, ctx)
         ctx.write_dictionary(self.target, value, {"state": node.name})
 
 
@@ -180,7 +181,8 @@ class CustomHandle(Handle):
     def routes(self) -> list[Route]:
         return list(dict.fromkeys((name, t.type) for name, t in self.triggers))
 
-    def _initial(self) -> Any:
+    def initial_value(self) -> Any:
+        """The value of a new host (``initial``, called when it is a function)."""
         initial = self.decl.initial
         return initial() if callable(initial) else initial
 
@@ -189,11 +191,11 @@ class CustomHandle(Handle):
             raise ModelError(
                 f"{self.host}.{self.target} is computed by {self.name} and cannot be given"
             )
-        return {self.target: self._initial()}
+        return {self.target: self.initial_value()}
 
     def install(self, ctx: TransactionContext) -> None:
         if self.host is None and ctx.dictionary_row(self.target) is None:
-            ctx.write_dictionary(self.target, self._initial(), None)
+            ctx.write_dictionary(self.target, self.initial_value(), None)
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
         index = self._by_route.get((event.record_name, event.type))

@@ -46,7 +46,7 @@ class TransformHandle(Handle):
         for field in self.query:
             if field != "*" and field not in fields:
                 raise SetupError(f"{self.name}: {self.source} has no field {field!r}")
-        self._watched = list(fields) if "*" in self.query else self.query
+        self.watched = list(fields) if "*" in self.query else self.query
 
     def hidden_fields(self) -> list[tuple[str, Field]]:
         return [
@@ -63,26 +63,27 @@ class TransformHandle(Handle):
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
         source_id = event.record["id"]
         if event.type == "create":
-            for index, row in enumerate(self._rows(source_id, ctx, event)):
+            for index, row in enumerate(self.derived_rows(source_id, ctx, event)):
                 ctx.create_owned(
                     self.output, {**row, self.source_field: source_id, self.index_field: index}
                 )
         elif event.type == "delete":
             ctx.storage.delete(self.output, {self.source_field: source_id})
         elif self._watched_changed(event):
-            self._refresh(source_id, ctx)
+            self.refresh(source_id, ctx)
 
     def _watched_changed(self, event: MutationEvent) -> bool:
         old = event.old_record or {}
-        return any(k in event.record and old.get(k) != event.record[k] for k in self._watched)
+        return any(k in event.record and old.get(k) != event.record[k] for k in self.watched)
 
-    def _rows(
+    def derived_rows(
         self, source_id: Any, ctx: TransactionContext, event: MutationEvent | None = None
     ) -> list[dict[str, Any]]:
+        """What the callback derives from one source record now (ids left out)."""
         source: dict[str, Any] | None
-        if event is not None and all(f in event.record for f in self._watched):
+        if event is not None and all(f in event.record for f in self.watched):
             # A create event carries every field the engine wrote: no need to read it back.
-            source = {"id": source_id, **{f: event.record[f] for f in self._watched}}
+            source = {"id": source_id, **{f: event.record[f] for f in self.watched}}
         else:
             source = ctx.session.find_one(self.source, {"id": source_id}, self.query)
         if source is None:
@@ -100,8 +101,10 @@ class TransformHandle(Handle):
             rows.append({k: v for k, v in item.items() if k != "id"})
         return rows
 
-    def _refresh(self, source_id: Any, ctx: TransactionContext) -> None:
-        rows = self._rows(source_id, ctx)
+    def refresh(self, source_id: Any, ctx: TransactionContext) -> None:
+        """Bring one source's derived records to what the callback gives now: updated in place
+        by position, created, surplus deleted."""
+        rows = self.derived_rows(source_id, ctx)
         fields = [k for k in ctx.schema.fields(self.output)]
         existing = ctx.session.find(
             self.output, {self.source_field: source_id}, fields, order_by={self.index_field: "asc"}

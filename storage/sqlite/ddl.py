@@ -31,8 +31,8 @@ def install(conn: sqlite3.Connection, schema: Schema) -> None:
     for record in schema.records.values():
         _table(conn, schema, record)
     for record in schema.records.values():
-        for index in _indexes(record):
-            _index(conn, record.name, index)
+        for index in indexes_of(record):
+            create_index(conn, record.name, index)
 
 
 def _check_names(schema: Schema) -> None:
@@ -67,22 +67,26 @@ def _check_names(schema: Schema) -> None:
                     field=field.name,
                 )
     for record in schema.records.values():
-        for index in _indexes(record):
-            name = _index_name(record.name, index)
+        for index in indexes_of(record):
+            name = index_name(record.name, index)
             claim(name, f"index {name!r} on {record.name}", record.name)
 
 
-def _table(conn: sqlite3.Connection, schema: Schema, record: AnyRecordType) -> None:
+def create_table(conn: sqlite3.Connection, record: AnyRecordType) -> None:
+    """Create the table of ``record`` (not its indexes)."""
     columns = ['"id" INTEGER PRIMARY KEY AUTOINCREMENT']
     if isinstance(record, LinkType):
         columns.append(f'"source" INTEGER NOT NULL REFERENCES {quote(record.source)}("id")')
         columns.append(f'"target" INTEGER NOT NULL REFERENCES {quote(record.target)}("id")')
+    columns.extend(f"{quote(f.name)} {COLUMN_TYPES[f.type]}".rstrip() for f in record.fields)
+    conn.execute(f"CREATE TABLE {quote(record.name)} ({', '.join(columns)})")
+
+
+def _table(conn: sqlite3.Connection, schema: Schema, record: AnyRecordType) -> None:
     wanted = {f.name: f"{quote(f.name)} {COLUMN_TYPES[f.type]}".rstrip() for f in record.fields}
     existing = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(record.name)})")}
     if not existing:
-        conn.execute(
-            f"CREATE TABLE {quote(record.name)} ({', '.join([*columns, *wanted.values()])})"
-        )
+        create_table(conn, record)
         return
     # A model that grew a field: add the column; old rows read it as None.
     for name, definition in wanted.items():
@@ -90,7 +94,7 @@ def _table(conn: sqlite3.Connection, schema: Schema, record: AnyRecordType) -> N
             conn.execute(f"ALTER TABLE {quote(record.name)} ADD COLUMN {definition}")
 
 
-def _indexes(record: AnyRecordType) -> list[Index]:
+def indexes_of(record: AnyRecordType) -> list[Index]:
     indexes = list(record.indexes)
     if isinstance(record, LinkType):
         # Each source has at most one target when the target side is "1", and vice versa.
@@ -103,12 +107,12 @@ def _indexes(record: AnyRecordType) -> list[Index]:
     return indexes
 
 
-def _index_name(table: str, index: Index) -> str:
+def index_name(table: str, index: Index) -> str:
     return index.name or f"{table}__{'__'.join(index.fields)}{'__u' if index.unique else ''}"
 
 
-def _index(conn: sqlite3.Connection, table: str, index: Index) -> None:
-    name = _index_name(table, index)
+def create_index(conn: sqlite3.Connection, table: str, index: Index) -> None:
+    name = index_name(table, index)
     unique = "UNIQUE " if index.unique else ""
     columns = ", ".join(quote(f) for f in index.fields)
     conn.execute(f"CREATE {unique}INDEX IF NOT EXISTS {quote(name)} ON {quote(table)} ({columns})")

@@ -15,7 +15,9 @@ from typing import Any
 
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
+from storage.migration import RelatedTotals
 from storage.schema import Schema
+from storage.sqlite import totals
 from storage.sqlite.reader import Reader
 from storage.sqlite.writer import Writer
 
@@ -30,6 +32,7 @@ class SQLiteSession:
     def __init__(self, schema: Schema, conn: sqlite3.Connection):
         self.schema = schema
         self.events: list[MutationEvent] = []
+        self._conn = conn
         self._reader = Reader(schema, conn)
         self._writer = Writer(schema, conn, self._reader, self.events)
 
@@ -134,6 +137,42 @@ class SQLiteSession:
         records without links); returns how many were deleted."""
         self.schema.record(name)
         return self._writer.delete_internal_where(name, match)
+
+    # -- whole-table aggregates (recomputation; see storage.migration.RelatedTotals) ---------
+
+    def related_totals(
+        self, spec: RelatedTotals, id_range: tuple[Any, Any] | None = None
+    ) -> dict[Any, tuple[Any, int]]:
+        """``{host id: (total, count)}`` of every host (ids in ``[lo, hi)`` with a range)."""
+        self.schema.record(spec.host)
+        return totals.read(self._conn, spec, id_range)
+
+    def write_related_totals(
+        self,
+        spec: RelatedTotals,
+        outputs: Mapping[str, totals.Output],
+        id_range: tuple[Any, Any] | None = None,
+    ) -> int:
+        """Set the fields of ``outputs`` (field -> ``"total"``, ``"count"`` or ``"mean"``, the
+        total divided by the count, 0 for none) of every host in one statement, *without*
+        mutation events (bookkeeping: recomputation); returns how many hosts it wrote."""
+        for field in outputs:
+            self.schema.field(spec.host, field)
+        return totals.write(self._conn, spec, outputs, id_range)
+
+    def record_totals(self, record: str, field: str | None = None) -> tuple[Any, int]:
+        """(total, count) over every record of ``record``: the sum of ``field`` (non-numbers
+        count as 0) and the number of records."""
+        if field is not None and field != "id":
+            self.schema.field(record, field)
+        else:
+            self.schema.record(record)
+        return totals.record_totals(self._conn, record, field)
+
+    def id_bounds(self, record: str) -> tuple[Any, Any] | None:
+        """The smallest and largest id of ``record`` (None when empty): batches walk it."""
+        self.schema.record(record)
+        return totals.id_bounds(self._conn, record)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -50,9 +50,10 @@ import aiosqlite
 from storage.errors import NotSetUpError, StorageBusyError, StorageError, TransactionError
 from storage.events import Record, WriteResult
 from storage.match import MatchExp
-from storage.schema import Schema
+from storage.migration import Operation
+from storage.schema import RecordType, Schema
 from storage.sql_match import quote
-from storage.sqlite import ddl
+from storage.sqlite import ddl, migrate
 from storage.sqlite.session import SQLiteSession
 
 T = TypeVar("T")
@@ -150,34 +151,36 @@ class SQLiteStorage:
         """Open the database and bind ``schema``; with ``install``, create what is missing."""
         if not isinstance(schema, Schema):
             raise TypeError(f"setup() needs a storage.Schema, got {type(schema).__name__}")
-        opened = self._connection is None
-        if self._connection is None:
-            self._connection = await self._open()
-        try:
-            if install:
-                await self._transaction(True, lambda conn: ddl.install(conn, schema))
-            else:
-                missing = await self._transaction(False, lambda conn: _missing_tables(conn, schema))
-                if missing:
-                    raise NotSetUpError(
-                        f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
-                    )
-                columns = await self._transaction(
-                    False, lambda conn: _missing_columns(conn, schema)
+        await self._connect()
+        if install:
+            await self._transaction(True, lambda conn: ddl.install(conn, schema))
+        else:
+            missing = await self._transaction(False, lambda conn: _missing_tables(conn, schema))
+            if missing:
+                raise NotSetUpError(
+                    f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
                 )
-                if columns:
-                    raise NotSetUpError(
-                        f"columns missing: {', '.join(columns)} (the model has fields the database "
-                        "does not): call setup(schema, install=True) to add them"
-                    )
-            # A read-only file opens and reads fine; find out now, not at the first write.
-            await self._transaction(True, _write_header)
-        except BaseException:
-            if opened:
-                await self.close()
-            raise
+            columns = await self._transaction(False, lambda conn: _missing_columns(conn, schema))
+            if columns:
+                raise NotSetUpError(
+                    f"columns missing: {', '.join(columns)} (the model has fields the database "
+                    "does not): call setup(schema, install=True) to add them"
+                )
         # Bound only once its tables are there: a failed setup leaves the storage unusable.
         self._schema = schema
+
+    async def _connect(self) -> None:
+        """Open the connection once (path checks and pragmas included) and find out whether
+        the file can be written (a read-only file opens and reads fine: better now than at the
+        first write); further calls do nothing. A failure closes the connection again."""
+        if self._connection is not None:
+            return
+        self._connection = await self._open()
+        try:
+            await self._transaction(True, _write_header)
+        except BaseException:
+            await self.close()
+            raise
 
     async def _open(self) -> aiosqlite.Connection:
         """Connect and set the connection up; a bad path is a :class:`StorageError` naming it."""
@@ -289,6 +292,62 @@ class SQLiteStorage:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    # -- model evolution (see storage.migration) ---------------------------------------------
+
+    async def inspect(self) -> dict[str, list[str]]:
+        """Every table of the database with its column names (opens the connection; needs no
+        schema): what a migration planner compares a model with."""
+        await self._connect()
+        return await self._transaction(False, migrate.tables)
+
+    async def peek(self, record: RecordType) -> list[Record]:
+        """Every row of ``record`` (all fields), read with ``record`` as the only schema: for
+        the bookkeeping a planner reads before the full schema is bound. [] without a table."""
+        await self._connect()
+        return await self._transaction(False, lambda c: _peek(c, record))
+
+    async def holds_data(self, checks: Sequence[tuple[str, str | None]]) -> list[bool]:
+        """For each ``(table, column)``: whether the table has a row where the column is not
+        NULL (column None: any row). A missing table or column holds nothing."""
+        await self._connect()
+
+        def check(conn: sqlite3.Connection) -> list[bool]:
+            present = migrate.tables(conn)
+            return [
+                table in present
+                and (column is None or column in present[table])
+                and migrate.holds_data(conn, table, column)
+                for table, column in checks
+            ]
+
+        return await self._transaction(False, check)
+
+    async def migrate(
+        self,
+        schema: Schema,
+        operations: Sequence[Operation],
+        body: Callable[[SQLiteSession], T],
+        guard: Callable[[Callable[[RecordType], list[Record]]], None] | None = None,
+    ) -> T:
+        """One write transaction: ``guard(peek)`` first (``peek(record_type)`` reads that
+        record type's rows as :meth:`peek` does; raise to stop before anything changed), then
+        ``operations`` (and whatever else ``schema`` lacks), then ``body(session)`` on
+        ``schema`` (a backfill). All of it commits, or none of it: the tables and rows stay as
+        they were and the old schema stays bound."""
+        if not isinstance(schema, Schema):
+            raise TypeError(f"migrate() needs a storage.Schema, got {type(schema).__name__}")
+        await self._connect()
+
+        def work(conn: sqlite3.Connection) -> T:
+            if guard is not None:
+                guard(lambda record: _peek(conn, record))
+            migrate.apply(conn, schema, list(operations))
+            return body(SQLiteSession(schema, conn))
+
+        result = await self._transaction(True, work)
+        self._schema = schema
+        return result
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -460,6 +519,13 @@ def _write_header(conn: sqlite3.Connection) -> None:
     on a file this process cannot write."""
     row = conn.execute("PRAGMA user_version").fetchone()
     conn.execute(f"PRAGMA user_version = {int(row[0])}")
+
+
+def _peek(conn: sqlite3.Connection, record: RecordType) -> list[Record]:
+    if record.name not in migrate.tables(conn):
+        return []
+    alone = Schema([record])
+    return SQLiteSession(alone, conn).find(record.name, None, ["*"], {"id": "asc"})
 
 
 def _missing_tables(conn: sqlite3.Connection, schema: Schema) -> list[str]:
