@@ -12,7 +12,7 @@ import sqlite3
 
 from storage.errors import SchemaError
 from storage.schema import AnyRecordType, Index, LinkType, Schema
-from storage.sql_match import quote
+from storage.sql.dialect import quote
 
 # number columns carry no declared type: SQLite then keeps ints as ints and floats as floats.
 COLUMN_TYPES = {

@@ -12,7 +12,7 @@ import sqlite3
 from storage import migration as m
 from storage.errors import SchemaError
 from storage.schema import Index, LinkType, Schema
-from storage.sql_match import quote
+from storage.sql.dialect import quote
 from storage.sqlite import ddl
 
 

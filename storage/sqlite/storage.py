@@ -52,7 +52,8 @@ from storage.events import Record, WriteResult
 from storage.match import MatchExp
 from storage.migration import Operation
 from storage.schema import RecordType, Schema
-from storage.sql_match import quote
+from storage.sql.cache import StatementCache
+from storage.sql.dialect import quote
 from storage.sqlite import ddl, migrate
 from storage.sqlite.session import SQLiteSession
 
@@ -135,6 +136,9 @@ class SQLiteStorage:
         self._write_fault: str | None = None
         self._connection: aiosqlite.Connection | None = None
         self._schema: Schema | None = None
+        # What sessions derive from the bound schema (SQL texts, parsed queries, decoders):
+        # this storage's, made anew whenever another schema is bound.
+        self._statements = StatementCache()
         self._active = False
         self._active_thread: int | None = None
 
@@ -167,6 +171,11 @@ class SQLiteStorage:
                     "does not): call setup(schema, install=True) to add them"
                 )
         # Bound only once its tables are there: a failed setup leaves the storage unusable.
+        self._bind(schema)
+
+    def _bind(self, schema: Schema) -> None:
+        if schema is not self._schema:
+            self._statements = StatementCache()
         self._schema = schema
 
     async def _connect(self) -> None:
@@ -343,10 +352,11 @@ class SQLiteStorage:
             if guard is not None:
                 guard(lambda record: _peek(conn, record))
             migrate.apply(conn, schema, list(operations))
-            return body(SQLiteSession(schema, conn))
+            return body(SQLiteSession(schema, conn, statements))
 
+        statements = self._statements if schema is self._schema else StatementCache()
         result = await self._transaction(True, work)
-        self._schema = schema
+        self._schema, self._statements = schema, statements
         return result
 
     # -- transactions ------------------------------------------------------------------------
@@ -358,8 +368,8 @@ class SQLiteStorage:
         raises, the transaction is rolled back and the exception re-raised. ``write=False``
         starts a read transaction (a consistent snapshot) instead of taking the write lock.
         """
-        schema = self.schema
-        return await self._transaction(write, lambda c: body(SQLiteSession(schema, c)))
+        schema, statements = self.schema, self._statements
+        return await self._transaction(write, lambda c: body(SQLiteSession(schema, c, statements)))
 
     async def _transaction(self, write: bool, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` as one transaction; run it again whole while the database is busy, for

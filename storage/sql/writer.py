@@ -4,12 +4,17 @@ exclusive relations, cascades, and the mutation events each write causes.
 Every payload is validated completely before the first statement runs, so bad input changes
 nothing; errors that only the database can see (a unique violation) roll back the write's
 savepoint.
+
+Backend-neutral: statements go through the dialect (``INSERT`` and how its id comes back,
+constraint failures, codecs) and run on the driver interface of :mod:`storage.sql.driver`.
+A failed statement is never followed by another statement in the same transaction unless a
+savepoint was rolled back first, where the dialect says a failure aborts the transaction
+(PostgreSQL); on SQLite a failed statement undoes only itself, which the link compensation
+below relies on (one savepoint fewer per create).
 """
 
 from __future__ import annotations
 
-import re
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,12 +27,13 @@ from storage.errors import (
 )
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
-from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
-from storage.sql_match import quote
-from storage.sqlite.reader import Reader, chunks, placeholders
-from storage.types import ENCODERS, PLAIN, encode, is_id
+from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute
+from storage.sql.cache import StatementCache
+from storage.sql.dialect import Dialect
+from storage.sql.driver import Cursor, Execute
+from storage.sql.reader import Reader, chunks, placeholders
+from storage.types import is_id
 
-_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -60,21 +66,37 @@ class _Item:
         self.link_values = link_values or {}
 
 
+class _Shape:
+    """What a payload of exactly these keys takes (worked out once per shape, then
+    remembered): the statement of its value fields, per key its encoder or the :class:`_Ref`
+    it links through, how each value field reads back (see ``Codecs.plain``; None when every
+    value reads back as written), and whether it links."""
+
+    __slots__ = ("links", "plains", "sql", "steps")
+
+    def __init__(self, sql: str, steps: list[Any], plains: list[Any] | None, links: bool):
+        self.sql = sql
+        self.steps = steps
+        self.plains = plains
+        self.links = links
+
+
 class Writer:
     """Synchronous writes over one connection; events go to ``events`` in order."""
 
-    def __init__(
-        self, schema: Schema, conn: sqlite3.Connection, reader: Reader, events: list[MutationEvent]
-    ):
-        self.schema = schema
-        self.conn = conn
+    def __init__(self, reader: Reader, events: list[MutationEvent]) -> None:
+        self.schema = reader.schema
+        self.run: Execute = reader.run
+        self.dialect: Dialect = reader.dialect
+        self.codecs = reader.dialect.codecs
         self.reader = reader
         self.events = events
         self._savepoints = 0
-        self._cache = schema.backend_cache
-        self._statements: dict[tuple[str, str, tuple[str, ...]], Any] = (
-            schema.backend_cache.setdefault("value statements", {})
-        )
+        self._q = reader.dialect.quote
+        self._inserted_id = reader.dialect.inserted_id
+        self._integrity = reader.dialect.integrity_errors
+        self._cache: StatementCache = reader._cache
+        self._statements: dict[Any, _Shape | None] = self._cache.shapes
 
     # -- public writes -----------------------------------------------------------------------
 
@@ -108,13 +130,13 @@ class Writer:
             return None
         # Worked out once per payload shape: the INSERT of the value fields, and per key its
         # encoder or the relation attribute it references through.
-        sql, steps, plains, links = statement
-        if not links:
+        sql, steps, plains = statement.sql, statement.steps, statement.plains
+        if not statement.links:
             params = [
                 None if value is None else encoder(name, key, value)
                 for (key, value), encoder in zip(data.items(), steps, strict=True)
             ]
-            record = {"id": self._execute(name, sql, params, data).lastrowid}
+            record = {"id": self._inserted_id(self._execute(name, sql, params, data))}
             _read_back(record, data, params, plains)
             event = MutationEvent(name, "create", dict(record))
             self.events.append(event)
@@ -131,21 +153,17 @@ class Writer:
             else:
                 values[key] = value
                 params.append(None if value is None else step(name, key, value))
-        record = {"id": self._execute(name, sql, params, values).lastrowid}
+        record = {"id": self._inserted_id(self._execute(name, sql, params, values))}
         _read_back(record, values, params, plains)
         start = len(self.events)
         self.events.append(MutationEvent(name, "create", dict(record)))
         self._link_refs(name, record, refs, start)
         return WriteResult([record], self.events[start:])
 
-    def _value_statement(
-        self, kind: str, name: str, keys: tuple[str, ...]
-    ) -> tuple[str, list[Any], list[Any] | None, bool] | None:
-        """For a payload of exactly these keys: the SQL of its value fields, per key its encoder
-        (or, for a create, the :class:`_Ref` it links through), how each value field reads back
-        (see PLAIN; None when every value reads back as written), and whether it links. None
-        when a key is neither: such payloads take the general path. Both answers are
-        remembered."""
+    def _value_statement(self, kind: str, name: str, keys: tuple[str, ...]) -> _Shape | None:
+        """The :class:`_Shape` of a payload of exactly these keys; None when a key is neither a
+        value field nor (for a create) a simple reference: such payloads take the general
+        path. Both answers are remembered."""
         if len(self._statements) >= _STATEMENTS_KEPT:
             self._statements.clear()  # payload shapes come from callers: keep the memory bounded
         encoders_by_field = self._encoders(name)
@@ -155,16 +173,15 @@ class Writer:
             return None
         value_keys = tuple(key for key in keys if key in encoders_by_field)
         fields = self.schema.fields(name)
-        plains = [PLAIN[fields[key].type] for key in value_keys]
+        plains = [self.codecs.plain[fields[key].type] for key in value_keys]
         if kind == "insert":
             sql = self._insert_sql(name, value_keys)
         else:
-            assignments = ", ".join(f"{quote(k)} = ?" for k in value_keys)
-            sql = f"UPDATE {quote(name)} SET {assignments} WHERE id = ?"
+            sql = self._update_sql(name, value_keys)
         steps: list[Any] = [
             encoders_by_field[key] if key in encoders_by_field else _Ref(refs[key]) for key in keys
         ]
-        statement = (sql, steps, plains if any(plains) else None, len(value_keys) < len(keys))
+        statement = _Shape(sql, steps, plains if any(plains) else None, len(value_keys) < len(keys))
         self._statements[(kind, name, keys)] = statement
         return statement
 
@@ -174,7 +191,17 @@ class Writer:
         """Link a record just inserted to existing records. Instead of a savepoint around the
         whole create, a failed link (a missing record) undoes the rows inserted so far: they
         are all new, so deleting them restores every table as it was (only the id sequence has
-        moved on, and ids are never reused anyway)."""
+        moved on, and ids are never reused anyway). Where a failed statement aborts the
+        transaction, the links go under a savepoint instead (see :meth:`_insert_link`)."""
+        if self.dialect.failed_statement_aborts:
+            try:
+                with self.atomic(True):
+                    self._link_each(name, record, refs)
+            except BaseException:
+                self.run(f"DELETE FROM {self._q(name)} WHERE id = ?", (record["id"],))
+                del self.events[start:]
+                raise
+            return
         inserted: list[tuple[str, Any]] = [(name, record["id"])]
         try:
             for attribute, ref in refs:
@@ -191,16 +218,29 @@ class Writer:
                 record[attribute.name] = {"id": ref}
         except BaseException:
             for table, row_id in reversed(inserted):
-                self.conn.execute(f"DELETE FROM {quote(table)} WHERE id = ?", (row_id,))
+                self.run(f"DELETE FROM {self._q(table)} WHERE id = ?", (row_id,))
             del self.events[start:]
             raise
+
+    def _link_each(
+        self, name: str, record: Record, refs: list[tuple[RelationAttribute, int]]
+    ) -> None:
+        for attribute, ref in refs:
+            if attribute.side == "source":
+                self._insert_link(
+                    attribute.link, record["id"], ref, {}, (name, attribute.name), _FRESH_SOURCE
+                )
+            else:
+                self._insert_link(
+                    attribute.link, ref, record["id"], {}, (name, attribute.name), _FRESH_TARGET
+                )
+            record[attribute.name] = {"id": ref}
 
     def _simple_refs(self, name: str) -> dict[str, RelationAttribute]:
         """Relation attributes of ``name`` that a new record can be linked through with one
         INSERT: to-one, not symmetric, and not exclusive on the related record's side (the new
         record's own side holds no link yet)."""
-        key = ("simple refs", name)
-        found: dict[str, RelationAttribute] | None = self._cache.get(key)
+        found: dict[str, RelationAttribute] | None = self._cache.simple_refs.get(name)
         if found is None:
             found = {}
             for attribute in self.schema.attributes(name).values():
@@ -217,7 +257,7 @@ class Writer:
                     and not other_exclusive
                 ):
                     found[attribute.name] = attribute
-            self._cache[key] = found
+            self._cache.simple_refs[name] = found
         return found
 
     def _create_link_simple(self, link: LinkType, data: dict[str, Any]) -> WriteResult | None:
@@ -246,11 +286,10 @@ class Writer:
         )
 
     def _encoders(self, name: str) -> dict[str, Any]:
-        key = ("encoders", name)
-        encoders = self._cache.get(key)
+        encoders = self._cache.encoders.get(name)
         if encoders is None:
-            encoders = self._cache[key] = {
-                f.name: ENCODERS[f.type] for f in self.schema.fields(name).values()
+            encoders = self._cache.encoders[name] = {
+                f.name: self.codecs.encoders[f.type] for f in self.schema.fields(name).values()
             }
         return encoders
 
@@ -271,24 +310,23 @@ class Writer:
         statement = self._update_statement(name, data)
         if statement is None:
             return None
-        params = _encode_params(name, data, statement[1])
+        params = _encode_params(name, data, statement.steps)
         return self._update_known(name, old, data, statement, params)
 
-    def _update_statement(self, name: str, data: dict[str, Any]) -> Any:
+    def _update_statement(self, name: str, data: dict[str, Any]) -> _Shape | None:
         keys = tuple(data)
-        statement = self._statements.get(("update", name, keys), _UNKNOWN)
+        statement: Any = self._statements.get(("update", name, keys), _UNKNOWN)
         if statement is _UNKNOWN:
-            statement = self._value_statement("update", name, keys)
-        return statement
+            return self._value_statement("update", name, keys)
+        return statement  # type: ignore[no-any-return]
 
     def _update_known(
-        self, name: str, old: Record, data: dict[str, Any], statement: Any, params: list[Any]
+        self, name: str, old: Record, data: dict[str, Any], statement: _Shape, params: list[Any]
     ) -> WriteResult:
-        sql, _, plains, _ = statement
         record_id = old["id"]
-        self._execute(name, sql, [*params, record_id], data)
+        self._execute(name, statement.sql, [*params, record_id], data)
         written: Record = {"id": record_id}
-        _read_back(written, data, params, plains)
+        _read_back(written, data, params, statement.plains)
         event = MutationEvent(name, "update", written, old, tuple(data))
         self.events.append(event)
         return WriteResult([{**old, **written}], [event])
@@ -301,7 +339,7 @@ class Writer:
             record_id = match.get("id")
             statement = self._update_statement(name, data) if type(record_id) is int else None
             if statement is not None:
-                params = _encode_params(name, data, statement[1])  # bad values fail first
+                params = _encode_params(name, data, statement.steps)  # bad values fail first
                 old = self.reader.snapshot(name, record_id)
                 if old is None:
                     return WriteResult([], [])
@@ -326,18 +364,14 @@ class Writer:
         ids = [row["id"] for row in old_rows]
         if values:
             if len(ids) == 1:
-                key = ("update", name, tuple(values))
-                sql = self._cache.get(key)
-                if sql is None:
-                    assignments = ", ".join(f"{quote(k)} = ?" for k in values)
-                    sql = self._cache[key] = f"UPDATE {quote(name)} SET {assignments} WHERE id = ?"
+                sql = self._update_sql(name, tuple(values))
                 self._execute(name, sql, [*values.values(), ids[0]], data)
             else:
-                assignments = ", ".join(f"{quote(k)} = ?" for k in values)
+                assignments = ", ".join(f"{self._q(k)} = ?" for k in values)
                 for batch in chunks(ids):
                     self._execute(
                         name,
-                        f"UPDATE {quote(name)} SET {assignments} "
+                        f"UPDATE {self._q(name)} SET {assignments} "
                         f"WHERE id IN ({placeholders(len(batch))})",
                         [*values.values(), *batch],
                         data,
@@ -371,7 +405,7 @@ class Writer:
         for key, value in values.items():
             if key not in fields:
                 self.schema.field(name, key)  # raises UnknownFieldError naming the fields
-            encoded[key] = encode(name, key, fields[key].type, value)
+            encoded[key] = self.codecs.encode(name, key, fields[key].type, value)
         return encoded
 
     def insert_internal(self, name: str, values: Mapping[str, Any]) -> Any:
@@ -385,17 +419,12 @@ class Writer:
         encoded = self._encode_internal(name, values)
         if not encoded:
             return
-        assignments = ", ".join(f"{quote(k)} = ?" for k in encoded)
-        self._execute(
-            name,
-            f"UPDATE {quote(name)} SET {assignments} WHERE id = ?",
-            [*encoded.values(), record_id],
-            values,
-        )
+        sql = self._update_sql(name, tuple(encoded))
+        self._execute(name, sql, [*encoded.values(), record_id], values)
 
     def delete_internal(self, name: str, record_id: Any) -> None:
         self._refuse_links(name)
-        self.conn.execute(f"DELETE FROM {quote(name)} WHERE id = ?", (record_id,))
+        self.run(f"DELETE FROM {self._q(name)} WHERE id = ?", (record_id,))
 
     def write_internal_where(
         self, name: str, match: MatchExp | Mapping[str, Any], values: Mapping[str, Any]
@@ -403,15 +432,15 @@ class Writer:
         encoded = self._encode_internal(name, values)
         if not encoded:
             raise StorageError(f"write_internal_where on {name}: nothing to write", record=name)
-        where, params = self.reader.where(name, match, quote(name))
-        assignments = ", ".join(f"{quote(k)} = ?" for k in encoded)
-        sql = f"UPDATE {quote(name)} SET {assignments}{where}"
+        where, params = self.reader.where(name, match, self._q(name))
+        assignments = ", ".join(f"{self._q(k)} = ?" for k in encoded)
+        sql = f"UPDATE {self._q(name)} SET {assignments}{where}"
         return self._execute(name, sql, [*encoded.values(), *params], values).rowcount
 
     def delete_internal_where(self, name: str, match: MatchExp | Mapping[str, Any]) -> int:
         self._refuse_links(name)
-        where, params = self.reader.where(name, match, quote(name))
-        return self.conn.execute(f"DELETE FROM {quote(name)}{where}", params).rowcount
+        where, params = self.reader.where(name, match, self._q(name))
+        return self.run(f"DELETE FROM {self._q(name)}{where}", params).rowcount
 
     def _refuse_links(self, name: str) -> None:
         if self.schema.links_touching(name):
@@ -428,17 +457,17 @@ class Writer:
         self._savepoints += 1
         name = f"w{self._savepoints}"
         events_before = len(self.events)
-        self.conn.execute(f"SAVEPOINT {name}")
+        self.run(f"SAVEPOINT {name}", ())
         try:
             yield
         except BaseException:
-            self.conn.execute(f"ROLLBACK TO {name}")
-            self.conn.execute(f"RELEASE {name}")
+            self.run(f"ROLLBACK TO SAVEPOINT {name}", ())
+            self.run(f"RELEASE SAVEPOINT {name}", ())
             del self.events[events_before:]
             raise
         finally:
             self._savepoints -= 1
-        self.conn.execute(f"RELEASE {name}")
+        self.run(f"RELEASE SAVEPOINT {name}", ())
 
     # -- validation --------------------------------------------------------------------------
 
@@ -500,7 +529,7 @@ class Writer:
                     f"update {name}: 'id' cannot be changed", record=name, field="id"
                 )
             if key in fields:
-                values[key] = encode(name, key, fields[key].type, value)
+                values[key] = self.codecs.encode(name, key, fields[key].type, value)
             elif key in attributes and attributes[key].via_link:
                 relations.append((attributes[key], self._items(name, attributes[key], value)))
             elif key in attributes:
@@ -567,7 +596,7 @@ class Writer:
             for key, v in raw.items():
                 if key not in link_fields:
                     self.schema.field(link_name, key)
-                link_values[key] = encode(link_name, key, link_fields[key].type, v)
+                link_values[key] = self.codecs.encode(link_name, key, link_fields[key].type, v)
         rest = {k: v for k, v in value.items() if k != LINK_FIELDS_KEY}
         if "id" in rest:
             if len(rest) != 1:
@@ -602,7 +631,7 @@ class Writer:
         else:
             values = plan.values
             sql = self._insert_sql(name, tuple(values))
-            record_id = self._execute(name, sql, list(values.values()), values).lastrowid
+            record_id = self._inserted_id(self._execute(name, sql, list(values.values()), values))
             record = {"id": record_id, **self._plain(name, values)}
             self.events.append(MutationEvent(name, "create", dict(record)))
         for attribute, items in plan.relations:
@@ -630,12 +659,12 @@ class Writer:
         if not encoded:
             return {}
         columns = tuple(encoded)
-        key = ("plain", name, columns)
-        decoders = self._cache.get(key)
+        key = (name, columns)
+        decoders = self._cache.plains.get(key)
         if decoders is None:
             found = self.reader._decoders(name, columns)
             # All-identity columns (strings, numbers) need no decoding at all.
-            decoders = self._cache[key] = found if any(found) else ()
+            decoders = self._cache.plains[key] = found if any(found) else ()
         if not decoders:
             return dict(encoded)
         return {
@@ -644,23 +673,25 @@ class Writer:
         }
 
     def _insert_sql(self, name: str, columns: tuple[str, ...]) -> str:
-        key = ("insert", name, columns)
-        sql = self._cache.get(key)
+        key = (name, columns)
+        sql = self._cache.inserts.get(key)
         if sql is None:
-            if columns:
-                sql = (
-                    f"INSERT INTO {quote(name)} ({', '.join(quote(k) for k in columns)}) "
-                    f"VALUES ({placeholders(len(columns))})"
-                )
-            else:
-                sql = f"INSERT INTO {quote(name)} DEFAULT VALUES"
-            self._cache[key] = sql
+            sql = self._cache.inserts[key] = self.dialect.insert(name, columns)
+        return sql
+
+    def _update_sql(self, name: str, columns: tuple[str, ...]) -> str:
+        """``UPDATE <name> SET <columns> = ? WHERE id = ?``, worked out once."""
+        key = (name, columns)
+        sql = self._cache.updates.get(key)
+        if sql is None:
+            assignments = ", ".join(f"{self._q(k)} = ?" for k in columns)
+            sql = f"UPDATE {self._q(name)} SET {assignments} WHERE id = ?"
+            self._cache.updates[key] = sql
         return sql
 
     def _insert(self, name: str, values: Mapping[str, Any]) -> Any:
         sql = self._insert_sql(name, tuple(values))
-        cursor = self._execute(name, sql, list(values.values()), values)
-        return cursor.lastrowid
+        return self._inserted_id(self._execute(name, sql, list(values.values()), values))
 
     def _resolve(self, item: _Item) -> Any:
         # A reference is not looked up here: the link's foreign keys check it, and a failure
@@ -707,12 +738,13 @@ class Writer:
             self._unlink_where(link, "source", source)
         columns = {"source": source, "target": target, **values}
         sql = self._insert_sql(link.name, tuple(columns))
-        try:
-            link_id = self.conn.execute(sql, list(columns.values())).lastrowid
-        except sqlite3.IntegrityError as exc:
-            if "FOREIGN KEY" in str(exc):
-                raise self._missing_endpoint(link, source, target, origin) from None
-            raise _integrity_error(link.name, exc, values) from None
+        if self.dialect.failed_statement_aborts:
+            link_id = self._insert_link_guarded(link, sql, columns, values, origin)
+        else:
+            try:
+                link_id = self._inserted_id(self.run(sql, list(columns.values())))
+            except self._integrity as exc:
+                raise self._link_error(link, exc, columns, values, origin) from None
         record = {
             "id": link_id,
             "source": {"id": source},
@@ -721,6 +753,36 @@ class Writer:
         }
         self.events.append(MutationEvent(link.name, "create", dict(record)))
         return record
+
+    def _insert_link_guarded(
+        self,
+        link: LinkType,
+        sql: str,
+        columns: dict[str, Any],
+        values: Mapping[str, Any],
+        origin: tuple[str, str | None],
+    ) -> Any:
+        """The link INSERT under a savepoint, for databases where a failed statement aborts
+        the transaction: the endpoints are looked up only after it was rolled back."""
+        try:
+            with self.atomic(True):
+                link_id = self._inserted_id(self.run(sql, list(columns.values())))
+        except self._integrity as exc:
+            # The savepoint is rolled back by now: the transaction can read again.
+            raise self._link_error(link, exc, columns, values, origin) from None
+        return link_id
+
+    def _link_error(
+        self,
+        link: LinkType,
+        exc: BaseException,
+        columns: dict[str, Any],
+        values: Mapping[str, Any],
+        origin: tuple[str, str | None],
+    ) -> StorageError:
+        if self.dialect.violation(exc).kind == "foreign key":
+            return self._missing_endpoint(link, columns["source"], columns["target"], origin)
+        return self._integrity_error(link.name, exc, values)
 
     def _missing_endpoint(
         self, link: LinkType, source: Any, target: Any, origin: tuple[str, str | None]
@@ -803,16 +865,29 @@ class Writer:
         # Cascaded records go after their links, before the record that owned them.
         for dependent_name, dependent in cascaded:
             self._delete_record(dependent_name, dependent, deleted)
-        self.conn.execute(f"DELETE FROM {quote(name)} WHERE id = ?", (row["id"],))
+        self.run(f"DELETE FROM {self._q(name)} WHERE id = ?", (row["id"],))
         self.events.append(MutationEvent(name, "delete", row))
 
     def _execute(
         self, name: str, sql: str, params: Sequence[Any], values: Mapping[str, Any]
-    ) -> sqlite3.Cursor:
+    ) -> Cursor:
         try:
-            return self.conn.execute(sql, params)
-        except sqlite3.IntegrityError as exc:
-            raise _integrity_error(name, exc, values) from None
+            return self.run(sql, params)
+        except self._integrity as exc:
+            raise self._integrity_error(name, exc, values) from None
+
+    def _integrity_error(
+        self, name: str, exc: BaseException, values: Mapping[str, Any]
+    ) -> StorageError:
+        """The storage error for a constraint failure of a write to ``name``."""
+        violation = self.dialect.violation(exc)
+        if violation.kind == "unique":
+            shown = {f: values[f] for f in violation.fields if f in values}
+            return UniqueViolationError(name, violation.fields, shown or None)
+        return StorageError(
+            f"{name}: the write violates a database constraint ({violation.message})",
+            record=name,
+        )
 
 
 _UNKNOWN: Any = object()
@@ -863,17 +938,3 @@ def _plain_ref(value: Any) -> int | None:
 def _other_end(row: Record, record_id: Any) -> Any:
     source, target = row["source"]["id"], row["target"]["id"]
     return target if source == record_id else source
-
-
-def _integrity_error(
-    name: str, exc: sqlite3.IntegrityError, values: Mapping[str, Any]
-) -> StorageError:
-    message = str(exc)
-    found = _UNIQUE.search(message)
-    if found:
-        fields = tuple(part.strip().split(".", 1)[-1] for part in found.group(1).split(","))
-        shown = {f: values[f] for f in fields if f in values}
-        return UniqueViolationError(name, fields, shown or None)
-    return StorageError(
-        f"{name}: the write violates a database constraint ({message})", record=name
-    )
