@@ -54,7 +54,7 @@ from storage.migration import Operation
 from storage.schema import RecordType, Schema
 from storage.sql.cache import StatementCache
 from storage.sql.dialect import quote
-from storage.sqlite import ddl, migrate
+from storage.sqlite import aio, ddl, migrate
 from storage.sqlite.session import SQLiteSession
 
 T = TypeVar("T")
@@ -135,6 +135,7 @@ class SQLiteStorage:
         self.max_size = max_size
         self._write_fault: str | None = None
         self._connection: aiosqlite.Connection | None = None
+        self._handle: sqlite3.Connection | None = None  # its sqlite3 handle (storage.sqlite.aio)
         self._schema: Schema | None = None
         # What sessions derive from the bound schema (SQL texts, parsed queries, decoders):
         # this storage's, made anew whenever another schema is bound.
@@ -185,6 +186,7 @@ class SQLiteStorage:
         if self._connection is not None:
             return
         self._connection = await self._open()
+        self._handle = aio.handle(self._connection)
         try:
             await self._transaction(True, _write_header)
         except BaseException:
@@ -194,19 +196,15 @@ class SQLiteStorage:
     async def _open(self) -> aiosqlite.Connection:
         """Connect and set the connection up; a bad path is a :class:`StorageError` naming it."""
         self._check_path()
-        connecting = aiosqlite.connect(
-            self.path,
-            isolation_level=None,  # transactions are explicit: BEGIN ... COMMIT
-            check_same_thread=False,  # the "loop" executor uses the handle on this thread
-            cached_statements=1024,
-        )
-        # A storage that was never closed must not keep the process alive at exit (its
-        # committed work is durable either way; WAL recovers the rest).
-        worker = getattr(connecting, "_thread", None)
-        if worker is not None and not worker.is_alive():
-            worker.daemon = True
         try:
-            connection = await connecting
+            # A daemon worker thread: a storage that was never closed must not keep the process
+            # alive at exit (its committed work is durable either way; WAL recovers the rest).
+            connection = await aio.connect(
+                self.path,
+                isolation_level=None,  # transactions are explicit: BEGIN ... COMMIT
+                check_same_thread=False,  # the "loop" executor uses the handle on this thread
+                cached_statements=1024,
+            )
         except sqlite3.Error as exc:
             raise StorageError(self._explain(exc)) from exc
         try:
@@ -287,7 +285,7 @@ class SQLiteStorage:
 
     async def close(self) -> None:
         """Close the connection. Further use raises :class:`NotSetUpError`."""
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._handle = self._connection, None, None
         if connection is not None:
             await connection.close()
 
@@ -390,19 +388,17 @@ class SQLiteStorage:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _submit(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        connection = self._connection
-        if connection is None:
+        connection, raw = self._connection, self._handle
+        if connection is None or raw is None:
             raise NotSetUpError("SQLiteStorage is closed or not set up: await storage.setup()")
         if self._active and self._active_thread == threading.get_ident():
             # A body calling back into the storage: with the "thread" executor this would
             # queue behind the running transaction and wait for it forever.
             raise TransactionError(_NESTED)
-        raw: sqlite3.Connection = connection._conn
         if self.executor == "loop":
             return work(raw)
         # One hop into the connection's own thread for the whole unit of work.
-        result: T = await connection._execute(work, raw)  # type: ignore[no-untyped-call]
-        return result
+        return await aio.call(connection, work, raw)
 
     def _in_transaction(
         self, conn: sqlite3.Connection, write: bool, work: Callable[[sqlite3.Connection], T]
