@@ -350,7 +350,7 @@ class SQLiteStorage:
             if guard is not None:
                 guard(lambda record: _peek(conn, record))
             migrate.apply(conn, schema, list(operations))
-            return body(SQLiteSession(schema, conn, statements))
+            return body(self._session(schema, conn, statements))
 
         statements = self._statements if schema is self._schema else StatementCache()
         result = await self._transaction(True, work)
@@ -367,7 +367,14 @@ class SQLiteStorage:
         starts a read transaction (a consistent snapshot) instead of taking the write lock.
         """
         schema, statements = self.schema, self._statements
-        return await self._transaction(write, lambda c: body(SQLiteSession(schema, c, statements)))
+        return await self._transaction(write, lambda c: body(self._session(schema, c, statements)))
+
+    def _session(
+        self, schema: Schema, conn: sqlite3.Connection, statements: StatementCache
+    ) -> SQLiteSession:
+        """The session of one transaction on ``conn``. A subclass may make another (the
+        conformance tests run the neutral layer with standard-SQL rendering on SQLite)."""
+        return SQLiteSession(schema, conn, statements)
 
     async def _transaction(self, write: bool, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` as one transaction; run it again whole while the database is busy, for
