@@ -24,6 +24,8 @@ FRESH_TARGET = frozenset({"target"})
 class Links(Statements):
     """Link writes; :class:`~storage.sql.writer.Writer` adds the record writes."""
 
+    __slots__ = ()
+
     def _create(self, plan: CreatePlan) -> Record:
         """Create a planned record (and its nested ones): the writer's."""
         raise NotImplementedError
@@ -41,7 +43,7 @@ class Links(Statements):
                 with self.atomic(True):
                     self._link_each(name, record, refs)
             except BaseException:
-                self.run(f"DELETE FROM {self._q(name)} WHERE id = ?", (record["id"],))
+                self.run(f"DELETE FROM {self.dialect.quote(name)} WHERE id = ?", (record["id"],))
                 del self.events[start:]
                 raise
             return
@@ -61,7 +63,7 @@ class Links(Statements):
                 record[attribute.name] = {"id": ref}
         except BaseException:
             for table, row_id in reversed(inserted):
-                self.run(f"DELETE FROM {self._q(table)} WHERE id = ?", (row_id,))
+                self.run(f"DELETE FROM {self.dialect.quote(table)} WHERE id = ?", (row_id,))
             del self.events[start:]
             raise
 
@@ -153,7 +155,7 @@ class Links(Statements):
         else:
             try:
                 link_id = self._inserted_id(self.run(sql, list(columns.values())))
-            except self._integrity as exc:
+            except self.dialect.integrity_errors as exc:
                 raise self._link_error(link, exc, columns, values, origin) from None
         record = {
             "id": link_id,
@@ -177,7 +179,7 @@ class Links(Statements):
         try:
             with self.atomic(True):
                 link_id = self._inserted_id(self.run(sql, list(columns.values())))
-        except self._integrity as exc:
+        except self.dialect.integrity_errors as exc:
             # The savepoint is rolled back by now: the transaction can read again.
             raise self._link_error(link, exc, columns, values, origin) from None
         return link_id
@@ -275,7 +277,7 @@ class Links(Statements):
         # Cascaded records go after their links, before the record that owned them.
         for dependent_name, dependent in cascaded:
             self._delete_record(dependent_name, dependent, deleted)
-        self.run(f"DELETE FROM {self._q(name)} WHERE id = ?", (row["id"],))
+        self.run(f"DELETE FROM {self.dialect.quote(name)} WHERE id = ?", (row["id"],))
         self.events.append(MutationEvent(name, "delete", row))
 
 

@@ -47,14 +47,14 @@ class Reader:
     ``run`` executes a neutral statement (see :func:`storage.sql.driver.bind`); ``cache`` is
     the backend's memory for this schema, shared by all its sessions."""
 
+    __slots__ = ("_cache", "dialect", "run", "schema")
+
     def __init__(
         self, schema: Schema, run: Execute, dialect: Dialect, cache: StatementCache
     ) -> None:
         self.schema = schema
         self.run = run
         self.dialect = dialect
-        self.codecs = dialect.codecs
-        self._q = dialect.quote
         self._cache = cache
 
     # -- public reads ----------------------------------------------------------------------
@@ -104,14 +104,16 @@ class Reader:
         sql = self._cache.id_selects.get(cache_key)
         if sql is None:
             paging = " LIMIT ? OFFSET ?" if limit is not None else ""
-            sql = f"SELECT t.id FROM {self._q(name)} t{where}{paging}"
+            sql = f"SELECT t.id FROM {self.dialect.quote(name)} t{where}{paging}"
             self._cache.id_selects[cache_key] = sql
         return [{"id": row[0]} for row in self.run(sql, params).fetchall()]
 
     def count(self, name: str, match: MatchExp | Mapping[str, Any] | None = None) -> int:
         self.schema.record(name)
         where, params = self.where(name, match, "t")
-        row = self.run(f"SELECT COUNT(*) FROM {self._q(name)} t{where}", params).fetchone()
+        row = self.run(
+            f"SELECT COUNT(*) FROM {self.dialect.quote(name)} t{where}", params
+        ).fetchone()
         return int(row[0])
 
     # -- building blocks shared with the writer ---------------------------------------------
@@ -155,7 +157,7 @@ class Reader:
         ]
         values = [v for v in values if v is not None]
         if any(as_json):
-            encode = self.codecs.encoders["json"]
+            encode = self.dialect.codecs.encoders["json"]
             values = [
                 encode(name, "", v) if json else v for v, json in zip(values, as_json, strict=True)
             ]
@@ -183,7 +185,7 @@ class Reader:
         """Equalities on the record's own fields (the most common matches by far) without
         building and compiling an expression; None when the dict needs the general path."""
         fields = self.schema.fields(name)
-        scalars = self.codecs.scalar_identity
+        scalars = self.dialect.codecs.scalar_identity
         params: list[Any] = []
         for key, value in match.items():
             if value is None or isinstance(value, _CONTAINERS):
@@ -206,7 +208,7 @@ class Reader:
         sql = self._cache.wheres.get(cache_key)
         if sql is None:
             sql = self._cache.wheres[cache_key] = " WHERE " + " AND ".join(
-                f"{alias}.{self._q(k)} = ?" for k in match
+                f"{alias}.{self.dialect.quote(k)} = ?" for k in match
             )
         return sql, params
 
@@ -227,7 +229,7 @@ class Reader:
 
     def _select(self, name: str, columns: Sequence[str]) -> str:
         """``SELECT t.id, t.<column>... FROM <name> t``."""
-        q = self._q
+        q = self.dialect.quote
         return f"SELECT t.id{''.join(f', t.{q(c)}' for c in columns)} FROM {q(name)} t"
 
     def snapshots(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> list[Record]:
@@ -239,7 +241,7 @@ class Reader:
 
     def snapshots_by_column(self, name: str, column: str, value: Any) -> list[Record]:
         select, columns = self._snapshot_select(name)
-        sql = f"{select} WHERE t.{self._q(column)} = ? ORDER BY t.id"
+        sql = f"{select} WHERE t.{self.dialect.quote(column)} = ? ORDER BY t.id"
         rows = self.run(sql, (value,)).fetchall()
         return [self._decode_row(name, columns, row) for row in rows]
 
@@ -274,7 +276,7 @@ class Reader:
         return None if row is None else self._decode_row(name, list(fields), row)
 
     def exists(self, name: str, record_id: Any) -> bool:
-        sql = f"SELECT 1 FROM {self._q(name)} WHERE id = ?"
+        sql = f"SELECT 1 FROM {self.dialect.quote(name)} WHERE id = ?"
         return self.run(sql, (record_id,)).fetchone() is not None
 
     # -- internals ---------------------------------------------------------------------------
@@ -304,7 +306,7 @@ class Reader:
         decoders = self._cache.decoders.get(key)
         if decoders is None:
             fields = self.schema.fields(name)
-            identity = self.codecs.identity
+            identity = self.dialect.codecs.identity
             decoders = []
             for column in columns:
                 if column in ("source", "target") and column not in fields:
@@ -312,7 +314,7 @@ class Reader:
                 else:
                     type_name = fields[column].type
                     plain = type_name in identity
-                    decoders.append(None if plain else self.codecs.decoders[type_name])
+                    decoders.append(None if plain else self.dialect.codecs.decoders[type_name])
             self._cache.decoders[key] = decoders
         return decoders
 
@@ -360,11 +362,12 @@ class Reader:
         """The SQL expression ``path`` orders by: an own field, or a field reached through
         to-one relations (``"author.name"``, ``"post.author.name"``, a link's
         ``"source.title"``), which is NULL where a record has no related one."""
+        q = self.dialect.quote
         fields = self.schema.fields(name)
         if not isinstance(path, str) or "." not in path:
             if path != "id" and path not in fields:
                 raise UnknownFieldError(name, str(path), list(fields))
-            return f"t.{self._q(path)}"
+            return f"t.{q(path)}"
         segments = path.split(".")
         record, id_sql = name, "t.id"
         for depth, segment in enumerate(segments[:-1], start=1):
@@ -383,12 +386,12 @@ class Reader:
             alias = f"o{depth}"
             if attribute.via_link:
                 id_sql = (
-                    f"(SELECT {alias}.{attribute.other} FROM {self._q(attribute.link.name)} "
+                    f"(SELECT {alias}.{attribute.other} FROM {q(attribute.link.name)} "
                     f"{alias} WHERE {alias}.{attribute.side} = {id_sql})"
                 )
             else:  # a link record's own source/target column
                 id_sql = (
-                    f"(SELECT {alias}.{self._q(segment)} FROM {self._q(record)} {alias} "
+                    f"(SELECT {alias}.{q(segment)} FROM {q(record)} {alias} "
                     f"WHERE {alias}.id = {id_sql})"
                 )
             record = attribute.related
@@ -405,7 +408,7 @@ class Reader:
                     field=path,
                 )
             raise UnknownFieldError(record, last, list(related_fields))
-        return f"(SELECT v.{self._q(last)} FROM {self._q(record)} v WHERE v.id = {id_sql})"
+        return f"(SELECT v.{q(last)} FROM {q(record)} v WHERE v.id = {id_sql})"
 
     def _paging(self, name: str, limit: int | None, offset: int | None, params: list[Any]) -> str:
         for label, value in (("limit", limit), ("offset", offset)):
@@ -463,13 +466,14 @@ class Reader:
     def _attach_linked(
         self, attribute: RelationAttribute, records: list[Record], nested: AttributeQuery
     ) -> None:
+        q = self.dialect.quote
         link: LinkType = attribute.link
         # Related records and "&" link records may go on to their own source/target: load
         # those columns too.
         link_fields = self._own_columns(link.name, nested.link) if nested.link is not None else []
         columns = self._own_columns(attribute.related, nested)
-        select_link = "".join(f", l.{self._q(f)}" for f in link_fields)
-        select_related = "".join(f", r.{self._q(c)}" for c in columns)
+        select_link = "".join(f", l.{q(f)}" for f in link_fields)
+        select_related = "".join(f", r.{q(c)}" for c in columns)
         sides = (
             [("source", "target"), ("target", "source")]
             if attribute.symmetric
@@ -481,7 +485,7 @@ class Reader:
             for batch in chunks(parent_ids):
                 sql = (
                     f"SELECT l.{side}, l.id{select_link}, r.id{select_related} "
-                    f"FROM {self._q(link.name)} l JOIN {self._q(attribute.related)} r "
+                    f"FROM {q(link.name)} l JOIN {q(attribute.related)} r "
                     f"ON r.id = l.{other} WHERE l.{side} IN ({placeholders(len(batch))}) "
                     "ORDER BY l.id"
                 )

@@ -42,6 +42,8 @@ class SQLSession:
     (a fresh one when not given: correct, just slower).
     """
 
+    __slots__ = ("_reader", "_writer", "events", "schema")
+
     def __init__(
         self,
         schema: Schema,
@@ -51,10 +53,10 @@ class SQLSession:
     ) -> None:
         self.schema = schema
         self.events: list[MutationEvent] = []
-        self._dialect = dialect
-        self._run = bind(driver, dialect)
-        self._reader = Reader(schema, self._run, dialect, cache or StatementCache())
-        self._writer = Writer(self._reader, self.events)
+        # The driver's own execute where the dialect renders nothing (SQLite): no call between.
+        run = driver.execute if not dialect.renders else bind(driver, dialect)
+        self._reader = reader = Reader(schema, run, dialect, cache or StatementCache())
+        self._writer = Writer(reader, self.events)
 
     def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
         """Create a record (and nested related records and links). ``result.record`` is it."""
@@ -165,7 +167,7 @@ class SQLSession:
     ) -> dict[Any, tuple[Any, int]]:
         """``{host id: (total, count)}`` of every host (ids in ``[lo, hi)`` with a range)."""
         self.schema.record(spec.host)
-        return totals.read(self._run, self._dialect, spec, id_range)
+        return totals.read(self._reader.run, self._reader.dialect, spec, id_range)
 
     def write_related_totals(
         self,
@@ -178,7 +180,7 @@ class SQLSession:
         mutation events (bookkeeping: recomputation); returns how many hosts it wrote."""
         for field in outputs:
             self.schema.field(spec.host, field)
-        return totals.write(self._run, self._dialect, spec, outputs, id_range)
+        return totals.write(self._reader.run, self._reader.dialect, spec, outputs, id_range)
 
     def record_totals(self, record: str, field: str | None = None) -> tuple[Any, int]:
         """(total, count) over every record of ``record``: the sum of ``field`` (non-numbers
@@ -187,12 +189,12 @@ class SQLSession:
             self.schema.field(record, field)
         else:
             self.schema.record(record)
-        return totals.record_totals(self._run, self._dialect, record, field)
+        return totals.record_totals(self._reader.run, self._reader.dialect, record, field)
 
     def id_bounds(self, record: str) -> tuple[Any, Any] | None:
         """The smallest and largest id of ``record`` (None when empty): batches walk it."""
         self.schema.record(record)
-        return totals.id_bounds(self._run, record)
+        return totals.id_bounds(self._reader.run, record)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

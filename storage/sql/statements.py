@@ -22,21 +22,43 @@ from storage.sql.reader import Reader
 
 
 class Statements:
-    """Synchronous write statements over one connection; events go to ``events`` in order."""
+    """Synchronous write statements over one connection; events go to ``events`` in order.
+
+    Made once per transaction: ``__slots__`` keep that cheap (it is on every write's path)."""
+
+    __slots__ = (
+        "_cache",
+        "_inserted_id",
+        "_planner",
+        "_savepoints",
+        "_statements",
+        "dialect",
+        "events",
+        "reader",
+        "run",
+        "schema",
+    )
 
     def __init__(self, reader: Reader, events: list[MutationEvent]) -> None:
         self.schema = reader.schema
         self.run: Execute = reader.run
         self.dialect: Dialect = reader.dialect
-        self.codecs = reader.dialect.codecs
         self.reader = reader
         self.events = events
         self._savepoints = 0
-        self._q = reader.dialect.quote
         self._inserted_id = reader.dialect.inserted_id
-        self._integrity = reader.dialect.integrity_errors
         self._cache: StatementCache = reader._cache
-        self.planner = Planner(reader.schema, reader.dialect.codecs, reader._cache)
+        self._statements: dict[Any, Any] = reader._cache.shapes
+        self._planner: Planner | None = None
+
+    @property
+    def planner(self) -> Planner:
+        """Validation of payloads the remembered shapes do not cover (made when first
+        needed: most transactions take the remembered shapes only)."""
+        planner = self._planner
+        if planner is None:
+            planner = self._planner = Planner(self.schema, self.dialect.codecs, self._cache)
+        return planner
 
     @contextmanager
     def atomic(self, needed: bool = True) -> Iterator[None]:
@@ -64,7 +86,7 @@ class Statements:
     ) -> Cursor:
         try:
             return self.run(sql, params)
-        except self._integrity as exc:
+        except self.dialect.integrity_errors as exc:
             raise self._integrity_error(name, exc, values) from None
 
     def _integrity_error(
@@ -92,8 +114,8 @@ class Statements:
         key = (name, columns)
         sql = self._cache.updates.get(key)
         if sql is None:
-            assignments = ", ".join(f"{self._q(k)} = ?" for k in columns)
-            sql = f"UPDATE {self._q(name)} SET {assignments} WHERE id = ?"
+            assignments = ", ".join(f"{self.dialect.quote(k)} = ?" for k in columns)
+            sql = f"UPDATE {self.dialect.quote(name)} SET {assignments} WHERE id = ?"
             self._cache.updates[key] = sql
         return sql
 

@@ -24,7 +24,7 @@ from storage.match import MatchExp
 from storage.schema import LinkType, RelationAttribute
 from storage.sql.links import Links
 from storage.sql.plans import INT64_MAX, INT64_MIN, CreatePlan, Relations
-from storage.sql.reader import Reader, chunks, placeholders
+from storage.sql.reader import chunks, placeholders
 
 
 class _Shape:
@@ -45,9 +45,7 @@ class _Shape:
 class Writer(Links):
     """Synchronous writes over one connection; events go to ``events`` in order."""
 
-    def __init__(self, reader: Reader, events: list[MutationEvent]) -> None:
-        super().__init__(reader, events)
-        self._statements: dict[Any, _Shape | None] = self._cache.shapes
+    __slots__ = ()
 
     def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
         if type(data) is dict:
@@ -122,7 +120,7 @@ class Writer(Links):
             return None
         value_keys = tuple(key for key in keys if key in encoders_by_field)
         fields = self.schema.fields(name)
-        plains = [self.codecs.plain[fields[key].type] for key in value_keys]
+        plains = [self.dialect.codecs.plain[fields[key].type] for key in value_keys]
         if kind == "insert":
             sql = self._insert_sql(name, value_keys)
         else:
@@ -233,11 +231,11 @@ class Writer(Links):
                 sql = self._update_sql(name, tuple(values))
                 self._execute(name, sql, [*values.values(), ids[0]], data)
             else:
-                assignments = ", ".join(f"{self._q(k)} = ?" for k in values)
+                assignments = ", ".join(f"{self.dialect.quote(k)} = ?" for k in values)
                 for batch in chunks(ids):
                     self._execute(
                         name,
-                        f"UPDATE {self._q(name)} SET {assignments} "
+                        f"UPDATE {self.dialect.quote(name)} SET {assignments} "
                         f"WHERE id IN ({placeholders(len(batch))})",
                         [*values.values(), *batch],
                         data,
@@ -271,7 +269,7 @@ class Writer(Links):
         for key, value in values.items():
             if key not in fields:
                 self.schema.field(name, key)  # raises UnknownFieldError naming the fields
-            encoded[key] = self.codecs.encode(name, key, fields[key].type, value)
+            encoded[key] = self.dialect.codecs.encode(name, key, fields[key].type, value)
         return encoded
 
     def insert_internal(self, name: str, values: Mapping[str, Any]) -> Any:
@@ -290,7 +288,7 @@ class Writer(Links):
 
     def delete_internal(self, name: str, record_id: Any) -> None:
         self._refuse_links(name)
-        self.run(f"DELETE FROM {self._q(name)} WHERE id = ?", (record_id,))
+        self.run(f"DELETE FROM {self.dialect.quote(name)} WHERE id = ?", (record_id,))
 
     def write_internal_where(
         self, name: str, match: MatchExp | Mapping[str, Any], values: Mapping[str, Any]
@@ -298,15 +296,15 @@ class Writer(Links):
         encoded = self._encode_internal(name, values)
         if not encoded:
             raise StorageError(f"write_internal_where on {name}: nothing to write", record=name)
-        where, params = self.reader.where(name, match, self._q(name))
-        assignments = ", ".join(f"{self._q(k)} = ?" for k in encoded)
-        sql = f"UPDATE {self._q(name)} SET {assignments}{where}"
+        where, params = self.reader.where(name, match, self.dialect.quote(name))
+        assignments = ", ".join(f"{self.dialect.quote(k)} = ?" for k in encoded)
+        sql = f"UPDATE {self.dialect.quote(name)} SET {assignments}{where}"
         return self._execute(name, sql, [*encoded.values(), *params], values).rowcount
 
     def delete_internal_where(self, name: str, match: MatchExp | Mapping[str, Any]) -> int:
         self._refuse_links(name)
-        where, params = self.reader.where(name, match, self._q(name))
-        return self.run(f"DELETE FROM {self._q(name)}{where}", params).rowcount
+        where, params = self.reader.where(name, match, self.dialect.quote(name))
+        return self.run(f"DELETE FROM {self.dialect.quote(name)}{where}", params).rowcount
 
     def _refuse_links(self, name: str) -> None:
         if self.schema.links_touching(name):

@@ -16,6 +16,8 @@ __all__ = ["SQLiteSession"]
 class SQLiteSession(SQLSession):
     """Reads and writes inside one SQLite transaction (see :class:`SQLSession`)."""
 
+    __slots__ = ("connection",)
+
     def __init__(
         self, schema: Schema, conn: sqlite3.Connection, cache: StatementCache | None = None
     ) -> None:

@@ -52,9 +52,11 @@ from storage.events import Record, WriteResult
 from storage.match import MatchExp
 from storage.migration import Operation
 from storage.schema import RecordType, Schema
+from storage.sql import migrate
 from storage.sql.cache import StatementCache
-from storage.sql.dialect import quote
-from storage.sqlite import aio, ddl, migrate
+from storage.sqlite import aio
+from storage.sqlite.ddl import SQLITE_DDL
+from storage.sqlite.dialect import SQLITE
 from storage.sqlite.session import SQLiteSession
 
 T = TypeVar("T")
@@ -158,14 +160,20 @@ class SQLiteStorage:
             raise TypeError(f"setup() needs a storage.Schema, got {type(schema).__name__}")
         await self._connect()
         if install:
-            await self._transaction(True, lambda conn: ddl.install(conn, schema))
+            await self._transaction(
+                True, lambda conn: migrate.install(conn.execute, SQLITE_DDL, schema)
+            )
         else:
-            missing = await self._transaction(False, lambda conn: _missing_tables(conn, schema))
+            missing = await self._transaction(
+                False, lambda conn: migrate.missing_tables(conn.execute, SQLITE_DDL, schema)
+            )
             if missing:
                 raise NotSetUpError(
                     f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
                 )
-            columns = await self._transaction(False, lambda conn: _missing_columns(conn, schema))
+            columns = await self._transaction(
+                False, lambda conn: migrate.missing_columns(conn.execute, SQLITE_DDL, schema)
+            )
             if columns:
                 raise NotSetUpError(
                     f"columns missing: {', '.join(columns)} (the model has fields the database "
@@ -306,7 +314,7 @@ class SQLiteStorage:
         """Every table of the database with its column names (opens the connection; needs no
         schema): what a migration planner compares a model with."""
         await self._connect()
-        return await self._transaction(False, migrate.tables)
+        return await self._transaction(False, lambda conn: SQLITE_DDL.tables(conn.execute))
 
     async def peek(self, record: RecordType) -> list[Record]:
         """Every row of ``record`` (all fields), read with ``record`` as the only schema: for
@@ -320,11 +328,11 @@ class SQLiteStorage:
         await self._connect()
 
         def check(conn: sqlite3.Connection) -> list[bool]:
-            present = migrate.tables(conn)
+            present = SQLITE_DDL.tables(conn.execute)
             return [
                 table in present
                 and (column is None or column in present[table])
-                and migrate.holds_data(conn, table, column)
+                and migrate.holds_data(conn.execute, table, column)
                 for table, column in checks
             ]
 
@@ -349,7 +357,7 @@ class SQLiteStorage:
         def work(conn: sqlite3.Connection) -> T:
             if guard is not None:
                 guard(lambda record: _peek(conn, record))
-            migrate.apply(conn, schema, list(operations))
+            migrate.apply(conn.execute, SQLITE, SQLITE_DDL, schema, list(operations))
             return body(self._session(schema, conn, statements))
 
         statements = self._statements if schema is self._schema else StatementCache()
@@ -535,24 +543,7 @@ def _write_header(conn: sqlite3.Connection) -> None:
 
 
 def _peek(conn: sqlite3.Connection, record: RecordType) -> list[Record]:
-    if record.name not in migrate.tables(conn):
+    if not SQLITE_DDL.columns(conn.execute, record.name):
         return []
     alone = Schema([record])
     return SQLiteSession(alone, conn).find(record.name, None, ["*"], {"id": "asc"})
-
-
-def _missing_tables(conn: sqlite3.Connection, schema: Schema) -> list[str]:
-    present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    return [name for name in schema.records if name not in present]
-
-
-def _missing_columns(conn: sqlite3.Connection, schema: Schema) -> list[str]:
-    """``Record.field`` for every field of the schema its table lacks."""
-    missing: list[str] = []
-    for name, record in schema.records.items():
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(name)})")}
-        wanted = [f.name for f in record.fields]
-        if name in schema.links:
-            wanted = ["source", "target", *wanted]
-        missing.extend(f"{name}.{field}" for field in wanted if field not in present)
-    return missing
