@@ -176,7 +176,7 @@ def _check_value(
                 f"payload item {item.name!r}: an id is an int or a str, got {value['id']!r}",
                 item.name,
             )
-        if ctx.session.find_one(base, {"id": value["id"]}) is None:
+        if ctx.find_one(base, {"id": value["id"]}) is None:
             raise reject(
                 "payload_ref_missing",
                 f"payload item {item.name!r} refers to {base} "

@@ -234,9 +234,10 @@ class _PropertyAggregate(Recomputation):
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
         if self.spec is not None:
             ctx.session.write_related_totals(self.spec, self._outputs(), id_range)
+            ctx.forget(self.h.host_record)  # written behind the context's caches
             return
         for host_id, _, expected in self._compare(ctx, id_range):
-            ctx.write_internal(self.h.host_record, host_id, expected)
+            ctx.update_internal(self.h.host_record, host_id, expected)
 
     def check(self, ctx: TransactionContext) -> list[Difference]:
         return [
@@ -286,7 +287,7 @@ class _DictionaryAggregate(Recomputation):
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
         found = self._differs(ctx)
         if found is not None:
-            ctx.write_dictionary(self.h.target, found[1], found[3])
+            ctx.set_dictionary(self.h.target, found[1], found[3])
 
     def check(self, ctx: TransactionContext) -> list[Difference]:
         found = self._differs(ctx)
@@ -374,7 +375,7 @@ class _Computed(Recomputation):
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
         for row_id, _, value in self._compare(ctx, id_range):
-            ctx.write_internal(self.record, row_id, {self.prop: value})
+            ctx.update_internal(self.record, row_id, {self.prop: value})
 
     def check(self, ctx: TransactionContext) -> list[Difference]:
         return [
@@ -422,7 +423,7 @@ class _StateMachine(_HistoryDependent):
             if row is None or state not in names:
                 node = h.decl.initial_state
                 value = h.value_of(node, None, None, ctx)
-                ctx.write_dictionary(h.target, value, {"state": node.name})
+                ctx.set_dictionary(h.target, value, {"state": node.name})
             return
         match = MatchExp.atom(h.state_field, "is null") | MatchExp.atom(
             h.state_field, "not in", names
@@ -434,7 +435,7 @@ class _StateMachine(_HistoryDependent):
         for row in ctx.session.find(h.host, match, fields):
             node = self._node(row, ctx)
             value = h.value_of(node, None, None, ctx)
-            ctx.write_internal(h.host, row["id"], {h.target: value, h.state_field: node.name})
+            ctx.update_internal(h.host, row["id"], {h.target: value, h.state_field: node.name})
 
 
 class _Custom(_HistoryDependent):
@@ -453,7 +454,7 @@ class _Custom(_HistoryDependent):
         match = MatchExp.atom(h.target, "is null")
         scope = _in_range("id", id_range)
         for row in ctx.session.find(h.host, match if scope is None else match & scope):
-            ctx.write_internal(h.host, row["id"], {h.target: h.initial_value()})
+            ctx.update_internal(h.host, row["id"], {h.target: h.initial_value()})
 
 
 def recomputations(engine: Engine) -> dict[str, Recomputation]:
@@ -528,7 +529,7 @@ def fill_defaults(ctx: TransactionContext, fields: Iterable[tuple[str, str]]) ->
         if prop is None or prop.default is None:
             continue
         for row in ctx.session.find(record, MatchExp.atom(field, "is null")):
-            ctx.write_internal(record, row["id"], {field: prop.default_value()})
+            ctx.update_internal(record, row["id"], {field: prop.default_value()})
 
 
 __all__ = ["Difference", "Recomputation", "VerifyReport"]
