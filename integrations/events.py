@@ -132,19 +132,22 @@ class IntegrationEvents:
                 key = event.dedup_key or default_dedup_key(event)
                 try:
                     # The unique dedup key refuses a duplicate: one INSERT, which is atomic
-                    # and runs no computation when refused, instead of a look-up first.
-                    ctx.storage.create(
-                        self.event_name,
-                        {
-                            f.event_type: event.event_type,
-                            f.external_id: event.external_id,
-                            f.entity_id: event.entity_id,
-                            f.status: event.status or event.event_type,
-                            f.data: event.data,
-                            f.created_at: now(),
-                            f.dedup_key: key,
-                        },
-                    )
+                    # and runs no computation when refused, instead of a look-up first. Under
+                    # a savepoint: on PostgreSQL the refused INSERT would otherwise abort the
+                    # whole transaction, and the batch goes on after a duplicate.
+                    with ctx.storage.savepoint():
+                        ctx.storage.create(
+                            self.event_name,
+                            {
+                                f.event_type: event.event_type,
+                                f.external_id: event.external_id,
+                                f.entity_id: event.entity_id,
+                                f.status: event.status or event.event_type,
+                                f.data: event.data,
+                                f.created_at: now(),
+                                f.dedup_key: key,
+                            },
+                        )
                 except UniqueViolationError as exc:
                     if exc.fields != (f.dedup_key,):
                         raise
