@@ -15,7 +15,7 @@ import attrs
 
 import reactive as r
 from integrations.api_call import ATTEMPT, EventFields, now
-from reactive.model import record_name
+from reactive import record_name
 from storage import UniqueViolationError
 
 Outcome = Literal["stored", "duplicate"]

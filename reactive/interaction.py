@@ -63,6 +63,8 @@ class PayloadItem:
 
 @attrs.define(eq=False)
 class Payload:
+    """The items an interaction's payload may carry (names unique; unknown ones are refused)."""
+
     items: list[PayloadItem] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
