@@ -10,8 +10,8 @@ dispatch, recomputation and ``ctx.storage`` all go through it), so that its cach
 kept right:
 
 - reads: :meth:`~TransactionContext.snapshot`, :meth:`~TransactionContext.get`,
-  :meth:`~TransactionContext.find`, :meth:`~TransactionContext.find_one`,
-  :meth:`~TransactionContext.count`, :meth:`~TransactionContext.dictionary_row`;
+  :meth:`~TransactionContext.find_one`, :meth:`~TransactionContext.dictionary_row` (each with
+  its memory), ``find`` and ``count`` (the session's own: nothing to remember);
 - writes, one verb per act: :meth:`~TransactionContext.create`,
   :meth:`~TransactionContext.update`, :meth:`~TransactionContext.delete` (mutation events; the
   computations run before they return), and for bookkeeping that is not data (a computation's
@@ -104,6 +104,9 @@ class TransactionContext:
         self.trail: list[str] = []
         self.error: BaseException | None = None
         self._lookup_warnings = lookups
+        # Reads with nothing to remember (a list may change with any write): the session's own.
+        self.find = session.find
+        self.count = session.count
         # Snapshots of records deleted in this transaction: one storage delete removes links
         # and records together, so a computation reacting to a link's deletion reads the
         # record that went with it from here.
@@ -231,18 +234,6 @@ class TransactionContext:
             return {"id": held["id"], **{f: held[f] for f in fields}}
         return self.session.get(name, record_id, fields)
 
-    def find(
-        self,
-        name: str,
-        match: Match = None,
-        attribute_query: Sequence[Any] | None = None,
-        order_by: Mapping[str, str] | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-    ) -> list[Record]:
-        """Matching records (``session.find``: no memory, a list may change with any write)."""
-        return self.session.find(name, match, attribute_query, order_by, limit, offset)
-
     def find_one(
         self,
         name: str,
@@ -292,10 +283,6 @@ class TransactionContext:
         written = event.record
         for key in [key for key in known if any(field in written for field, _ in key[0])]:
             del known[key]
-
-    def count(self, name: str, match: Match = None) -> int:
-        """How many records match."""
-        return self.session.count(name, match)
 
     def dictionary_row(self, name: str) -> Record | None:
         """The row holding dictionary ``name`` (``id``, ``key``, ``value``, ``state``), or None.
