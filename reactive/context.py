@@ -226,12 +226,13 @@ class TransactionContext:
         return found
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
-        """The named value fields of one record (with its ``id``), or None. Answered from
-        memory when this transaction created the record or holds its snapshot, else one read."""
+        """One record with (at least) the named value fields and its ``id``, or None.
+        Answered from memory when this transaction created the record or holds its snapshot
+        (that dict itself: treat it as read-only), else one read."""
         key = (name, record_id)
         held = self.fresh.get(key) or self._snapshots.get(key)
         if held is not None and all(f in held for f in fields):
-            return {"id": held["id"], **{f: held[f] for f in fields}}
+            return held
         return self.session.get(name, record_id, fields)
 
     def find_one(
@@ -317,8 +318,11 @@ class TransactionContext:
         in the same statement, so one record gives one event whose ``record`` and ``keys``
         include them. An update by id of a record whose snapshot this transaction holds (the
         computations' own writes) costs one statement and no read."""
-        if isinstance(data, Mapping) and name in self.schema.records:
-            data = self._prepare_update(name, data)
+        if type(data) is not dict and isinstance(data, Mapping):
+            data = dict(data)
+        relations = self.engine.relation_attributes.get(name)
+        if relations and type(data) is dict and not relations.isdisjoint(data):
+            data = self._prepare_update(name, data)  # records and links the update creates
         info = self.engine.records.get(name)
         computed: Computed = info.computed if info is not None else ()
         record_id = match.get("id") if type(match) is dict and len(match) == 1 else None

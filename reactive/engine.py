@@ -122,6 +122,7 @@ class Engine:
     schema: Schema
     item_records: frozenset[str]
     leading_fields: Mapping[str, frozenset[str]]
+    relation_attributes: Mapping[str, frozenset[str]]
     routes: Mapping[tuple[str, str], RouteSubject]
 
     def __init__(
@@ -185,6 +186,11 @@ class Engine:
                     for name, record in schema.records.items()
                 }
             ),
+        )
+        # The relation attributes of every record: only a payload naming one creates records.
+        init(
+            "relation_attributes",
+            MappingProxyType({name: frozenset(schema.attributes(name)) for name in schema.records}),
         )
         routes: dict[tuple[str, str], RouteSubject] = {}
         for handle in handles:
