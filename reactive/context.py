@@ -318,12 +318,13 @@ class TransactionContext:
         in the same statement, so one record gives one event whose ``record`` and ``keys``
         include them. An update by id of a record whose snapshot this transaction holds (the
         computations' own writes) costs one statement and no read."""
+        engine = self.engine
         if type(data) is not dict and isinstance(data, Mapping):
             data = dict(data)
-        relations = self.engine.relation_attributes.get(name)
+        relations = engine.relation_attributes.get(name)
         if relations and type(data) is dict and not relations.isdisjoint(data):
             data = self._prepare_update(name, data)  # records and links the update creates
-        info = self.engine.records.get(name)
+        info = engine.records.get(name)
         computed: Computed = info.computed if info is not None else ()
         record_id = match.get("id") if type(match) is dict and len(match) == 1 else None
         if type(record_id) is int and type(data) is dict:
@@ -603,8 +604,9 @@ class EngineStorage:
     ) -> Record | None:
         """The first matching record, or None."""
         rec = record_name(name)
-        query = self._ctx.engine.public_query(rec, attribute_query)
-        return self._ctx.find_one(rec, match, query, order_by)
+        if attribute_query is not None:
+            attribute_query = self._ctx.engine.public_query(rec, attribute_query)
+        return self._ctx.find_one(rec, match, attribute_query, order_by)
 
     def count(self, name: RecordRef, match: Match = None) -> int:
         """How many records match."""
