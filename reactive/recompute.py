@@ -58,8 +58,9 @@ Key = tuple[str, str]  # (record, field): "*" any field, "#rows" which rows exis
 @attrs.frozen
 class Difference:
     """A stored value that differs from its recomputation. For a dictionary ``record`` is
-    ``r.DICTIONARY_RECORD`` and ``id`` the dictionary's name; for a Transform's missing or
-    surplus row ``field`` is ``"*"`` and the whole row is ``expected`` or ``stored``."""
+    ``"_Dictionary_"`` (where dictionaries are stored) and ``id`` the dictionary's name; for a
+    Transform's missing or surplus row ``field`` is ``"*"`` and the whole row is ``expected`` or
+    ``stored``."""
 
     record: str
     id: Any
