@@ -31,7 +31,9 @@ def _shop() -> tuple[list[r.Entity], list[r.Relation]]:
 
 
 def _trace(ctx: r.TransactionContext, statements: list[str]) -> sqlite3.Connection:
-    conn: sqlite3.Connection = ctx.session._reader.conn  # type: ignore[attr-defined]
+    """Record every statement of the transaction's SQLite connection from now on."""
+    session: Any = ctx.session
+    conn: sqlite3.Connection = getattr(session, "connection", None) or session._reader.conn
     conn.set_trace_callback(statements.append)
     return conn
 
