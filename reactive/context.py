@@ -318,14 +318,14 @@ class TransactionContext:
         in the same statement, so one record gives one event whose ``record`` and ``keys``
         include them. An update by id of a record whose snapshot this transaction holds (the
         computations' own writes) costs one statement and no read."""
-        engine = self.engine
         if type(data) is not dict and isinstance(data, Mapping):
             data = dict(data)
-        relations = engine.relation_attributes.get(name)
-        if relations and type(data) is dict and not relations.isdisjoint(data):
-            data = self._prepare_update(name, data)  # records and links the update creates
-        info = engine.records.get(name)
-        computed: Computed = info.computed if info is not None else ()
+        info = self.engine.records.get(name)
+        computed: Computed = ()
+        if info is not None:
+            computed = info.computed
+            if info.relations and type(data) is dict and not info.relations.isdisjoint(data):
+                data = self._prepare_update(name, data)  # records and links it creates
         record_id = match.get("id") if type(match) is dict and len(match) == 1 else None
         if type(record_id) is int and type(data) is dict:
             old = self._snapshots.get((name, record_id))

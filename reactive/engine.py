@@ -79,7 +79,7 @@ class RecordInfo:
     """What the engine needs to know about one record type when writing it (frozen once the
     model is compiled)."""
 
-    __slots__ = ("computed", "hidden", "is_link", "name", "owned", "properties")
+    __slots__ = ("computed", "hidden", "is_link", "name", "owned", "properties", "relations")
 
     def __init__(
         self,
@@ -88,6 +88,7 @@ class RecordInfo:
         is_link: bool,
         owned: Mapping[str, Handle],
         hidden: Iterable[str],
+        relations: Iterable[str],
     ):
         self.name = name
         self.is_link = is_link
@@ -99,6 +100,8 @@ class RecordInfo:
             if p.computed is not None
         )
         self.hidden: frozenset[str] = frozenset(hidden)
+        # Its relation attributes: only a payload naming one creates records with it.
+        self.relations: frozenset[str] = frozenset(relations)
 
 
 class Engine:
@@ -123,7 +126,6 @@ class Engine:
     schema: Schema
     item_records: frozenset[str]
     leading_fields: Mapping[str, frozenset[str]]
-    relation_attributes: Mapping[str, frozenset[str]]
     routes: Mapping[tuple[str, str], RouteSubject]
 
     def __init__(
@@ -158,14 +160,24 @@ class Engine:
             hidden_of.setdefault(record, set()).add(field.name)
         records = {
             e.name: RecordInfo(
-                e.name, e.properties, False, owned.get(e.name, {}), hidden_of.get(e.name, ())
+                e.name,
+                e.properties,
+                False,
+                owned.get(e.name, {}),
+                hidden_of.get(e.name, ()),
+                schema.attributes(e.name),
             )
             for e in self.entities
         }
         for r in self.relations:
             name = r.relation_name
             records[name] = RecordInfo(
-                name, r.properties, True, owned.get(name, {}), hidden_of.get(name, ())
+                name,
+                r.properties,
+                True,
+                owned.get(name, {}),
+                hidden_of.get(name, ()),
+                schema.attributes(name),
             )
         init("records", MappingProxyType(records))
         # Records whose values aggregates read as items: created ones are kept in memory for
@@ -187,11 +199,6 @@ class Engine:
                     for name, record in schema.records.items()
                 }
             ),
-        )
-        # The relation attributes of every record: only a payload naming one creates records.
-        init(
-            "relation_attributes",
-            MappingProxyType({name: frozenset(schema.attributes(name)) for name in schema.records}),
         )
         routes: dict[tuple[str, str], RouteSubject] = {}
         for handle in handles:
