@@ -2,6 +2,10 @@
 
 Knows nothing of the reactive engine; the engine derives a :class:`Schema` from its model and
 runs its computations through a backend's synchronous session inside one transaction.
+
+Public submodules: :mod:`storage.abc` (the backend interface) and :mod:`storage.migration`
+(schema changes as neutral values, for a migration planner above storage). Everything else is
+internal to the package.
 """
 
 from storage.abc import Match, Session, Storage
@@ -32,6 +36,7 @@ from storage.schema import (
     Schema,
 )
 from storage.sqlite import SQLiteSession, SQLiteStorage
+from storage.types import is_id
 
 __all__ = [
     "LINK_FIELDS_KEY",
@@ -64,4 +69,5 @@ __all__ = [
     "UnknownFieldError",
     "UnknownRecordError",
     "WriteResult",
+    "is_id",
 ]
