@@ -29,6 +29,7 @@ from reactive.engine import DICTIONARY_RECORD, SYSTEM_RECORDS
 from reactive.errors import MigrationError, ModelError
 from reactive.migration_plan import MigrationPlan
 from reactive.recompute import (
+    Difference,
     Recomputation,
     VerifyReport,
     fill_defaults,
@@ -250,15 +251,37 @@ def _bounds_of(record: str) -> Callable[[Session], tuple[Any, Any] | None]:
     return lambda session: session.id_bounds(record)
 
 
-async def verify(controller: Controller) -> VerifyReport:
-    """Recompute every computation in one read transaction; report what differs."""
+async def verify(controller: Controller, batch_size: int = 1000) -> VerifyReport:
+    """Check every computation against the stored data; report what differs.
+
+    Each computation with host records is checked in batches of ``batch_size`` host ids,
+    each batch its own read transaction (a live database is never held in one long read);
+    the rest (dictionaries, a Transform's orphans) in one read transaction each."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     engine = controller.engine
     steps = ordered(recomputations(engine), list(recomputations(engine)))
+    backend = controller.backend
 
-    def body(session: Session) -> VerifyReport:
-        ctx = TransactionContext(engine, session, controller)
-        differences = [d for step in steps if step.recomputable for d in step.check(ctx)]
-        skipped = [step.key for step in steps if not step.recomputable]
-        return VerifyReport(differences, skipped)
+    def check(step: Recomputation, id_range: Any) -> Callable[[Session], list[Difference]]:
+        def body(session: Session) -> list[Difference]:
+            ctx = TransactionContext(engine, session, controller)
+            if id_range is _FINISH:
+                return step.check_finish(ctx)
+            return step.check(ctx, id_range)
 
-    return await controller.backend.run(body, write=False)
+        return body
+
+    differences: list[Difference] = []
+    for step in (s for s in steps if s.checked):
+        record = step.batch_record
+        bounds = None if record is None else await backend.run(_bounds_of(record), write=False)
+        if bounds is None:
+            differences += await backend.run(check(step, None), write=False)
+            continue
+        low, high = bounds
+        while low <= high:
+            differences += await backend.run(check(step, (low, low + batch_size)), write=False)
+            low += batch_size
+        differences += await backend.run(check(step, _FINISH), write=False)
+    return VerifyReport(differences, [s.key for s in steps if not s.recomputable])
