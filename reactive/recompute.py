@@ -341,6 +341,7 @@ class _Transform(Recomputation):
         h = self.h
         out: list[Difference] = []
         fields = list(ctx.schema.fields(h.output))
+        stored_fields = set(fields)
         for source in ctx.session.find(h.source, _in_range("id", id_range)):
             expected = h.derived_rows(source["id"], ctx)
             stored = ctx.session.find(
@@ -352,10 +353,12 @@ class _Transform(Recomputation):
                 if found is None:
                     out.append(Difference(h.output, None, "*", None, row))
                     continue
+                # Only stored value fields are compared: a row's nested relation values
+                # (``{"donor": {"id": 1}}``, nested creates) are links, not fields of the row.
                 out.extend(
                     Difference(h.output, found["id"], k, found.get(k), v)
                     for k, v in row.items()
-                    if not same(found.get(k), v)
+                    if k in stored_fields and not same(found.get(k), v)
                 )
             out.extend(Difference(h.output, r["id"], "*", r, None) for r in by_index.values())
         if id_range is None:

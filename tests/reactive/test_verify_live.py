@@ -113,3 +113,23 @@ async def test_bad_batch_size_is_refused(make: MakeController) -> None:
     c = await make(entities, relations, dictionaries)
     with pytest.raises(ValueError, match="batch_size"):
         await c.verify(batch_size=0)
+
+
+async def test_a_transform_creating_linked_rows_verifies(make: MakeController) -> None:
+    """A Transform row that names a related record (``{"owner": {"id": ...}}``) or creates
+    one nested is linked, not a field of the row: verify() judges only its stored fields."""
+    user = r.Entity("User", [r.Property("name")])
+    note = r.Entity("Note", [r.Property("text")])
+    order = r.Entity(
+        "Order",
+        [r.Property("text")],
+        computation=r.Transform(
+            "User",
+            lambda u: {"text": u["name"], "owner": {"id": u["id"]}, "notes": [{"text": "n"}]},
+        ),
+    )
+    owns = r.Relation(user, "orders", order, "owner", "1:n")
+    notes = r.Relation(order, "notes", note, "order", "1:n")
+    c = await make([user, note, order], [owns, notes])
+    await c.storage.create("User", {"name": "ada"})
+    assert (await c.verify()).differences == []
