@@ -196,7 +196,9 @@ def invalid_payloads(
     misses += [("wrong", (i, w)) for i in items for w in _wrong_values(i)]
     misses += [("dangling", i) for i in items if i.is_ref]
     misses += [("not a list", i) for i in items if i.is_collection]
-    kind, what = draw(st.sampled_from(misses))
+    # the kind of miss first (each equally likely), then which item and value
+    kind = draw(st.sampled_from(list(dict.fromkeys(k for k, _ in misses))))
+    what = draw(st.sampled_from([w for k, w in misses if k == kind]))
     out = dict(base)
     if kind == "unknown":
         out[draw(_text(1, 8).filter(lambda k: k not in names))] = 1
