@@ -439,6 +439,7 @@ class ModelMachine(RuleBasedStateMachine):
         return (
             "\n".join(sorted(imports))
             + "\n\n\n"
+            + "@pytest.mark.asyncio\n"
             + "async def test_found_by_model_machine(tmp_path):\n"
             + f"    app = await reactive.testing.Replay.open({build_name}, tmp_path, "
             + f"[{', '.join(names)}])\n"
