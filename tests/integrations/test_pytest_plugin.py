@@ -105,3 +105,52 @@ def test_an_unknown_backend_is_refused(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-q", "--interaqt-backend=oracle")
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*--interaqt-backend*invalid choice*oracle*"])
+
+
+MACHINE_TESTS = """
+import reactive as r
+from reactive.testing import ModelMachine
+from storage import SQLiteStorage
+
+user = r.Entity("User", [r.Property("name")])
+post = r.Entity("Post", [r.Property("title"),
+                         r.Property("fans", "number", computation=r.Count(property="liked_by"))])
+likes = r.Relation(post, "liked_by", user, "liked", "n:n")
+like = r.Interaction("Like", r.Payload([r.PayloadItem("post", base=post, is_ref=True,
+                                                      required=True)]))
+
+
+async def build(database):
+    c = r.Controller(SQLiteStorage(database), [user, post], [likes], interactions=[like])
+    await c.setup()
+    return c
+
+
+async def no_posts(controller):
+    assert await controller.storage.count("Post") == 0, "a post exists"
+
+
+TestApp = ModelMachine.for_app(build, users="User", invariants=INVARIANTS, max_examples=20,
+                               steps=5).TestCase
+"""
+
+
+def test_a_model_machine_test_case_is_collected_and_runs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_app=MACHINE_TESTS.replace("INVARIANTS", "[]"))
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_model_machine_finds_a_broken_invariant(pytester: pytest.Pytester) -> None:
+    """The same app with an invariant that cannot hold once a post exists: the run fails and
+    prints the sequence as a test."""
+    pytester.makepyfile(test_app=MACHINE_TESTS.replace("INVARIANTS", "[no_posts]"))
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*invariant no_posts failed: a post exists*",
+            "*async def test_found_by_model_machine(tmp_path):*",
+            "*await controller.storage.create('Post', *",
+        ]
+    )
