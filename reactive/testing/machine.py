@@ -419,6 +419,7 @@ class ModelMachine(RuleBasedStateMachine):
         build_module, build_name = _qualified(type(self).build, "build")
         imports = {
             "import datetime",
+            "import pytest",
             "import reactive.testing",
             f"from {build_module} import {build_name}",
         }
