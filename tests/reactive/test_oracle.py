@@ -53,8 +53,8 @@ from hypothesis.stateful import (
 )
 
 import reactive as r
-from reactive.testing import verify
 from reactive.errors import ComputationError
+from reactive.testing import verify
 from storage import MatchExp, SQLiteStorage, StorageError
 
 T = TypeVar("T")
