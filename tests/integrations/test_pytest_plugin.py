@@ -108,6 +108,8 @@ def test_an_unknown_backend_is_refused(pytester: pytest.Pytester) -> None:
 
 
 MACHINE_TESTS = """
+from hypothesis import settings
+
 import reactive as r
 from reactive.testing import ModelMachine
 from storage import SQLiteStorage
@@ -130,8 +132,9 @@ async def no_posts(controller):
     assert await controller.storage.count("Post") == 0, "a post exists"
 
 
-TestApp = ModelMachine.for_app(build, users="User", invariants=INVARIANTS, max_examples=20,
-                               steps=5).TestCase
+TestApp = ModelMachine.for_app(build, users="User", invariants=INVARIANTS, max_examples=50,
+                               steps=10).TestCase
+TestApp.settings = settings(TestApp.settings, derandomize=True)  # the same run everywhere
 """
 
 
