@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import attrs
 
@@ -154,7 +155,19 @@ def api_call_entities(
             *call_properties,
         ],
     )
-    return APICallModel(call, event, cf, ef)
+    built = APICallModel(call, event, cf, ef)
+    _BUILT[call] = built
+    return built
+
+
+_BUILT: WeakKeyDictionary[r.Entity, APICallModel] = WeakKeyDictionary()
+"""Every APICall model built so far, by its call entity (test tools find an application's
+APICall entities with :func:`api_call_model_of`)."""
+
+
+def api_call_model_of(entity: r.Entity) -> APICallModel | None:
+    """The :class:`APICallModel` whose call entity is ``entity`` (None for another entity)."""
+    return _BUILT.get(entity)
 
 
 INITIAL_STATE: dict[str, Any] = {

@@ -152,10 +152,12 @@ class Controller:
         each its own transaction. Returns the computations recomputed, in order."""
         return await evolution.recompute(self, target, batch_size)
 
-    async def verify(self) -> VerifyReport:
+    async def verify(self, *, batch_size: int = 1000) -> VerifyReport:
         """Recompute every computation without writing and report the stored values that
-        differ (``report.ok``, ``report.differences``)."""
-        return await evolution.verify(self)
+        differ (``report.ok``, ``report.differences``), in read transactions of
+        ``batch_size`` host records each; a stored state that is not one of its
+        StateMachine's declared states is a difference too."""
+        return await evolution.verify(self, batch_size)
 
     async def close(self) -> None:
         """Stop side effects (pending ones resume at the next setup) and close the storage."""

@@ -22,13 +22,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from reactive import manifest, planner
 from reactive.context import TransactionContext
-from reactive.engine import DICTIONARY_RECORD, SYSTEM_RECORDS
+from reactive.engine import DICTIONARY_RECORD, SYSTEM_RECORDS, Engine
 from reactive.errors import MigrationError, ModelError
 from reactive.migration_plan import MigrationPlan
 from reactive.recompute import (
+    Difference,
     Recomputation,
     VerifyReport,
     fill_defaults,
@@ -250,15 +252,58 @@ def _bounds_of(record: str) -> Callable[[Session], tuple[Any, Any] | None]:
     return lambda session: session.id_bounds(record)
 
 
-async def verify(controller: Controller) -> VerifyReport:
-    """Recompute every computation in one read transaction; report what differs."""
+_VERIFY_STEPS: WeakKeyDictionary[Engine, list[Recomputation]] = WeakKeyDictionary()
+
+
+async def verify(controller: Controller, batch_size: int = 1000) -> VerifyReport:
+    """Check every computation against the stored data; report what differs.
+
+    Each computation whose host ids span more than ``batch_size`` is checked in batches of
+    ``batch_size`` host ids, each batch its own read transaction (a live database is never
+    held in one long read), then what lies beyond the batches (a Transform's orphans); every
+    other computation (dictionaries, small tables) in one read transaction together."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     engine = controller.engine
-    steps = ordered(recomputations(engine), list(recomputations(engine)))
+    steps = _VERIFY_STEPS.get(engine)
+    if steps is None:
+        # Ordering costs O(computations^2) and the model never changes: once per engine.
+        everything = recomputations(engine)
+        steps = _VERIFY_STEPS[engine] = ordered(everything, list(everything))
+    backend = controller.backend
 
-    def body(session: Session) -> VerifyReport:
+    def check(step: Recomputation, id_range: Any) -> Callable[[Session], list[Difference]]:
+        def body(session: Session) -> list[Difference]:
+            ctx = TransactionContext(engine, session, controller)
+            if id_range is _FINISH:
+                return step.check_finish(ctx)
+            return step.check(ctx, id_range)
+
+        return body
+
+    checked = [s for s in steps if s.checked]
+    records = sorted({s.batch_record for s in checked if s.batch_record is not None})
+
+    def all_bounds(session: Session) -> dict[str, Any]:
+        return {record: session.id_bounds(record) for record in records}
+
+    bounds = await backend.run(all_bounds, write=False)
+
+    def small(step: Recomputation) -> bool:
+        span = None if step.batch_record is None else bounds[step.batch_record]
+        return span is None or span[1] - span[0] < batch_size
+
+    def at_once(session: Session) -> list[Difference]:
+        # Every computation whose hosts fit in one batch: one read transaction for all.
         ctx = TransactionContext(engine, session, controller)
-        differences = [d for step in steps if step.recomputable for d in step.check(ctx)]
-        skipped = [step.key for step in steps if not step.recomputable]
-        return VerifyReport(differences, skipped)
+        return [d for step in checked if small(step) for d in step.check(ctx, None)]
 
-    return await controller.backend.run(body, write=False)
+    differences: list[Difference] = await backend.run(at_once, write=False)
+    for step in (s for s in checked if not small(s)):
+        assert step.batch_record is not None
+        low, high = bounds[step.batch_record]
+        while low <= high:
+            differences += await backend.run(check(step, (low, low + batch_size)), write=False)
+            low += batch_size
+        differences += await backend.run(check(step, _FINISH), write=False)
+    return VerifyReport(differences, [s.key for s in steps if not s.recomputable])

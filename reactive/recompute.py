@@ -20,7 +20,9 @@ item at once:
 - ``computed=`` properties: recomputed from each row.
 - StateMachine: history cannot be replayed. Rows without a state (added to a model with
   existing records) or in a state the machine no longer has get the initial state (or
-  ``initial(record)``) and its value. ``check`` does not judge them (``report.skipped``).
+  ``initial(record)``) and its value. ``check`` reports every row (or dictionary) whose stored
+  state is not one of the declared states; which declared state is right it cannot judge
+  (the machine stays in ``report.skipped``).
 - Custom: likewise history: rows without a value get ``initial``; not checked.
 
 Costs: one pass over the items of each computation (SQL: one statement per id range). Writes
@@ -120,18 +122,25 @@ class Recomputation:
 
     key: str = ""
     batch_record: str | None = None
-    recomputable = True  # False: history-dependent (initial values only, not checked)
+    recomputable = True  # False: history-dependent (initial values only)
+    checked = True  # False: check() has nothing to judge (Custom)
     outputs: frozenset[Key] = frozenset()
     inputs: frozenset[Key] = frozenset()
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
         raise NotImplementedError
 
-    def check(self, ctx: TransactionContext) -> list[Difference]:
+    def check(self, ctx: TransactionContext, id_range: IdRange | None = None) -> list[Difference]:
+        """Every stored value (of the hosts in ``id_range``, every one when None) that
+        differs from its recomputation; writes nothing."""
         return []
 
     def finish(self, ctx: TransactionContext) -> None:
         """Work after the last batch (one transaction)."""
+
+    def check_finish(self, ctx: TransactionContext) -> list[Difference]:
+        """What :meth:`check` finds beyond the batches (one read transaction)."""
+        return []
 
 
 class _PropertyAggregate(Recomputation):
@@ -240,10 +249,10 @@ class _PropertyAggregate(Recomputation):
         for host_id, _, expected in self._compare(ctx, id_range):
             ctx.update_internal(self.h.host_record, host_id, expected)
 
-    def check(self, ctx: TransactionContext) -> list[Difference]:
+    def check(self, ctx: TransactionContext, id_range: IdRange | None = None) -> list[Difference]:
         return [
             Difference(self.h.host_record, host_id, field, stored[field], value)
-            for host_id, stored, expected in self._compare(ctx, None)
+            for host_id, stored, expected in self._compare(ctx, id_range)
             for field, value in expected.items()
             if not same(stored[field], value)
         ]
@@ -290,7 +299,7 @@ class _DictionaryAggregate(Recomputation):
         if found is not None:
             ctx.set_dictionary(self.h.target, found[1], found[3])
 
-    def check(self, ctx: TransactionContext) -> list[Difference]:
+    def check(self, ctx: TransactionContext, id_range: IdRange | None = None) -> list[Difference]:
         found = self._differs(ctx)
         if found is None:
             return []
@@ -330,11 +339,12 @@ class _Transform(Recomputation):
         if orphans:
             ctx.storage.delete(self.h.output, MatchExp.atom("id", "in", orphans))
 
-    def check(self, ctx: TransactionContext) -> list[Difference]:
+    def check(self, ctx: TransactionContext, id_range: IdRange | None = None) -> list[Difference]:
         h = self.h
         out: list[Difference] = []
         fields = list(ctx.schema.fields(h.output))
-        for source in ctx.find(h.source):
+        stored_fields = set(fields)
+        for source in ctx.find(h.source, _in_range("id", id_range)):
             expected = h.derived_rows(source["id"], ctx)
             stored = ctx.find(
                 h.output, {h.source_field: source["id"]}, fields, {h.index_field: "asc"}
@@ -345,14 +355,20 @@ class _Transform(Recomputation):
                 if found is None:
                     out.append(Difference(h.output, None, "*", None, row))
                     continue
+                # Only stored value fields are compared: a row's nested relation values
+                # (``{"donor": {"id": 1}}``, nested creates) are links, not fields of the row.
                 out.extend(
                     Difference(h.output, found["id"], k, found.get(k), v)
                     for k, v in row.items()
-                    if not same(found.get(k), v)
+                    if k in stored_fields and not same(found.get(k), v)
                 )
             out.extend(Difference(h.output, r["id"], "*", r, None) for r in by_index.values())
-        out.extend(Difference(h.output, r["id"], "*", r, None) for r in self._orphans(ctx))
+        if id_range is None:
+            out.extend(self.check_finish(ctx))
         return out
+
+    def check_finish(self, ctx: TransactionContext) -> list[Difference]:
+        return [Difference(self.h.output, r["id"], "*", r, None) for r in self._orphans(ctx)]
 
 
 class _Computed(Recomputation):
@@ -378,18 +394,19 @@ class _Computed(Recomputation):
         for row_id, _, value in self._compare(ctx, id_range):
             ctx.update_internal(self.record, row_id, {self.prop: value})
 
-    def check(self, ctx: TransactionContext) -> list[Difference]:
+    def check(self, ctx: TransactionContext, id_range: IdRange | None = None) -> list[Difference]:
         return [
             Difference(self.record, row_id, self.prop, stored, value)
-            for row_id, stored, value in self._compare(ctx, None)
+            for row_id, stored, value in self._compare(ctx, id_range)
         ]
 
 
 class _HistoryDependent(Recomputation):
     """A StateMachine or Custom: its values follow past events; only initial values are
-    filled in, and nothing is checked."""
+    filled in; a StateMachine's stored states are checked against its declared ones."""
 
     recomputable = False
+    checked = False
 
     def __init__(self, handle: StateMachineHandle | CustomHandle):
         self.key = f"{handle.host}.{handle.target}" if handle.host else handle.target
@@ -398,6 +415,8 @@ class _HistoryDependent(Recomputation):
 
 
 class _StateMachine(_HistoryDependent):
+    checked = True
+
     def __init__(self, handle: StateMachineHandle):
         super().__init__(handle)
         self.h = handle
@@ -414,6 +433,25 @@ class _StateMachine(_HistoryDependent):
         raise ComputationError(
             self.h.name, f"initial(record) returned {chosen!r}, which is not one of its states"
         )
+
+    def check(self, ctx: TransactionContext, id_range: IdRange | None = None) -> list[Difference]:
+        """The history cannot be replayed, but every stored state must be a declared one:
+        each row (or the dictionary) in no state or in another is a difference whose
+        ``expected`` is the list of the declared state names."""
+        h = self.h
+        names = [s.name for s in h.decl.states]
+        if h.host is None:
+            row = ctx.dictionary_row(h.target)
+            state = ((row or {}).get("state") or {}).get("state")
+            if state in names:
+                return []
+            return [Difference(DICTIONARY_RECORD, h.target, "state", state, names)]
+        match = MatchExp.atom(h.state_field, "is null") | MatchExp.atom(
+            h.state_field, "not in", names
+        )
+        scope = _in_range("id", id_range)
+        rows = ctx.session.find(h.host, match if scope is None else match & scope, [h.state_field])
+        return [Difference(h.host, r["id"], h.target, r[h.state_field], names) for r in rows]
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
         h = self.h
