@@ -29,8 +29,7 @@ from integrations.testing.strategies import (
     unknown_id_scenarios,
     valid_sequences,
 )
-from reactive.testing.machine import declared, register_source_finder
-from reactive.testing.steps import Outcome, Step
+from reactive.testing import Outcome, Step, declared, register_source_finder
 
 if TYPE_CHECKING:
     import reactive as r

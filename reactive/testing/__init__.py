@@ -31,9 +31,11 @@ if TYPE_CHECKING:
         ModelMachineFailure,
         Replay,
         StepSource,
+        declared,
         invariant,
         register_source_finder,
     )
+    from reactive.testing.steps import Outcome, Step
 
 
 async def verify(controller: Controller, *, batch_size: int = 1000) -> VerifyReport:
@@ -47,6 +49,9 @@ _LAZY = {
     "ModelMachineFailure": "reactive.testing.machine",
     "Replay": "reactive.testing.machine",
     "StepSource": "reactive.testing.machine",
+    "declared": "reactive.testing.machine",
+    "Outcome": "reactive.testing.steps",
+    "Step": "reactive.testing.steps",
     "invariant": "reactive.testing.machine",
     "register_source_finder": "reactive.testing.machine",
 }
@@ -67,9 +72,12 @@ __all__ = [
     "Difference",
     "ModelMachine",
     "ModelMachineFailure",
+    "Outcome",
     "Replay",
+    "Step",
     "StepSource",
     "VerifyReport",
+    "declared",
     "invariant",
     "register_source_finder",
     "strategies",

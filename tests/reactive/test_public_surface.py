@@ -12,7 +12,13 @@ import reactive.server
 import reactive.wire
 
 ROOT = Path(__file__).resolve().parents[2]
-PUBLIC_SUBMODULES = {"reactive", "reactive.server", "reactive.wire", "reactive.testing"}
+PUBLIC_SUBMODULES = {
+    "reactive",
+    "reactive.server",
+    "reactive.wire",
+    "reactive.testing",
+    "reactive.testing.strategies",
+}
 
 # DESIGN.md sections 4, 5 and 7 name these as r.<name> (contract).
 CONTRACT = {

@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 
 import reactive as r
+from reactive.engine import DICTIONARY_RECORD
 from reactive.testing import Difference, verify
 from tests.reactive.conftest import MakeController
 
@@ -83,7 +84,7 @@ async def test_reports_exactly_the_values_edited_behind_its_back(
     expected = {
         Difference("Post", posts[2]["id"], "like_count", 99, 2),
         Difference("Post", posts[5]["id"], "upper", "WRONG", "P5"),
-        Difference(r.DICTIONARY_RECORD, "score_total", "value", 25, 125),
+        Difference(DICTIONARY_RECORD, "score_total", "value", 25, 125),
     }
     for batch_size in (1, 2, 3, 1000):
         report = await c.verify(batch_size=batch_size)
