@@ -2,6 +2,8 @@
 
 Knows nothing of the reactive engine; the engine derives a :class:`Schema` from its model and
 runs its computations through a backend's synchronous session inside one transaction.
+Backends: :class:`SQLiteStorage` (the embedded default) and :class:`PostgresStorage` (its driver
+an extra, imported on use); :func:`from_url` picks one by URL.
 """
 
 from storage.abc import Match, Session, Storage
@@ -22,6 +24,7 @@ from storage.errors import (
 )
 from storage.events import MutationEvent, MutationType, Record, WriteResult
 from storage.match import MatchExp
+from storage.postgres import PostgresStorage
 from storage.schema import (
     LINK_FIELDS_KEY,
     Field,
@@ -32,6 +35,7 @@ from storage.schema import (
     Schema,
 )
 from storage.sqlite import SQLiteSession, SQLiteStorage
+from storage.url import from_url
 
 __all__ = [
     "LINK_FIELDS_KEY",
@@ -47,6 +51,7 @@ __all__ = [
     "MutationEvent",
     "MutationType",
     "NotSetUpError",
+    "PostgresStorage",
     "QueryError",
     "Record",
     "RecordType",
@@ -64,4 +69,5 @@ __all__ = [
     "UnknownFieldError",
     "UnknownRecordError",
     "WriteResult",
+    "from_url",
 ]
