@@ -44,3 +44,22 @@ def test_benchmark_prints_json_lines(module: str) -> None:
     for line in lines:
         assert {"workload", "n", "seconds", "ops_per_second"} <= set(line)
         assert line["n"] > 0 and line["seconds"] > 0
+
+
+def test_postgres_driver_benchmark_prints_json_lines(postgres_url: str) -> None:
+    """The PostgreSQL execution-model benchmark (needs the server; skipped without it)."""
+    env = {**os.environ, "BENCH_SCALE": "0.02", "INTERAQT_TEST_PG": postgres_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pg_driver"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert {line["workload"] for line in lines} == {"pg_tx25_bridge", "pg_tx25_psycopg_pool"}
+    assert {line["connections"] for line in lines} == {1, 8}
+    for line in lines:
+        assert line["n"] > 0 and line["seconds"] > 0
