@@ -240,3 +240,13 @@ def describe(operation: m.Operation) -> str:
     if isinstance(operation, m.AlterLink):
         return f"the cardinality {operation.new.cardinality} of {operation.new.name}"
     return type(operation).__name__
+
+
+def record_of(operation: m.Operation) -> str | None:
+    """The record type ``operation`` changes, for an error about it."""
+    for attribute in ("record", "name"):
+        value = getattr(operation, attribute, None)
+        if isinstance(value, str):
+            return value
+    new = getattr(operation, "new", None)
+    return getattr(new, "name", None)

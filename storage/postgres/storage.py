@@ -37,7 +37,8 @@ from collections.abc import Callable, Sequence
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from storage.errors import NotSetUpError, StorageError
+from storage.errors import NotSetUpError, SchemaError, StorageError
+from storage.migration import Operation
 from storage.postgres import ddl
 from storage.postgres import errors as pg_errors
 from storage.postgres.address import Address
@@ -298,6 +299,30 @@ def tables(connection: Connection) -> dict[str, list[str]]:
     for table, column in connection.execute(ddl.TABLES_SQL):
         found.setdefault(table, []).append(column)
     return found
+
+
+def apply_operations(
+    connection: Connection, schema: Schema, operations: Sequence[Operation]
+) -> None:
+    """Run the neutral schema ``operations`` in order, then create whatever else ``schema``
+    needs (idempotent), inside the open transaction. An operation the stored rows violate (a
+    unique index over duplicates, a narrowed link cardinality) is a :class:`SchemaError`."""
+
+    def index_names(table: str) -> list[str]:
+        return [row[0] for row in connection.execute(ddl.INDEXES_SQL, [table])]
+
+    for operation in operations:
+        try:
+            ddl.apply(connection.script, operation, index_names)
+        except Exception as exc:
+            if pg_errors.sqlstate(exc) not in ("23505", "23503", "23502"):
+                raise
+            raise SchemaError(
+                f"{ddl.describe(operation)} fails on the stored rows: {exc} (change or delete "
+                "the rows that violate it first)",
+                record=ddl.record_of(operation),
+            ) from exc
+    ddl.install(connection.script, tables(connection), schema)
 
 
 def _driver(address: Address) -> ModuleType:
