@@ -52,6 +52,11 @@ def await_(awaitable: Awaitable[T]) -> T:
     return result
 
 
+def in_body() -> bool:
+    """Whether the caller runs inside a body that :func:`run_sync` runs."""
+    return isinstance(greenlet.getcurrent(), _BodyGreenlet)
+
+
 async def run_sync(fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(*args)`` to completion, awaiting on this task every awaitable it passes to
     :func:`await_`; return its result or raise its exception."""

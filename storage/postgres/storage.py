@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from storage.errors import NotSetUpError, SchemaError, StorageError
+from storage.errors import NotSetUpError, SchemaError, StorageError, TransactionError
 from storage.migration import Operation
 from storage.postgres import ddl
 from storage.postgres import errors as pg_errors
@@ -52,6 +52,11 @@ _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 _STALE_STATEMENT_RETRIES = 1
+_DRIVER_MODULES = frozenset({"asyncpg", "greenlet"})
+_NESTED = (
+    "a transaction is already running in this body; use session.savepoint() inside it "
+    "instead of starting another"
+)
 
 
 class PostgresStorage:
@@ -217,6 +222,10 @@ class PostgresStorage:
         if pool is None:
             raise NotSetUpError("PostgresStorage is not set up: await storage.setup(schema) first")
         driver = _driver(self.address)
+        if driver.in_body():
+            # Inside a body, this coroutine can only be driven by hand; waiting for a pooled
+            # connection there would never end.
+            raise TransactionError(_NESTED)
         attempt = 0
         while True:
             attempt += 1
@@ -330,7 +339,9 @@ def _driver(address: Address) -> ModuleType:
     try:
         module = importlib.import_module("storage.postgres.driver")
     except ImportError as exc:
-        missing = exc.name or str(exc)
+        missing = (exc.name or "").split(".")[0]
+        if missing not in _DRIVER_MODULES:
+            raise  # a fault of this package, not a missing extra
         raise StorageError(
             f"PostgresStorage for {address} needs the PostgreSQL driver, and {missing!r} is not "
             "installed: pip install 'interaqt-py[postgres]' (asyncpg and greenlet)"

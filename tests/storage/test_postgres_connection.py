@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from storage import PostgresStorage, StorageError
-from storage.errors import NotSetUpError
+from storage.errors import NotSetUpError, TransactionError
 from storage.postgres.bridge import BridgeError, await_, run_sync
 from storage.postgres.connection import Connection
 
@@ -338,6 +338,25 @@ async def test_a_lost_connection_is_a_fault_and_the_pool_replaces_it(
     assert await _rows(store) == [(2, "y")]
 
 
+async def test_a_transaction_inside_a_body_is_refused(
+    postgres_storage_factory: PostgresFactory,
+) -> None:
+    store = await postgres_storage_factory(pool_size=1)
+
+    def body(c: Connection) -> str:
+        nested = store.transaction(True, lambda inner: None)
+        try:
+            nested.send(None)  # driven by hand, as only a synchronous body could
+        except TransactionError as exc:
+            return str(exc)
+        finally:
+            nested.close()
+        return "ran"
+
+    assert "savepoint" in await store.transaction(True, body)
+    assert await store.transaction(False, lambda c: c.execute("SELECT 7")[0][0]) == 7
+
+
 async def test_a_storage_not_connected_refuses_transactions(postgres_url: str) -> None:
     store = PostgresStorage(postgres_url)
     with pytest.raises(NotSetUpError, match="setup"):
@@ -391,12 +410,13 @@ async def test_a_missing_database_is_one_clear_error(postgres_url: str) -> None:
     assert "createdb no_such_database_x" in message
 
 
-def test_a_missing_driver_is_one_clear_error_and_importing_needs_none() -> None:
+@pytest.mark.parametrize("module", ["asyncpg", "greenlet"])
+def test_a_missing_driver_is_one_clear_error_and_importing_needs_none(module: str) -> None:
     """Without asyncpg, ``from storage import PostgresStorage`` and constructing one work;
     setting it up names the server and the extra to install (and never the password)."""
     script = (
         "import sys, asyncio\n"
-        "sys.modules['asyncpg'] = None\n"  # what an environment without the extra does
+        f"sys.modules[{module!r}] = None\n"  # what an environment without the extra does
         "from storage import PostgresStorage, StorageError\n"
         "store = PostgresStorage('postgresql://app:hunter2@db.example:6543/shop')\n"
         "try:\n"
@@ -415,7 +435,7 @@ def test_a_missing_driver_is_one_clear_error_and_importing_needs_none() -> None:
     out = done.stdout
     assert "db.example:6543, database 'shop' as user 'app'" in out
     assert "pip install 'interaqt-py[postgres]'" in out
-    assert "'asyncpg' is not installed" in out
+    assert f"{module!r} is not installed" in out
     assert "hunter2" not in out
 
 
