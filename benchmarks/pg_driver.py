@@ -54,8 +54,8 @@ _BACK = "SELECT name, n FROM item WHERE id = $1"
 def _asyncpg_body(counter: int) -> Callable[[Any], None]:
     def body(c: Any) -> None:
         for i in range(STATEMENTS // 5):
-            item = c.execute(_INSERT, ["item", i])[0][0]
-            n = c.execute(_READ, [counter])[0][0]
+            item = c.execute(_INSERT, ["item", i]).fetchone()[0]
+            n = c.execute(_READ, [counter]).fetchone()[0]
             c.execute(_WRITE, [n + 1, counter])
             c.execute(_LINK, [item, counter])
             c.execute(_BACK, [item])

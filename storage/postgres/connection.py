@@ -1,9 +1,10 @@
 """The PostgreSQL driver adapter: a synchronous face over asyncpg, and the connection pool.
 
-:class:`Connection` is what a transaction body's statements go through: ``execute`` (rows, and
-``rowcount`` from the server's status), ``executemany``, ``script`` (DDL, no parameters) and
-``savepoint()``. Each statement is awaited through the greenlet bridge (:mod:`.bridge`), so it
-may only be used inside a body that :class:`PostgresStorage` runs.
+:class:`Connection` is what a transaction body's statements go through, the synchronous driver
+interface of the neutral SQL layer: ``execute`` (a :class:`Cursor`: rows, and ``rowcount`` from
+the server's status), ``executemany``, ``script`` (DDL, no parameters) and ``savepoint()``.
+Each statement is awaited through the greenlet bridge (:mod:`.bridge`), so it may only be used
+inside a body that :class:`PostgresStorage` runs.
 
 Prepared statements: each pooled connection keeps its own cache of asyncpg prepared statements,
 keyed by SQL text (least recently used dropped past :data:`STATEMENT_CACHE_SIZE`). A statement
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,8 +47,6 @@ class Connection:
 
     def __init__(self, raw: asyncpg.Connection) -> None:
         self.raw = raw
-        self.rowcount = -1
-        """Rows the last :meth:`execute` inserted, updated, deleted or returned."""
         self.ran_ddl = False
         """Whether this transaction ran DDL (the pool then drops every connection's statements
         once it commits)."""
@@ -66,16 +65,21 @@ class Connection:
             self._statements.move_to_end(sql)
         return statement
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]:
-        """Run one statement (``$n`` placeholders) and return its rows; sets :attr:`rowcount`."""
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
+        """Run one statement (``$n`` placeholders); its rows and row count are the cursor's.
+        Transaction control (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``) is sent as a simple
+        query, never prepared (each savepoint name would be a statement of its own)."""
+        if not params and sql.startswith(_CONTROL):
+            await_(self.raw.execute(sql))
+            return Cursor([], -1)
         statement = self._prepared(sql)
         rows = await_(statement.fetch(*params))
-        self.rowcount = _count(statement.get_statusmsg())
-        return rows
+        return Cursor(rows, _count(statement.get_statusmsg()))
 
-    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Cursor:
         """Run one statement once per parameter row (pipelined: about one round trip)."""
         await_(self._prepared(sql).executemany(params))
+        return Cursor([], -1)
 
     def script(self, sql: str) -> None:
         """Run DDL or other parameterless SQL (several statements allowed); clears the
@@ -105,6 +109,34 @@ class Connection:
             await_(self.raw.execute(f"RELEASE SAVEPOINT {name}"))
         finally:
             self._savepoints -= 1
+
+
+_CONTROL = ("SAVEPOINT ", "RELEASE ", "ROLLBACK TO ")
+
+
+class Cursor:
+    """The result of one statement: its rows (``fetchone``, ``fetchall``) and ``rowcount``,
+    the rows it inserted, updated, deleted or returned (-1 when the server did not say)."""
+
+    __slots__ = ("_next", "_rows", "rowcount")
+
+    def __init__(self, rows: list[asyncpg.Record], rowcount: int) -> None:
+        self._rows = rows
+        self._next = 0
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    def fetchall(self) -> list[asyncpg.Record]:
+        """Every remaining row."""
+        rows = self._rows[self._next :]
+        self._next = len(self._rows)
+        return rows
 
 
 def _count(status: str | None) -> int:

@@ -199,7 +199,9 @@ class PostgresStorage:
                     answers.append(False)
                     continue
                 where = "" if column is None else f" WHERE {ddl.quote(column)} IS NOT NULL"
-                rows = connection.execute(f"SELECT 1 FROM {ddl.quote(table)}{where} LIMIT 1")
+                rows = connection.execute(
+                    f"SELECT 1 FROM {ddl.quote(table)}{where} LIMIT 1"
+                ).fetchall()
                 answers.append(bool(rows))
             return answers
 
@@ -305,7 +307,7 @@ class _Conflict(StorageError):
 def tables(connection: Connection) -> dict[str, list[str]]:
     """Every table of the current PostgreSQL schema with its column names, in order."""
     found: dict[str, list[str]] = {}
-    for table, column in connection.execute(ddl.TABLES_SQL):
+    for table, column in connection.execute(ddl.TABLES_SQL).fetchall():
         found.setdefault(table, []).append(column)
     return found
 
@@ -318,7 +320,7 @@ def apply_operations(
     unique index over duplicates, a narrowed link cardinality) is a :class:`SchemaError`."""
 
     def index_names(table: str) -> list[str]:
-        return [row[0] for row in connection.execute(ddl.INDEXES_SQL, [table])]
+        return [row[0] for row in connection.execute(ddl.INDEXES_SQL, [table]).fetchall()]
 
     for operation in operations:
         try:

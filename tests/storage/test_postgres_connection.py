@@ -26,7 +26,7 @@ def _table(connection: Connection) -> None:
 
 async def _rows(store: PostgresStorage) -> list[tuple[Any, ...]]:
     return await store.transaction(
-        False, lambda c: [tuple(r) for r in c.execute("SELECT id, v FROM t ORDER BY id")]
+        False, lambda c: [tuple(r) for r in c.execute("SELECT id, v FROM t ORDER BY id").fetchall()]
     )
 
 
@@ -81,7 +81,8 @@ async def test_the_loop_serves_other_tasks_while_a_body_waits_for_the_server(
         await holder.raw.execute("SELECT pg_advisory_lock(4242)")
         waiting = asyncio.create_task(
             store.transaction(
-                True, lambda c: c.execute("SELECT pg_advisory_xact_lock(4242), 'got it'")[0][1]
+                True,
+                lambda c: c.execute("SELECT pg_advisory_xact_lock(4242), 'got it'").fetchone()[1],
             )
         )
         for _ in range(500):  # bounded: until the body's statement waits on the server
@@ -108,8 +109,7 @@ async def test_a_body_commits_as_one_transaction(postgres_storage_factory: Postg
 
     def write(c: Connection) -> int:
         c.executemany("INSERT INTO t VALUES ($1, $2)", [(1, "a"), (2, "b"), (3, "c")])
-        c.execute("UPDATE t SET v = v || '!' WHERE id >= $1", [2])
-        return c.rowcount
+        return c.execute("UPDATE t SET v = v || '!' WHERE id >= $1", [2]).rowcount
 
     assert await store.transaction(True, write) == 2
     assert await _rows(store) == [(1, "a"), (2, "b!"), (3, "c!")]
@@ -175,6 +175,9 @@ async def test_prepared_statements_are_kept_per_connection_and_dropped_after_ddl
     def reads(c: Connection) -> int:
         for i in range(5):
             c.execute("SELECT v FROM t WHERE id = $1", [i])
+        with c.savepoint():  # transaction control is never prepared
+            c.execute("SAVEPOINT named")
+            c.execute("RELEASE SAVEPOINT named")
         return len(c._statements)
 
     assert await store.transaction(False, reads) == 1
@@ -193,7 +196,7 @@ async def test_ddl_on_one_connection_clears_the_statements_of_every_pooled_one(
     await store.transaction(True, lambda c: c.execute("INSERT INTO t VALUES (1, '42')"))
 
     def read(c: Connection) -> list[Any]:
-        return [tuple(r) for r in c.execute("SELECT id, v FROM t")]
+        return [tuple(r) for r in c.execute("SELECT id, v FROM t").fetchall()]
 
     assert await store.transaction(False, read) == [(1, "42")]  # cached on the idle connection
     pool = store._pool
@@ -320,7 +323,9 @@ async def test_a_lost_connection_is_a_fault_and_the_pool_replaces_it(
 ) -> None:
     store = await postgres_storage_factory(pool_size=1)
     await store.transaction(True, _table)
-    pid = await store.transaction(False, lambda c: c.execute("SELECT pg_backend_pid()")[0][0])
+    pid = await store.transaction(
+        False, lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0]
+    )
     killer = await store._pool.open_one()  # type: ignore[union-attr]
     try:
         with pytest.raises(StorageError, match="PostgreSQL error on"):
@@ -354,7 +359,7 @@ async def test_a_transaction_inside_a_body_is_refused(
         return "ran"
 
     assert "savepoint" in await store.transaction(True, body)
-    assert await store.transaction(False, lambda c: c.execute("SELECT 7")[0][0]) == 7
+    assert await store.transaction(False, lambda c: c.execute("SELECT 7").fetchone()[0]) == 7
 
 
 async def test_a_storage_not_connected_refuses_transactions(postgres_url: str) -> None:

@@ -64,7 +64,7 @@ async def test_column_types(postgres_storage_factory: PostgresFactory) -> None:
             for r in c.execute(
                 "SELECT table_name, column_name, data_type FROM information_schema.columns "
                 "WHERE table_schema = current_schema()"
-            )
+            ).fetchall()
         },
     )
     assert types[("User", "id")] == "bigint"
@@ -135,7 +135,7 @@ async def test_long_index_names_are_shortened_distinctly(
     await pg.setup(schema)
     await pg.setup(schema)  # the same short names again: nothing created twice
     found = await pg.transaction(
-        False, lambda c: [r[0] for r in c.execute(ddl.INDEXES_SQL, [long])]
+        False, lambda c: [r[0] for r in c.execute(ddl.INDEXES_SQL, [long]).fetchall()]
     )
     assert sorted(found) == sorted(names)
 
@@ -197,7 +197,7 @@ _OPERATIONS: list[m.Operation] = [
 
 async def _indexes(pg: Any, tables: list[str]) -> dict[str, list[str]]:
     def read(c: Connection) -> dict[str, list[str]]:
-        return {t: [r[0] for r in c.execute(ddl.INDEXES_SQL, [t])] for t in tables}
+        return {t: [r[0] for r in c.execute(ddl.INDEXES_SQL, [t]).fetchall()] for t in tables}
 
     result: dict[str, list[str]] = await pg.transaction(False, read)
     return result
@@ -221,7 +221,8 @@ async def test_migration_operations_give_the_tables_sqlite_gets(
         await sqlite.close()
     # the renamed column kept its value; the indexes follow the new names and cardinality
     rows = await pg.transaction(
-        False, lambda c: [tuple(r) for r in c.execute('SELECT full_name, born FROM "Author"')]
+        False,
+        lambda c: [tuple(r) for r in c.execute('SELECT full_name, born FROM "Author"').fetchall()],
     )
     assert rows == [("ada", None)]
     indexes = await _indexes(pg, ["Volume", _LINK_NEW.name])
@@ -323,7 +324,7 @@ async def test_values_read_back_as_sqlite_reads_them(
             def write_read(c: Connection, field: str = field, encoded: Any = encoded) -> Any:
                 (row,) = c.execute(
                     f'INSERT INTO "User" ("{field}") VALUES ($1) RETURNING "{field}"', [encoded]
-                )
+                ).fetchall()
                 return row[0]
 
             read = codecs.decode(types[field], await pg.transaction(True, write_read))
@@ -342,7 +343,7 @@ async def test_sums_keep_ints_and_floats_apart(postgres_storage_factory: Postgre
             'INSERT INTO "User" (age) VALUES ($1)',
             [[codecs.encode("User", "age", "number", v)] for v in values],
         )
-        return codecs.decode("number", c.execute('SELECT sum(age) FROM "User"')[0][0])
+        return codecs.decode("number", c.execute('SELECT sum(age) FROM "User"').fetchone()[0])
 
     ints = await pg.transaction(True, lambda c: sums(c, [1, 2, 2**62]))
     assert ints == 3 + 2**62 and type(ints) is int
@@ -392,9 +393,12 @@ async def test_server_refusals_get_the_storage_error_classes(
     schema = blog_schema()
     await pg.setup(schema)
     ada = await pg.transaction(
-        True, lambda c: c.execute('INSERT INTO "User" (name) VALUES ($1) RETURNING id', ["ada"])
+        True,
+        lambda c: c.execute(
+            'INSERT INTO "User" (name) VALUES ($1) RETURNING id', ["ada"]
+        ).fetchone(),
     )
-    ada_id = ada[0][0]
+    ada_id = ada[0]
 
     duplicate = await _refusal(pg, 'INSERT INTO "User" (name) VALUES ($1)', ["ada"])
     error = pg_errors.translate(duplicate, schema, "User", {"name": "ada"})
