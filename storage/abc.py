@@ -120,7 +120,13 @@ class Session(Protocol):
         ...
 
     def savepoint(self) -> AbstractContextManager[None]:
-        """A nested transaction: an exception inside rolls back its writes and events only."""
+        """A nested transaction: an exception inside rolls back its writes and events only.
+
+        The one way to go on after an expected failure (a unique violation that means
+        "already there"): make the write inside a savepoint and catch outside it. A failure
+        caught without one leaves the transaction unusable on backends where a failed
+        statement aborts the transaction (PostgreSQL); storage itself never relies on
+        catching a failed statement without one."""
         ...
 
     # -- whole-table aggregates (recomputation; see storage.migration.RelatedTotals) ---------

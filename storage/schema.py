@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TypeAlias
+from typing import Literal, TypeAlias
 
 import attrs
 
@@ -218,8 +218,6 @@ class Schema:
     def __init__(self, records: Iterable[RecordType] = (), links: Iterable[LinkType] = ()):
         self.records: dict[str, AnyRecordType] = {}
         self.links: dict[str, LinkType] = {}
-        #: Backends keep what they derive from the schema here (SQL texts, parsed queries).
-        self.backend_cache: dict[Any, Any] = {}
         self._touching: dict[str, list[LinkType]] = {}
         for record in records:
             if not isinstance(record, RecordType):

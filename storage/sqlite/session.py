@@ -1,181 +1,26 @@
-"""The synchronous face of SQLite storage: everything one transaction does.
-
-A :class:`SQLiteSession` is handed to the body of :meth:`SQLiteStorage.run`; it offers the same
-reads and writes as the async storage, synchronously, inside the running transaction. This is the
-face the engine's computations use, so a whole write and everything it triggers costs one thread
-hop (or none).
-"""
+"""``SQLiteSession``: the neutral :class:`~storage.sql.session.SQLSession` on an SQLite
+connection (the ``sqlite3`` handle is the driver as it is; no adapter, no cost)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
 
-from storage.events import MutationEvent, Record, WriteResult
-from storage.match import MatchExp
-from storage.migration import RelatedTotals
 from storage.schema import Schema
-from storage.sqlite import totals
-from storage.sqlite.reader import Reader
-from storage.sqlite.writer import Writer
+from storage.sql.cache import StatementCache
+from storage.sql.session import SQLSession
+from storage.sqlite.dialect import SQLITE
+
+__all__ = ["SQLiteSession"]
 
 
-class SQLiteSession:
-    """Reads and writes inside one SQLite transaction.
+class SQLiteSession(SQLSession):
+    """Reads and writes inside one SQLite transaction (see :class:`SQLSession`)."""
 
-    ``events`` lists every mutation event of the transaction so far, in order; a rolled-back
-    savepoint removes its events again.
-    """
+    __slots__ = ("connection",)
 
-    def __init__(self, schema: Schema, conn: sqlite3.Connection):
-        self.schema = schema
-        self.events: list[MutationEvent] = []
-        self._conn = conn
-        self._reader = Reader(schema, conn)
-        self._writer = Writer(schema, conn, self._reader, self.events)
-
-    def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
-        """Create a record (and nested related records and links). ``result.record`` is it."""
-        return self._writer.create(name, data)
-
-    def update(
-        self, name: str, match: MatchExp | Mapping[str, Any] | None, data: Mapping[str, Any]
-    ) -> WriteResult:
-        """Write ``data`` to every record matching ``match``; returns their new values."""
-        return self._writer.update(name, match, data)
-
-    def update_record(self, name: str, old: Record, data: Mapping[str, Any]) -> WriteResult:
-        """Update the one record whose full snapshot ``old`` (from :meth:`snapshot`) the caller
-        read in this transaction; the same as ``update(name, {"id": ...}, data)`` less a read."""
-        return self._writer.update_record(name, old, data)
-
-    def snapshot(self, name: str, record_id: Any) -> Record | None:
-        """The full stored value snapshot of one record (links with source/target), or None."""
-        self.schema.record(name)
-        return self._reader.snapshot(name, record_id)
-
-    def snapshots(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> list[Record]:
-        """Full stored value snapshots of every record matching ``match``, in id order: what
-        :meth:`update_record` takes as ``old``."""
-        self.schema.record(name)
-        return self._reader.snapshots(name, match)
-
-    def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
-        """The named value fields of one record, or None: the cheapest read by id."""
-        self.schema.record(name)
-        return self._reader.get(name, record_id, fields)
-
-    def delete(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> WriteResult:
-        """Delete every matching record with its links (and declared cascades)."""
-        return self._writer.delete(name, match)
-
-    def find(
-        self,
-        name: str,
-        match: MatchExp | Mapping[str, Any] | None = None,
-        attribute_query: Sequence[Any] | None = None,
-        order_by: Mapping[str, str] | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-    ) -> list[Record]:
-        """Records matching ``match``; without ``attribute_query`` each is just ``{"id": ...}``."""
-        return self._reader.find(name, match, attribute_query, order_by, limit, offset)
-
-    def find_one(
-        self,
-        name: str,
-        match: MatchExp | Mapping[str, Any] | None = None,
-        attribute_query: Sequence[Any] | None = None,
-        order_by: Mapping[str, str] | None = None,
-    ) -> Record | None:
-        """The first matching record, or None."""
-        found = self._reader.find(name, match, attribute_query, order_by, 1, None)
-        return found[0] if found else None
-
-    def count(self, name: str, match: MatchExp | Mapping[str, Any] | None = None) -> int:
-        """How many records match."""
-        return self._reader.count(name, match)
-
-    def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
-        """Write fields of one record *without* a mutation event.
-
-        For bookkeeping that is not data (a computation's running totals, a side effect's
-        attempt count): it is validated and transactional like any write, but nothing observes it.
-        """
-        self._writer.write_internal(name, record_id, values)
-
-    def insert_internal(self, name: str, values: Mapping[str, Any]) -> Any:
-        """Create one record *without* a mutation event and return its id.
-
-        For bookkeeping records (a side effect's intent): validated and transactional like
-        any write, but nothing observes it. Link records are refused: create them with
-        :meth:`create`."""
-        self.schema.record(name)
-        return self._writer.insert_internal(name, values)
-
-    def delete_internal(self, name: str, record_id: Any) -> None:
-        """Delete one record *without* a mutation event (bookkeeping records without links)."""
-        self.schema.record(name)
-        self._writer.delete_internal(name, record_id)
-
-    def write_internal_where(
-        self, name: str, match: MatchExp | Mapping[str, Any], values: Mapping[str, Any]
-    ) -> int:
-        """Write fields of every record matching ``match`` *without* a mutation event; returns
-        how many records matched.
-
-        One conditional UPDATE, so a condition on the record's own fields is checked and the
-        write made atomically: the building block of a claim (``set owner where id = ? and
-        owner is null``) whose caller learns from the count whether it won."""
-        self.schema.record(name)
-        return self._writer.write_internal_where(name, match, values)
-
-    def delete_internal_where(self, name: str, match: MatchExp | Mapping[str, Any]) -> int:
-        """Delete every record matching ``match`` *without* a mutation event (bookkeeping
-        records without links); returns how many were deleted."""
-        self.schema.record(name)
-        return self._writer.delete_internal_where(name, match)
-
-    # -- whole-table aggregates (recomputation; see storage.migration.RelatedTotals) ---------
-
-    def related_totals(
-        self, spec: RelatedTotals, id_range: tuple[Any, Any] | None = None
-    ) -> dict[Any, tuple[Any, int]]:
-        """``{host id: (total, count)}`` of every host (ids in ``[lo, hi)`` with a range)."""
-        self.schema.record(spec.host)
-        return totals.read(self._conn, spec, id_range)
-
-    def write_related_totals(
-        self,
-        spec: RelatedTotals,
-        outputs: Mapping[str, totals.Output],
-        id_range: tuple[Any, Any] | None = None,
-    ) -> int:
-        """Set the fields of ``outputs`` (field -> ``"total"``, ``"count"`` or ``"mean"``, the
-        total divided by the count, 0 for none) of every host in one statement, *without*
-        mutation events (bookkeeping: recomputation); returns how many hosts it wrote."""
-        for field in outputs:
-            self.schema.field(spec.host, field)
-        return totals.write(self._conn, spec, outputs, id_range)
-
-    def record_totals(self, record: str, field: str | None = None) -> tuple[Any, int]:
-        """(total, count) over every record of ``record``: the sum of ``field`` (non-numbers
-        count as 0) and the number of records."""
-        if field is not None and field != "id":
-            self.schema.field(record, field)
-        else:
-            self.schema.record(record)
-        return totals.record_totals(self._conn, record, field)
-
-    def id_bounds(self, record: str) -> tuple[Any, Any] | None:
-        """The smallest and largest id of ``record`` (None when empty): batches walk it."""
-        self.schema.record(record)
-        return totals.id_bounds(self._conn, record)
-
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """A nested transaction: on an exception everything inside it is undone, then re-raised."""
-        with self._writer.atomic(True):
-            yield
+    def __init__(
+        self, schema: Schema, conn: sqlite3.Connection, cache: StatementCache | None = None
+    ) -> None:
+        super().__init__(schema, conn, SQLITE, cache)
+        self.connection = conn
+        """The transaction's ``sqlite3`` handle (diagnostics: a trace callback, a pragma)."""

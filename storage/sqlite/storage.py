@@ -52,8 +52,11 @@ from storage.events import Record, WriteResult
 from storage.match import MatchExp
 from storage.migration import Operation
 from storage.schema import RecordType, Schema
-from storage.sql_match import quote
-from storage.sqlite import ddl, migrate
+from storage.sql import migrate
+from storage.sql.cache import StatementCache
+from storage.sqlite import aio
+from storage.sqlite.ddl import SQLITE_DDL
+from storage.sqlite.dialect import SQLITE
 from storage.sqlite.session import SQLiteSession
 
 T = TypeVar("T")
@@ -134,7 +137,11 @@ class SQLiteStorage:
         self.max_size = max_size
         self._write_fault: str | None = None
         self._connection: aiosqlite.Connection | None = None
+        self._handle: sqlite3.Connection | None = None  # its sqlite3 handle (storage.sqlite.aio)
         self._schema: Schema | None = None
+        # What sessions derive from the bound schema (SQL texts, parsed queries, decoders):
+        # this storage's, made anew whenever another schema is bound.
+        self._statements = StatementCache()
         self._active = False
         self._active_thread: int | None = None
 
@@ -153,20 +160,31 @@ class SQLiteStorage:
             raise TypeError(f"setup() needs a storage.Schema, got {type(schema).__name__}")
         await self._connect()
         if install:
-            await self._transaction(True, lambda conn: ddl.install(conn, schema))
+            await self._transaction(
+                True, lambda conn: migrate.install(conn.execute, SQLITE_DDL, schema)
+            )
         else:
-            missing = await self._transaction(False, lambda conn: _missing_tables(conn, schema))
+            missing = await self._transaction(
+                False, lambda conn: migrate.missing_tables(conn.execute, SQLITE_DDL, schema)
+            )
             if missing:
                 raise NotSetUpError(
                     f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
                 )
-            columns = await self._transaction(False, lambda conn: _missing_columns(conn, schema))
+            columns = await self._transaction(
+                False, lambda conn: migrate.missing_columns(conn.execute, SQLITE_DDL, schema)
+            )
             if columns:
                 raise NotSetUpError(
                     f"columns missing: {', '.join(columns)} (the model has fields the database "
                     "does not): call setup(schema, install=True) to add them"
                 )
         # Bound only once its tables are there: a failed setup leaves the storage unusable.
+        self._bind(schema)
+
+    def _bind(self, schema: Schema) -> None:
+        if schema is not self._schema:
+            self._statements = StatementCache()
         self._schema = schema
 
     async def _connect(self) -> None:
@@ -176,6 +194,7 @@ class SQLiteStorage:
         if self._connection is not None:
             return
         self._connection = await self._open()
+        self._handle = aio.handle(self._connection)
         try:
             await self._transaction(True, _write_header)
         except BaseException:
@@ -185,19 +204,15 @@ class SQLiteStorage:
     async def _open(self) -> aiosqlite.Connection:
         """Connect and set the connection up; a bad path is a :class:`StorageError` naming it."""
         self._check_path()
-        connecting = aiosqlite.connect(
-            self.path,
-            isolation_level=None,  # transactions are explicit: BEGIN ... COMMIT
-            check_same_thread=False,  # the "loop" executor uses the handle on this thread
-            cached_statements=1024,
-        )
-        # A storage that was never closed must not keep the process alive at exit (its
-        # committed work is durable either way; WAL recovers the rest).
-        worker = getattr(connecting, "_thread", None)
-        if worker is not None and not worker.is_alive():
-            worker.daemon = True
         try:
-            connection = await connecting
+            # A daemon worker thread: a storage that was never closed must not keep the process
+            # alive at exit (its committed work is durable either way; WAL recovers the rest).
+            connection = await aio.connect(
+                self.path,
+                isolation_level=None,  # transactions are explicit: BEGIN ... COMMIT
+                check_same_thread=False,  # the "loop" executor uses the handle on this thread
+                cached_statements=1024,
+            )
         except sqlite3.Error as exc:
             raise StorageError(self._explain(exc)) from exc
         try:
@@ -278,7 +293,7 @@ class SQLiteStorage:
 
     async def close(self) -> None:
         """Close the connection. Further use raises :class:`NotSetUpError`."""
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._handle = self._connection, None, None
         if connection is not None:
             await connection.close()
 
@@ -299,7 +314,7 @@ class SQLiteStorage:
         """Every table of the database with its column names (opens the connection; needs no
         schema): what a migration planner compares a model with."""
         await self._connect()
-        return await self._transaction(False, migrate.tables)
+        return await self._transaction(False, lambda conn: SQLITE_DDL.tables(conn.execute))
 
     async def peek(self, record: RecordType) -> list[Record]:
         """Every row of ``record`` (all fields), read with ``record`` as the only schema: for
@@ -313,11 +328,11 @@ class SQLiteStorage:
         await self._connect()
 
         def check(conn: sqlite3.Connection) -> list[bool]:
-            present = migrate.tables(conn)
+            present = SQLITE_DDL.tables(conn.execute)
             return [
                 table in present
                 and (column is None or column in present[table])
-                and migrate.holds_data(conn, table, column)
+                and migrate.holds_data(conn.execute, table, column)
                 for table, column in checks
             ]
 
@@ -342,11 +357,12 @@ class SQLiteStorage:
         def work(conn: sqlite3.Connection) -> T:
             if guard is not None:
                 guard(lambda record: _peek(conn, record))
-            migrate.apply(conn, schema, list(operations))
-            return body(SQLiteSession(schema, conn))
+            migrate.apply(conn.execute, SQLITE, SQLITE_DDL, schema, list(operations))
+            return body(self._session(schema, conn, statements))
 
+        statements = self._statements if schema is self._schema else StatementCache()
         result = await self._transaction(True, work)
-        self._schema = schema
+        self._schema, self._statements = schema, statements
         return result
 
     # -- transactions ------------------------------------------------------------------------
@@ -358,8 +374,15 @@ class SQLiteStorage:
         raises, the transaction is rolled back and the exception re-raised. ``write=False``
         starts a read transaction (a consistent snapshot) instead of taking the write lock.
         """
-        schema = self.schema
-        return await self._transaction(write, lambda c: body(SQLiteSession(schema, c)))
+        schema, statements = self.schema, self._statements
+        return await self._transaction(write, lambda c: body(self._session(schema, c, statements)))
+
+    def _session(
+        self, schema: Schema, conn: sqlite3.Connection, statements: StatementCache
+    ) -> SQLiteSession:
+        """The session of one transaction on ``conn``. A subclass may make another (the
+        conformance tests run the neutral layer with standard-SQL rendering on SQLite)."""
+        return SQLiteSession(schema, conn, statements)
 
     async def _transaction(self, write: bool, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` as one transaction; run it again whole while the database is busy, for
@@ -380,19 +403,17 @@ class SQLiteStorage:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _submit(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        connection = self._connection
-        if connection is None:
+        connection, raw = self._connection, self._handle
+        if connection is None or raw is None:
             raise NotSetUpError("SQLiteStorage is closed or not set up: await storage.setup()")
         if self._active and self._active_thread == threading.get_ident():
             # A body calling back into the storage: with the "thread" executor this would
             # queue behind the running transaction and wait for it forever.
             raise TransactionError(_NESTED)
-        raw: sqlite3.Connection = connection._conn
         if self.executor == "loop":
             return work(raw)
         # One hop into the connection's own thread for the whole unit of work.
-        result: T = await connection._execute(work, raw)  # type: ignore[no-untyped-call]
-        return result
+        return await aio.call(connection, work, raw)
 
     def _in_transaction(
         self, conn: sqlite3.Connection, write: bool, work: Callable[[sqlite3.Connection], T]
@@ -522,24 +543,7 @@ def _write_header(conn: sqlite3.Connection) -> None:
 
 
 def _peek(conn: sqlite3.Connection, record: RecordType) -> list[Record]:
-    if record.name not in migrate.tables(conn):
+    if not SQLITE_DDL.columns(conn.execute, record.name):
         return []
     alone = Schema([record])
     return SQLiteSession(alone, conn).find(record.name, None, ["*"], {"id": "asc"})
-
-
-def _missing_tables(conn: sqlite3.Connection, schema: Schema) -> list[str]:
-    present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    return [name for name in schema.records if name not in present]
-
-
-def _missing_columns(conn: sqlite3.Connection, schema: Schema) -> list[str]:
-    """``Record.field`` for every field of the schema its table lacks."""
-    missing: list[str] = []
-    for name, record in schema.records.items():
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(name)})")}
-        wanted = [f.name for f in record.fields]
-        if name in schema.links:
-            wanted = ["source", "target", *wanted]
-        missing.extend(f"{name}.{field}" for field in wanted if field not in present)
-    return missing

@@ -103,7 +103,7 @@ async def test_a_transaction_asks_the_database_once_for_the_same_lookup() -> Non
 
     def body(ctx: r.TransactionContext) -> list[Any]:
         call = ctx.storage.create("Call", {"external_id": "task-1", "status": "new"})
-        ctx.session._reader.conn.set_trace_callback(statements.append)
+        ctx.session.connection.set_trace_callback(statements.append)
         try:
             answers = [ctx.storage.find_one("Call", {"external_id": "task-1"})]
             ctx.storage.update("Call", {"id": call["id"]}, {"status": "done"})  # not matched on
@@ -112,7 +112,7 @@ async def test_a_transaction_asks_the_database_once_for_the_same_lookup() -> Non
             answers.append(ctx.storage.find_one("Call", {"external_id": "task-1"}))
             return answers
         finally:
-            ctx.session._reader.conn.set_trace_callback(None)
+            ctx.session.connection.set_trace_callback(None)
 
     try:
         answers, _ = await controller.transact(body)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from storage import Field, Index, LinkType, RecordType, Schema, SQLiteStorage
+from tests.storage.standard import StandardStorage
 
 
 def blog_schema() -> Schema:
@@ -67,10 +68,12 @@ def blog_schema() -> Schema:
     )
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=["file", "memory", "standard"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
-    path = str(tmp_path / "test.db") if request.param == "file" else ":memory:"
-    store = SQLiteStorage(path)
+    """The blog schema on a file, on ``:memory:``, and on a file through the neutral layer
+    with standard-SQL rendering and PostgreSQL's failure rule (see tests.storage.standard)."""
+    path = str(tmp_path / "test.db") if request.param != "memory" else ":memory:"
+    store = StandardStorage(path) if request.param == "standard" else SQLiteStorage(path)
     await store.setup(blog_schema())
     yield store
     await store.close()

@@ -345,7 +345,7 @@ async def test_statements_worked_out_per_payload_shape_stay_right_when_the_cache
 ) -> None:
     """Value-only creates and updates remember a statement per payload shape; the memory is
     bounded by starting over, which must not change a single result."""
-    from storage.sqlite import writer
+    from storage.sql import writer
 
     monkeypatch.setattr(writer, "_STATEMENTS_KEPT", 2)
     shapes = [{"name": "a"}, {"age": 1}, {"name": "b", "age": 2}, {"age": 3, "name": "c"}]

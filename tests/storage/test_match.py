@@ -484,7 +484,7 @@ async def test_a_remembered_dict_shape_still_refuses_bad_values(storage: SQLiteS
 async def test_remembered_dict_shapes_stay_right_when_the_memory_starts_over(
     storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage.sqlite import reader
+    from storage.sql import reader
 
     monkeypatch.setattr(reader, "_SHAPES_KEPT", 1)
     await _data(storage)

@@ -402,7 +402,7 @@ async def _page_size_of(path: Path, **options: Any) -> int:
     storage = SQLiteStorage(str(path), **options)
     await storage.setup(Schema([RecordType("Note", [Field("text")])]))
     await storage.create("Note", {"text": "x"})
-    size = await storage.run(lambda tx: tx._reader.conn.execute("PRAGMA page_size").fetchone()[0])
+    size = await storage.run(lambda tx: tx.connection.execute("PRAGMA page_size").fetchone()[0])
     await storage.close()
     return int(size)
 

@@ -4,21 +4,20 @@ One expression per total, used two ways: an ``UPDATE host SET (cols) = (SELECT .
 writes every host of an id range in one statement, and a ``SELECT`` that reads the same totals
 without writing (verification). Both lean on the link table's index on the host's column.
 
-A value counts when SQLite stores it as an integer or a real: a number field holds nothing
-else, and any other type counts as 0, as it does in the engine's incremental sum.
+Backend-neutral: only "count this value when it is a number"
+(:meth:`~storage.sql.dialect.Dialect.number_or_zero`) differs between databases.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
 from storage.migration import RelatedTotals, TotalOutput
-from storage.sql_match import quote
+from storage.sql.dialect import Dialect, quote
+from storage.sql.driver import Execute
 
 Output = TotalOutput
-_NUMBER = "CASE WHEN typeof({v}) IN ('integer', 'real') THEN {v} ELSE 0 END"
 
 
 def _source(spec: RelatedTotals, host: str) -> tuple[str, str | None]:
@@ -47,8 +46,8 @@ def _source(spec: RelatedTotals, host: str) -> tuple[str, str | None]:
     return source, value
 
 
-def _expressions(value: str | None) -> dict[str, str]:
-    total = "count(*)" if value is None else f"coalesce(sum({_NUMBER.format(v=value)}), 0)"
+def _expressions(dialect: Dialect, value: str | None) -> dict[str, str]:
+    total = "count(*)" if value is None else f"coalesce(sum({dialect.number_or_zero(value)}), 0)"
     return {
         "total": total,
         "count": "count(*)",
@@ -63,7 +62,8 @@ def _range(column: str, id_range: tuple[Any, Any] | None) -> tuple[str, list[Any
 
 
 def write(
-    conn: sqlite3.Connection,
+    run: Execute,
+    dialect: Dialect,
     spec: RelatedTotals,
     outputs: Mapping[str, Output],
     id_range: tuple[Any, Any] | None = None,
@@ -72,40 +72,46 @@ def write(
     its total; returns how many hosts were written."""
     host = quote(spec.host)
     source, value = _source(spec, f"{host}.id")
-    expressions = _expressions(value)
+    expressions = _expressions(dialect, value)
     columns = ", ".join(quote(c) for c in outputs)
     selected = ", ".join(expressions[o] for o in outputs.values())
     where, params = _range("id", id_range)
-    cursor = conn.execute(
+    cursor = run(
         f"UPDATE {host} SET ({columns}) = (SELECT {selected} FROM {source}){where}", params
     )
     return cursor.rowcount
 
 
 def read(
-    conn: sqlite3.Connection, spec: RelatedTotals, id_range: tuple[Any, Any] | None = None
+    run: Execute,
+    dialect: Dialect,
+    spec: RelatedTotals,
+    id_range: tuple[Any, Any] | None = None,
 ) -> dict[Any, tuple[Any, int]]:
     """``{host id: (total, count)}`` for every host (with ``id_range``: ids in [lo, hi))."""
     source, value = _source(spec, "h.id")
-    expressions = _expressions(value)
+    expressions = _expressions(dialect, value)
     where, params = _range("h.id", id_range)
-    rows = conn.execute(
+    rows = run(
         f"SELECT h.id, (SELECT {expressions['total']} FROM {source}), "
         f"(SELECT count(*) FROM {source}) FROM {quote(spec.host)} h{where}",
         params,
-    )
+    ).fetchall()
     return {row[0]: (row[1], row[2]) for row in rows}
 
 
-def record_totals(conn: sqlite3.Connection, record: str, field: str | None) -> tuple[Any, int]:
+def record_totals(
+    run: Execute, dialect: Dialect, record: str, field: str | None
+) -> tuple[Any, int]:
     """(total, count) over every record of ``record``: the count, or the sum of ``field``."""
     value = None if field is None else quote(field)
-    expressions = _expressions(value)
-    row = conn.execute(f"SELECT {expressions['total']}, count(*) FROM {quote(record)}").fetchone()
+    expressions = _expressions(dialect, value)
+    sql = f"SELECT {expressions['total']}, count(*) FROM {quote(record)}"
+    row = run(sql, ()).fetchone()
     return row[0], row[1]
 
 
-def id_bounds(conn: sqlite3.Connection, record: str) -> tuple[Any, Any] | None:
+def id_bounds(run: Execute, record: str) -> tuple[Any, Any] | None:
     """The smallest and largest id of ``record``, or None when it has no rows."""
-    row = conn.execute(f"SELECT min(id), max(id) FROM {quote(record)}").fetchone()
+    row = run(f"SELECT min(id), max(id) FROM {quote(record)}", ()).fetchone()
     return None if row[0] is None else (row[0], row[1])

@@ -1,6 +1,7 @@
 """Compile a :class:`MatchExp` into a SQL condition for one record type.
 
-Backend-neutral: the placeholder and identifier quoting come from the caller.
+Backend-neutral: identifiers, boolean literals and value codecs come from the backend's
+:class:`~storage.sql.dialect.Dialect`; placeholders are the neutral ``?``.
 
 Semantics, chosen to read like Python rather than like SQL's three-valued logic:
 
@@ -18,22 +19,18 @@ from typing import Any
 from storage.errors import FieldTypeError, MatchError
 from storage.match import MatchExp
 from storage.schema import LINK_FIELDS_KEY, RelationAttribute, Schema
-from storage.types import encode, is_id
+from storage.sql.dialect import Dialect
+from storage.types import is_id
 
 _NEGATED = {"=": "!=", "!=": "=", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
-
-
-def quote(name: str) -> str:
-    """Quote an identifier (names are validated against ``[A-Za-z_][A-Za-z0-9_]*`` upstream)."""
-    return f'"{name}"'
 
 
 class MatchCompiler:
     """Turns a match into ``(sql, params)`` against a table alias of a record type."""
 
-    def __init__(self, schema: Schema, placeholder: str = "?"):
+    def __init__(self, schema: Schema, dialect: Dialect):
         self.schema = schema
-        self.placeholder = placeholder
+        self.dialect = dialect
         self._aliases = 0
 
     def compile(self, record: str, match: MatchExp, alias: str) -> tuple[str, list[Any]]:
@@ -54,7 +51,7 @@ class MatchCompiler:
             if not node.children:
                 # An empty AND is true; an empty OR is false.
                 truth = node.kind == "and"
-                return "1" if truth != negate else "0"
+                return self.dialect.true if truth != negate else self.dialect.false
             # De Morgan: push negation to the atoms so that positive atoms stay index-friendly.
             joiner = " AND " if (node.kind == "and") != negate else " OR "
             parts = [self._node(record, c, alias, negate, params) for c in node.children]
@@ -86,6 +83,8 @@ class MatchCompiler:
                 # Comparing an integer column with 2.5 is meaningful: operands are numbers.
                 type_name = "number"
 
+            encode = self.dialect.codecs.encode
+
             def encoder(v: Any) -> Any:
                 try:
                     return encode(record, head, type_name, v)
@@ -100,7 +99,9 @@ class MatchCompiler:
                     record=record,
                     field=head,
                 )
-            return self._compare(f"{alias}.{quote(head)}", op, value, negate, params, encoder)
+            return self._compare(
+                f"{alias}.{self.dialect.quote(head)}", op, value, negate, params, encoder
+            )
         if head in attributes:
             attribute = attributes[head]
             if not rest:
@@ -113,7 +114,7 @@ class MatchCompiler:
                     return exists if (op == "is not null") != negate else f"NOT {exists}"
             if rest == ["id"] and not attribute.via_link:
                 # A link's own source/target column holds the id: compare it directly.
-                column = f"{alias}.{quote(head)}"
+                column = f"{alias}.{self.dialect.quote(head)}"
                 check = _ids(attribute.related, path)
                 return self._compare(column, op, value, negate, params, check)
             if rest == ["id"] and not attribute.symmetric:
@@ -123,7 +124,7 @@ class MatchCompiler:
                 compare = self._compare(f"{row}.{attribute.other}", op, value, False, params, check)
                 exists = (
                     f"({alias}.id IN (SELECT {row}.{attribute.side} "
-                    f"FROM {quote(attribute.link.name)} {row} WHERE {compare}))"
+                    f"FROM {self.dialect.quote(attribute.link.name)} {row} WHERE {compare}))"
                 )
                 return f"NOT {exists}" if negate else exists
             inner = _Pending(self, attribute, path, rest, op, value)
@@ -149,23 +150,27 @@ class MatchCompiler:
         Written as ``id IN (subquery)`` rather than a correlated EXISTS: SQLite then drives the
         subquery from its own indexes (the link's endpoint columns, the related record's
         fields) instead of testing every row of the outer table."""
-        related = quote(attribute.related)
+        related = self.dialect.quote(attribute.related)
         if not attribute.via_link:
             # A link record's own source/target column points straight at the endpoint.
             target = self._alias()
-            where = inner.sql(attribute.related, target, None, params) if inner else "1"
+            where = (
+                inner.sql(attribute.related, target, None, params) if inner else self.dialect.true
+            )
             return (
-                f"({alias}.{quote(attribute.name)} IN "
+                f"({alias}.{self.dialect.quote(attribute.name)} IN "
                 f"(SELECT {target}.id FROM {related} {target} WHERE {where}))"
             )
-        link = quote(attribute.link.name)
+        link = self.dialect.quote(attribute.link.name)
         directions = [(attribute.side, attribute.other)]
         if attribute.symmetric:
             directions = [("source", "target"), ("target", "source")]
         selects: list[str] = []
         for side, other in directions:
             row, target = self._alias(), self._alias()
-            where = inner.sql(attribute.related, target, row, params) if inner else "1"
+            where = (
+                inner.sql(attribute.related, target, row, params) if inner else self.dialect.true
+            )
             selects.append(
                 f"SELECT {row}.{side} FROM {link} {row} JOIN {related} {target} "
                 f"ON {target}.id = {row}.{other} WHERE {where}"
@@ -181,7 +186,7 @@ class MatchCompiler:
         params: list[Any],
         encoder: Callable[[Any], Any],
     ) -> str:
-        p = self.placeholder
+        p = "?"
         if op in ("is null", "is not null"):
             is_null = (op == "is null") != negate
             return f"{column} IS NULL" if is_null else f"{column} IS NOT NULL"
@@ -212,13 +217,13 @@ class MatchCompiler:
         parts: list[str] = []
         if values:
             params.extend(values)
-            parts.append(f"{column} IN ({', '.join(self.placeholder for _ in values)})")
+            parts.append(f"{column} IN ({', '.join('?' for _ in values)})")
         if with_null:
             parts.append(f"{column} IS NULL")
         if not parts:
-            return "0"
+            return self.dialect.false
         # COALESCE keeps the membership two-valued, so its NOT is the exact complement.
-        return f"COALESCE(({' OR '.join(parts)}), 0)"
+        return f"COALESCE(({' OR '.join(parts)}), {self.dialect.false})"
 
 
 class _Pending:

@@ -7,7 +7,6 @@ level (never one query per parent), so a read costs O(depth of the attribute que
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -16,8 +15,11 @@ from storage.events import Record
 from storage.match import MatchExp, to_match
 from storage.query import AttributeQuery, parse_attribute_query
 from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
-from storage.sql_match import MatchCompiler, quote
-from storage.types import DECODERS, JSON_ENCODER, is_id
+from storage.sql.cache import SHAPES_KEPT, StatementCache
+from storage.sql.dialect import Dialect
+from storage.sql.driver import Execute
+from storage.sql.match import MatchCompiler
+from storage.types import is_id
 
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
 _CONTAINERS = (dict, list, tuple, set)
@@ -25,7 +27,7 @@ _SCALARS = (int, float, str)
 _SEQUENCES = (list, tuple)
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_SHAPES_KEPT = 4096
+_SHAPES_KEPT = SHAPES_KEPT
 # Stay well below SQLite's bound-parameter limit when loading related records in batches.
 _BATCH = 500
 
@@ -40,14 +42,20 @@ def placeholders(count: int) -> str:
 
 
 class Reader:
-    """Synchronous read queries over one connection, inside the caller's transaction."""
+    """Synchronous read queries over one connection, inside the caller's transaction.
 
-    def __init__(self, schema: Schema, conn: sqlite3.Connection):
+    ``run`` executes a neutral statement (see :func:`storage.sql.driver.bind`); ``cache`` is
+    the backend's memory for this schema, shared by all its sessions."""
+
+    __slots__ = ("_cache", "dialect", "run", "schema")
+
+    def __init__(
+        self, schema: Schema, run: Execute, dialect: Dialect, cache: StatementCache
+    ) -> None:
         self.schema = schema
-        self.conn = conn
-        # Parsed queries, SQL texts and row decoders depend only on the schema: share them
-        # between all sessions of a schema.
-        self._cache = schema.backend_cache
+        self.run = run
+        self.dialect = dialect
+        self._cache = cache
 
     # -- public reads ----------------------------------------------------------------------
 
@@ -66,18 +74,16 @@ class Reader:
             if found is not None:
                 return found
         query = self._parse(name, attribute_query)
-        key = ("select", name, query)
-        cached = self._cache.get(key)
+        key = (name, query)
+        cached = self._cache.selects.get(key)
         if cached is None:
             columns = self._own_columns(name, query)
-            select = (
-                f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
-            )
-            cached = self._cache[key] = (select, columns)
+            select = self._select(name, columns)
+            cached = self._cache.selects[key] = (select, columns)
         sql, columns = cached
         where, params = self.where(name, match, "t")
         sql += where + self._order_by(name, order_by) + self._paging(name, limit, offset, params)
-        rows = self.conn.execute(sql, params).fetchall()
+        rows = self.run(sql, params).fetchall()
         records = [self._decode_row(name, columns, row) for row in rows]
         self._attach(name, records, query)
         return records
@@ -94,17 +100,20 @@ class Reader:
         where, params = simple
         if limit is not None:
             params.extend((limit, 0))
-        cache_key = ("ids", name, where, limit is not None)
-        sql = self._cache.get(cache_key)
+        cache_key = (name, where, limit is not None)
+        sql = self._cache.id_selects.get(cache_key)
         if sql is None:
             paging = " LIMIT ? OFFSET ?" if limit is not None else ""
-            sql = self._cache[cache_key] = f"SELECT t.id FROM {quote(name)} t{where}{paging}"
-        return [{"id": row[0]} for row in self.conn.execute(sql, params).fetchall()]
+            sql = f"SELECT t.id FROM {self.dialect.quote(name)} t{where}{paging}"
+            self._cache.id_selects[cache_key] = sql
+        return [{"id": row[0]} for row in self.run(sql, params).fetchall()]
 
     def count(self, name: str, match: MatchExp | Mapping[str, Any] | None = None) -> int:
         self.schema.record(name)
         where, params = self.where(name, match, "t")
-        row = self.conn.execute(f"SELECT COUNT(*) FROM {quote(name)} t{where}", params).fetchone()
+        row = self.run(
+            f"SELECT COUNT(*) FROM {self.dialect.quote(name)} t{where}", params
+        ).fetchone()
         return int(row[0])
 
     # -- building blocks shared with the writer ---------------------------------------------
@@ -119,7 +128,7 @@ class Reader:
         exp = to_match(match)
         if exp is None:
             return "", []
-        sql, params = MatchCompiler(self.schema).compile(name, exp, alias)
+        sql, params = MatchCompiler(self.schema, self.dialect).compile(name, exp, alias)
         return f" WHERE {sql}", params
 
     def _dict_where(
@@ -140,18 +149,19 @@ class Reader:
                     return None
             elif value is not None and (kind is not str or not value.isascii()):
                 return None
-        # None compiles to IS NULL (no parameter); an own json field takes the value's JSON text.
+        # None compiles to IS NULL (no parameter); an own json field takes the codec's column
+        # value of the scalar (SQLite: its JSON text), as the compiled statement does.
         fields = self.schema.fields(name)
         as_json = [
             k in fields and fields[k].type == "json" for k, v in match.items() if v is not None
         ]
         values = [v for v in values if v is not None]
         if any(as_json):
+            encode = self.dialect.codecs.encoders["json"]
             values = [
-                JSON_ENCODER.encode(v) if json else v
-                for v, json in zip(values, as_json, strict=True)
+                encode(name, "", v) if json else v for v, json in zip(values, as_json, strict=True)
             ]
-        remembered: dict[Any, str] = self._cache.setdefault("dict where", {})
+        remembered = self._cache.dict_wheres
         key = (name, alias, tuple(match), tuple(type(v) for v in match.values()))
         cached = remembered.get(key)
         if cached is not None:
@@ -159,7 +169,7 @@ class Reader:
         exp = to_match(match)
         if exp is None:
             return None
-        sql, params = MatchCompiler(self.schema).compile(name, exp, alias)
+        sql, params = MatchCompiler(self.schema, self.dialect).compile(name, exp, alias)
         where = f" WHERE {sql}"
         # Remembered only when the compiled statement takes exactly these parameters, in
         # order: then any values of the same types fit it.
@@ -175,6 +185,7 @@ class Reader:
         """Equalities on the record's own fields (the most common matches by far) without
         building and compiling an expression; None when the dict needs the general path."""
         fields = self.schema.fields(name)
+        scalars = self.dialect.codecs.scalar_identity
         params: list[Any] = []
         for key, value in match.items():
             if value is None or isinstance(value, _CONTAINERS):
@@ -183,7 +194,7 @@ class Reader:
                 if (type(value) is not int and type(value) is not str) or not is_id(value):
                     return None
                 params.append(value)
-            elif key in fields and fields[key].type in _PLAIN_TYPES:
+            elif key in fields and fields[key].type in scalars:
                 if isinstance(value, bool) or not isinstance(value, _SCALARS):
                     return None
                 if (fields[key].type == "string") != isinstance(value, str):
@@ -193,11 +204,11 @@ class Reader:
                 params.append(value)
             else:
                 return None
-        cache_key = ("where", name, alias, tuple(match))
-        sql = self._cache.get(cache_key)
+        cache_key = (name, alias, tuple(match))
+        sql = self._cache.wheres.get(cache_key)
         if sql is None:
-            sql = self._cache[cache_key] = " WHERE " + " AND ".join(
-                f"{alias}.{quote(k)} = ?" for k in match
+            sql = self._cache.wheres[cache_key] = " WHERE " + " AND ".join(
+                f"{alias}.{self.dialect.quote(k)} = ?" for k in match
             )
         return sql, params
 
@@ -210,40 +221,40 @@ class Reader:
 
     def _snapshot_select(self, name: str) -> tuple[str, list[str]]:
         """``SELECT t.id, <every column> FROM <name> t`` and the columns, worked out once."""
-        key = ("snapshot select", name)
-        cached: tuple[str, list[str]] | None = self._cache.get(key)
+        cached = self._cache.snapshot_selects.get(name)
         if cached is None:
             columns = self.snapshot_columns(name)
-            select = (
-                f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
-            )
-            cached = self._cache[key] = (select, columns)
+            cached = self._cache.snapshot_selects[name] = (self._select(name, columns), columns)
         return cached
+
+    def _select(self, name: str, columns: Sequence[str]) -> str:
+        """``SELECT t.id, t.<column>... FROM <name> t``."""
+        q = self.dialect.quote
+        return f"SELECT t.id{''.join(f', t.{q(c)}' for c in columns)} FROM {q(name)} t"
 
     def snapshots(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> list[Record]:
         """Full value snapshots (links with ``source``/``target`` refs) of the matching records."""
         select, columns = self._snapshot_select(name)
         where, params = self.where(name, match, "t")
-        rows = self.conn.execute(select + where + " ORDER BY t.id", params).fetchall()
+        rows = self.run(select + where + " ORDER BY t.id", params).fetchall()
         return [self._decode_row(name, columns, row) for row in rows]
 
     def snapshots_by_column(self, name: str, column: str, value: Any) -> list[Record]:
         select, columns = self._snapshot_select(name)
-        sql = f"{select} WHERE t.{quote(column)} = ? ORDER BY t.id"
-        rows = self.conn.execute(sql, (value,)).fetchall()
+        sql = f"{select} WHERE t.{self.dialect.quote(column)} = ? ORDER BY t.id"
+        rows = self.run(sql, (value,)).fetchall()
         return [self._decode_row(name, columns, row) for row in rows]
 
     def snapshot(self, name: str, record_id: Any) -> Record | None:
         """The full value snapshot of one record by id, or None."""
-        key = ("snapshot", name)
-        cached = self._cache.get(key)
+        cached = self._cache.snapshots.get(name)
         if cached is None:
             select, columns = self._snapshot_select(name)
             decoders = self._decoders(name, columns)
             plan = list(zip(columns, decoders, strict=True))
-            cached = self._cache[key] = (f"{select} WHERE t.id = ?", plan)
+            cached = self._cache.snapshots[name] = (f"{select} WHERE t.id = ?", plan)
         sql, plan = cached
-        row = self.conn.execute(sql, (record_id,)).fetchone()
+        row = self.run(sql, (record_id,)).fetchone()
         if row is None:
             return None
         record: Record = {"id": row[0]}
@@ -253,23 +264,20 @@ class Reader:
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
         """Named value fields of one record by id, or None (a fast path for the engine)."""
-        key = ("get", name, tuple(fields))
-        sql = self._cache.get(key)
+        key = (name, tuple(fields))
+        sql = self._cache.gets.get(key)
         if sql is None:
             known = self.schema.fields(name)
             for field in fields:
                 if field not in known:
                     raise UnknownFieldError(name, field, list(known))
-            sql = self._cache[key] = (
-                f"SELECT t.id{''.join(f', t.{quote(c)}' for c in fields)} "
-                f"FROM {quote(name)} t WHERE t.id = ?"
-            )
-        row = self.conn.execute(sql, (record_id,)).fetchone()
+            sql = self._cache.gets[key] = f"{self._select(name, fields)} WHERE t.id = ?"
+        row = self.run(sql, (record_id,)).fetchone()
         return None if row is None else self._decode_row(name, list(fields), row)
 
     def exists(self, name: str, record_id: Any) -> bool:
-        sql = f"SELECT 1 FROM {quote(name)} WHERE id = ?"
-        return self.conn.execute(sql, (record_id,)).fetchone() is not None
+        sql = f"SELECT 1 FROM {self.dialect.quote(name)} WHERE id = ?"
+        return self.run(sql, (record_id,)).fetchone() is not None
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -283,28 +291,31 @@ class Reader:
 
     def _parse(self, name: str, attribute_query: Sequence[Any] | None) -> AttributeQuery:
         try:
-            key: Any = ("query", name, _freeze(attribute_query))
+            key: Any = (name, _freeze(attribute_query))
             hash(key)
         except TypeError:
             return parse_attribute_query(self.schema, name, attribute_query)
-        parsed = self._cache.get(key)
+        parsed = self._cache.queries.get(key)
         if parsed is None:
-            parsed = self._cache[key] = parse_attribute_query(self.schema, name, attribute_query)
+            parsed = parse_attribute_query(self.schema, name, attribute_query)
+            self._cache.queries[key] = parsed
         return parsed
 
     def _decoders(self, name: str, columns: Sequence[str]) -> list[Any]:
-        key = ("decoders", name, tuple(columns))
-        decoders = self._cache.get(key)
+        key = (name, tuple(columns))
+        decoders = self._cache.decoders.get(key)
         if decoders is None:
             fields = self.schema.fields(name)
+            identity = self.dialect.codecs.identity
             decoders = []
             for column in columns:
                 if column in ("source", "target") and column not in fields:
                     decoders.append(_ref)
                 else:
-                    decoder = DECODERS[fields[column].type]
-                    decoders.append(None if fields[column].type in _PLAIN_TYPES else decoder)
-            self._cache[key] = decoders
+                    type_name = fields[column].type
+                    plain = type_name in identity
+                    decoders.append(None if plain else self.dialect.codecs.decoders[type_name])
+            self._cache.decoders[key] = decoders
         return decoders
 
     def _decode_row(self, name: str, columns: Sequence[str], row: Sequence[Any]) -> Record:
@@ -323,12 +334,12 @@ class Reader:
                 f"order_by for {name} must be a dict of field -> 'asc'|'desc'", record=name
             )
         try:
-            key: Any = ("order by", name, tuple(order_by.items()))
-            cached = self._cache.get(key)
+            key: Any = (name, tuple(order_by.items()))
+            cached = self._cache.order_bys.get(key)
         except TypeError:  # an unhashable direction: reported below
             key, cached = None, None
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         parts: list[str] = []
         for field, direction in order_by.items():
             column = self._order_column(name, field)
@@ -344,18 +355,19 @@ class Reader:
         parts.append("t.id ASC")
         sql = " ORDER BY " + ", ".join(parts)
         if key is not None:
-            self._cache[key] = sql
+            self._cache.order_bys[key] = sql
         return sql
 
     def _order_column(self, name: str, path: Any) -> str:
         """The SQL expression ``path`` orders by: an own field, or a field reached through
         to-one relations (``"author.name"``, ``"post.author.name"``, a link's
         ``"source.title"``), which is NULL where a record has no related one."""
+        q = self.dialect.quote
         fields = self.schema.fields(name)
         if not isinstance(path, str) or "." not in path:
             if path != "id" and path not in fields:
                 raise UnknownFieldError(name, str(path), list(fields))
-            return f"t.{quote(path)}"
+            return f"t.{q(path)}"
         segments = path.split(".")
         record, id_sql = name, "t.id"
         for depth, segment in enumerate(segments[:-1], start=1):
@@ -374,12 +386,12 @@ class Reader:
             alias = f"o{depth}"
             if attribute.via_link:
                 id_sql = (
-                    f"(SELECT {alias}.{attribute.other} FROM {quote(attribute.link.name)} "
+                    f"(SELECT {alias}.{attribute.other} FROM {q(attribute.link.name)} "
                     f"{alias} WHERE {alias}.{attribute.side} = {id_sql})"
                 )
             else:  # a link record's own source/target column
                 id_sql = (
-                    f"(SELECT {alias}.{quote(segment)} FROM {quote(record)} {alias} "
+                    f"(SELECT {alias}.{q(segment)} FROM {q(record)} {alias} "
                     f"WHERE {alias}.id = {id_sql})"
                 )
             record = attribute.related
@@ -396,7 +408,7 @@ class Reader:
                     field=path,
                 )
             raise UnknownFieldError(record, last, list(related_fields))
-        return f"(SELECT v.{quote(last)} FROM {quote(record)} v WHERE v.id = {id_sql})"
+        return f"(SELECT v.{q(last)} FROM {q(record)} v WHERE v.id = {id_sql})"
 
     def _paging(self, name: str, limit: int | None, offset: int | None, params: list[Any]) -> str:
         for label, value in (("limit", limit), ("offset", offset)):
@@ -409,7 +421,7 @@ class Reader:
                 )
         if limit is None and offset is None:
             return ""
-        params.extend((-1 if limit is None else limit, offset or 0))
+        params.extend((self.dialect.no_limit if limit is None else limit, offset or 0))
         return " LIMIT ? OFFSET ?"
 
     def _attach(self, name: str, records: list[Record], query: AttributeQuery) -> None:
@@ -442,10 +454,10 @@ class Reader:
 
     def _load(self, name: str, ids: list[Any], query: AttributeQuery) -> list[Record]:
         columns = self._own_columns(name, query)
-        select = f"SELECT t.id{''.join(f', t.{quote(c)}' for c in columns)} FROM {quote(name)} t"
+        select = self._select(name, columns)
         out: list[Record] = []
         for batch in chunks(ids):
-            rows = self.conn.execute(
+            rows = self.run(
                 f"{select} WHERE t.id IN ({placeholders(len(batch))})", list(batch)
             ).fetchall()
             out.extend(self._decode_row(name, columns, row) for row in rows)
@@ -454,13 +466,14 @@ class Reader:
     def _attach_linked(
         self, attribute: RelationAttribute, records: list[Record], nested: AttributeQuery
     ) -> None:
+        q = self.dialect.quote
         link: LinkType = attribute.link
         # Related records and "&" link records may go on to their own source/target: load
         # those columns too.
         link_fields = self._own_columns(link.name, nested.link) if nested.link is not None else []
         columns = self._own_columns(attribute.related, nested)
-        select_link = "".join(f", l.{quote(f)}" for f in link_fields)
-        select_related = "".join(f", r.{quote(c)}" for c in columns)
+        select_link = "".join(f", l.{q(f)}" for f in link_fields)
+        select_related = "".join(f", r.{q(c)}" for c in columns)
         sides = (
             [("source", "target"), ("target", "source")]
             if attribute.symmetric
@@ -472,11 +485,11 @@ class Reader:
             for batch in chunks(parent_ids):
                 sql = (
                     f"SELECT l.{side}, l.id{select_link}, r.id{select_related} "
-                    f"FROM {quote(link.name)} l JOIN {quote(attribute.related)} r "
+                    f"FROM {q(link.name)} l JOIN {q(attribute.related)} r "
                     f"ON r.id = l.{other} WHERE l.{side} IN ({placeholders(len(batch))}) "
                     "ORDER BY l.id"
                 )
-                for row in self.conn.execute(sql, list(batch)):
+                for row in self.run(sql, list(batch)).fetchall():
                     parent, link_id = row[0], row[1]
                     link_values = row[2 : 2 + len(link_fields)]
                     related = self._decode_row(
@@ -505,10 +518,6 @@ class Reader:
         self._attach(attribute.related, loaded, nested)
         if nested.link is not None:
             self._attach(link.name, link_records, nested.link)
-
-
-_PLAIN_TYPES = ("string", "number", "integer")
-"""Field types whose column value is the Python value: nothing to encode or decode."""
 
 
 def _plain_number(value: int | float) -> bool:

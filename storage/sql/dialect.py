@@ -1,0 +1,90 @@
+"""What a SQL backend renders its own way: the :class:`Dialect`.
+
+The neutral layer (:mod:`storage.sql`) builds every statement in one form, close to standard
+SQL: ``?`` placeholders, double-quoted identifiers, and the few pieces that differ between
+databases asked of the dialect (boolean literals, "no limit", the id of an inserted row, the
+numbers-only sum, how a constraint failure reads). A backend subclasses :class:`Dialect`, sets
+its :class:`~storage.sql.codecs.Codecs` and overrides what differs. Rendering happens while a
+statement text is built (and remembered), never per execution, except :meth:`render` for
+drivers whose placeholders are not ``?`` (see :func:`storage.sql.driver.bind`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from storage.sql.codecs import Codecs
+from storage.sql.driver import Cursor
+
+__all__ = ["Dialect", "Violation", "quote"]
+
+
+def quote(name: str) -> str:
+    """Quote an identifier the standard way (names are validated against
+    ``[A-Za-z_][A-Za-z0-9_]*`` by the schema, so no escaping is needed)."""
+    return f'"{name}"'
+
+
+@dataclass(frozen=True)
+class Violation:
+    """What a constraint failure of the database was about: ``kind`` ``"unique"`` (with the
+    ``fields`` of the unique index when the message names them), ``"foreign key"``, or
+    ``"other"``; ``message`` is the database's own text."""
+
+    kind: Literal["unique", "foreign key", "other"]
+    fields: tuple[str, ...] = ()
+    message: str = ""
+
+
+class Dialect:
+    """A backend's rendering of the neutral statements. Subclasses set the class attributes and
+    override the methods where their database differs from the standard form given here."""
+
+    name: ClassVar[str] = "sql"
+    codecs: Codecs
+    """Value codecs (validation is shared; the column representation is the backend's)."""
+    true: ClassVar[str] = "TRUE"
+    """A condition that always holds (SQLite: ``1``)."""
+    false: ClassVar[str] = "FALSE"
+    """A condition that never holds (SQLite: ``0``)."""
+    no_limit: ClassVar[Any] = None
+    """The ``LIMIT ?`` parameter that means "no limit" (SQLite: -1; PostgreSQL: NULL)."""
+    renders: ClassVar[bool] = False
+    """Whether :meth:`render` must turn the neutral text into the driver's (``?`` -> ``$n``)."""
+    failed_statement_aborts: ClassVar[bool] = True
+    """Whether a failed statement aborts the whole transaction (PostgreSQL) rather than just
+    itself (SQLite). When it does, the writer puts a savepoint around each statement whose
+    failure it handles (a link to a missing record) instead of carrying on after it."""
+    integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """The driver's exception classes for constraint failures (see :meth:`violation`)."""
+
+    def quote(self, name: str) -> str:
+        """An identifier, quoted."""
+        return quote(name)
+
+    def render(self, sql: str) -> str:
+        """The neutral text (``?`` placeholders) in the driver's placeholder style; called for
+        every statement when :attr:`renders` is set, so a backend remembers its answers."""
+        return sql
+
+    def insert(self, table: str, columns: Sequence[str]) -> str:
+        """``INSERT`` of one row whose new id :meth:`inserted_id` reads from the cursor."""
+        if not columns:
+            return f"INSERT INTO {self.quote(table)} DEFAULT VALUES RETURNING id"
+        names = ", ".join(self.quote(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        return f"INSERT INTO {self.quote(table)} ({names}) VALUES ({marks}) RETURNING id"
+
+    def inserted_id(self, cursor: Cursor) -> Any:
+        """The id of the row the cursor of an :meth:`insert` statement inserted."""
+        return cursor.fetchone()[0]
+
+    def number_or_zero(self, expression: str) -> str:
+        """``expression`` where it holds a number, else 0 (a sum counts only numbers)."""
+        return expression
+
+    def violation(self, error: BaseException) -> Violation:
+        """What a constraint failure (one of :attr:`integrity_errors`) was about."""
+        return Violation("other", (), str(error))

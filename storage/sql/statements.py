@@ -1,0 +1,143 @@
+"""The statements every write is made of: savepoints, INSERT and UPDATE texts (remembered),
+constraint failures turned into storage errors, and the read-back of written values.
+
+:class:`Statements` holds the state of one transaction's writes; :class:`~storage.sql.links.Links`
+and :class:`~storage.sql.writer.Writer` build on it. Backend-neutral: the texts come from the
+dialect and run on the driver interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from storage.errors import StorageError, UniqueViolationError
+from storage.events import MutationEvent, Record
+from storage.sql.cache import StatementCache
+from storage.sql.dialect import Dialect
+from storage.sql.driver import Cursor, Execute
+from storage.sql.plans import Planner
+from storage.sql.reader import Reader
+
+
+class Statements:
+    """Synchronous write statements over one connection; events go to ``events`` in order.
+
+    Made once per transaction: ``__slots__`` keep that cheap (it is on every write's path)."""
+
+    __slots__ = (
+        "_cache",
+        "_inserted_id",
+        "_planner",
+        "_savepoints",
+        "_statements",
+        "dialect",
+        "events",
+        "reader",
+        "run",
+        "schema",
+    )
+
+    def __init__(self, reader: Reader, events: list[MutationEvent]) -> None:
+        self.schema = reader.schema
+        self.run: Execute = reader.run
+        self.dialect: Dialect = reader.dialect
+        self.reader = reader
+        self.events = events
+        self._savepoints = 0
+        self._inserted_id = reader.dialect.inserted_id
+        self._cache: StatementCache = reader._cache
+        self._statements: dict[Any, Any] = reader._cache.shapes
+        self._planner: Planner | None = None
+
+    @property
+    def planner(self) -> Planner:
+        """Validation of payloads the remembered shapes do not cover (made when first
+        needed: most transactions take the remembered shapes only)."""
+        planner = self._planner
+        if planner is None:
+            planner = self._planner = Planner(self.schema, self.dialect.codecs, self._cache)
+        return planner
+
+    @contextmanager
+    def atomic(self, needed: bool = True) -> Iterator[None]:
+        """A savepoint around a multi-statement write: it happens whole or not at all."""
+        if not needed:
+            yield
+            return
+        self._savepoints += 1
+        name = f"w{self._savepoints}"
+        events_before = len(self.events)
+        self.run(f"SAVEPOINT {name}", ())
+        try:
+            yield
+        except BaseException:
+            self.run(f"ROLLBACK TO SAVEPOINT {name}", ())
+            self.run(f"RELEASE SAVEPOINT {name}", ())
+            del self.events[events_before:]
+            raise
+        finally:
+            self._savepoints -= 1
+        self.run(f"RELEASE SAVEPOINT {name}", ())
+
+    def _execute(
+        self, name: str, sql: str, params: Sequence[Any], values: Mapping[str, Any]
+    ) -> Cursor:
+        try:
+            return self.run(sql, params)
+        except self.dialect.integrity_errors as exc:
+            raise self._integrity_error(name, exc, values) from None
+
+    def _integrity_error(
+        self, name: str, exc: BaseException, values: Mapping[str, Any]
+    ) -> StorageError:
+        """The storage error for a constraint failure of a write to ``name``."""
+        violation = self.dialect.violation(exc)
+        if violation.kind == "unique":
+            shown = {f: values[f] for f in violation.fields if f in values}
+            return UniqueViolationError(name, violation.fields, shown or None)
+        return StorageError(
+            f"{name}: the write violates a database constraint ({violation.message})",
+            record=name,
+        )
+
+    def _insert_sql(self, name: str, columns: tuple[str, ...]) -> str:
+        key = (name, columns)
+        sql = self._cache.inserts.get(key)
+        if sql is None:
+            sql = self._cache.inserts[key] = self.dialect.insert(name, columns)
+        return sql
+
+    def _update_sql(self, name: str, columns: tuple[str, ...]) -> str:
+        """``UPDATE <name> SET <columns> = ? WHERE id = ?``, worked out once."""
+        key = (name, columns)
+        sql = self._cache.updates.get(key)
+        if sql is None:
+            assignments = ", ".join(f"{self.dialect.quote(k)} = ?" for k in columns)
+            sql = f"UPDATE {self.dialect.quote(name)} SET {assignments} WHERE id = ?"
+            self._cache.updates[key] = sql
+        return sql
+
+    def _insert(self, name: str, values: Mapping[str, Any]) -> Any:
+        sql = self._insert_sql(name, tuple(values))
+        return self._inserted_id(self._execute(name, sql, list(values.values()), values))
+
+    def _plain(self, name: str, encoded: Mapping[str, Any]) -> Record:
+        # Decode the encoded form, so that events and results agree exactly with what a read
+        # returns (json normalised, timestamps in UTC).
+        if not encoded:
+            return {}
+        columns = tuple(encoded)
+        key = (name, columns)
+        decoders = self._cache.plains.get(key)
+        if decoders is None:
+            found = self.reader._decoders(name, columns)
+            # All-identity columns (strings, numbers) need no decoding at all.
+            decoders = self._cache.plains[key] = found if any(found) else ()
+        if not decoders:
+            return dict(encoded)
+        return {
+            k: v if decoder is None else decoder(v)
+            for (k, v), decoder in zip(encoded.items(), decoders, strict=True)
+        }
