@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.abc import Storage
 from storage.errors import StorageError
 from storage.postgres import PostgresStorage
 from storage.sqlite import SQLiteStorage
@@ -21,7 +22,7 @@ from storage.sqlite import SQLiteStorage
 _SCHEMES = "sqlite:///path, sqlite://:memory: or postgresql://user@host:port/database"
 
 
-def from_url(url: str, **options: Any) -> SQLiteStorage | PostgresStorage:
+def from_url(url: str, **options: Any) -> Storage:
     """The storage backend ``url`` names, constructed with ``options`` (not yet set up)."""
     if not isinstance(url, str):
         raise StorageError(f"a storage URL must be a str ({_SCHEMES}), got {type(url).__name__}")

@@ -95,22 +95,37 @@ async def drop_schema(url: str, schema: str) -> None:
 PostgresFactory = Callable[..., Awaitable[PostgresStorage]]
 
 
+async def open_postgres(url: str, **options: Any) -> PostgresStorage:
+    """A connected :class:`PostgresStorage` in a fresh PostgreSQL schema of its own
+    (``storage.schema_name``); :func:`dispose_postgres` closes it and drops the schema."""
+    options.setdefault("schema", f"t_{uuid.uuid4().hex[:16]}")
+    store = PostgresStorage(url, **options)
+    try:
+        await store.connect()
+    except BaseException:
+        await dispose_postgres(store)
+        raise
+    return store
+
+
+async def dispose_postgres(store: PostgresStorage) -> None:
+    """Close ``store`` and drop its PostgreSQL schema."""
+    await store.close()
+    if store.schema_name:
+        await drop_schema(store.dsn, store.schema_name)
+
+
 @pytest.fixture
 async def postgres_storage_factory(postgres_url: str) -> AsyncIterator[PostgresFactory]:
-    """``await make(**options)``: a connected :class:`PostgresStorage` in a fresh PostgreSQL
-    schema (``storage.schema_name``); every storage is closed and its schema dropped after
-    the test."""
+    """``await make(**options)``: :func:`open_postgres` on the test server; every storage is
+    disposed of after the test."""
     made: list[PostgresStorage] = []
 
     async def make(**options: Any) -> PostgresStorage:
-        options.setdefault("schema", f"t_{uuid.uuid4().hex[:16]}")
-        store = PostgresStorage(postgres_url, **options)
+        store = await open_postgres(postgres_url, **options)
         made.append(store)
-        await store.connect()
         return store
 
     yield make
     for store in made:
-        await store.close()
-    for schema in {s.schema_name for s in made if s.schema_name}:
-        await drop_schema(postgres_url, schema)
+        await dispose_postgres(store)

@@ -27,6 +27,7 @@ port, database and user (never the password) and what to check.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -67,10 +68,14 @@ class Connection:
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
         """Run one statement (``$n`` placeholders); its rows and row count are the cursor's.
-        Transaction control (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``) is sent as a simple
-        query, never prepared (each savepoint name would be a statement of its own)."""
-        if not params and sql.startswith(_CONTROL):
-            await_(self.raw.execute(sql))
+        Transaction control (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``) and DDL without
+        parameters are sent as simple queries, never prepared (each savepoint name would be a
+        statement of its own; DDL is :meth:`script`)."""
+        if not params and sql.startswith(_UNPREPARED):
+            if sql.startswith(_DDL):
+                self.script(sql)
+            else:
+                await_(self.raw.execute(sql))
             return Cursor([], -1)
         statement = self._prepared(sql)
         rows = await_(statement.fetch(*params))
@@ -111,7 +116,8 @@ class Connection:
             self._savepoints -= 1
 
 
-_CONTROL = ("SAVEPOINT ", "RELEASE ", "ROLLBACK TO ")
+_DDL = ("CREATE ", "ALTER ", "DROP ")
+_UNPREPARED = ("SAVEPOINT ", "RELEASE ", "ROLLBACK TO ", *_DDL)
 
 
 class Cursor:
@@ -178,6 +184,13 @@ class Pool:
             raise connect_error(self._address, exc) from None
         except asyncpg.InterfaceError as exc:
             raise connect_error(self._address, exc) from None
+        try:
+            await raw.set_type_codec(
+                "int8", schema="pg_catalog", encoder=_encode_bigint, decoder=int, format="text"
+            )
+        except BaseException:
+            raw.terminate()
+            raise
         return Connection(raw)
 
     async def acquire(self) -> Connection:
@@ -240,6 +253,31 @@ async def _close(connection: Connection) -> None:
         await asyncio.wait_for(connection.raw.close(), 5)
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         connection.raw.terminate()
+
+
+NO_RECORD = -(2**63)
+"""The ``bigint`` a record id that cannot be one becomes: below every id a sequence gives."""
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+
+
+def _encode_bigint(value: Any) -> str:
+    """A ``bigint`` parameter (an id, a link end, an integer field, a limit) as text.
+
+    Ids are opaque to callers and may arrive as strings (``{"id": "4"}``, from JSON or a URL):
+    SQLite compares such a string with its integer id column as the integer it spells, and so
+    does this. A string that spells no 64-bit integer names no record, as on SQLite: it
+    becomes :data:`NO_RECORD`, which no row has. Everything else is validated before it gets
+    here (integer fields hold ints only)."""
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)
+        if -(2**63) <= number < 2**63:
+            return str(number)
+        return str(NO_RECORD)
+    if isinstance(value, str):
+        return str(NO_RECORD)
+    return str(int(value))
 
 
 def _quote(name: str) -> str:

@@ -14,22 +14,21 @@ from storage import (
     Field,
     FieldTypeError,
     Index,
-    InvalidDataError,
     LinkType,
-    MissingReferenceError,
     NotSetUpError,
     RecordType,
     Schema,
     SchemaError,
     SQLiteStorage,
     StorageError,
-    UniqueViolationError,
 )
 from storage import migration as m
-from storage.postgres import codecs, ddl
+from storage.postgres import codecs
 from storage.postgres import errors as pg_errors
 from storage.postgres.connection import Connection
-from storage.postgres.storage import apply_operations
+from storage.postgres.ddl import MAX_NAME, POSTGRES_DDL
+from storage.postgres.dialect import POSTGRES
+from storage.sql.driver import bind
 
 from ..conftest import PostgresFactory
 from .conftest import blog_schema
@@ -115,29 +114,33 @@ async def test_names_postgresql_would_truncate_are_refused(
     assert await pg.inspect() == {}  # nothing created
 
 
-async def test_long_index_names_are_shortened_distinctly(
+async def test_an_index_name_postgresql_would_cut_is_refused_naming_the_fix(
     postgres_storage_factory: PostgresFactory,
 ) -> None:
     long = "A" * 30
-    fields = [Field("a" * 20), Field("b" * 20), Field("c" * 20)]
     schema = Schema(
+        [RecordType(long, [Field("a" * 20), Field("b" * 20)], [Index(["a" * 20, "b" * 20])])]
+    )
+    pg = await postgres_storage_factory()
+    with pytest.raises(SchemaError, match=r"index 'A+__a+__b+' on A+: .*give the index a shorter"):
+        await pg.setup(schema)
+    named = Schema(
         [
             RecordType(
                 long,
-                fields,
-                [Index(["a" * 20, "b" * 20]), Index(["a" * 20, "c" * 20], unique=True)],
+                [Field("a" * 20), Field("b" * 20)],
+                [Index(["a" * 20, "b" * 20], name="long_ab")],
             )
         ]
     )
-    names = [ddl.index_name(long, i) for i in schema.records[long].indexes]
-    assert all(len(n) <= ddl.MAX_NAME for n in names) and len(set(names)) == 2
-    pg = await postgres_storage_factory()
-    await pg.setup(schema)
-    await pg.setup(schema)  # the same short names again: nothing created twice
-    found = await pg.transaction(
-        False, lambda c: [r[0] for r in c.execute(ddl.INDEXES_SQL, [long]).fetchall()]
-    )
-    assert sorted(found) == sorted(names)
+    await pg.setup(named)
+    indexes = await pg.transaction(False, lambda c: POSTGRES_DDL.index_names(_run(c), long))
+    assert indexes == ["long_ab"]
+    assert len(long.encode()) <= MAX_NAME
+
+
+def _run(c: Connection) -> Any:
+    return bind(c, POSTGRES)
 
 
 async def test_holds_data_answers_as_on_sqlite(
@@ -148,9 +151,7 @@ async def test_holds_data_answers_as_on_sqlite(
     sqlite = await _sqlite(tmp_path, blog_schema())
     try:
         await sqlite.create("User", {"name": "ada"})
-        await pg.transaction(
-            True, lambda c: c.execute('INSERT INTO "User" (name) VALUES ($1)', ["ada"])
-        )
+        await pg.create("User", {"name": "ada"})
         checks: list[tuple[str, str | None]] = [
             ("User", None),
             ("User", "name"),
@@ -197,7 +198,7 @@ _OPERATIONS: list[m.Operation] = [
 
 async def _indexes(pg: Any, tables: list[str]) -> dict[str, list[str]]:
     def read(c: Connection) -> dict[str, list[str]]:
-        return {t: [r[0] for r in c.execute(ddl.INDEXES_SQL, [t]).fetchall()] for t in tables}
+        return {t: POSTGRES_DDL.index_names(_run(c), t) for t in tables}
 
     result: dict[str, list[str]] = await pg.transaction(False, read)
     return result
@@ -212,7 +213,9 @@ async def test_migration_operations_give_the_tables_sqlite_gets(
         True,
         lambda c: c.execute('INSERT INTO "Author" (name, old_note) VALUES ($1, $2)', ["ada", "x"]),
     )
-    await pg.transaction(True, lambda c: apply_operations(c, _NEW, _OPERATIONS))
+    backfilled = await pg.migrate(_NEW, _OPERATIONS, lambda session: session.count("Author"))
+    assert backfilled == 1
+    assert pg.schema is _NEW
     sqlite = await _sqlite(tmp_path, _OLD)
     try:
         await sqlite.migrate(_NEW, _OPERATIONS, lambda session: None)
@@ -263,8 +266,9 @@ async def test_an_operation_the_rows_violate_is_a_schema_error_and_changes_nothi
     with pytest.raises(
         SchemaError, match=r"the unique index on Book\(isbn\) fails on the stored rows"
     ):
-        await pg.transaction(True, lambda c: apply_operations(c, wanted, operations))
+        await pg.migrate(wanted, operations, lambda session: None)
     assert await pg.inspect() == before  # the added column went with the rest
+    assert pg.schema is _OLD
 
 
 # -- codecs: the same values out as on SQLite ------------------------------------------------
@@ -372,7 +376,7 @@ def test_values_postgresql_cannot_hold_are_refused_naming_the_field(
     assert (caught.value.record, caught.value.field) == ("User", field)
 
 
-# -- SQLSTATE translation ----------------------------------------------------------------------
+# -- constraint failures and SQLSTATE --------------------------------------------------------
 
 
 async def _refusal(pg: Any, sql: str, params: list[Any]) -> BaseException:
@@ -386,52 +390,30 @@ async def _refusal(pg: Any, sql: str, params: list[Any]) -> BaseException:
     return cause
 
 
-async def test_server_refusals_get_the_storage_error_classes(
+async def test_the_dialect_reads_constraint_failures_of_the_server(
     postgres_storage_factory: PostgresFactory,
 ) -> None:
     pg = await postgres_storage_factory()
-    schema = blog_schema()
-    await pg.setup(schema)
-    ada = await pg.transaction(
-        True,
-        lambda c: c.execute(
-            'INSERT INTO "User" (name) VALUES ($1) RETURNING id', ["ada"]
-        ).fetchone(),
-    )
-    ada_id = ada[0]
+    await pg.setup(blog_schema())
+    ada = created_id(await pg.create("User", {"name": "ada"}))
 
     duplicate = await _refusal(pg, 'INSERT INTO "User" (name) VALUES ($1)', ["ada"])
-    error = pg_errors.translate(duplicate, schema, "User", {"name": "ada"})
-    assert isinstance(error, UniqueViolationError)
-    assert (error.record, error.fields, error.field) == ("User", ("name",), "name")
-    assert "'ada'" in str(error)
+    assert isinstance(duplicate, POSTGRES.integrity_errors)
+    violation = POSTGRES.violation(duplicate)
+    assert (violation.kind, violation.fields) == ("unique", ("name",))
 
-    missing = await _refusal(
-        pg, f'INSERT INTO "{POSTS}" (source, target) VALUES ($1, 99)', [ada_id]
+    missing = await _refusal(pg, f'INSERT INTO "{POSTS}" (source, target) VALUES ($1, 99)', [ada])
+    assert POSTGRES.violation(missing).kind == "foreign key"
+
+    null = await _refusal(pg, f'INSERT INTO "{POSTS}" (source, target) VALUES (NULL, $1)', [ada])
+    assert POSTGRES.violation(null).kind == "other"
+
+
+def test_placeholders_are_numbered_outside_quotes() -> None:
+    assert POSTGRES.render("SELECT \"a?\" FROM t WHERE x = ? AND y IN (?, ?) AND z = '?'") == (
+        "SELECT \"a?\" FROM t WHERE x = $1 AND y IN ($2, $3) AND z = '?'"
     )
-    error = pg_errors.translate(missing, schema, POSTS, origin=("User", "posts"))
-    assert isinstance(error, MissingReferenceError)
-    assert (error.record, error.field, error.target, error.target_id) == (
-        "User",
-        "posts",
-        "Post",
-        99,
-    )
-    error = pg_errors.translate(missing, schema, POSTS)
-    assert isinstance(error, MissingReferenceError)
-    assert (error.record, error.field) == (POSTS, "target")
-
-    bad = await _refusal(pg, "SELECT 1 / 0", [])
-    error = pg_errors.translate(bad, schema, "User")
-    assert isinstance(error, InvalidDataError) and "division by zero" in str(error)
-
-    null = await _refusal(pg, f'INSERT INTO "{POSTS}" (source, target) VALUES (NULL, $1)', [ada_id])
-    error = pg_errors.translate(null, schema, POSTS)
-    assert isinstance(error, InvalidDataError) and error.field == "source"
-
-    other = await _refusal(pg, 'SELECT nope FROM "User"', [])
-    error = pg_errors.translate(other, schema, "User")
-    assert type(error) is StorageError and "42703" in str(error)
+    assert POSTGRES.render("SAVEPOINT w1") == "SAVEPOINT w1"
 
 
 def test_store_faults_and_retryable_states() -> None:

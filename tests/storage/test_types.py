@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage import FieldTypeError, MatchExp, SQLiteStorage, StorageError
+from storage import FieldTypeError, MatchExp, PostgresStorage, SQLiteStorage, StorageError
 
 from .conftest import blog_schema
 from .helpers import counts, created_id
@@ -41,6 +41,13 @@ async def _round_trip(storage: SQLiteStorage, field: str, value: Any) -> tuple[A
     ],
 )
 async def test_string_round_trips(storage: SQLiteStorage, value: str) -> None:
+    if "\x00" in value and isinstance(storage, PostgresStorage):
+        # PostgreSQL text cannot hold NUL: refused naming the field, nothing written.
+        with pytest.raises(FieldTypeError, match="NUL character") as caught:
+            await storage.create("User", {"name": value})
+        assert (caught.value.record, caught.value.field) == ("User", "name")
+        assert await counts(storage) == dict.fromkeys(storage.schema.records, 0)
+        return
     for got in await _round_trip(storage, "name", value):
         assert got == value
         assert type(got) is str
