@@ -9,7 +9,9 @@ A SQL backend supplies three things and reuses the rest:
 - a DDL renderer (:class:`storage.sql.migrate.DDL`): tables, columns, indexes and what the
   database holds, for setup and migrations.
 
-It then gets :class:`SQLSession` (reads, writes, events, savepoints, totals: the whole
+A subclass of :class:`SQLStorage` (the async face: setup, migrations, ``run`` and the
+one-transaction conveniences) then supplies only connecting and running one transaction. It
+gets :class:`SQLSession` (reads, writes, events, savepoints, totals: the whole
 :class:`storage.abc.Session`), the match compiler, the statement cache it owns per schema
 (:class:`StatementCache`), and the migration runner (:func:`storage.sql.migrate.apply`).
 """
@@ -19,6 +21,7 @@ from storage.sql.codecs import Codecs
 from storage.sql.dialect import Dialect, Violation
 from storage.sql.driver import Cursor, Driver, Execute, bind
 from storage.sql.session import SQLSession
+from storage.sql.storage import SQLStorage
 
 __all__ = [
     "Codecs",
@@ -27,6 +30,7 @@ __all__ = [
     "Driver",
     "Execute",
     "SQLSession",
+    "SQLStorage",
     "StatementCache",
     "Violation",
     "bind",

@@ -81,6 +81,12 @@ class Dialect:
         """The id of the row the cursor of an :meth:`insert` statement inserted."""
         return cursor.fetchone()[0]
 
+    def like(self, column: str) -> str:
+        """``column`` matches the pattern parameter ``?``: case-sensitive, ``%`` and ``_`` the
+        only wildcards, no escape character (a backslash is a plain character). SQLite's
+        ``LIKE`` is that with ``case_sensitive_like`` on; PostgreSQL's needs ``ESCAPE ''``."""
+        return f"{column} LIKE ?"
+
     def number_or_zero(self, expression: str) -> str:
         """``expression`` where it holds a number, else 0 (a sum counts only numbers)."""
         return expression

@@ -199,8 +199,8 @@ class MatchCompiler:
         if op == "like":
             params.append(encoder(value))
             if negate:
-                return f"({column} IS NULL OR {column} NOT LIKE {p})"
-            return f"{column} LIKE {p}"
+                return f"({column} IS NULL OR NOT {self.dialect.like(column)})"
+            return self.dialect.like(column)
         effective = _NEGATED[op] if negate else op
         params.append(encoder(value))
         if effective == "!=":

@@ -21,6 +21,6 @@ class SQLiteSession(SQLSession):
     def __init__(
         self, schema: Schema, conn: sqlite3.Connection, cache: StatementCache | None = None
     ) -> None:
-        super().__init__(schema, conn, SQLITE, cache)
+        SQLSession.__init__(self, schema, conn, SQLITE, cache)
         self.connection = conn
         """The transaction's ``sqlite3`` handle (diagnostics: a trace callback, a pragma)."""

@@ -41,19 +41,16 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import aiosqlite
 
 from storage.errors import NotSetUpError, StorageBusyError, StorageError, TransactionError
-from storage.events import Record, WriteResult
-from storage.match import MatchExp
-from storage.migration import Operation
-from storage.schema import RecordType, Schema
-from storage.sql import migrate
+from storage.schema import Schema
 from storage.sql.cache import StatementCache
+from storage.sql.storage import SQLStorage
 from storage.sqlite import aio
 from storage.sqlite.ddl import SQLITE_DDL
 from storage.sqlite.dialect import SQLITE
@@ -71,7 +68,6 @@ DEFAULT_PAGE_SIZE = 1024
 transactions are many and small (a record, a link, a derived value): each commit appends every
 page it touched to the WAL, so 1 KiB pages write a quarter of the bytes. Measured on the
 summation workload: about 25% less time per transaction; point reads and scans unchanged."""
-Match = MatchExp | Mapping[str, Any] | None
 _MEMORY = frozenset({":memory:", ""})
 _FIRST_BACKOFF = 0.002
 _MAX_BACKOFF = 0.1
@@ -89,7 +85,7 @@ _WRITE_FAULTS = frozenset(
 )
 
 
-class SQLiteStorage:
+class SQLiteStorage(SQLStorage[sqlite3.Connection, SQLiteSession]):
     """Async entity-relation storage on one SQLite file (or ``":memory:"``).
 
     >>> storage = SQLiteStorage("app.db")
@@ -104,6 +100,9 @@ class SQLiteStorage:
     ``max_size`` (bytes the database may grow to; a write beyond it fails as on a full disk,
     ``"database or disk is full"``; None: no limit but the disk's).
     """
+
+    dialect = SQLITE
+    ddl = SQLITE_DDL
 
     def __init__(
         self,
@@ -130,6 +129,7 @@ class SQLiteStorage:
             raise ValueError(
                 f"max_size must be a positive number of bytes or None, got {max_size!r}"
             )
+        super().__init__()
         self.path = path
         self.executor: Executor = executor
         self.busy_timeout = busy_timeout
@@ -138,54 +138,10 @@ class SQLiteStorage:
         self._write_fault: str | None = None
         self._connection: aiosqlite.Connection | None = None
         self._handle: sqlite3.Connection | None = None  # its sqlite3 handle (storage.sqlite.aio)
-        self._schema: Schema | None = None
-        # What sessions derive from the bound schema (SQL texts, parsed queries, decoders):
-        # this storage's, made anew whenever another schema is bound.
-        self._statements = StatementCache()
         self._active = False
         self._active_thread: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def schema(self) -> Schema:
-        """The schema given to :meth:`setup`."""
-        if self._schema is None:
-            raise NotSetUpError("SQLiteStorage is not set up: await storage.setup(schema) first")
-        return self._schema
-
-    async def setup(self, schema: Schema, install: bool = True) -> None:
-        """Open the database and bind ``schema``; with ``install``, create what is missing."""
-        if not isinstance(schema, Schema):
-            raise TypeError(f"setup() needs a storage.Schema, got {type(schema).__name__}")
-        await self._connect()
-        if install:
-            await self._transaction(
-                True, lambda conn: migrate.install(conn.execute, SQLITE_DDL, schema)
-            )
-        else:
-            missing = await self._transaction(
-                False, lambda conn: migrate.missing_tables(conn.execute, SQLITE_DDL, schema)
-            )
-            if missing:
-                raise NotSetUpError(
-                    f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
-                )
-            columns = await self._transaction(
-                False, lambda conn: migrate.missing_columns(conn.execute, SQLITE_DDL, schema)
-            )
-            if columns:
-                raise NotSetUpError(
-                    f"columns missing: {', '.join(columns)} (the model has fields the database "
-                    "does not): call setup(schema, install=True) to add them"
-                )
-        # Bound only once its tables are there: a failed setup leaves the storage unusable.
-        self._bind(schema)
-
-    def _bind(self, schema: Schema) -> None:
-        if schema is not self._schema:
-            self._statements = StatementCache()
-        self._schema = schema
 
     async def _connect(self) -> None:
         """Open the connection once (path checks and pragmas included) and find out whether
@@ -308,74 +264,7 @@ class SQLiteStorage:
     ) -> None:
         await self.close()
 
-    # -- model evolution (see storage.migration) ---------------------------------------------
-
-    async def inspect(self) -> dict[str, list[str]]:
-        """Every table of the database with its column names (opens the connection; needs no
-        schema): what a migration planner compares a model with."""
-        await self._connect()
-        return await self._transaction(False, lambda conn: SQLITE_DDL.tables(conn.execute))
-
-    async def peek(self, record: RecordType) -> list[Record]:
-        """Every row of ``record`` (all fields), read with ``record`` as the only schema: for
-        the bookkeeping a planner reads before the full schema is bound. [] without a table."""
-        await self._connect()
-        return await self._transaction(False, lambda c: _peek(c, record))
-
-    async def holds_data(self, checks: Sequence[tuple[str, str | None]]) -> list[bool]:
-        """For each ``(table, column)``: whether the table has a row where the column is not
-        NULL (column None: any row). A missing table or column holds nothing."""
-        await self._connect()
-
-        def check(conn: sqlite3.Connection) -> list[bool]:
-            present = SQLITE_DDL.tables(conn.execute)
-            return [
-                table in present
-                and (column is None or column in present[table])
-                and migrate.holds_data(conn.execute, table, column)
-                for table, column in checks
-            ]
-
-        return await self._transaction(False, check)
-
-    async def migrate(
-        self,
-        schema: Schema,
-        operations: Sequence[Operation],
-        body: Callable[[SQLiteSession], T],
-        guard: Callable[[Callable[[RecordType], list[Record]]], None] | None = None,
-    ) -> T:
-        """One write transaction: ``guard(peek)`` first (``peek(record_type)`` reads that
-        record type's rows as :meth:`peek` does; raise to stop before anything changed), then
-        ``operations`` (and whatever else ``schema`` lacks), then ``body(session)`` on
-        ``schema`` (a backfill). All of it commits, or none of it: the tables and rows stay as
-        they were and the old schema stays bound."""
-        if not isinstance(schema, Schema):
-            raise TypeError(f"migrate() needs a storage.Schema, got {type(schema).__name__}")
-        await self._connect()
-
-        def work(conn: sqlite3.Connection) -> T:
-            if guard is not None:
-                guard(lambda record: _peek(conn, record))
-            migrate.apply(conn.execute, SQLITE, SQLITE_DDL, schema, list(operations))
-            return body(self._session(schema, conn, statements))
-
-        statements = self._statements if schema is self._schema else StatementCache()
-        result = await self._transaction(True, work)
-        self._schema, self._statements = schema, statements
-        return result
-
-    # -- transactions ------------------------------------------------------------------------
-
-    async def run(self, body: Callable[[SQLiteSession], T], *, write: bool = True) -> T:
-        """Run ``body(session)`` as one transaction and return its result.
-
-        The body is synchronous: it runs whole, on one thread, with one hop at most. If it
-        raises, the transaction is rolled back and the exception re-raised. ``write=False``
-        starts a read transaction (a consistent snapshot) instead of taking the write lock.
-        """
-        schema, statements = self.schema, self._statements
-        return await self._transaction(write, lambda c: body(self._session(schema, c, statements)))
+    # -- transactions (the rest of the async face is SQLStorage's) ----------------------------
 
     def _session(
         self, schema: Schema, conn: sqlite3.Connection, statements: StatementCache
@@ -453,50 +342,6 @@ class SQLiteStorage:
         finally:
             self._active = False
 
-    # -- the async face: one transaction each ------------------------------------------------
-
-    async def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
-        """Create a record; ``result.record`` is it, ``result.events`` what the write caused."""
-        return await self.run(lambda tx: tx.create(name, data))
-
-    async def update(self, name: str, match: Match, data: Mapping[str, Any]) -> WriteResult:
-        """Write ``data`` to every record matching ``match``."""
-        return await self.run(lambda tx: tx.update(name, match, data))
-
-    async def delete(self, name: str, match: Match) -> WriteResult:
-        """Delete every matching record with its links."""
-        return await self.run(lambda tx: tx.delete(name, match))
-
-    async def find(
-        self,
-        name: str,
-        match: Match = None,
-        attribute_query: Sequence[Any] | None = None,
-        order_by: Mapping[str, str] | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-    ) -> list[Record]:
-        """Matching records; without ``attribute_query`` each is just ``{"id": ...}``."""
-        return await self.run(
-            lambda tx: tx.find(name, match, attribute_query, order_by, limit, offset), write=False
-        )
-
-    async def find_one(
-        self,
-        name: str,
-        match: Match = None,
-        attribute_query: Sequence[Any] | None = None,
-        order_by: Mapping[str, str] | None = None,
-    ) -> Record | None:
-        """The first matching record, or None."""
-        return await self.run(
-            lambda tx: tx.find_one(name, match, attribute_query, order_by), write=False
-        )
-
-    async def count(self, name: str, match: Match = None) -> int:
-        """How many records match."""
-        return await self.run(lambda tx: tx.count(name, match), write=False)
-
 
 class _Busy(Exception):
     """SQLite answered SQLITE_BUSY inside a transaction, which was rolled back: run it again."""
@@ -540,10 +385,3 @@ def _write_header(conn: sqlite3.Connection) -> None:
     on a file this process cannot write."""
     row = conn.execute("PRAGMA user_version").fetchone()
     conn.execute(f"PRAGMA user_version = {int(row[0])}")
-
-
-def _peek(conn: sqlite3.Connection, record: RecordType) -> list[Record]:
-    if not SQLITE_DDL.columns(conn.execute, record.name):
-        return []
-    alone = Schema([record])
-    return SQLiteSession(alone, conn).find(record.name, None, ["*"], {"id": "asc"})

@@ -187,3 +187,14 @@ async def test_two_storages_on_one_schema_keep_their_own_statements(tmp_path: Pa
     finally:
         await plain.close()
         await standard.close()
+
+
+async def test_like_has_no_escape_character(storage: SQLiteStorage) -> None:
+    """A backslash in a pattern is a plain character, on every backend (PostgreSQL's default
+    escape would make ``a\\%`` mean a literal percent sign)."""
+    for name in ("a\\b", "a%", "A\\c"):
+        await storage.create("User", {"name": name})
+    found = await storage.find("User", MatchExp.atom("name", "like", "a\\%"), ["name"])
+    assert [u["name"] for u in found] == ["a\\b"]
+    found = await storage.find("User", ~MatchExp.atom("name", "like", "a\\%"), ["name"])
+    assert sorted(u["name"] for u in found) == ["A\\c", "a%"]

@@ -1,0 +1,232 @@
+"""``SQLStorage``: the async face every SQL backend shares.
+
+Setup (install or check the tables), the model-evolution methods (``inspect``, ``peek``,
+``holds_data``, ``migrate``), ``run`` and the one-transaction conveniences (``create``,
+``update``, ``delete``, ``find``, ``find_one``, ``count``) are the same on every SQL database:
+they run neutral work (:mod:`storage.sql.migrate`, :class:`~storage.sql.session.SQLSession`)
+through the backend's transaction. A backend subclasses :class:`SQLStorage`, sets
+:attr:`~SQLStorage.dialect` and :attr:`~SQLStorage.ddl`, and supplies what only it knows:
+
+- ``async _connect()``: open the database once (later calls do nothing);
+- ``async _transaction(write, work)``: run the synchronous ``work(driver)`` as one transaction
+  (``BEGIN``/``COMMIT``, rollback on error, retries, error translation), one hop at most;
+- ``async close()`` and the ``write_fault`` property;
+- optionally ``_session(schema, driver, statements)`` for a session class of its own.
+
+The statement cache (:class:`~storage.sql.cache.StatementCache`) belongs to the storage: one
+per bound schema, made anew when :meth:`SQLStorage.migrate` binds another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+from storage.errors import NotSetUpError
+from storage.events import Record, WriteResult
+from storage.match import MatchExp
+from storage.migration import Operation
+from storage.schema import RecordType, Schema
+from storage.sql import migrate
+from storage.sql.cache import StatementCache
+from storage.sql.dialect import Dialect
+from storage.sql.driver import Driver
+from storage.sql.migrate import DDL
+from storage.sql.session import SQLSession
+
+__all__ = ["SQLStorage"]
+
+T = TypeVar("T")
+D = TypeVar("D", bound=Driver)
+S = TypeVar("S", bound=SQLSession)
+Match = MatchExp | Mapping[str, Any] | None
+
+
+class SQLStorage(Generic[D, S]):
+    """What SQL backends share; ``D`` is the backend's driver, ``S`` its session class."""
+
+    dialect: ClassVar[Dialect]
+    ddl: ClassVar[DDL]
+
+    def __init__(self) -> None:
+        self._schema: Schema | None = None
+        # What sessions derive from the bound schema (SQL texts, parsed queries, decoders):
+        # this storage's, made anew whenever another schema is bound.
+        self._statements = StatementCache()
+
+    # -- what the backend supplies -----------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Open the database once; later calls do nothing."""
+        raise NotImplementedError
+
+    async def _transaction(self, write: bool, work: Callable[[D], T]) -> T:
+        """Run ``work(driver)`` as one transaction (a write transaction with ``write``)."""
+        raise NotImplementedError
+
+    def _session(self, schema: Schema, driver: D, statements: StatementCache) -> S:
+        """The session of one transaction on ``driver``."""
+        raise NotImplementedError
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def schema(self) -> Schema:
+        """The schema given to :meth:`setup`."""
+        if self._schema is None:
+            raise NotSetUpError(
+                f"{type(self).__name__} is not set up: await storage.setup(schema) first"
+            )
+        return self._schema
+
+    async def setup(self, schema: Schema, install: bool = True) -> None:
+        """Open the database and bind ``schema``; with ``install``, create what is missing."""
+        if not isinstance(schema, Schema):
+            raise TypeError(f"setup() needs a storage.Schema, got {type(schema).__name__}")
+        await self._connect()
+        ddl = self.ddl
+        if install:
+            await self._transaction(True, lambda d: migrate.install(d.execute, ddl, schema))
+        else:
+            missing = await self._transaction(
+                False, lambda d: migrate.missing_tables(d.execute, ddl, schema)
+            )
+            if missing:
+                raise NotSetUpError(
+                    f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
+                )
+            columns = await self._transaction(
+                False, lambda d: migrate.missing_columns(d.execute, ddl, schema)
+            )
+            if columns:
+                raise NotSetUpError(
+                    f"columns missing: {', '.join(columns)} (the model has fields the database "
+                    "does not): call setup(schema, install=True) to add them"
+                )
+        # Bound only once its tables are there: a failed setup leaves the storage unusable.
+        self._bind(schema)
+
+    def _bind(self, schema: Schema) -> None:
+        if schema is not self._schema:
+            self._statements = StatementCache()
+        self._schema = schema
+
+    # -- model evolution (see storage.migration) ---------------------------------------------
+
+    async def inspect(self) -> dict[str, list[str]]:
+        """Every table of the database with its column names (opens the connection; needs no
+        schema): what a migration planner compares a model with."""
+        await self._connect()
+        return await self._transaction(False, lambda d: self.ddl.tables(d.execute))
+
+    async def peek(self, record: RecordType) -> list[Record]:
+        """Every row of ``record`` (all fields), read with ``record`` as the only schema: for
+        the bookkeeping a planner reads before the full schema is bound. [] without a table."""
+        await self._connect()
+        return await self._transaction(False, lambda d: self._peek(d, record))
+
+    def _peek(self, driver: D, record: RecordType) -> list[Record]:
+        if not self.ddl.columns(driver.execute, record.name):
+            return []
+        alone = Schema([record])
+        session = self._session(alone, driver, StatementCache())
+        return session.find(record.name, None, ["*"], {"id": "asc"})
+
+    async def holds_data(self, checks: Sequence[tuple[str, str | None]]) -> list[bool]:
+        """For each ``(table, column)``: whether the table has a row where the column is not
+        NULL (column None: any row). A missing table or column holds nothing."""
+        await self._connect()
+
+        def check(driver: D) -> list[bool]:
+            present = self.ddl.tables(driver.execute)
+            return [
+                table in present
+                and (column is None or column in present[table])
+                and migrate.holds_data(driver.execute, table, column)
+                for table, column in checks
+            ]
+
+        return await self._transaction(False, check)
+
+    async def migrate(
+        self,
+        schema: Schema,
+        operations: Sequence[Operation],
+        body: Callable[[S], T],
+        guard: Callable[[Callable[[RecordType], list[Record]]], None] | None = None,
+    ) -> T:
+        """One write transaction: ``guard(peek)`` first (``peek(record_type)`` reads that
+        record type's rows as :meth:`peek` does; raise to stop before anything changed), then
+        ``operations`` (and whatever else ``schema`` lacks), then ``body(session)`` on
+        ``schema`` (a backfill). All of it commits, or none of it: the tables and rows stay as
+        they were and the old schema stays bound."""
+        if not isinstance(schema, Schema):
+            raise TypeError(f"migrate() needs a storage.Schema, got {type(schema).__name__}")
+        await self._connect()
+        statements = self._statements if schema is self._schema else StatementCache()
+
+        def work(driver: D) -> T:
+            if guard is not None:
+                guard(lambda record: self._peek(driver, record))
+            migrate.apply(driver.execute, self.dialect, self.ddl, schema, list(operations))
+            return body(self._session(schema, driver, statements))
+
+        result = await self._transaction(True, work)
+        self._schema, self._statements = schema, statements
+        return result
+
+    # -- transactions ------------------------------------------------------------------------
+
+    async def run(self, body: Callable[[S], T], *, write: bool = True) -> T:
+        """Run ``body(session)`` as one transaction and return its result.
+
+        The body is synchronous: it runs whole, with one hop at most. If it raises, the
+        transaction is rolled back and the exception re-raised. ``write=False`` starts a read
+        transaction (a consistent snapshot) instead of taking the write lock.
+        """
+        schema, statements = self.schema, self._statements
+        return await self._transaction(write, lambda d: body(self._session(schema, d, statements)))
+
+    # -- the async face: one transaction each ------------------------------------------------
+
+    async def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
+        """Create a record; ``result.record`` is it, ``result.events`` what the write caused."""
+        return await self.run(lambda tx: tx.create(name, data))
+
+    async def update(self, name: str, match: Match, data: Mapping[str, Any]) -> WriteResult:
+        """Write ``data`` to every record matching ``match``."""
+        return await self.run(lambda tx: tx.update(name, match, data))
+
+    async def delete(self, name: str, match: Match) -> WriteResult:
+        """Delete every matching record with its links."""
+        return await self.run(lambda tx: tx.delete(name, match))
+
+    async def find(
+        self,
+        name: str,
+        match: Match = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Record]:
+        """Matching records; without ``attribute_query`` each is just ``{"id": ...}``."""
+        return await self.run(
+            lambda tx: tx.find(name, match, attribute_query, order_by, limit, offset), write=False
+        )
+
+    async def find_one(
+        self,
+        name: str,
+        match: Match = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+    ) -> Record | None:
+        """The first matching record, or None."""
+        return await self.run(
+            lambda tx: tx.find_one(name, match, attribute_query, order_by), write=False
+        )
+
+    async def count(self, name: str, match: Match = None) -> int:
+        """How many records match."""
+        return await self.run(lambda tx: tx.count(name, match), write=False)
