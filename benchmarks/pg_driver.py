@@ -97,13 +97,13 @@ async def _lagged(run: Callable[[], Awaitable[None]]) -> tuple[float, float]:
 
 async def _bridge(schema: str, connections: int, n: int) -> tuple[float, float]:
     store = PostgresStorage(URL, pool_size=connections, schema=schema)
-    await store.connect()
+    await store._connect()
     try:
 
         async def worker(counter: int, count: int) -> None:
             body = _asyncpg_body(counter)
             for _ in range(count):
-                await store.transaction(True, body)
+                await store._transaction(True, body)
 
         async def run() -> None:
             await asyncio.gather(*(worker(w + 1, n // connections) for w in range(connections)))

@@ -101,7 +101,7 @@ async def open_postgres(url: str, **options: Any) -> PostgresStorage:
     options.setdefault("schema", f"t_{uuid.uuid4().hex[:16]}")
     store = PostgresStorage(url, **options)
     try:
-        await store.connect()
+        await store._connect()
     except BaseException:
         await dispose_postgres(store)
         raise

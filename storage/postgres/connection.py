@@ -38,7 +38,9 @@ from asyncpg.prepared_stmt import PreparedStatement
 
 from storage.postgres.address import Address, connect_error
 from storage.postgres.bridge import await_
+from storage.postgres.dialect import POSTGRES
 
+_render = POSTGRES.render
 STATEMENT_CACHE_SIZE = 512
 """Prepared statements kept per connection (the engine's statements per model are far fewer)."""
 
@@ -67,10 +69,12 @@ class Connection:
         return statement
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
-        """Run one statement (``$n`` placeholders); its rows and row count are the cursor's.
+        """Run one statement (neutral ``?`` placeholders, rendered as ``$n`` by the dialect;
+        ``$n`` texts pass unchanged); its rows and row count are the cursor's.
         Transaction control (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``) and DDL without
         parameters are sent as simple queries, never prepared (each savepoint name would be a
         statement of its own; DDL is :meth:`script`)."""
+        sql = _render(sql)
         if not params and sql.startswith(_UNPREPARED):
             if sql.startswith(_DDL):
                 self.script(sql)
@@ -83,7 +87,7 @@ class Connection:
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Cursor:
         """Run one statement once per parameter row (pipelined: about one round trip)."""
-        await_(self._prepared(sql).executemany(params))
+        await_(self._prepared(_render(sql)).executemany(params))
         return Cursor([], -1)
 
     def script(self, sql: str) -> None:

@@ -4,14 +4,18 @@ NULLs sorted as on SQLite (first ascending, last descending),
 transaction (the neutral writer then works under savepoints), constraint failures read from
 SQLSTATE and the server's detail, and the value codecs of :mod:`storage.postgres.codecs`.
 
-Imports the driver (asyncpg): loaded only when a storage is used.
+Rendering (``?`` -> ``$n``) is done by the driver adapter
+(:class:`storage.postgres.connection.Connection`) on every text it gets, so ``renders`` is off:
+the shared :class:`~storage.sql.storage.SQLStorage` and the session hand it neutral text.
+Imports no driver: :mod:`storage.postgres.driver`, imported when a storage first connects,
+sets :attr:`PostgresDialect.integrity_errors` to asyncpg's constraint-failure class (before it,
+nothing has run that could raise one).
 """
 
 from __future__ import annotations
 
 import re
-
-import asyncpg
+from typing import ClassVar
 
 from storage.postgres import codecs
 from storage.postgres.errors import sqlstate
@@ -47,9 +51,10 @@ class PostgresDialect(Dialect):
     true = "TRUE"
     false = "FALSE"
     no_limit = None
-    renders = True
+    renders = False  # the driver adapter renders (see the module)
     failed_statement_aborts = True
-    integrity_errors = (asyncpg.IntegrityConstraintViolationError,)
+    # asyncpg's class 23 errors, set when the driver is imported
+    integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
     def __init__(self) -> None:
         self._rendered: dict[str, str] = {}
@@ -74,6 +79,10 @@ class PostgresDialect(Dialect):
             if len(self._rendered) < 65536:  # texts are the schema's: bounded in practice
                 self._rendered[sql] = done
         return done
+
+    def like(self, column: str) -> str:
+        # PostgreSQL's LIKE escapes with a backslash unless told otherwise; SQLite's has none.
+        return f"{column} LIKE ? ESCAPE ''"
 
     def violation(self, error: BaseException) -> Violation:
         state = sqlstate(error)

@@ -9,15 +9,17 @@ The one addition: aggregates (``sum`` over ``numeric`` columns) come back from P
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storage.migration import RelatedTotals
 from storage.postgres.codecs import decode_number
-from storage.postgres.connection import Connection
 from storage.postgres.dialect import POSTGRES
 from storage.schema import Schema
 from storage.sql.cache import StatementCache
 from storage.sql.session import SQLSession
+
+if TYPE_CHECKING:
+    from storage.postgres.connection import Connection
 
 __all__ = ["PostgresSession"]
 

@@ -33,25 +33,22 @@ from __future__ import annotations
 import asyncio
 import importlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from storage.abc import Match
 from storage.errors import NotSetUpError, StorageError, TransactionError
-from storage.events import Record, WriteResult
-from storage.migration import Operation
 from storage.postgres import errors as pg_errors
 from storage.postgres.address import Address
 from storage.postgres.ddl import POSTGRES_DDL
-from storage.schema import RecordType, Schema
-from storage.sql import migrate
+from storage.postgres.dialect import POSTGRES
+from storage.postgres.session import PostgresSession
+from storage.schema import Schema
 from storage.sql.cache import StatementCache
-from storage.sql.driver import Execute, bind
+from storage.sql.storage import SQLStorage
 
 if TYPE_CHECKING:
     from storage.postgres.connection import Connection, Pool
-    from storage.postgres.session import PostgresSession
 
 T = TypeVar("T")
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -65,7 +62,7 @@ _NESTED = (
 )
 
 
-class PostgresStorage:
+class PostgresStorage(SQLStorage["Connection", PostgresSession]):
     """Async entity-relation storage on one PostgreSQL database.
 
     >>> storage = PostgresStorage("postgresql://app@127.0.0.1:5432/app", pool_size=8)
@@ -75,6 +72,9 @@ class PostgresStorage:
     PostgreSQL schema holding the tables, created when missing; default: the server's
     ``search_path``), ``connect_timeout`` (seconds to open one connection).
     """
+
+    dialect = POSTGRES
+    ddl = POSTGRES_DDL
 
     def __init__(
         self,
@@ -93,6 +93,7 @@ class PostgresStorage:
                 f"schema must be a PostgreSQL schema name (letters, digits and '_', at most 63, "
                 f"not starting with a digit), got {schema!r}"
             )
+        super().__init__()
         self.address = Address(dsn)
         self.dsn = dsn
         self.pool_size = pool_size
@@ -100,10 +101,6 @@ class PostgresStorage:
         self.connect_timeout = connect_timeout
         self._pool: Pool | None = None
         self._write_fault: str | None = None
-        self._schema: Schema | None = None
-        # What sessions derive from the bound schema (SQL texts, parsed queries, decoders):
-        # this storage's, made anew whenever another schema is bound.
-        self._statements = StatementCache()
 
     def __repr__(self) -> str:
         return f"PostgresStorage({self.address}, pool_size={self.pool_size})"
@@ -116,7 +113,7 @@ class PostgresStorage:
         that commits. Read without touching the database (``/health``)."""
         return self._write_fault
 
-    async def connect(self) -> None:
+    async def _connect(self) -> None:
         """Open the pool's first connection (and create ``schema`` when given); further
         calls do nothing. Every failure is one :class:`StorageError` naming the server."""
         if self._pool is not None:
@@ -152,158 +149,6 @@ class PostgresStorage:
     ) -> None:
         await self.close()
 
-    @property
-    def schema(self) -> Schema:
-        """The schema given to :meth:`setup`."""
-        if self._schema is None:
-            raise NotSetUpError("PostgresStorage is not set up: await storage.setup(schema) first")
-        return self._schema
-
-    async def setup(self, schema: Schema, install: bool = True) -> None:
-        """Open the pool and bind ``schema``; with ``install``, create the tables, columns and
-        indexes that are missing (in one transaction: all or none)."""
-        if not isinstance(schema, Schema):
-            raise TypeError(f"setup() needs a storage.Schema, got {type(schema).__name__}")
-        POSTGRES_DDL.check_names(schema)
-        await self.connect()
-        if install:
-            await self.transaction(True, lambda c: migrate.install(_run(c), POSTGRES_DDL, schema))
-        else:
-            missing = await self.transaction(
-                False, lambda c: migrate.missing_tables(_run(c), POSTGRES_DDL, schema)
-            )
-            if missing:
-                raise NotSetUpError(
-                    f"tables missing for {', '.join(missing)}: call setup(schema, install=True)"
-                )
-            columns = await self.transaction(
-                False, lambda c: migrate.missing_columns(_run(c), POSTGRES_DDL, schema)
-            )
-            if columns:
-                raise NotSetUpError(
-                    f"columns missing: {', '.join(columns)} (the model has fields the database "
-                    "does not): call setup(schema, install=True) to add them"
-                )
-        # Bound only once its tables are there: a failed setup leaves the storage unusable.
-        self._bind(schema)
-
-    def _bind(self, schema: Schema) -> None:
-        if schema is not self._schema:
-            self._statements = StatementCache()
-        self._schema = schema
-
-    # -- model evolution (see storage.migration) ---------------------------------------------
-
-    async def inspect(self) -> dict[str, list[str]]:
-        """Every table of the storage's PostgreSQL schema with its column names (opens the
-        pool; needs no model schema): what a migration planner compares a model with."""
-        await self.connect()
-        return await self.transaction(False, lambda c: POSTGRES_DDL.tables(_run(c)))
-
-    async def peek(self, record: RecordType) -> list[Record]:
-        """Every row of ``record`` (all fields), read with ``record`` as the only schema: for
-        the bookkeeping a planner reads before the full schema is bound. [] without a table."""
-        await self.connect()
-        return await self.transaction(False, lambda c: _peek(c, record))
-
-    async def holds_data(self, checks: Sequence[tuple[str, str | None]]) -> list[bool]:
-        """For each ``(table, column)``: whether a row has the column not NULL (None: any
-        row). A missing table or column holds nothing."""
-        await self.connect()
-
-        def check(connection: Connection) -> list[bool]:
-            run = _run(connection)
-            present = POSTGRES_DDL.tables(run)
-            return [
-                table in present
-                and (column is None or column in present[table])
-                and migrate.holds_data(run, table, column)
-                for table, column in checks
-            ]
-
-        return await self.transaction(False, check)
-
-    async def migrate(
-        self,
-        schema: Schema,
-        operations: Sequence[Operation],
-        body: Callable[[PostgresSession], T],
-        guard: Callable[[Callable[[RecordType], list[Record]]], None] | None = None,
-    ) -> T:
-        """One write transaction: ``guard(peek)`` first (raise to stop before anything
-        changed), then ``operations`` (and whatever else ``schema`` lacks), then
-        ``body(session)`` on ``schema`` (a backfill). All of it commits, or none of it: the
-        tables and rows stay as they were and the old schema stays bound."""
-        if not isinstance(schema, Schema):
-            raise TypeError(f"migrate() needs a storage.Schema, got {type(schema).__name__}")
-        await self.connect()
-        statements = self._statements if schema is self._schema else StatementCache()
-
-        def work(connection: Connection) -> T:
-            if guard is not None:
-                guard(lambda record: _peek(connection, record))
-            from storage.postgres.dialect import POSTGRES
-
-            migrate.apply(_run(connection), POSTGRES, POSTGRES_DDL, schema, list(operations))
-            return body(_session(schema, connection, statements))
-
-        result = await self.transaction(True, work)
-        self._schema, self._statements = schema, statements
-        return result
-
-    # -- the async face: one transaction each ------------------------------------------------
-
-    async def run(self, body: Callable[[PostgresSession], T], *, write: bool = True) -> T:
-        """Run ``body(session)`` as one transaction and return its result.
-
-        The body is synchronous; each statement in it is awaited on the event loop through
-        the greenlet bridge. If it raises, the transaction is rolled back and the exception
-        re-raised. ``write=False`` runs it as a read-only snapshot (REPEATABLE READ)."""
-        schema, statements = self.schema, self._statements
-        return await self.transaction(write, lambda c: body(_session(schema, c, statements)))
-
-    async def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
-        """Create a record; ``result.record`` is it, ``result.events`` what the write caused."""
-        return await self.run(lambda tx: tx.create(name, data))
-
-    async def update(self, name: str, match: Match, data: Mapping[str, Any]) -> WriteResult:
-        """Write ``data`` to every record matching ``match``."""
-        return await self.run(lambda tx: tx.update(name, match, data))
-
-    async def delete(self, name: str, match: Match) -> WriteResult:
-        """Delete every matching record with its links."""
-        return await self.run(lambda tx: tx.delete(name, match))
-
-    async def find(
-        self,
-        name: str,
-        match: Match = None,
-        attribute_query: Sequence[Any] | None = None,
-        order_by: Mapping[str, str] | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-    ) -> list[Record]:
-        """Matching records; without ``attribute_query`` each is just ``{"id": ...}``."""
-        return await self.run(
-            lambda tx: tx.find(name, match, attribute_query, order_by, limit, offset), write=False
-        )
-
-    async def find_one(
-        self,
-        name: str,
-        match: Match = None,
-        attribute_query: Sequence[Any] | None = None,
-        order_by: Mapping[str, str] | None = None,
-    ) -> Record | None:
-        """The first matching record, or None."""
-        return await self.run(
-            lambda tx: tx.find_one(name, match, attribute_query, order_by), write=False
-        )
-
-    async def count(self, name: str, match: Match = None) -> int:
-        """How many records match."""
-        return await self.run(lambda tx: tx.count(name, match), write=False)
-
     # -- transactions ------------------------------------------------------------------------
 
     def retry_delay(self, error: BaseException, attempt: int) -> float | None:
@@ -314,7 +159,7 @@ class PostgresStorage:
             return 0.0
         return None
 
-    async def transaction(self, write: bool, work: Callable[[Connection], T]) -> T:
+    async def _transaction(self, write: bool, work: Callable[[Connection], T]) -> T:
         """Run ``work(connection)`` synchronously (through the greenlet bridge) inside one
         transaction on a pooled connection: commit its result, or roll back and raise."""
         pool = self._pool
@@ -381,6 +226,11 @@ class PostgresStorage:
             self._write_fault = None
         return result
 
+    def _session(
+        self, schema: Schema, driver: Connection, statements: StatementCache
+    ) -> PostgresSession:
+        return PostgresSession(schema, driver, statements)
+
     def _explain(self, error: BaseException) -> str:
         return self.address.scrub(f"PostgreSQL error on {self.address}: {error}")
 
@@ -399,28 +249,6 @@ class _StaleStatement(StorageError):
 
 class _Conflict(StorageError):
     """A serialization failure or deadlock (SQLSTATE 40001/40P01): nothing was written."""
-
-
-def _run(connection: Connection) -> Execute:
-    """The neutral statement runner on ``connection`` (``?`` rendered as ``$n``)."""
-    from storage.postgres.dialect import POSTGRES  # the driver's: imported on use
-
-    return bind(connection, POSTGRES)
-
-
-def _session(schema: Schema, connection: Connection, statements: StatementCache) -> PostgresSession:
-    from storage.postgres.session import PostgresSession
-
-    return PostgresSession(schema, connection, statements)
-
-
-def _peek(connection: Connection, record: RecordType) -> list[Record]:
-    if not POSTGRES_DDL.columns(_run(connection), record.name):
-        return []
-    alone = Schema([record])
-    return _session(alone, connection, StatementCache()).find(
-        record.name, None, ["*"], {"id": "asc"}
-    )
 
 
 def _driver(address: Address) -> ModuleType:

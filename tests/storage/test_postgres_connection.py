@@ -25,7 +25,7 @@ def _table(connection: Connection) -> None:
 
 
 async def _rows(store: PostgresStorage) -> list[tuple[Any, ...]]:
-    return await store.transaction(
+    return await store._transaction(
         False, lambda c: [tuple(r) for r in c.execute("SELECT id, v FROM t ORDER BY id").fetchall()]
     )
 
@@ -80,7 +80,7 @@ async def test_the_loop_serves_other_tasks_while_a_body_waits_for_the_server(
     try:
         await holder.raw.execute("SELECT pg_advisory_lock(4242)")
         waiting = asyncio.create_task(
-            store.transaction(
+            store._transaction(
                 True,
                 lambda c: c.execute("SELECT pg_advisory_xact_lock(4242), 'got it'").fetchone()[1],
             )
@@ -105,29 +105,29 @@ async def test_the_loop_serves_other_tasks_while_a_body_waits_for_the_server(
 
 async def test_a_body_commits_as_one_transaction(postgres_storage_factory: PostgresFactory) -> None:
     store = await postgres_storage_factory()
-    await store.transaction(True, _table)
+    await store._transaction(True, _table)
 
     def write(c: Connection) -> int:
         c.executemany("INSERT INTO t VALUES ($1, $2)", [(1, "a"), (2, "b"), (3, "c")])
         return c.execute("UPDATE t SET v = v || '!' WHERE id >= $1", [2]).rowcount
 
-    assert await store.transaction(True, write) == 2
+    assert await store._transaction(True, write) == 2
     assert await _rows(store) == [(1, "a"), (2, "b!"), (3, "c!")]
 
 
 async def test_a_failing_body_leaves_no_trace(postgres_storage_factory: PostgresFactory) -> None:
     store = await postgres_storage_factory()
-    await store.transaction(True, _table)
+    await store._transaction(True, _table)
 
     def write_then_fail(c: Connection) -> None:
         c.execute("INSERT INTO t VALUES (1, 'lost')")
         raise RuntimeError("the body failed")
 
     with pytest.raises(RuntimeError, match="the body failed"):
-        await store.transaction(True, write_then_fail)
+        await store._transaction(True, write_then_fail)
     assert await _rows(store) == []
     # the connection went back to the pool usable: the next transaction works
-    await store.transaction(True, lambda c: c.execute("INSERT INTO t VALUES (2, 'kept')"))
+    await store._transaction(True, lambda c: c.execute("INSERT INTO t VALUES (2, 'kept')"))
     assert await _rows(store) == [(2, "kept")]
 
 
@@ -137,7 +137,7 @@ async def test_a_savepoint_undoes_only_its_own_writes(
     """PostgreSQL refuses every statement after a failed one, unless a savepoint took it
     back: the failure inside is survived and the transaction commits the rest."""
     store = await postgres_storage_factory()
-    await store.transaction(True, _table)
+    await store._transaction(True, _table)
 
     def body(c: Connection) -> str:
         c.execute("INSERT INTO t VALUES (1, 'outer')")
@@ -151,7 +151,7 @@ async def test_a_savepoint_undoes_only_its_own_writes(
             c.execute("INSERT INTO t VALUES (3, 'kept')")
         return caught
 
-    assert await store.transaction(True, body) == "UniqueViolationError"
+    assert await store._transaction(True, body) == "UniqueViolationError"
     assert await _rows(store) == [(1, "outer"), (3, "kept")]
 
 
@@ -159,9 +159,9 @@ async def test_reads_see_one_snapshot_and_cannot_write(
     postgres_storage_factory: PostgresFactory,
 ) -> None:
     store = await postgres_storage_factory()
-    await store.transaction(True, _table)
+    await store._transaction(True, _table)
     with pytest.raises(StorageError, match="read-only transaction"):
-        await store.transaction(False, lambda c: c.execute("INSERT INTO t VALUES (1, 'x')"))
+        await store._transaction(False, lambda c: c.execute("INSERT INTO t VALUES (1, 'x')"))
     assert await _rows(store) == []
     assert store.write_fault is None  # a refused read is no fault of the store
 
@@ -170,7 +170,7 @@ async def test_prepared_statements_are_kept_per_connection_and_dropped_after_ddl
     postgres_storage_factory: PostgresFactory,
 ) -> None:
     store = await postgres_storage_factory(pool_size=1)
-    await store.transaction(True, _table)
+    await store._transaction(True, _table)
 
     def reads(c: Connection) -> int:
         for i in range(5):
@@ -180,10 +180,10 @@ async def test_prepared_statements_are_kept_per_connection_and_dropped_after_ddl
             c.execute("RELEASE SAVEPOINT named")
         return len(c._statements)
 
-    assert await store.transaction(False, reads) == 1
-    assert await store.transaction(False, lambda c: len(c._statements)) == 1  # kept
-    await store.transaction(True, lambda c: c.script("ALTER TABLE t ADD COLUMN w text"))
-    assert await store.transaction(False, lambda c: len(c._statements)) == 0
+    assert await store._transaction(False, reads) == 1
+    assert await store._transaction(False, lambda c: len(c._statements)) == 1  # kept
+    await store._transaction(True, lambda c: c.script("ALTER TABLE t ADD COLUMN w text"))
+    assert await store._transaction(False, lambda c: len(c._statements)) == 0
 
 
 async def test_ddl_on_one_connection_clears_the_statements_of_every_pooled_one(
@@ -192,22 +192,22 @@ async def test_ddl_on_one_connection_clears_the_statements_of_every_pooled_one(
     """A statement prepared before a column changed type would be decoded with the old type:
     DDL that commits on one connection makes every connection of the pool prepare again."""
     store = await postgres_storage_factory(pool_size=2)
-    await store.transaction(True, _table)
-    await store.transaction(True, lambda c: c.execute("INSERT INTO t VALUES (1, '42')"))
+    await store._transaction(True, _table)
+    await store._transaction(True, lambda c: c.execute("INSERT INTO t VALUES (1, '42')"))
 
     def read(c: Connection) -> list[Any]:
         return [tuple(r) for r in c.execute("SELECT id, v FROM t").fetchall()]
 
-    assert await store.transaction(False, read) == [(1, "42")]  # cached on the idle connection
+    assert await store._transaction(False, read) == [(1, "42")]  # cached on the idle connection
     pool = store._pool
     assert pool is not None
     first = await pool.acquire()  # hold it, so that the DDL runs on the second connection
     try:
         alter = "ALTER TABLE t ALTER COLUMN v TYPE bigint USING v::bigint"
-        await store.transaction(True, lambda c: c.script(alter))
+        await store._transaction(True, lambda c: c.script(alter))
     finally:
         await pool.release(first)
-    rows = await store.transaction(False, read)
+    rows = await store._transaction(False, read)
     assert rows == [(1, 42)]
 
 
@@ -228,7 +228,7 @@ async def test_a_statement_the_server_calls_stale_runs_the_body_again(
             c.script(stale)
         return len(c._statements)
 
-    assert await store.transaction(True, body) == 0  # the second run starts with none
+    assert await store._transaction(True, body) == 0  # the second run starts with none
     assert len(runs) == 2
     runs.clear()
     runs.extend([1, 1])  # from now on the body raises every time: retried once, not forever
@@ -238,7 +238,7 @@ async def test_a_statement_the_server_calls_stale_runs_the_body_again(
         c.script(stale)
 
     with pytest.raises(StorageError, match="cached plan"):
-        await store.transaction(True, always)
+        await store._transaction(True, always)
     assert len(runs) == 4
 
 
@@ -251,14 +251,14 @@ async def test_a_serialization_failure_says_nothing_was_written(
     postgres_storage_factory: PostgresFactory,
 ) -> None:
     store = await postgres_storage_factory()
-    await store.transaction(True, _table)
+    await store._transaction(True, _table)
 
     def body(c: Connection) -> None:
         c.execute("INSERT INTO t VALUES (1, 'x')")
         c.script(_RAISE.format("40001"))
 
     with pytest.raises(StorageError, match=r"40001.*nothing was written"):
-        await store.transaction(True, body)
+        await store._transaction(True, body)
     assert await _rows(store) == []
 
 
@@ -276,8 +276,8 @@ async def test_the_retry_hook_runs_the_whole_body_again(postgres_url: str) -> No
 
     store = _Retrying(postgres_url, schema="t_retry_hook")
     try:
-        await store.connect()
-        await store.transaction(True, _table)
+        await store._connect()
+        await store._transaction(True, _table)
         runs: list[int] = []
 
         def body(c: Connection) -> int:
@@ -287,7 +287,7 @@ async def test_the_retry_hook_runs_the_whole_body_again(postgres_url: str) -> No
                 c.script(_RAISE.format("40P01"))
             return len(runs)
 
-        assert await store.transaction(True, body) == 3
+        assert await store._transaction(True, body) == 3
         assert await _rows(store) == [(3, "x")]  # the two failed runs left nothing
     finally:
         await store.close()
@@ -298,14 +298,14 @@ async def test_a_fault_of_the_store_is_kept_until_a_write_commits(
     postgres_storage_factory: PostgresFactory,
 ) -> None:
     store = await postgres_storage_factory()
-    await store.transaction(True, _table)
+    await store._transaction(True, _table)
     assert store.write_fault is None
     with pytest.raises(StorageError, match="simulated"):
-        await store.transaction(True, lambda c: c.script(_RAISE.format("53100")))  # disk_full
+        await store._transaction(True, lambda c: c.script(_RAISE.format("53100")))  # disk_full
     assert store.write_fault is not None and "simulated" in store.write_fault
-    await store.transaction(False, lambda c: c.execute("SELECT 1"))
+    await store._transaction(False, lambda c: c.execute("SELECT 1"))
     assert store.write_fault is not None  # a read does not clear it
-    await store.transaction(True, lambda c: c.execute("INSERT INTO t VALUES (1, 'x')"))
+    await store._transaction(True, lambda c: c.execute("INSERT INTO t VALUES (1, 'x')"))
     assert store.write_fault is None
 
 
@@ -314,7 +314,7 @@ async def test_a_data_error_is_not_a_fault_of_the_store(
 ) -> None:
     store = await postgres_storage_factory()
     with pytest.raises(StorageError, match="division by zero"):
-        await store.transaction(True, lambda c: c.execute("SELECT 1 / 0"))
+        await store._transaction(True, lambda c: c.execute("SELECT 1 / 0"))
     assert store.write_fault is None
 
 
@@ -322,8 +322,8 @@ async def test_a_lost_connection_is_a_fault_and_the_pool_replaces_it(
     postgres_storage_factory: PostgresFactory,
 ) -> None:
     store = await postgres_storage_factory(pool_size=1)
-    await store.transaction(True, _table)
-    pid = await store.transaction(
+    await store._transaction(True, _table)
+    pid = await store._transaction(
         False, lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0]
     )
     killer = await store._pool.open_one()  # type: ignore[union-attr]
@@ -334,11 +334,11 @@ async def test_a_lost_connection_is_a_fault_and_the_pool_replaces_it(
                 await_(killer.raw.execute(f"SELECT pg_terminate_backend({pid})"))
                 c.execute("INSERT INTO t VALUES (1, 'x')")
 
-            await store.transaction(True, body)
+            await store._transaction(True, body)
     finally:
         await killer.raw.close()
     assert store.write_fault is not None
-    await store.transaction(True, lambda c: c.execute("INSERT INTO t VALUES (2, 'y')"))
+    await store._transaction(True, lambda c: c.execute("INSERT INTO t VALUES (2, 'y')"))
     assert store.write_fault is None
     assert await _rows(store) == [(2, "y")]
 
@@ -349,7 +349,7 @@ async def test_a_transaction_inside_a_body_is_refused(
     store = await postgres_storage_factory(pool_size=1)
 
     def body(c: Connection) -> str:
-        nested = store.transaction(True, lambda inner: None)
+        nested = store._transaction(True, lambda inner: None)
         try:
             nested.send(None)  # driven by hand, as only a synchronous body could
         except TransactionError as exc:
@@ -358,14 +358,14 @@ async def test_a_transaction_inside_a_body_is_refused(
             nested.close()
         return "ran"
 
-    assert "savepoint" in await store.transaction(True, body)
-    assert await store.transaction(False, lambda c: c.execute("SELECT 7").fetchone()[0]) == 7
+    assert "savepoint" in await store._transaction(True, body)
+    assert await store._transaction(False, lambda c: c.execute("SELECT 7").fetchone()[0]) == 7
 
 
 async def test_a_storage_not_connected_refuses_transactions(postgres_url: str) -> None:
     store = PostgresStorage(postgres_url)
     with pytest.raises(NotSetUpError, match="setup"):
-        await store.transaction(False, lambda c: None)
+        await store._transaction(False, lambda c: None)
 
 
 # -- connection errors ---------------------------------------------------------------------
@@ -388,7 +388,7 @@ async def test_an_unreachable_server_is_one_clear_error(postgres_url: str) -> No
     url = _url_with(postgres_url, port="1", password="hunter2-secret")
     store = PostgresStorage(url, connect_timeout=5)
     with pytest.raises(StorageError) as caught:
-        await store.connect()
+        await store._connect()
     message = str(caught.value)
     assert ":1, database 'test'" in message or ":1, database" in message
     assert "no PostgreSQL server answers there" in message
@@ -399,7 +399,7 @@ async def test_an_unreachable_server_is_one_clear_error(postgres_url: str) -> No
 async def test_wrong_credentials_are_one_clear_error(postgres_url: str) -> None:
     url = _url_with(postgres_url, user="no_such_role_x", password="hunter2-secret")
     with pytest.raises(StorageError) as caught:
-        await PostgresStorage(url).connect()
+        await PostgresStorage(url)._connect()
     message = str(caught.value)
     assert "user 'no_such_role_x'" in message
     assert "check the user and password" in message
@@ -409,7 +409,7 @@ async def test_wrong_credentials_are_one_clear_error(postgres_url: str) -> None:
 async def test_a_missing_database_is_one_clear_error(postgres_url: str) -> None:
     url = _url_with(postgres_url, database="no_such_database_x")
     with pytest.raises(StorageError) as caught:
-        await PostgresStorage(url).connect()
+        await PostgresStorage(url)._connect()
     message = str(caught.value)
     assert "database 'no_such_database_x'" in message
     assert "createdb no_such_database_x" in message
@@ -421,11 +421,13 @@ def test_a_missing_driver_is_one_clear_error_and_importing_needs_none(module: st
     setting it up names the server and the extra to install (and never the password)."""
     script = (
         "import sys, asyncio\n"
+        "import storage\n"
+        "assert 'asyncpg' not in sys.modules and 'greenlet' not in sys.modules\n"
         f"sys.modules[{module!r}] = None\n"  # what an environment without the extra does
         "from storage import PostgresStorage, StorageError\n"
         "store = PostgresStorage('postgresql://app:hunter2@db.example:6543/shop')\n"
         "try:\n"
-        "    asyncio.run(store.connect())\n"
+        "    asyncio.run(store._connect())\n"
         "except StorageError as exc:\n"
         "    print(exc)\n"
     )

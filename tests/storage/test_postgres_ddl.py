@@ -56,7 +56,7 @@ async def test_the_tables_are_the_sqlite_backends(
 async def test_column_types(postgres_storage_factory: PostgresFactory) -> None:
     pg = await postgres_storage_factory()
     await pg.setup(blog_schema())
-    types = await pg.transaction(
+    types = await pg._transaction(
         False,
         lambda c: {
             (r[0], r[1]): r[2]
@@ -134,7 +134,7 @@ async def test_an_index_name_postgresql_would_cut_is_refused_naming_the_fix(
         ]
     )
     await pg.setup(named)
-    indexes = await pg.transaction(False, lambda c: POSTGRES_DDL.index_names(_run(c), long))
+    indexes = await pg._transaction(False, lambda c: POSTGRES_DDL.index_names(_run(c), long))
     assert indexes == ["long_ab"]
     assert len(long.encode()) <= MAX_NAME
 
@@ -200,7 +200,7 @@ async def _indexes(pg: Any, tables: list[str]) -> dict[str, list[str]]:
     def read(c: Connection) -> dict[str, list[str]]:
         return {t: POSTGRES_DDL.index_names(_run(c), t) for t in tables}
 
-    result: dict[str, list[str]] = await pg.transaction(False, read)
+    result: dict[str, list[str]] = await pg._transaction(False, read)
     return result
 
 
@@ -209,7 +209,7 @@ async def test_migration_operations_give_the_tables_sqlite_gets(
 ) -> None:
     pg = await postgres_storage_factory()
     await pg.setup(_OLD)
-    await pg.transaction(
+    await pg._transaction(
         True,
         lambda c: c.execute('INSERT INTO "Author" (name, old_note) VALUES ($1, $2)', ["ada", "x"]),
     )
@@ -223,7 +223,7 @@ async def test_migration_operations_give_the_tables_sqlite_gets(
     finally:
         await sqlite.close()
     # the renamed column kept its value; the indexes follow the new names and cardinality
-    rows = await pg.transaction(
+    rows = await pg._transaction(
         False,
         lambda c: [tuple(r) for r in c.execute('SELECT full_name, born FROM "Author"').fetchall()],
     )
@@ -240,7 +240,7 @@ async def test_an_operation_the_rows_violate_is_a_schema_error_and_changes_nothi
 ) -> None:
     pg = await postgres_storage_factory()
     await pg.setup(_OLD)
-    await pg.transaction(
+    await pg._transaction(
         True,
         lambda c: c.executemany(
             'INSERT INTO "Book" (title, isbn) VALUES ($1, $2)', [("a", "1"), ("b", "1")]
@@ -331,7 +331,7 @@ async def test_values_read_back_as_sqlite_reads_them(
                 ).fetchall()
                 return row[0]
 
-            read = codecs.decode(types[field], await pg.transaction(True, write_read))
+            read = codecs.decode(types[field], await pg._transaction(True, write_read))
             assert _shape(read) == _shape(found[field]), (field, value)
     finally:
         await sqlite.close()
@@ -349,11 +349,11 @@ async def test_sums_keep_ints_and_floats_apart(postgres_storage_factory: Postgre
         )
         return codecs.decode("number", c.execute('SELECT sum(age) FROM "User"').fetchone()[0])
 
-    ints = await pg.transaction(True, lambda c: sums(c, [1, 2, 2**62]))
+    ints = await pg._transaction(True, lambda c: sums(c, [1, 2, 2**62]))
     assert ints == 3 + 2**62 and type(ints) is int
-    mixed = await pg.transaction(True, lambda c: sums(c, [1, 2.5]))
+    mixed = await pg._transaction(True, lambda c: sums(c, [1, 2.5]))
     assert mixed == 3.5 and type(mixed) is float
-    integral = await pg.transaction(True, lambda c: sums(c, [1.0, 2.0]))
+    integral = await pg._transaction(True, lambda c: sums(c, [1.0, 2.0]))
     assert integral == 3.0 and type(integral) is float
 
 
@@ -384,7 +384,7 @@ async def _refusal(pg: Any, sql: str, params: list[Any]) -> BaseException:
         c.execute(sql, params)
 
     with pytest.raises(StorageError) as caught:
-        await pg.transaction(True, attempt)
+        await pg._transaction(True, attempt)
     cause = caught.value.__cause__
     assert cause is not None
     return cause
