@@ -121,15 +121,3 @@ PLAIN: dict[str, PlainMaker | None] = {
     "timestamp": _plain_timestamp,
 }
 """How a write knows what a read of each field type returns without reading it back."""
-
-
-def encode(record: str, field: str, type_name: str, value: Any) -> Any:
-    """Validate ``value`` for a field of ``type_name`` and return its parameter."""
-    if value is None:
-        return None
-    return ENCODERS[type_name](record, field, value)
-
-
-def decode(type_name: str, value: Any) -> Any:
-    """Turn a column value back into the Python value that was written."""
-    return DECODERS[type_name](value)

@@ -23,7 +23,6 @@ from storage import (
     StorageError,
 )
 from storage import migration as m
-from storage.postgres import codecs
 from storage.postgres import errors as pg_errors
 from storage.postgres.connection import Connection
 from storage.postgres.ddl import MAX_NAME, POSTGRES_DDL
@@ -323,7 +322,7 @@ async def test_values_read_back_as_sqlite_reads_them(
             on_sqlite = created_id(await sqlite.create("User", {field: value}))
             found = await sqlite.find_one("User", {"id": on_sqlite}, [field])
             assert found is not None
-            encoded = codecs.encode("User", field, types[field], value)
+            encoded = POSTGRES.codecs.encode("User", field, types[field], value)
 
             def write_read(c: Connection, field: str = field, encoded: Any = encoded) -> Any:
                 (row,) = c.execute(
@@ -331,7 +330,7 @@ async def test_values_read_back_as_sqlite_reads_them(
                 ).fetchall()
                 return row[0]
 
-            read = codecs.decode(types[field], await pg._transaction(True, write_read))
+            read = POSTGRES.codecs.decode(types[field], await pg._transaction(True, write_read))
             assert _shape(read) == _shape(found[field]), (field, value)
     finally:
         await sqlite.close()
@@ -345,9 +344,11 @@ async def test_sums_keep_ints_and_floats_apart(postgres_storage_factory: Postgre
         c.script('DELETE FROM "User"')
         c.executemany(
             'INSERT INTO "User" (age) VALUES ($1)',
-            [[codecs.encode("User", "age", "number", v)] for v in values],
+            [[POSTGRES.codecs.encode("User", "age", "number", v)] for v in values],
         )
-        return codecs.decode("number", c.execute('SELECT sum(age) FROM "User"').fetchone()[0])
+        return POSTGRES.codecs.decode(
+            "number", c.execute('SELECT sum(age) FROM "User"').fetchone()[0]
+        )
 
     ints = await pg._transaction(True, lambda c: sums(c, [1, 2, 2**62]))
     assert ints == 3 + 2**62 and type(ints) is int
@@ -372,7 +373,7 @@ def test_values_postgresql_cannot_hold_are_refused_naming_the_field(
     field: str, type_name: str, value: Any, detail: str
 ) -> None:
     with pytest.raises(FieldTypeError, match=detail) as caught:
-        codecs.encode("User", field, type_name, value)
+        POSTGRES.codecs.encode("User", field, type_name, value)
     assert (caught.value.record, caught.value.field) == ("User", field)
 
 
