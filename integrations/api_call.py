@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 import reactive as r
-from reactive.model import record_name
+from reactive import record_name
 
 EVENT_TYPES = ("initialized", "processing", "completed", "failed")
 ATTEMPT = "attempt"

@@ -15,7 +15,7 @@ import attrs
 
 import reactive as r
 from integrations.api_call import ATTEMPT, EventFields, now
-from reactive.model import record_name
+from reactive import record_name
 from storage import UniqueViolationError
 
 Outcome = Literal["stored", "duplicate"]
@@ -123,36 +123,54 @@ class IntegrationEvents:
         return (await self.write_many([event]))[0]
 
     async def write_many(self, events: Sequence[PendingEvent]) -> list[EventWrite]:
-        """Write events in order, in one transaction; duplicates are skipped."""
+        """Write events in order, in one transaction; duplicates are skipped.
+
+        The unique dedup key refuses a duplicate: one INSERT, atomic and running no computation
+        when refused, instead of a look-up first. A refused statement must be rolled back to a
+        savepoint before the transaction goes on (PostgreSQL aborts the whole transaction
+        otherwise), so the batch is written under one savepoint; when it holds a duplicate, that
+        is undone and the events are written again one by one, each under its own. Costs one
+        savepoint per batch, one per event only for a batch with a duplicate."""
         f = self.fields
 
+        def store(ctx: r.TransactionContext, event: PendingEvent) -> EventWrite:
+            key = event.dedup_key or default_dedup_key(event)
+            ctx.storage.create(
+                self.event_name,
+                {
+                    f.event_type: event.event_type,
+                    f.external_id: event.external_id,
+                    f.entity_id: event.entity_id,
+                    f.status: event.status or event.event_type,
+                    f.data: event.data,
+                    f.created_at: now(),
+                    f.dedup_key: key,
+                },
+            )
+            return EventWrite(event.event_type, key, "stored", event.external_id)
+
+        def duplicate(exc: UniqueViolationError) -> bool:
+            return exc.fields == (f.dedup_key,)
+
         def write(ctx: r.TransactionContext) -> list[EventWrite]:
+            try:
+                with ctx.storage.savepoint():
+                    return [store(ctx, event) for event in events]
+            except UniqueViolationError as exc:
+                if not duplicate(exc):
+                    raise
             results: list[EventWrite] = []
             for event in events:
-                key = event.dedup_key or default_dedup_key(event)
                 try:
-                    # The unique dedup key refuses a duplicate: one INSERT, which is atomic
-                    # and runs no computation when refused, instead of a look-up first.
-                    ctx.storage.create(
-                        self.event_name,
-                        {
-                            f.event_type: event.event_type,
-                            f.external_id: event.external_id,
-                            f.entity_id: event.entity_id,
-                            f.status: event.status or event.event_type,
-                            f.data: event.data,
-                            f.created_at: now(),
-                            f.dedup_key: key,
-                        },
-                    )
+                    with ctx.storage.savepoint():
+                        results.append(store(ctx, event))
                 except UniqueViolationError as exc:
-                    if exc.fields != (f.dedup_key,):
+                    if not duplicate(exc):
                         raise
+                    key = event.dedup_key or default_dedup_key(event)
                     results.append(
                         EventWrite(event.event_type, key, "duplicate", event.external_id)
                     )
-                    continue
-                results.append(EventWrite(event.event_type, key, "stored", event.external_id))
             return results
 
         result, _ = await self.controller.transact(write)

@@ -41,6 +41,7 @@ import attrs
 
 import reactive as r
 from integrations.replay import ReplayCache, TimeSource, seconds_of
+from reactive.wire import DEFAULT_MAX_JSON_DEPTH, parse_json
 
 log = logging.getLogger("integrations.webhooks")
 
@@ -380,7 +381,7 @@ def webhook_api(
     handle: WebhookHandler,
     *,
     max_body_bytes: int = 1 << 20,
-    max_json_depth: int = r.DEFAULT_MAX_JSON_DEPTH,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     description: str = "",
 ) -> r.API:
     """A webhook endpoint: ``r.API(raw=True, allow_anonymous=True)``.
@@ -408,7 +409,7 @@ def webhook_api(
             log.warning("webhook refused (%s): %s", exc.reason, exc.message)
             raise r.APIError(400, "invalid_signature", str(exc)) from None
         try:
-            payload = r.parse_json(body, max_json_depth)
+            payload = parse_json(body, max_json_depth)
         except r.APIError as exc:
             verifier.release(verified)
             raise r.APIError(400, "malformed_json", exc.message) from None

@@ -5,6 +5,16 @@ from storage import SQLiteStorage
 
 post = r.Entity("Post", properties=[r.Property("title")])
 ...
+
+The names below are the public surface: the model, the computations, the controller and its
+results, interactions, APIs, side effects and the errors to catch. Public submodules:
+``reactive.server`` (the aiohttp application), ``reactive.wire`` (JSON on the wire: parsing
+bounded bodies), ``reactive.testing`` (verification and property-based testing). Every other
+module is the engine's own and may change; code outside this package imports from those.
+
+Two objects users meet without naming their classes: ``controller.storage`` (async reads and
+writes that run the computations) and ``ctx.storage`` (the same, synchronous, inside a
+transaction). ``controller.backend`` is the storage backend the controller was given.
 """
 
 from reactive.api import API, APIContext, APIError, Param
@@ -24,9 +34,9 @@ from reactive.computations import (
     Trigger,
     WeightedSummation,
 )
-from reactive.context import EngineStorage, TransactionContext
-from reactive.controller import Controller, ControllerStorage
-from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT
+from reactive.context import TransactionContext
+from reactive.controller import Controller
+from reactive.engine import INTERACTION_EVENT
 from reactive.errors import (
     ComputationError,
     CycleError,
@@ -43,43 +53,31 @@ from reactive.interaction import (
     Payload,
     PayloadItem,
 )
-from reactive.migration_plan import Change, MigrationPlan
-from reactive.model import Dictionary, Entity, Property, Relation
-from reactive.recompute import Difference, VerifyReport
+from reactive.migration_plan import MigrationPlan
+from reactive.model import Dictionary, Entity, Property, Relation, record_name
+from reactive.recompute import VerifyReport
 from reactive.server import create_app
-from reactive.side_effects import (
-    RecordMutationSideEffect,
-    SideEffectLeases,
-    SideEffectRecord,
-    SideEffectRun,
-)
-from reactive.wire import DEFAULT_MAX_JSON_DEPTH, parse_json
+from reactive.side_effects import RecordMutationSideEffect, SideEffectLeases, SideEffectRun
 from storage import MutationEvent
 
 __all__ = [
     "API",
-    "DEFAULT_MAX_JSON_DEPTH",
-    "DICTIONARY_RECORD",
     "INTERACTION_EVENT",
     "UNCHANGED",
     "APIContext",
     "APIError",
     "Any",
     "Average",
-    "Change",
     "Computation",
     "ComputationError",
     "Condition",
     "Controller",
-    "ControllerStorage",
     "Count",
     "Custom",
     "CycleError",
     "Dictionary",
-    "Difference",
     "DispatchError",
     "DispatchResult",
-    "EngineStorage",
     "Entity",
     "Every",
     "Interaction",
@@ -96,7 +94,6 @@ __all__ = [
     "Relation",
     "SetupError",
     "SideEffectLeases",
-    "SideEffectRecord",
     "SideEffectRun",
     "StateMachine",
     "StateNode",
@@ -108,5 +105,5 @@ __all__ = [
     "VerifyReport",
     "WeightedSummation",
     "create_app",
-    "parse_json",
+    "record_name",
 ]

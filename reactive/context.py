@@ -1,33 +1,100 @@
 """One write transaction of the engine: the context handed to computations and callbacks.
 
-``ctx.storage`` is the synchronous face of the controller's storage: the same methods as
-``controller.storage``, run inside the current transaction, and every write through it runs the
-computations that depend on it before it returns.
+Users meet it as ``ctx``: ``ctx.storage`` is the synchronous face of the controller's storage
+(the same methods as ``controller.storage``, run inside the current transaction; every write
+through it runs the computations that depend on it before it returns), ``ctx.user``,
+``ctx.controller``, ``ctx.events`` and ``ctx.savepoint()``.
+
+The context is also the one home of the engine's own reads and writes (computation handles,
+dispatch, recomputation and ``ctx.storage`` all go through it), so that its caches are used and
+kept right:
+
+- reads: :meth:`~TransactionContext.snapshot`, :meth:`~TransactionContext.get`,
+  :meth:`~TransactionContext.find_one`, :meth:`~TransactionContext.dictionary_row` (each with
+  its memory), ``find`` and ``count`` (the session's own: nothing to remember);
+- writes, one verb per act: :meth:`~TransactionContext.create`,
+  :meth:`~TransactionContext.update`, :meth:`~TransactionContext.delete` (mutation events; the
+  computations run before they return), and for bookkeeping that is not data (a computation's
+  per-item state, the manifest) :meth:`~TransactionContext.create_internal`,
+  :meth:`~TransactionContext.update_internal`, :meth:`~TransactionContext.delete_internal`
+  (no event; the caches forget what they touch). The engine's writes skip the checks of user
+  writes (computed and internal fields); ``ctx.storage`` makes those checks first.
+
+Costs: a record read by several computations in one transaction is read once (snapshots, kept
+current by the transaction's events); an equality look-up is asked of the database once per
+transaction until an event could change its answer; an update of a record whose snapshot is
+held costs one statement and no read. ``ctx.session`` (the storage session) is left to the bulk
+statements of recomputation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError, CycleError, ModelError, describe
 from reactive.model import Entity, Relation, record_name
-from storage import MatchExp, MutationEvent, Record, Session
-
-if TYPE_CHECKING:
-    from reactive.handles.base import Handle
+from storage import MatchExp, MutationEvent, Record, Session, StorageError
 
 Match = MatchExp | Mapping[str, Any] | None
 _PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
+# Tuples, not X | Y unions: a union is built anew on every isinstance call here.
+_SEQUENCES = (list, tuple)
 RecordRef = Entity | Relation | str
+Computed = Sequence[tuple[str, Callable[..., Any]]]
+
+log = logging.getLogger("reactive.engine")
+
+
+class LookupWarnings:
+    """Warns once per (record, field) when code inside a transaction looks records up by
+    fields no index starts with: every such look-up is a full scan (declare ``Property(...,
+    index=True)``). Run-time memory, so the controller owns it, not the frozen model; bounded
+    (match shapes may come from callers)."""
+
+    LIMIT = 4096
+
+    def __init__(self, model: Engine) -> None:
+        self._model = model
+        self._noted: set[tuple[str, str]] = set()
+        self._checked: set[tuple[str, ...]] = set()
+
+    def check(self, name: str, match: Mapping[str, Any]) -> None:
+        """Note one look-up of ``name`` by the fields of ``match``."""
+        shape = (name, *match)
+        if shape in self._checked:
+            return
+        if len(self._checked) >= self.LIMIT:
+            self._checked.clear()
+        self._checked.add(shape)
+        field = self._model.unindexed_lookup(name, match)
+        if field is None or (name, field) in self._noted:
+            return
+        self._noted.add((name, field))
+        log.warning(
+            "%s is looked up by %s inside a transaction without an index: every look-up "
+            "scans the table; declare Property(%r, index=True)",
+            name,
+            ", ".join(k for k in match if k != "id" and "." not in k),
+            field,
+        )
 
 
 class TransactionContext:
-    """State of one write transaction: the storage session, propagation depth, the first error."""
+    """State of one write transaction: the storage session, the caches, propagation depth, the
+    first error. Made by the controller for every transaction; see the module docstring."""
 
-    def __init__(self, engine: Engine, session: Session, controller: Any = None, user: Any = None):
+    def __init__(
+        self,
+        engine: Engine,
+        session: Session,
+        controller: Any = None,
+        user: Any = None,
+        lookups: LookupWarnings | None = None,
+    ):
         self.engine = engine
         self.session = session
         self.schema = engine.schema
@@ -36,6 +103,10 @@ class TransactionContext:
         self.depth = 0
         self.trail: list[str] = []
         self.error: BaseException | None = None
+        self._lookup_warnings = lookups
+        # Reads with nothing to remember (a list may change with any write): the session's own.
+        self.find = session.find
+        self.count = session.count
         # Snapshots of records deleted in this transaction: one storage delete removes links
         # and records together, so a computation reacting to a link's deletion reads the
         # record that went with it from here.
@@ -112,7 +183,11 @@ class TransactionContext:
     def savepoint(self) -> Iterator[None]:
         """A nested transaction: if the block raises, its writes (and the computations they
         ran) are undone and the exception re-raised. Use this rather than the storage session's
-        own savepoint, so that the context's caches forget what was undone."""
+        own savepoint, so that the context's caches forget what was undone.
+
+        Run every write that may fail *expectedly* (a duplicate refused by a unique index that
+        the caller catches and goes on) inside one: on PostgreSQL a failed statement aborts the
+        whole transaction unless a savepoint around it is rolled back."""
         try:
             with self.session.savepoint():
                 yield
@@ -120,7 +195,21 @@ class TransactionContext:
             self.fresh.clear()
             self._snapshots.clear()
             self._lookups.clear()
+            self._dictionary_ids.clear()
             raise
+
+    def later_in_write(self) -> Sequence[MutationEvent]:
+        """Events of the storage write being propagated that come after the current one.
+
+        One storage write happens whole before its events are handled, so a handler reading
+        the database sees the state after all of them; this tells it what had not happened yet
+        at its own event (a link created later in the same update, say)."""
+        if not self._batches:
+            return ()
+        events, index = self._batches[-1]
+        return events[index + 1 :]
+
+    # -- reads ---------------------------------------------------------------------------------
 
     def snapshot(self, name: str, record_id: Any) -> Record | None:
         """The full stored value snapshot of one record (hidden fields included), or None.
@@ -136,12 +225,36 @@ class TransactionContext:
                 self._snapshots[(name, found["id"])] = found
         return found
 
-    def _lookup_one(self, name: str, match: dict[str, Any]) -> Record | None:
-        """``find_one(name, match)`` (ids only) for equalities on the record's own fields:
-        asked of the database once per transaction, then answered from memory until one of
-        the transaction's events could change the answer (a record of that type created or
-        deleted, or a matched field written). A computation finding its target by
-        ``external_id`` on every event of a call asks once."""
+    def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
+        """One record with (at least) the named value fields and its ``id``, or None.
+        Answered from memory when this transaction created the record or holds its snapshot
+        (that dict itself: treat it as read-only), else one read."""
+        key = (name, record_id)
+        held = self.fresh.get(key) or self._snapshots.get(key)
+        if held is not None and all(f in held for f in fields):
+            return held
+        return self.session.get(name, record_id, fields)
+
+    def find_one(
+        self,
+        name: str,
+        match: Match = None,
+        attribute_query: Sequence[Any] | None = None,
+        order_by: Mapping[str, str] | None = None,
+    ) -> Record | None:
+        """The first matching record, or None. A look-up by equalities on the record's own
+        fields (ids only) is asked of the database once per transaction, then answered from
+        memory until one of the transaction's events could change the answer (a record of that
+        type created or deleted, or a matched field written): a computation finding its target
+        by ``external_id`` on every event of a call asks once."""
+        if type(match) is dict:
+            if self._lookup_warnings is not None:
+                self._lookup_warnings.check(name, match)
+            if attribute_query is None and order_by is None:
+                return self._lookup(name, match)
+        return self.session.find_one(name, match, attribute_query, order_by)
+
+    def _lookup(self, name: str, match: dict[str, Any]) -> Record | None:
         fields = self.schema.fields(name)
         try:
             items = tuple(match.items())
@@ -172,80 +285,154 @@ class TransactionContext:
         for key in [key for key in known if any(field in written for field, _ in key[0])]:
             del known[key]
 
-    def later_in_write(self) -> Sequence[MutationEvent]:
-        """Events of the storage write being propagated that come after the current one.
+    def dictionary_row(self, name: str) -> Record | None:
+        """The row holding dictionary ``name`` (``id``, ``key``, ``value``, ``state``), or None.
+        Read once per transaction, then kept current like any snapshot."""
+        record_id = self._dictionary_ids.get(name)
+        if record_id is not None:
+            found = self.snapshot(DICTIONARY_RECORD, record_id)
+            if found is not None:
+                return found
+        columns = list(self.schema.fields(DICTIONARY_RECORD))  # all of them: a full snapshot
+        row = self.session.find_one(DICTIONARY_RECORD, {"key": name}, columns)
+        if row is not None:
+            self._snapshots[(DICTIONARY_RECORD, row["id"])] = row
+            self._dictionary_ids[name] = row["id"]
+        return row
 
-        One storage write happens whole before its events are handled, so a handler reading
-        the database sees the state after all of them; this tells it what had not happened yet
-        at its own event (a link created later in the same update, say)."""
-        if not self._batches:
-            return ()
-        events, index = self._batches[-1]
-        return events[index + 1 :]
+    # -- writes (the engine's: no user-write checks) ------------------------------------------
 
-    # -- writes made by computations (no user-write checks) -----------------------------------
+    def create(self, name: str, data: Mapping[str, Any]) -> Record:
+        """Create a record (with nested records and links): defaults, initial values of
+        computed properties and ``computed`` fields filled in; returns it with its ``id``."""
+        result = self.session.create(name, self._prepare_create(name, data))
+        self.propagate(result.events)
+        record = result.record
+        assert record is not None
+        return record
 
-    def write_owned(
-        self, name: str, old: Record, values: Mapping[str, Any], handle: Handle | None = None
-    ) -> None:
-        """Write computed values of one record whose full snapshot ``old`` was just read."""
+    def update(self, name: str, match: Match, data: Mapping[str, Any]) -> list[Record]:
+        """Update every matching record; returns their new values.
+
+        A record type with ``computed`` properties gets the computed values the update changes
+        in the same statement, so one record gives one event whose ``record`` and ``keys``
+        include them. An update by id of a record whose snapshot this transaction holds (the
+        computations' own writes) costs one statement and no read."""
+        if type(data) is not dict and isinstance(data, Mapping):
+            data = dict(data)
         info = self.engine.records.get(name)
-        settled = False
-        if info is not None and info.computed:
-            values, failed = self._with_computed(info.computed, old, values, values)
-            settled = not failed
-        self._write_one(name, old, values, settled)
-
-    def _write_one(
-        self, name: str, old: Record, values: Mapping[str, Any], settled: bool
-    ) -> list[Record]:
-        """Update one record; ``settled``: ``values`` hold its computed fields, all worked out
-        without a failure (see _with_computed)."""
-        result = self.session.update_record(name, old, values)
-        record = result.records[0]
-        # Stored exactly as given (the same objects read back): the computed values worked out
-        # from them stand. Otherwise (a tuple stored as a list, say) work them out again.
-        if settled:
-            for key, value in values.items():
-                if record.get(key) is not value:
-                    settled = False
-                    break
-        if not settled:
-            self._after_update(name, result.records)
+        computed: Computed = ()
+        if info is not None:
+            computed = info.computed
+            if info.relations and type(data) is dict and not info.relations.isdisjoint(data):
+                data = self._prepare_update(name, data)  # records and links it creates
+        record_id = match.get("id") if type(match) is dict and len(match) == 1 else None
+        if type(record_id) is int and type(data) is dict:
+            old = self._snapshots.get((name, record_id))
+            if old is None and computed:
+                # One read, not kept: one user write per record is the common case, and a kept
+                # snapshot costs every later event.
+                old = self.session.snapshot(name, record_id)
+            if old is not None:
+                if not computed:
+                    return self._write_one(name, old, data, (), True)
+                return self._write_computed(name, computed, [old], data)
+        if computed and type(data) is dict:
+            olds = self.session.snapshots(name, match)
+            if olds:
+                return self._write_computed(name, computed, olds, data)
+            # Nothing matched: the storage's own update still checks the data, writes nothing.
+        result = self.session.update(name, match, data)
         self.propagate(result.events)
         return result.records
 
-    def _update_matching(
-        self, name: str, computed: list[tuple[str, Any]], match: Match, data: Mapping[str, Any]
-    ) -> list[Record]:
-        """A user's update of a record type with ``computed`` properties: each matched record
-        gets the computed values the update changes in the same statement, so one record gives
-        one event whose ``record`` and ``keys`` include them. All rows are written before any
-        event propagates (one storage write, as ``session.update`` does it); the rows are
-        written together or not at all. Costs one read of the matched snapshots (none for a
-        record this transaction already read by id) and one UPDATE per record."""
-        record_id = match.get("id") if type(match) is dict and len(match) == 1 else None
-        if type(record_id) is int:
-            # A snapshot this transaction holds already, else one read (not kept: one user
-            # write per record is the common case, and a kept one costs every later event).
-            found = self._snapshots.get((name, record_id)) or self.session.snapshot(name, record_id)
-            olds = [] if found is None else [found]
+    def delete(self, name: str, match: Match) -> list[Record]:
+        """Delete every matching record (with its links and cascades); returns what was
+        deleted."""
+        result = self.session.delete(name, match)
+        self.propagate(result.events)
+        return result.records
+
+    def create_internal(self, name: str, values: Mapping[str, Any]) -> Any:
+        """Bookkeeping: create one record without an event; returns its id."""
+        record_id = self.session.insert_internal(name, values)
+        self._lookups.pop(name, None)
+        return record_id
+
+    def update_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
+        """Bookkeeping: write fields of one record without an event (a computation's
+        per-item state, a recomputed value)."""
+        self.session.write_internal(name, record_id, values)
+        self.forget(name)
+
+    def delete_internal(self, name: str, record_id: Any) -> None:
+        """Bookkeeping: delete one record (without links) without an event."""
+        self.session.delete_internal(name, record_id)
+        self.forget(name)
+
+    def set_dictionary(self, name: str, value: Any, state: Any) -> None:
+        """Write dictionary ``name``'s value (and its computation's ``state`` unless None)."""
+        row = self.dictionary_row(name)
+        data: dict[str, Any] = {"value": value}
+        if state is not None:
+            data["state"] = state
+        if row is None:
+            self.create(DICTIONARY_RECORD, {"key": name, **data})
         else:
-            olds = self.session.snapshots(name, match)
-        if not olds:
-            # Nothing matched: the storage's own update still checks the data, writes nothing.
-            return self.session.update(name, match, data).records
+            self.update(DICTIONARY_RECORD, {"id": row["id"]}, data)  # a held snapshot
+
+    def forget(self, name: str) -> None:
+        """Drop what the caches hold of record type ``name``: after a bulk statement made
+        through the session (recomputation), behind the context's back."""
+        for key in [key for key in self._snapshots if key[0] == name]:
+            del self._snapshots[key]  # rare; the id may be spelled as a str
+        self._lookups.pop(name, None)
+        if name == DICTIONARY_RECORD:
+            self._dictionary_ids.clear()
+
+    def _written(self, name: str, data: dict[str, Any]) -> Mapping[str, Any]:
+        """The value fields of ``data``: what the computed properties may read."""
         fields = self.schema.fields(name)
-        written = data  # the value fields of data: what the computed properties may read
-        if not data.keys() <= fields.keys():
-            written = {key: value for key, value in data.items() if key in fields}
-        planned = [self._with_computed(computed, old, written, data) for old in olds]
+        if data.keys() <= fields.keys():
+            return data
+        return {key: value for key, value in data.items() if key in fields}
+
+    def _write_one(
+        self, name: str, old: Record, values: Mapping[str, Any], computed: Computed, settled: bool
+    ) -> list[Record]:
+        """Update one record whose full snapshot ``old`` this transaction holds. ``settled``:
+        ``values`` hold its ``computed`` fields, all worked out without a failure (see
+        _with_computed)."""
+        result = self.session.update_record(name, old, values)
+        if computed:
+            record = result.records[0]
+            # Stored exactly as given (the same objects read back): the computed values worked
+            # out from them stand. Otherwise (a tuple stored as a list, say) work them out again.
+            if settled:
+                for key, value in values.items():
+                    if record.get(key) is not value:
+                        settled = False
+                        break
+            if not settled:
+                self._after_update(name, result.records)
+        self.propagate(result.events)
+        return result.records
+
+    def _write_computed(
+        self, name: str, computed: Computed, olds: list[Record], data: dict[str, Any]
+    ) -> list[Record]:
+        """Write ``data`` to the records whose snapshots are ``olds``, each with the computed
+        values the write changes. All rows are written before any event propagates (one
+        storage write, as ``session.update`` does it), together or not at all: one UPDATE per
+        record."""
+        written = self._written(name, data)
+        planned = [self._with_computed(name, computed, old, written, data) for old in olds]
         if len(olds) == 1 and not planned[0][1]:
-            return self._write_one(name, olds[0], planned[0][0], True)
+            return self._write_one(name, olds[0], planned[0][0], computed, True)
         records: list[Record] = []
         events: list[MutationEvent] = []
-        # Several rows happen whole; a failing computation raises in _after_update, after the
-        # rows are written: undone too.
+        # Several rows (or a computation that failed) happen whole; a failing computation
+        # raises in _after_update, after the rows are written: undone too.
         with self.savepoint():
             for old, (values, _) in zip(olds, planned, strict=True):
                 result = self.session.update_record(name, old, values)
@@ -257,7 +444,8 @@ class TransactionContext:
 
     def _with_computed(
         self,
-        computed: list[tuple[str, Any]],
+        name: str,
+        computed: Computed,
         old: Record,
         written: Mapping[str, Any],
         values: Mapping[str, Any],
@@ -274,53 +462,16 @@ class TransactionContext:
         for prop, compute in computed:
             try:
                 value = compute(merged, self)
+            except StorageError as exc:
+                # A statement it made failed: report it now, make none after it (on PostgreSQL
+                # the transaction is aborted until it rolls back).
+                raise ComputationError(f"{name}.{prop} (computed)", describe(exc), exc) from exc
             except Exception:
                 failed = True  # _after_update computes it again from the stored values, reports
                 continue
             if merged.get(prop) != value:
                 out[prop] = merged[prop] = value
         return out, failed
-
-    def create_owned(self, name: str, data: Mapping[str, Any]) -> Record:
-        prepared = self.engine.prepare_create(name, data, self)
-        result = self.session.create(name, prepared)
-        self.propagate(result.events)
-        record = result.record
-        assert record is not None
-        return record
-
-    def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
-        """Bookkeeping without an event (a computation's per-item state)."""
-        self.session.write_internal(name, record_id, values)
-        for key in [key for key in self._snapshots if key[0] == name]:
-            del self._snapshots[key]  # rare; the id may be spelled as a str
-        self._lookups.pop(name, None)
-
-    def dictionary_row(self, name: str) -> Record | None:
-        """The row holding dictionary ``name`` (``id``, ``key``, ``value``, ``state``), or None.
-        Read once per transaction, then kept current like any snapshot."""
-        record_id = self._dictionary_ids.get(name)
-        if record_id is not None:
-            found = self.snapshot(DICTIONARY_RECORD, record_id)
-            if found is not None:
-                return found
-        columns = list(self.schema.fields(DICTIONARY_RECORD))  # all of them: a full snapshot
-        row = self.session.find_one(DICTIONARY_RECORD, {"key": name}, columns)
-        if row is not None:
-            self._snapshots[(DICTIONARY_RECORD, row["id"])] = row
-            self._dictionary_ids[name] = row["id"]
-        return row
-
-    def write_dictionary(self, name: str, value: Any, state: Any) -> None:
-        row = self.dictionary_row(name)
-        data: dict[str, Any] = {"value": value}
-        if state is not None:
-            data["state"] = state
-        if row is None:
-            result = self.session.create(DICTIONARY_RECORD, {"key": name, **data})
-        else:
-            result = self.session.update_record(DICTIONARY_RECORD, row, data)  # a full snapshot
-        self.propagate(result.events)
 
     def _after_update(self, name: str, records: list[Record]) -> None:
         info = self.engine.records.get(name)
@@ -339,9 +490,77 @@ class TransactionContext:
                 result = self.session.update(name, {"id": record["id"]}, changes)
                 self.propagate(result.events)
 
+    # -- preparing a payload (defaults, initial values; callbacks get this context) ------------
+
+    def _prepare_create(self, name: str, data: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Fill defaults, initial values of computed properties and ``computed`` fields, for the
+        record and for every nested record created with it."""
+        info = self.engine.records.get(name)
+        if info is None or not isinstance(data, Mapping):
+            return dict(data) if isinstance(data, Mapping) else data
+        if (
+            info.is_link
+            and not info.properties
+            and data.keys() <= {"source", "target"}
+            and all(type(v) is dict and "id" in v for v in data.values())
+        ):
+            return dict(data)  # a link record between existing records: nothing to fill in
+        out = dict(data)
+        for prop_name, prop in info.properties.items():
+            handle = info.owned.get(prop_name)
+            if handle is not None:
+                out.update(handle.initial(data, self))
+            elif prop_name not in out:
+                out[prop_name] = prop.default_value()
+        for prop_name, compute in info.computed:
+            try:
+                out[prop_name] = compute(out, self)
+            except Exception as exc:
+                raise ComputationError(
+                    f"{name}.{prop_name} (computed)", describe(exc), exc
+                ) from exc
+        self._prepare_nested(name, data, out)
+        return out
+
+    def _prepare_update(self, name: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Prepare the records and links an update's payload creates (defaults, initial
+        values); the updated record's own fields are left as given."""
+        out = dict(data)
+        self._prepare_nested(name, data, out)
+        return out
+
+    def _prepare_nested(self, name: str, data: Mapping[str, Any], out: dict[str, Any]) -> None:
+        attributes = self.schema.attributes(name)
+        records = self.engine.records
+        for key, value in data.items():
+            attribute = attributes.get(key)
+            if attribute is None or value is None:
+                continue
+            link_info = records.get(attribute.link.name)
+            if not attribute.via_link:
+                if isinstance(value, Mapping) and "id" not in value:
+                    out[key] = self._prepare_create(attribute.related, value)
+                continue
+            items = value if isinstance(value, _SEQUENCES) else [value]
+            prepared = []
+            for item in items:
+                if isinstance(item, Mapping):
+                    item = dict(item)
+                    link_data = item.pop("&", None)
+                    if "id" not in item:
+                        item = self._prepare_create(attribute.related, item)
+                    if link_info is not None and (link_info.properties or link_data):
+                        item["&"] = self._prepare_create(attribute.link.name, link_data or {})
+                prepared.append(item)
+            out[key] = prepared if isinstance(value, _SEQUENCES) else prepared[0]
+
 
 class EngineStorage:
-    """``ctx.storage``: reads and writes inside the current transaction; writes run computations."""
+    """``ctx.storage``: reads and writes inside the current transaction, with the checks of
+    user writes (computed properties and a computation's internal state cannot be written);
+    writes run computations. Everything goes through the context (its caches)."""
+
+    __slots__ = ("_ctx",)
 
     def __init__(self, ctx: TransactionContext):
         self._ctx = ctx
@@ -349,30 +568,18 @@ class EngineStorage:
     def create(self, name: RecordRef, data: Mapping[str, Any]) -> Record:
         """Create a record (with nested records and links); returns it with its ``id``."""
         rec = record_name(name)
-        ctx = self._ctx
-        _check_user_payload(ctx.engine, rec, data)
-        return ctx.create_owned(rec, data)
+        _check_user_payload(self._ctx.engine, rec, data)
+        return self._ctx.create(rec, data)
 
     def update(self, name: RecordRef, match: Match, data: Mapping[str, Any]) -> list[Record]:
         """Update every matching record; returns their new values."""
         rec = record_name(name)
-        ctx = self._ctx
-        engine = ctx.engine
-        engine.check_writable(rec, data)
-        prepared = engine.prepare_update(rec, data, ctx)
-        info = engine.records.get(rec)
-        if info is not None and info.computed and type(prepared) is dict:  # data was a Mapping
-            return ctx._update_matching(rec, info.computed, match, prepared)
-        result = ctx.session.update(rec, match, prepared)
-        ctx.propagate(result.events)
-        return result.records
+        self._ctx.engine.check_writable(rec, data)
+        return self._ctx.update(rec, match, data)
 
     def delete(self, name: RecordRef, match: Match) -> list[Record]:
         """Delete every matching record (with its links); returns what was deleted."""
-        ctx = self._ctx
-        result = ctx.session.delete(record_name(name), match)
-        ctx.propagate(result.events)
-        return result.records
+        return self._ctx.delete(record_name(name), match)
 
     def find(
         self,
@@ -383,9 +590,10 @@ class EngineStorage:
         limit: int | None = None,
         offset: int | None = None,
     ) -> list[Record]:
+        """Matching records; without ``attribute_query`` each is just ``{"id": ...}``."""
         rec = record_name(name)
         query = self._ctx.engine.public_query(rec, attribute_query)
-        return self._ctx.session.find(rec, match, query, order_by, limit, offset)
+        return self._ctx.find(rec, match, query, order_by, limit, offset)
 
     def find_one(
         self,
@@ -394,16 +602,15 @@ class EngineStorage:
         attribute_query: Sequence[Any] | None = None,
         order_by: Mapping[str, str] | None = None,
     ) -> Record | None:
+        """The first matching record, or None."""
         rec = record_name(name)
-        if type(match) is dict:
-            self._ctx.engine.note_lookup(rec, match)
-            if attribute_query is None and order_by is None:
-                return self._ctx._lookup_one(rec, match)
-        query = self._ctx.engine.public_query(rec, attribute_query)
-        return self._ctx.session.find_one(rec, match, query, order_by)
+        if attribute_query is not None:
+            attribute_query = self._ctx.engine.public_query(rec, attribute_query)
+        return self._ctx.find_one(rec, match, attribute_query, order_by)
 
     def count(self, name: RecordRef, match: Match = None) -> int:
-        return self._ctx.session.count(record_name(name), match)
+        """How many records match."""
+        return self._ctx.count(record_name(name), match)
 
     def savepoint(self) -> AbstractContextManager[None]:
         """``with ctx.storage.savepoint(): ...``: undo the block's writes if it raises."""
@@ -420,7 +627,7 @@ class EngineStorage:
         dictionary = _dictionary(self._ctx.engine, name)
         if dictionary.computation is not None:
             raise ModelError(f"dictionary {name!r} is computed and cannot be set directly")
-        self._ctx.write_dictionary(name, value, None)
+        self._ctx.set_dictionary(name, value, None)
 
 
 def _dictionary(engine: Engine, name: str) -> Any:

@@ -12,7 +12,7 @@ from reactivex.subject import Subject
 
 from reactive import evolution
 from reactive.callables import adapt
-from reactive.context import Match, RecordRef, TransactionContext
+from reactive.context import LookupWarnings, Match, RecordRef, TransactionContext
 from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT, Engine
 from reactive.errors import ComputationError, ModelError, ReactiveError, describe
 from reactive.interaction import (
@@ -59,6 +59,12 @@ class Controller:
     >>> controller = Controller(SQLiteStorage("app.db"), entities=[...], relations=[...])
     >>> await controller.setup()
     >>> post = await controller.storage.create("Post", {"title": "hi"})
+
+    Two names for two things: ``controller.storage`` is the facade users read and write
+    through (:class:`ControllerStorage`: writes run the computations, publish events and start
+    side effects); ``controller.backend`` is the storage backend it was given (the
+    :class:`storage.Storage` passed as ``storage``), whose own writes run no computation: for
+    setup, transactions and operations, not for application data.
     """
 
     def __init__(
@@ -73,7 +79,8 @@ class Controller:
         side_effect_concurrency: int = 64,
         side_effect_leases: SideEffectLeases | None = None,
     ) -> None:
-        self.backend = storage
+        self.backend: Storage = storage
+        """The storage backend given as ``storage`` (writes through it bypass the engine)."""
         self.engine = Engine(
             entities, relations, dictionaries, [SIDE_EFFECT_RECORD_TYPE, MANIFEST_RECORD_TYPE]
         )
@@ -87,6 +94,9 @@ class Controller:
         )
         self.side_effects.check(self.engine.schema.records)
         self.storage = ControllerStorage(self)
+        """The facade for application reads and writes (the same methods as ``ctx.storage``,
+        async)."""
+        self._lookup_warnings = LookupWarnings(self.engine)
         self._subject: Subject[MutationEvent] = _IsolatingSubject()
         self._ready = False
 
@@ -194,7 +204,7 @@ class Controller:
         public = self.engine.public_event
 
         def unit(session: Session) -> tuple[T, list[MutationEvent], Any]:
-            ctx = TransactionContext(self.engine, session, self, user)
+            ctx = TransactionContext(self.engine, session, self, user, self._lookup_warnings)
             result = body(ctx)
             if ctx.error is not None:
                 # A computation failed and the body caught the error: its write and the
@@ -243,7 +253,7 @@ class Controller:
             checked = validate_payload(found, payload, ctx)
             event = {"interaction_name": found.name, "user": user, "payload": checked}
             check_conditions(found, event, ctx)
-            record = ctx.create_owned(INTERACTION_EVENT, event)
+            record = ctx.create(INTERACTION_EVENT, event)
             if found.resolve is None:
                 return {"id": record["id"]}
             resolve = adapt(found.resolve, 1, f"interaction {found.name} resolve")

@@ -8,8 +8,9 @@ finishes before the write that started it returns.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 from reactivex.subject import Subject
@@ -32,8 +33,6 @@ from storage import Field, Index, LinkType, MutationEvent, RecordType, Schema
 
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
 _SEQUENCES = (list, tuple)
-
-log = logging.getLogger("reactive.engine")
 
 INTERACTION_EVENT = "_Interaction_"
 """The record every dispatch writes: ``interaction_name``, ``user``, ``payload``."""
@@ -77,25 +76,57 @@ class RouteSubject(Subject[tuple[MutationEvent, Any]]):
 
 
 class RecordInfo:
-    """What the engine needs to know about one record type when writing it."""
+    """What the engine needs to know about one record type when writing it (frozen once the
+    model is compiled)."""
 
-    def __init__(self, name: str, properties: Iterable[Property], is_link: bool):
+    __slots__ = ("computed", "hidden", "is_link", "name", "owned", "properties", "relations")
+
+    def __init__(
+        self,
+        name: str,
+        properties: Iterable[Property],
+        is_link: bool,
+        owned: Mapping[str, Handle],
+        hidden: Iterable[str],
+        relations: Iterable[str],
+    ):
         self.name = name
         self.is_link = is_link
-        self.properties: dict[str, Property] = {p.name: p for p in properties}
-        self.owned: dict[str, Handle] = {}
-        self.computed: list[tuple[str, Callable[..., Any]]] = [
+        self.properties: Mapping[str, Property] = MappingProxyType({p.name: p for p in properties})
+        self.owned: Mapping[str, Handle] = MappingProxyType(dict(owned))
+        self.computed: tuple[tuple[str, Callable[..., Any]], ...] = tuple(
             (p.name, adapt(p.computed, 1, f"{name}.{p.name} computed"))
             for p in self.properties.values()
             if p.computed is not None
-        ]
-        self.hidden: set[str] = set()
+        )
+        self.hidden: frozenset[str] = frozenset(hidden)
+        # Its relation attributes: only a payload naming one creates records with it.
+        self.relations: frozenset[str] = frozenset(relations)
 
 
 class Engine:
-    """The model compiled for one controller."""
+    """The model compiled for one controller: a frozen value.
+
+    It holds the storage schema, the computation handles (bound to the schema), the routes from
+    (record, event type) to the handles, and what writes need to know per record type. It keeps
+    no state of any transaction and none between transactions: the run-time side of a write is
+    :class:`~reactive.context.TransactionContext`. Setting an attribute after compilation raises
+    ``AttributeError``; its mappings are read-only views (a route's subject still accepts
+    reactivex subscribers: observing is not state of the model). Compiling costs one pass over
+    the model (two bindings of the handles); nothing here runs per write but look-ups."""
 
     MAX_DEPTH = 100
+
+    entities: tuple[Entity, ...]
+    relations: tuple[Relation, ...]
+    dictionaries: Mapping[str, Dictionary]
+    extra_records: tuple[RecordType, ...]
+    records: Mapping[str, RecordInfo]
+    handles: tuple[Handle, ...]
+    schema: Schema
+    item_records: frozenset[str]
+    leading_fields: Mapping[str, frozenset[str]]
+    routes: Mapping[tuple[str, str], RouteSubject]
 
     def __init__(
         self,
@@ -104,45 +135,82 @@ class Engine:
         dictionaries: Iterable[Dictionary],
         extra_records: Iterable[RecordType] = (),
     ):
-        self.entities = list(entities)
-        self.relations = list(relations)
-        self.dictionaries = {d.name: d for d in dictionaries}
-        self.extra_records = list(extra_records)
+        init = partial(object.__setattr__, self)
+        init("entities", tuple(entities))
+        init("relations", tuple(relations))
+        init("dictionaries", MappingProxyType({d.name: d for d in dictionaries}))
+        init("extra_records", tuple(extra_records))
         self._check_names()
-        self.records: dict[str, RecordInfo] = {}
-        for entity in self.entities:
-            self.records[entity.name] = RecordInfo(entity.name, entity.properties, False)
-        for relation in self.relations:
-            self.records[relation.relation_name] = RecordInfo(
-                relation.relation_name, relation.properties, True
-            )
-        self.handles = self._create_handles()
+        owned: dict[str, dict[str, Handle]] = {}
+        handles = tuple(self._create_handles(owned))
+        init("handles", handles)
         # Handles need the schema (relation attributes) to know their hidden fields; those
         # fields never change attributes, so bind against a first schema, then build the final.
         preliminary = self._schema([], [])
-        for handle in self.handles:
+        for handle in handles:
             handle.bind(preliminary)
-        hidden = [pair for h in self.handles for pair in h.hidden_fields()]
-        indexes = [pair for h in self.handles for pair in h.indexes()]
-        self.schema = self._schema(hidden, indexes)
-        for handle in self.handles:
-            handle.bind(self.schema)
+        hidden = [pair for h in handles for pair in h.hidden_fields()]
+        indexes = [pair for h in handles for pair in h.indexes()]
+        schema = self._schema(hidden, indexes)
+        init("schema", schema)
+        for handle in handles:
+            handle.bind(schema)
+        hidden_of: dict[str, set[str]] = {}
         for record, field in hidden:
-            if record in self.records:
-                self.records[record].hidden.add(field.name)
-        self._lookups_noted: set[tuple[str, str]] = set()
-        self._lookups_checked: set[tuple[str, ...]] = set()
+            hidden_of.setdefault(record, set()).add(field.name)
+        records = {
+            e.name: RecordInfo(
+                e.name,
+                e.properties,
+                False,
+                owned.get(e.name, {}),
+                hidden_of.get(e.name, ()),
+                schema.attributes(e.name),
+            )
+            for e in self.entities
+        }
+        for r in self.relations:
+            name = r.relation_name
+            records[name] = RecordInfo(
+                name,
+                r.properties,
+                True,
+                owned.get(name, {}),
+                hidden_of.get(name, ()),
+                schema.attributes(name),
+            )
+        init("records", MappingProxyType(records))
         # Records whose values aggregates read as items: created ones are kept in memory for
         # the rest of their transaction (see TransactionContext.fresh).
-        self.item_records: frozenset[str] = frozenset(
-            h.attribute.related
-            for h in self.handles
-            if isinstance(h, PropertyAggregate) and h.attribute is not None and h.reads_items
+        init(
+            "item_records",
+            frozenset(
+                h.attribute.related
+                for h in handles
+                if isinstance(h, PropertyAggregate) and h.attribute is not None and h.reads_items
+            ),
         )
-        self.routes: dict[tuple[str, str], RouteSubject] = {}
-        for handle in self.handles:
+        # The first field of every index, per record: a look-up by none of them scans.
+        init(
+            "leading_fields",
+            MappingProxyType(
+                {
+                    name: frozenset(index.fields[0] for index in record.indexes)
+                    for name, record in schema.records.items()
+                }
+            ),
+        )
+        routes: dict[tuple[str, str], RouteSubject] = {}
+        for handle in handles:
             for route in handle.routes():
-                self.routes.setdefault(route, RouteSubject()).attach(_observer(handle))
+                routes.setdefault(route, RouteSubject()).attach(_observer(handle))
+        init("routes", MappingProxyType(routes))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"the compiled model is frozen: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"the compiled model is frozen: cannot delete {name!r}")
 
     # -- compile -----------------------------------------------------------------------------
 
@@ -166,7 +234,7 @@ class Engine:
                         "which is not among the controller's entities and relations"
                     )
 
-    def _create_handles(self) -> list[Handle]:
+    def _create_handles(self, owned: dict[str, dict[str, Handle]]) -> list[Handle]:
         dictionary_handles: list[Handle] = []
         for dictionary in self.dictionaries.values():
             if dictionary.computation is not None:
@@ -192,7 +260,7 @@ class Engine:
                 if prop.computation is None:
                     continue
                 handle = _property_handle(prop, host)
-                self.records[host].owned[prop.name] = handle
+                owned.setdefault(host, {})[prop.name] = handle
                 property_handles.append(handle)
         return [*dictionary_handles, *record_handles, *property_handles]
 
@@ -241,67 +309,7 @@ class Engine:
         ]
         return Schema(records, links)
 
-    # -- writing -----------------------------------------------------------------------------
-
-    def prepare_create(self, name: str, data: Mapping[str, Any], ctx: Any) -> dict[str, Any]:
-        """Fill defaults, initial values of computed properties and ``computed`` fields, for the
-        record and for every nested record created with it."""
-        info = self.records.get(name)
-        if info is None or not isinstance(data, Mapping):
-            return dict(data) if isinstance(data, Mapping) else data
-        if (
-            info.is_link
-            and not info.properties
-            and data.keys() <= {"source", "target"}
-            and all(type(v) is dict and "id" in v for v in data.values())
-        ):
-            return dict(data)  # a link record between existing records: nothing to fill in
-        out = dict(data)
-        for prop_name, prop in info.properties.items():
-            handle = info.owned.get(prop_name)
-            if handle is not None:
-                out.update(handle.initial(data, ctx))
-            elif prop_name not in out:
-                out[prop_name] = prop.default_value()
-        for prop_name, compute in info.computed:
-            out[prop_name] = _call_computed(compute, out, ctx, f"{name}.{prop_name}")
-        self._prepare_nested(name, data, out, ctx)
-        return out
-
-    def prepare_update(self, name: str, data: Mapping[str, Any], ctx: Any) -> dict[str, Any]:
-        """Prepare the records and links an update's payload creates (defaults, initial values);
-        the updated record's own fields are left as given."""
-        if name not in self.schema.records or not isinstance(data, Mapping):
-            return data  # type: ignore[return-value]
-        out = dict(data)
-        self._prepare_nested(name, data, out, ctx)
-        return out
-
-    def _prepare_nested(
-        self, name: str, data: Mapping[str, Any], out: dict[str, Any], ctx: Any
-    ) -> None:
-        attributes = self.schema.attributes(name)
-        for key, value in data.items():
-            attribute = attributes.get(key)
-            if attribute is None or value is None:
-                continue
-            link_info = self.records.get(attribute.link.name)
-            if not attribute.via_link:
-                if isinstance(value, Mapping) and "id" not in value:
-                    out[key] = self.prepare_create(attribute.related, value, ctx)
-                continue
-            items = value if isinstance(value, _SEQUENCES) else [value]
-            prepared = []
-            for item in items:
-                if isinstance(item, Mapping):
-                    item = dict(item)
-                    link_data = item.pop("&", None)
-                    if "id" not in item:
-                        item = self.prepare_create(attribute.related, item, ctx)
-                    if link_info is not None and (link_info.properties or link_data):
-                        item["&"] = self.prepare_create(attribute.link.name, link_data or {}, ctx)
-                prepared.append(item)
-            out[key] = prepared if isinstance(value, _SEQUENCES) else prepared[0]
+    # -- questions about the model (pure: no transaction, no state) ---------------------
 
     def public_query(self, name: str, query: Any) -> Any:
         """``query`` with every ``"*"`` limited to the fields users declared: a computation's
@@ -335,31 +343,16 @@ class Engine:
             for i in nested
         ]
 
-    def note_lookup(self, name: str, match: Mapping[str, Any]) -> None:
-        """Warn once when a computation looks records up by fields no index starts with: every
-        such look-up is a full scan (declare ``Property(..., index=True)``)."""
-        shape = (name, *match)
-        if shape in self._lookups_checked:
-            return
-        if len(self._lookups_checked) >= 4096:
-            self._lookups_checked.clear()  # match shapes may come from callers: stay bounded
-        self._lookups_checked.add(shape)
-        record = self.schema.records.get(name)
-        if record is None:
-            return
-        fields = [k for k in match if k != "id" and "." not in k]
-        if not fields or (name, fields[0]) in self._lookups_noted:
-            return
-        leading = {index.fields[0] for index in record.indexes}
-        if not leading.intersection(fields):
-            self._lookups_noted.add((name, fields[0]))
-            log.warning(
-                "%s is looked up by %s inside a transaction without an index: every look-up "
-                "scans the table; declare Property(%r, index=True)",
-                name,
-                ", ".join(fields),
-                fields[0],
-            )
+    def unindexed_lookup(self, name: str, fields: Iterable[str]) -> str | None:
+        """The first of ``fields`` (own fields a look-up of ``name`` matches on) when no index
+        of ``name`` starts with any of them: such a look-up scans the table. None otherwise."""
+        leading = self.leading_fields.get(name)
+        if leading is None:
+            return None
+        named = [f for f in fields if f != "id" and "." not in f]
+        if not named or leading.intersection(named):
+            return None
+        return named[0]
 
     def public_event(self, event: MutationEvent) -> MutationEvent:
         """``event`` without computations' internal state fields (what subscribers see)."""
@@ -395,13 +388,6 @@ class Engine:
                 raise ModelError(f"{name}.{key} is internal state of a computation")
             if any(key == p for p, _ in info.computed):
                 raise ModelError(f"{name}.{key} is computed from the record's own fields")
-
-
-def _call_computed(compute: Callable[..., Any], record: Any, ctx: Any, name: str) -> Any:
-    try:
-        return compute(record, ctx)
-    except Exception as exc:
-        raise ComputationError(f"{name} (computed)", describe(exc), exc) from exc
 
 
 def _property_handle(prop: Property, host: str) -> Handle:

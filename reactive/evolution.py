@@ -153,16 +153,16 @@ async def migrate(controller: Controller, plan: MigrationPlan, allow_destructive
 
     def body(session: Session) -> None:
         ctx = TransactionContext(engine, session, controller)
-        row = session.find_one(manifest.MANIFEST_RECORD, None, ["manifest"])
+        row = ctx.find_one(manifest.MANIFEST_RECORD, None, ["manifest"])
         current = None if row is None else manifest.canonical(row["manifest"])
         for old, new in plan.dictionary_renames.items():
-            found = session.find_one(DICTIONARY_RECORD, {"key": old})
+            found = ctx.find_one(DICTIONARY_RECORD, {"key": old})
             if found is not None:
-                session.write_internal(DICTIONARY_RECORD, found["id"], {"key": new})
+                ctx.update_internal(DICTIONARY_RECORD, found["id"], {"key": new})
         for name in plan.dropped_dictionaries(allow_destructive):
-            found = session.find_one(DICTIONARY_RECORD, {"key": name})
+            found = ctx.find_one(DICTIONARY_RECORD, {"key": name})
             if found is not None:
-                session.delete_internal(DICTIONARY_RECORD, found["id"])
+                ctx.delete_internal(DICTIONARY_RECORD, found["id"])
         fill_defaults(ctx, [(a, b) for a, b in added_fields])
         _initial_values(ctx)
         for step in ordered(recomputations(engine), plan.backfill):
@@ -182,9 +182,9 @@ async def migrate(controller: Controller, plan: MigrationPlan, allow_destructive
         if current != plan.declared_text:
             value = {"manifest": json.loads(plan.declared_text)}
             if row is None:
-                session.insert_internal(manifest.MANIFEST_RECORD, value)
+                ctx.create_internal(manifest.MANIFEST_RECORD, value)
             else:
-                session.write_internal(manifest.MANIFEST_RECORD, row["id"], value)
+                ctx.update_internal(manifest.MANIFEST_RECORD, row["id"], value)
 
     await controller.backend.migrate(engine.schema, plan.operations(allow_destructive), body, guard)
 
@@ -243,7 +243,7 @@ def _initial_values(ctx: TransactionContext) -> None:
         if dictionary.computation is None and ctx.dictionary_row(name) is None:
             value = dictionary.default_value()
             if value is not None:
-                ctx.write_dictionary(name, value, None)
+                ctx.set_dictionary(name, value, None)
 
 
 def _bounds_of(record: str) -> Callable[[Session], tuple[Any, Any] | None]:

@@ -63,6 +63,8 @@ class PayloadItem:
 
 @attrs.define(eq=False)
 class Payload:
+    """The items an interaction's payload may carry (names unique; unknown ones are refused)."""
+
     items: list[PayloadItem] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
@@ -176,7 +178,7 @@ def _check_value(
                 f"payload item {item.name!r}: an id is an int or a str, got {value['id']!r}",
                 item.name,
             )
-        if ctx.session.find_one(base, {"id": value["id"]}) is None:
+        if ctx.find_one(base, {"id": value["id"]}) is None:
             raise reject(
                 "payload_ref_missing",
                 f"payload item {item.name!r} refers to {base} "

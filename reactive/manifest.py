@@ -19,7 +19,7 @@ computation as changed. Everything here is plain JSON, compared as canonical tex
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from reactive.computations import (
@@ -141,9 +141,9 @@ def _property(prop: Property) -> dict[str, Any]:
 
 def build(
     schema: Schema,
-    entities: list[Entity],
-    relations: list[Relation],
-    dictionaries: list[Dictionary],
+    entities: Sequence[Entity],
+    relations: Sequence[Relation],
+    dictionaries: Sequence[Dictionary],
     system: list[str],
 ) -> dict[str, Any]:
     """The manifest of a model (as JSON-compatible data, canonical)."""

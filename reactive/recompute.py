@@ -58,8 +58,9 @@ Key = tuple[str, str]  # (record, field): "*" any field, "#rows" which rows exis
 @attrs.frozen
 class Difference:
     """A stored value that differs from its recomputation. For a dictionary ``record`` is
-    ``r.DICTIONARY_RECORD`` and ``id`` the dictionary's name; for a Transform's missing or
-    surplus row ``field`` is ``"*"`` and the whole row is ``expected`` or ``stored``."""
+    ``"_Dictionary_"`` (where dictionaries are stored) and ``id`` the dictionary's name; for a
+    Transform's missing or surplus row ``field`` is ``"*"`` and the whole row is ``expected`` or
+    ``stored``."""
 
     record: str
     id: Any
@@ -191,12 +192,12 @@ class _PropertyAggregate(Recomputation):
             for side in sides:
                 one = MatchExp.atom(f"{side}.id", ">=", lo) & MatchExp.atom(f"{side}.id", "<", hi)
                 match = one if match is None else match | one
-        links = ctx.session.find(self.link, match, ["source", "target", *h.link_fields])
+        links = ctx.find(self.link, match, ["source", "target", *h.link_fields])
         items: dict[Any, Any] = {}
         if h.reads_items:
             ids = {end for row in links for _, end in h.ends(row)}
             where = None if len(ids) > 5000 else MatchExp.atom("id", "in", sorted(ids))
-            items = {r["id"]: r for r in ctx.session.find(self.related, where, h.fields)}
+            items = {r["id"]: r for r in ctx.find(self.related, where, h.fields)}
         out: dict[Any, list[Any]] = {}
         for row in links:
             for host_id, related_id in h.ends(row):
@@ -215,7 +216,7 @@ class _PropertyAggregate(Recomputation):
         h = self.h
         totals = self.totals(ctx, id_range)
         fields = [h.target, h.total_field, h.count_field]
-        hosts = ctx.session.find(h.host_record, _in_range("id", id_range), fields)
+        hosts = ctx.find(h.host_record, _in_range("id", id_range), fields)
         out = []
         for host in hosts:
             # A host that never had an item holds no running totals (None): the same as 0.
@@ -234,9 +235,10 @@ class _PropertyAggregate(Recomputation):
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
         if self.spec is not None:
             ctx.session.write_related_totals(self.spec, self._outputs(), id_range)
+            ctx.forget(self.h.host_record)  # written behind the context's caches
             return
         for host_id, _, expected in self._compare(ctx, id_range):
-            ctx.write_internal(self.h.host_record, host_id, expected)
+            ctx.update_internal(self.h.host_record, host_id, expected)
 
     def check(self, ctx: TransactionContext) -> list[Difference]:
         return [
@@ -268,7 +270,7 @@ class _DictionaryAggregate(Recomputation):
             total, count = ctx.session.record_totals(h.source, field)
         else:
             total, count = 0, 0
-            for record in ctx.session.find(h.source, None, h.fields):
+            for record in ctx.find(h.source, None, h.fields):
                 total += h.contribution(record, ctx)
                 count += 1
         return h.fold.value(total, count), {"total": total, "count": count}
@@ -286,7 +288,7 @@ class _DictionaryAggregate(Recomputation):
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
         found = self._differs(ctx)
         if found is not None:
-            ctx.write_dictionary(self.h.target, found[1], found[3])
+            ctx.set_dictionary(self.h.target, found[1], found[3])
 
     def check(self, ctx: TransactionContext) -> list[Difference]:
         found = self._differs(ctx)
@@ -312,15 +314,15 @@ class _Transform(Recomputation):
         )
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
-        for source in ctx.session.find(self.h.source, _in_range("id", id_range)):
+        for source in ctx.find(self.h.source, _in_range("id", id_range)):
             self.h.refresh(source["id"], ctx)
         if id_range is None:
             self.finish(ctx)
 
     def _orphans(self, ctx: TransactionContext) -> list[dict[str, Any]]:
         h = self.h
-        sources = {s["id"] for s in ctx.session.find(h.source)}
-        rows = ctx.session.find(h.output, MatchExp.atom(h.source_field, "is not null"), ["*"])
+        sources = {s["id"] for s in ctx.find(h.source)}
+        rows = ctx.find(h.output, MatchExp.atom(h.source_field, "is not null"), ["*"])
         return [r for r in rows if r[h.source_field] not in sources]
 
     def finish(self, ctx: TransactionContext) -> None:
@@ -332,9 +334,9 @@ class _Transform(Recomputation):
         h = self.h
         out: list[Difference] = []
         fields = list(ctx.schema.fields(h.output))
-        for source in ctx.session.find(h.source):
+        for source in ctx.find(h.source):
             expected = h.derived_rows(source["id"], ctx)
-            stored = ctx.session.find(
+            stored = ctx.find(
                 h.output, {h.source_field: source["id"]}, fields, {h.index_field: "asc"}
             )
             by_index = {r[h.index_field]: r for r in stored}
@@ -366,7 +368,7 @@ class _Computed(Recomputation):
     ) -> list[tuple[Any, Any, Any]]:
         fields = list(ctx.schema.fields(self.record))
         out = []
-        for row in ctx.session.find(self.record, _in_range("id", id_range), fields):
+        for row in ctx.find(self.record, _in_range("id", id_range), fields):
             value = self.compute(row, ctx)
             if not same(row[self.prop], value):
                 out.append((row["id"], row[self.prop], value))
@@ -374,7 +376,7 @@ class _Computed(Recomputation):
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
         for row_id, _, value in self._compare(ctx, id_range):
-            ctx.write_internal(self.record, row_id, {self.prop: value})
+            ctx.update_internal(self.record, row_id, {self.prop: value})
 
     def check(self, ctx: TransactionContext) -> list[Difference]:
         return [
@@ -422,7 +424,7 @@ class _StateMachine(_HistoryDependent):
             if row is None or state not in names:
                 node = h.decl.initial_state
                 value = h.value_of(node, None, None, ctx)
-                ctx.write_dictionary(h.target, value, {"state": node.name})
+                ctx.set_dictionary(h.target, value, {"state": node.name})
             return
         match = MatchExp.atom(h.state_field, "is null") | MatchExp.atom(
             h.state_field, "not in", names
@@ -431,10 +433,10 @@ class _StateMachine(_HistoryDependent):
         if scope is not None:
             match = match & scope
         fields = list(ctx.schema.fields(h.host))
-        for row in ctx.session.find(h.host, match, fields):
+        for row in ctx.find(h.host, match, fields):
             node = self._node(row, ctx)
             value = h.value_of(node, None, None, ctx)
-            ctx.write_internal(h.host, row["id"], {h.target: value, h.state_field: node.name})
+            ctx.update_internal(h.host, row["id"], {h.target: value, h.state_field: node.name})
 
 
 class _Custom(_HistoryDependent):
@@ -452,8 +454,8 @@ class _Custom(_HistoryDependent):
             return
         match = MatchExp.atom(h.target, "is null")
         scope = _in_range("id", id_range)
-        for row in ctx.session.find(h.host, match if scope is None else match & scope):
-            ctx.write_internal(h.host, row["id"], {h.target: h.initial_value()})
+        for row in ctx.find(h.host, match if scope is None else match & scope):
+            ctx.update_internal(h.host, row["id"], {h.target: h.initial_value()})
 
 
 def recomputations(engine: Engine) -> dict[str, Recomputation]:
@@ -527,8 +529,8 @@ def fill_defaults(ctx: TransactionContext, fields: Iterable[tuple[str, str]]) ->
         prop = ctx.engine.records[record].properties.get(field)
         if prop is None or prop.default is None:
             continue
-        for row in ctx.session.find(record, MatchExp.atom(field, "is null")):
-            ctx.write_internal(record, row["id"], {field: prop.default_value()})
+        for row in ctx.find(record, MatchExp.atom(field, "is null")):
+            ctx.update_internal(record, row["id"], {field: prop.default_value()})
 
 
 __all__ = ["Difference", "Recomputation", "VerifyReport"]

@@ -76,7 +76,7 @@ from integrations.auth.tokens import (
 )
 from integrations.base import EnvVar, Integration
 from integrations.replay import TimeSource
-from reactive.model import record_name
+from reactive import record_name
 from reactive.server import CONTROLLER_KEY
 from storage import UniqueViolationError
 

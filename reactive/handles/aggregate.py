@@ -211,7 +211,7 @@ class PropertyAggregate(Handle):
         created_later = {e.record["id"] for e in later if e.type == "create"}
         rows: dict[Any, Mapping[str, Any]] = {}
         for side in sides:
-            for row in ctx.session.find(link, {side: {"id": related_id}}, query):
+            for row in ctx.find(link, {side: {"id": related_id}}, query):
                 if row["id"] not in created_later:
                     rows.setdefault(row["id"], row)
         for e in later:
@@ -238,10 +238,7 @@ class PropertyAggregate(Handle):
         if not self.reads_items:
             return {"id": related_id}
         related = self.bound_attribute().related
-        cached = ctx.fresh.get((related, related_id))
-        if cached is not None and all(f in cached for f in self.fields):
-            return cached
-        found = ctx.session.get(related, related_id, self.fields)
+        found = ctx.get(related, related_id, self.fields)
         if found is None:
             # Deleted in the same write as the link (its links go first in the events).
             return ctx.deleted.get((related, related_id))
@@ -278,15 +275,14 @@ class PropertyAggregate(Handle):
         total = (current[self.total_field] or 0) + delta
         count = (current[self.count_field] or 0) + count_delta
         check_total(self.name, f"{self.host_record}.{self.target}", total, self.integer)
-        ctx.write_owned(
+        ctx.update(
             self.host_record,
-            current,
+            {"id": current["id"]},  # the snapshot just read: one UPDATE, no read
             {
                 self.target: self.fold.value(total, count),
                 self.total_field: total,
                 self.count_field: count,
             },
-            self,
         )
 
 
@@ -329,7 +325,7 @@ class DictionaryAggregate(Handle):
 
     def install(self, ctx: TransactionContext) -> None:
         if ctx.dictionary_row(self.target) is None:
-            ctx.write_dictionary(self.target, self.fold.initial(), {"total": 0, "count": 0})
+            ctx.set_dictionary(self.target, self.fold.initial(), {"total": 0, "count": 0})
 
     def contribution(self, record: Mapping[str, Any], ctx: TransactionContext) -> float:
         """One record's share of the totals."""
@@ -355,6 +351,6 @@ class DictionaryAggregate(Handle):
         total = state.get("total", 0) + delta
         count = state.get("count", 0) + count_delta
         check_total(self.name, f"dictionary {self.target}", total, self.integer)
-        ctx.write_dictionary(
+        ctx.set_dictionary(
             self.target, self.fold.value(total, count), {"total": total, "count": count}
         )

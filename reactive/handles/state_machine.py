@@ -89,7 +89,7 @@ class StateMachineHandle(Handle):
     def install(self, ctx: TransactionContext) -> None:
         if self.host is None and ctx.dictionary_row(self.target) is None:
             value = self.value_of(self.initial_state, None, None, ctx)
-            ctx.write_dictionary(self.target, value, {"state": self.initial_state.name})
+            ctx.set_dictionary(self.target, value, {"state": self.initial_state.name})
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
         index = self._by_route.get((event.record_name, event.type))
@@ -139,7 +139,9 @@ class StateMachineHandle(Handle):
         if node is None:
             return
         value = self.value_of(node, current[self.target], event, ctx)
-        ctx.write_owned(self.host, current, {self.target: value, self.state_field: node.name}, self)
+        ctx.update(
+            self.host, {"id": current["id"]}, {self.target: value, self.state_field: node.name}
+        )
 
     def _step_dictionary(
         self, transfers: list[_Transfer], event: MutationEvent, ctx: TransactionContext
@@ -150,7 +152,7 @@ class StateMachineHandle(Handle):
         if node is None:
             return
         value = self.value_of(node, (row or {}).get("value"), event, ctx)
-        ctx.write_dictionary(self.target, value, {"state": node.name})
+        ctx.set_dictionary(self.target, value, {"state": node.name})
 
 
 class CustomHandle(Handle):
@@ -195,7 +197,7 @@ class CustomHandle(Handle):
 
     def install(self, ctx: TransactionContext) -> None:
         if self.host is None and ctx.dictionary_row(self.target) is None:
-            ctx.write_dictionary(self.target, self.initial_value(), None)
+            ctx.set_dictionary(self.target, self.initial_value(), None)
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
         index = self._by_route.get((event.record_name, event.type))
@@ -205,7 +207,7 @@ class CustomHandle(Handle):
             row = ctx.dictionary_row(self.target)
             value = self.compute((row or {}).get("value"), event, ctx)
             if value is not UNCHANGED:
-                ctx.write_dictionary(self.target, value, None)
+                ctx.set_dictionary(self.target, value, None)
             return
         assert self.compute_target is not None
         for target_id in target_ids(self.compute_target(event, ctx), self.name):
@@ -215,4 +217,4 @@ class CustomHandle(Handle):
             first = dict(current) if self.decl.with_record else current[self.target]
             value = self.compute(first, event, ctx)
             if value is not UNCHANGED:
-                ctx.write_owned(self.host, current, {self.target: value}, self)
+                ctx.update(self.host, {"id": current["id"]}, {self.target: value})

@@ -64,11 +64,11 @@ class TransformHandle(Handle):
         source_id = event.record["id"]
         if event.type == "create":
             for index, row in enumerate(self.derived_rows(source_id, ctx, event)):
-                ctx.create_owned(
+                ctx.create(
                     self.output, {**row, self.source_field: source_id, self.index_field: index}
                 )
         elif event.type == "delete":
-            ctx.storage.delete(self.output, {self.source_field: source_id})
+            ctx.delete(self.output, {self.source_field: source_id})
         elif self._watched_changed(event):
             self.refresh(source_id, ctx)
 
@@ -85,7 +85,7 @@ class TransformHandle(Handle):
             # A create event carries every field the engine wrote: no need to read it back.
             source = {"id": source_id, **{f: event.record[f] for f in self.watched}}
         else:
-            source = ctx.session.find_one(self.source, {"id": source_id}, self.query)
+            source = ctx.find_one(self.source, {"id": source_id}, self.query)
         if source is None:
             return []
         result = self.callback(source, ctx)
@@ -106,19 +106,21 @@ class TransformHandle(Handle):
         by position, created, surplus deleted."""
         rows = self.derived_rows(source_id, ctx)
         fields = [k for k in ctx.schema.fields(self.output)]
-        existing = ctx.session.find(
+        existing = ctx.find(
             self.output, {self.source_field: source_id}, fields, order_by={self.index_field: "asc"}
         )
         by_index = {r[self.index_field]: r for r in existing}
         for index, row in enumerate(rows):
             current = by_index.pop(index, None)
             if current is None:
-                ctx.create_owned(
+                ctx.create(
                     self.output, {**row, self.source_field: source_id, self.index_field: index}
                 )
                 continue
             changes = {k: v for k, v in row.items() if k not in current or current[k] != v}
             if changes:
+                # What the callback returns is checked like a user's write (it may not name
+                # computed fields); the derived record's own bookkeeping fields stay out of it.
                 ctx.storage.update(self.output, {"id": current["id"]}, changes)
         for surplus in by_index.values():
-            ctx.storage.delete(self.output, {"id": surplus["id"]})
+            ctx.delete(self.output, {"id": surplus["id"]})

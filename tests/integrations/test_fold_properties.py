@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import reactive as r
 from integrations import IntegrationEvents, api_call_entities
+from integrations.events import PendingEvent
 from integrations.testing import (
     EventSpec,
     Expected,
@@ -24,7 +25,8 @@ from integrations.testing import (
     deliveries,
     valid_sequences,
 )
-from storage import SQLiteStorage, UniqueViolationError
+from storage import MatchExp, SQLiteStorage, UniqueViolationError
+from tests.aborting_storage import AbortingStorage
 
 from .app import EVENT, create_greeting, get_call, greeting_value, start
 
@@ -210,3 +212,80 @@ async def test_attempts_count_every_attempt_record_whichever_order_events_arrive
     assert call["call_state"]["attempts"] == attempts, order
     assert call["status"] == ("completed" if terminal == "completed" else "failed"), order
     assert call["external_id"] == external_id
+
+
+async def test_a_duplicate_in_a_batch_leaves_the_transaction_usable_under_postgres_rules() -> None:
+    """A duplicate is detected by the unique index refusing the INSERT; on PostgreSQL that
+    failed statement aborts the transaction unless it ran under a savepoint, so the events
+    after it in the same batch (and the commit) must still go through."""
+    call, event = api_call_entities("Charge", "ChargeEvent")
+    backend = AbortingStorage(SQLiteStorage(":memory:"))
+    controller = r.Controller(backend, [call, event])  # type: ignore[arg-type]
+    await controller.setup()
+    events = IntegrationEvents(controller, event)
+    try:
+        charge = await controller.storage.create("Charge", {"request_params": {"amount": 5}})
+        assert (await events.initialized(charge["id"], "ext-1")).outcome == "stored"
+        writes = await events.write_many(
+            [
+                PendingEvent("initialized", "ext-1", charge["id"]),  # the duplicate
+                PendingEvent("processing", "ext-1"),
+                PendingEvent("completed", "ext-1", None, {"url": "u"}),
+            ]
+        )
+        assert [w.outcome for w in writes] == ["duplicate", "stored", "stored"]
+        stored = await controller.storage.find(
+            "ChargeEvent", None, ["event_type"], order_by={"id": "asc"}
+        )
+        assert [e["event_type"] for e in stored] == ["initialized", "processing", "completed"]
+        found = await controller.storage.find_one(
+            "Charge", {"id": charge["id"]}, ["status", "response_data"]
+        )
+        assert found is not None
+        assert (found["status"], found["response_data"]) == ("completed", {"url": "u"})
+    finally:
+        await controller.close()
+
+
+@pytest.fixture
+async def aborting_app() -> AsyncIterator[tuple[r.Controller, IntegrationEvents]]:
+    call, event = api_call_entities("Charge", "ChargeEvent")
+    controller = r.Controller(AbortingStorage(SQLiteStorage(":memory:")), [call, event])  # type: ignore[arg-type]
+    await controller.setup()
+    yield controller, IntegrationEvents(controller, event)
+    await controller.close()
+
+
+@settings(FIXTURE_OK, max_examples=150)
+@given(data=st.data())
+async def test_batches_with_duplicates_anywhere_store_each_key_once_under_postgres_rules(
+    aborting_app: tuple[r.Controller, IntegrationEvents], data: st.DataObject
+) -> None:
+    """Batches of events whose dedup keys repeat (within the batch and across batches), under
+    PostgreSQL's abort rule: each key is stored once, by its first write; every later write of
+    it is reported as a duplicate; nothing else is refused."""
+    controller, events = aborting_app
+    namespace = f"b{next(_names)}-"
+    charge = await controller.storage.create("Charge", {"request_params": {}})
+    seen: set[str] = set()
+    batches = data.draw(
+        st.lists(st.lists(st.sampled_from("abcd"), min_size=1, max_size=5), max_size=4),
+        label="batches",
+    )
+    for batch in batches:
+        pending = [
+            PendingEvent("attempt", None, charge["id"], {"k": k}, dedup_key=namespace + k)
+            for k in batch
+        ]
+        writes = await events.write_many(pending)
+        expected = []
+        for k in batch:
+            expected.append("duplicate" if k in seen else "stored")
+            seen.add(k)
+        assert [w.outcome for w in writes] == expected
+        assert [w.dedup_key for w in writes] == [namespace + k for k in batch]
+    stored = await controller.storage.find(
+        "ChargeEvent", MatchExp.atom("dedup_key", "like", namespace + "%"), ["dedup_key", "data"]
+    )
+    assert sorted(e["dedup_key"] for e in stored) == sorted(namespace + k for k in seen)
+    assert all(e["data"] == {"k": e["dedup_key"].removeprefix(namespace)} for e in stored)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import reactive as r
+from reactive.engine import DICTIONARY_RECORD
 
 
 class Calls:
@@ -26,5 +27,5 @@ class Calls:
 
 async def table_counts(controller: r.Controller, *names: str) -> dict[str, int]:
     """How many rows each named record (plus the interaction events) has."""
-    wanted = dict.fromkeys([*names, r.INTERACTION_EVENT, r.DICTIONARY_RECORD])
+    wanted = dict.fromkeys([*names, r.INTERACTION_EVENT, DICTIONARY_RECORD])
     return {name: await controller.storage.count(name) for name in wanted}

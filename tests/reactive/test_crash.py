@@ -40,6 +40,7 @@ from typing import Any
 import pytest
 
 import reactive as r
+from reactive.side_effects import SideEffectRecord
 
 from . import crash_worker as worker
 
@@ -150,8 +151,8 @@ class Recovery:
     items_at_crash: list[int] = field(default_factory=list)
     items: list[int] = field(default_factory=list)
     total: Any = None
-    pending: list[r.SideEffectRecord] = field(default_factory=list)
-    dead: list[r.SideEffectRecord] = field(default_factory=list)
+    pending: list[SideEffectRecord] = field(default_factory=list)
+    dead: list[SideEffectRecord] = field(default_factory=list)
 
 
 async def _recover(db: Path, journal: Path) -> Recovery:

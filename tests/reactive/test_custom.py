@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 import reactive as r
+from reactive.engine import DICTIONARY_RECORD
 from storage import SQLiteStorage
 
 from .conftest import MakeController
@@ -125,7 +126,7 @@ async def test_custom_dictionary(make: MakeController) -> None:
     c = await make([item], dictionaries=[top])
     assert await c.storage.get_dict("top") == 0
     events: list[r.MutationEvent] = []
-    c.stream(r.DICTIONARY_RECORD).subscribe(events.append)
+    c.stream(DICTIONARY_RECORD).subscribe(events.append)
 
     a = await c.storage.create("Item", {"price": 5})
     await c.storage.create("Item", {"price": 3})

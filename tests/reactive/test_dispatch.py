@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import reactive as r
+from reactive.engine import DICTIONARY_RECORD
 from storage import SQLiteStorage
 
 from .conftest import MakeController
@@ -131,8 +132,8 @@ async def test_effects_are_the_committed_events(make: MakeController) -> None:
         [
             (EV, "create"),
             ("Post", "create"),
-            (r.DICTIONARY_RECORD, "update"),
-            (r.DICTIONARY_RECORD, "update"),
+            (DICTIONARY_RECORD, "update"),
+            (DICTIONARY_RECORD, "update"),
         ]
     )
     await c.drain()
@@ -416,4 +417,4 @@ async def test_a_failing_resolve_is_an_error_result(make: MakeController) -> Non
 
     assert result.error is not None
     assert isinstance(result.error.cause, LookupError)
-    assert await table_counts(c, "Item") == {"Item": 0, EV: 0, r.DICTIONARY_RECORD: 0}
+    assert await table_counts(c, "Item") == {"Item": 0, EV: 0, DICTIONARY_RECORD: 0}

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import reactive as r
+from reactive.engine import DICTIONARY_RECORD
 from reactive.fingerprint import fingerprint
 from storage import StorageError
 from tests.reactive.migration_helpers import dump, execute, open_controller
@@ -570,7 +571,7 @@ async def test_verify_reports_exactly_the_values_edited_behind_the_engines_back(
         assert found == {
             ("User", 2, "n", 7, 0),
             ("User", 1, "_s_bound_count", 1, 3),
-            (r.DICTIONARY_RECORD, "posts", "value", 9, 3),
+            (DICTIONARY_RECORD, "posts", "value", 9, 3),
         }
         from reactive.testing import verify
 
@@ -856,14 +857,14 @@ async def test_a_database_holding_only_system_tables_is_adopted(db_path: str) ->
     column a newer engine has) are kept and completed, not created again."""
     from storage import Field, RecordType, Schema
 
-    old_dictionary_table = RecordType(r.DICTIONARY_RECORD, [Field("key"), Field("value", "json")])
+    old_dictionary_table = RecordType(DICTIONARY_RECORD, [Field("key"), Field("value", "json")])
     storage = r_storage(db_path)
     await storage.setup(Schema([old_dictionary_table]))
-    await storage.run(lambda s: s.insert_internal(r.DICTIONARY_RECORD, {"key": "x", "value": 4}))
+    await storage.run(lambda s: s.insert_internal(DICTIONARY_RECORD, {"key": "x", "value": 4}))
     await storage.close()
     c = await open_controller(db_path, *blog(), [r.Dictionary("x", "number", default=1)])
     try:
         assert await c.storage.get_dict("x") == 4
-        assert "state" in columns(db_path, r.DICTIONARY_RECORD)
+        assert "state" in columns(db_path, DICTIONARY_RECORD)
     finally:
         await c.close()

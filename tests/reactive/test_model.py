@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import reactive as r
+from reactive.engine import DICTIONARY_RECORD
 from storage import SQLiteStorage, StorageError
 
 from .conftest import MakeController
@@ -433,9 +434,9 @@ async def test_dictionary_default_get_and_set(make: MakeController) -> None:
     assert await c.storage.get_dict("limit") == 30
     assert await c.storage.get_dict("empty") == "now set"
     assert [(e.record_name, e.type) for e in events] == [
-        (r.DICTIONARY_RECORD, "update"),
-        (r.DICTIONARY_RECORD, "create"),
-        (r.DICTIONARY_RECORD, "update"),
+        (DICTIONARY_RECORD, "update"),
+        (DICTIONARY_RECORD, "create"),
+        (DICTIONARY_RECORD, "update"),
     ]
     assert events[0].record["value"] == 20
 
@@ -458,7 +459,7 @@ async def test_unknown_dictionary_is_an_error(make: MakeController) -> None:
         await c.storage.get_dict("nope")
     with pytest.raises(r.ModelError, match="unknown dictionary"):
         await c.storage.set_dict("nope", 1)
-    assert await c.storage.count(r.DICTIONARY_RECORD) == 1
+    assert await c.storage.count(DICTIONARY_RECORD) == 1
 
 
 async def test_a_computed_dictionary_cannot_be_set(make: MakeController) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import reactive as r
+from reactive.side_effects import SideEffectRecord
 from storage import SQLiteStorage
 
 from .conftest import MakeController
@@ -419,7 +420,7 @@ async def test_attempts_are_recorded_while_waiting_for_a_retry(make: MakeControl
     c = await make(entities, relations, side_effects=[slow_retry])
     p = await c.storage.create("Post", {"title": "x"})
 
-    async def first_failure_recorded() -> list[r.SideEffectRecord]:
+    async def first_failure_recorded() -> list[SideEffectRecord]:
         while True:
             rows = await c.side_effects.pending()
             if rows and rows[0].attempts == 1:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import reactive as r
+from reactive.engine import DICTIONARY_RECORD
 
 from .conftest import MakeController
 
@@ -72,13 +73,13 @@ async def test_mutations_in_commit_order_for_dispatch_and_storage_writes(
     assert kinds(seen[first:second]) == [
         ("Post", "create"),
         ("User_posts_author_Post", "create"),
-        (r.DICTIONARY_RECORD, "update"),
+        (DICTIONARY_RECORD, "update"),
         ("User", "update"),
     ]
     assert seen[first:second][3].record["posts_n"] == 1
     assert seen[second:third] == result.effects
     assert sorted(kinds(result.effects)) == sorted(
-        [(EV, "create"), ("Post", "create"), (r.DICTIONARY_RECORD, "update")]
+        [(EV, "create"), ("Post", "create"), (DICTIONARY_RECORD, "update")]
     )
     assert kinds(seen[third:fourth]) == [("Post", "update")]
     assert seen[third].record == {"id": post["id"], "title": "p2"}
@@ -174,7 +175,7 @@ async def test_side_effect_bookkeeping_is_not_published(make: MakeController) ->
     await c.storage.create("Post", {"title": "a"})
     await c.drain()
 
-    assert kinds(seen) == [("Post", "create"), (r.DICTIONARY_RECORD, "update")]
+    assert kinds(seen) == [("Post", "create"), (DICTIONARY_RECORD, "update")]
 
 
 async def test_a_raising_subscriber_does_not_starve_the_others(make: MakeController) -> None:
@@ -190,4 +191,4 @@ async def test_a_raising_subscriber_does_not_starve_the_others(make: MakeControl
     post = await c.storage.create("Post", {"title": "a"})  # the write itself still commits
 
     assert await c.storage.count("Post", {"id": post["id"]}) == 1
-    assert kinds(seen) == [("Post", "create"), (r.DICTIONARY_RECORD, "update")]
+    assert kinds(seen) == [("Post", "create"), (DICTIONARY_RECORD, "update")]

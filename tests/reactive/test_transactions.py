@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import reactive as r
+from reactive.engine import DICTIONARY_RECORD
 from storage import SQLiteStorage
 
 from .conftest import MakeController
@@ -46,7 +47,7 @@ async def test_two_transforms_feeding_each_other_end_in_a_cycle_error(
         "Ping": 0,
         "Pong": 0,
         r.INTERACTION_EVENT: 0,
-        r.DICTIONARY_RECORD: 0,
+        DICTIONARY_RECORD: 0,
     }
 
 
@@ -66,7 +67,7 @@ async def test_a_cycle_in_a_dispatch_is_an_error_result_and_stores_nothing(
         "Ping": 0,
         "Pong": 0,
         r.INTERACTION_EVENT: 0,
-        r.DICTIONARY_RECORD: 0,
+        DICTIONARY_RECORD: 0,
     }
 
 
@@ -343,7 +344,7 @@ async def test_a_caught_computation_error_still_rolls_the_transaction_back(
             "Post": 0,
             "Fan": 0,
             r.INTERACTION_EVENT: 0,
-            r.DICTIONARY_RECORD: 0,
+            DICTIONARY_RECORD: 0,
         }
         assert await controller.storage.count(likes) == 0
     finally:
