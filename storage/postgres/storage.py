@@ -70,7 +70,15 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
 
     Options: ``pool_size`` (connections, and so transactions at once), ``schema`` (the
     PostgreSQL schema holding the tables, created when missing; default: the server's
-    ``search_path``), ``connect_timeout`` (seconds to open one connection).
+    ``search_path``), ``connect_timeout`` (seconds to open one connection),
+    ``concurrent_writes``.
+
+    Write transactions of one storage run one at a time, as on SQLite, unless
+    ``concurrent_writes=True``: the engine's computations read a value and write what they
+    derived from it, and two such READ COMMITTED transactions at once lose one's update
+    (measured: 20 concurrent dispatches of a count kept 5). Reads always run at once, up to
+    ``pool_size``. The lock is this process's: several processes on one database need the
+    engine's atomic updates and whole-body retries (the next issue), not this.
     """
 
     dialect = POSTGRES
@@ -83,6 +91,7 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         pool_size: int = 4,
         schema: str | None = None,
         connect_timeout: float = 10.0,
+        concurrent_writes: bool = False,
     ) -> None:
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(
@@ -99,6 +108,8 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         self.pool_size = pool_size
         self.schema_name = schema
         self.connect_timeout = connect_timeout
+        self.concurrent_writes = concurrent_writes
+        self._writes = asyncio.Lock()
         self._pool: Pool | None = None
         self._write_fault: str | None = None
 
@@ -170,6 +181,15 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
             # Inside a body, this coroutine can only be driven by hand; waiting for a pooled
             # connection there would never end.
             raise TransactionError(_NESTED)
+        if write and not self.concurrent_writes:
+            async with self._writes:  # one write at a time (see the class)
+                return await self._attempts(pool, driver, write, work)
+        return await self._attempts(pool, driver, write, work)
+
+    async def _attempts(
+        self, pool: Pool, driver: ModuleType, write: bool, work: Callable[[Connection], T]
+    ) -> T:
+        """Run the transaction, and again while :meth:`retry_delay` says so."""
         attempt = 0
         while True:
             attempt += 1
