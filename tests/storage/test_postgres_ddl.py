@@ -4,6 +4,7 @@ against what the SQLite backend does with the same schema, operations and values
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from storage import (
     Index,
     LinkType,
     NotSetUpError,
+    PostgresStorage,
     RecordType,
     Schema,
     SchemaError,
@@ -40,16 +42,23 @@ async def _sqlite(tmp_path: Path, schema: Schema) -> SQLiteStorage:
     return store
 
 
-async def test_the_tables_are_the_sqlite_backends(
+@pytest.fixture
+async def both(
     postgres_storage_factory: PostgresFactory, tmp_path: Path
-) -> None:
+) -> AsyncIterator[tuple[PostgresStorage, SQLiteStorage]]:
+    """The blog schema set up on PostgreSQL and on an SQLite file."""
     pg = await postgres_storage_factory()
     await pg.setup(blog_schema())
     sqlite = await _sqlite(tmp_path, blog_schema())
-    try:
-        assert await pg.inspect() == await sqlite.inspect()
-    finally:
-        await sqlite.close()
+    yield pg, sqlite
+    await sqlite.close()
+
+
+async def test_the_tables_are_the_sqlite_backends(
+    both: tuple[PostgresStorage, SQLiteStorage],
+) -> None:
+    pg, sqlite = both
+    assert await pg.inspect() == await sqlite.inspect()
 
 
 async def test_column_types(postgres_storage_factory: PostgresFactory) -> None:
@@ -162,26 +171,21 @@ def _run(c: Connection) -> Any:
 
 
 async def test_holds_data_answers_as_on_sqlite(
-    postgres_storage_factory: PostgresFactory, tmp_path: Path
+    both: tuple[PostgresStorage, SQLiteStorage],
 ) -> None:
-    pg = await postgres_storage_factory()
-    await pg.setup(blog_schema())
-    sqlite = await _sqlite(tmp_path, blog_schema())
-    try:
-        await sqlite.create("User", {"name": "ada"})
-        await pg.create("User", {"name": "ada"})
-        checks: list[tuple[str, str | None]] = [
-            ("User", None),
-            ("User", "name"),
-            ("User", "age"),
-            ("Post", None),
-            ("Nope", None),
-            ("User", "nope"),
-        ]
-        assert await pg.holds_data(checks) == await sqlite.holds_data(checks)
-        assert await pg.holds_data(checks) == [True, True, False, False, False, False]
-    finally:
-        await sqlite.close()
+    pg, sqlite = both
+    await sqlite.create("User", {"name": "ada"})
+    await pg.create("User", {"name": "ada"})
+    checks: list[tuple[str, str | None]] = [
+        ("User", None),
+        ("User", "name"),
+        ("User", "age"),
+        ("Post", None),
+        ("Nope", None),
+        ("User", "nope"),
+    ]
+    assert await pg.holds_data(checks) == await sqlite.holds_data(checks)
+    assert await pg.holds_data(checks) == [True, True, False, False, False, False]
 
 
 # -- the neutral operations ------------------------------------------------------------------
@@ -330,29 +334,24 @@ def _shape(value: Any) -> Any:
 
 
 async def test_values_read_back_as_sqlite_reads_them(
-    postgres_storage_factory: PostgresFactory, tmp_path: Path
+    both: tuple[PostgresStorage, SQLiteStorage],
 ) -> None:
-    pg = await postgres_storage_factory()
-    await pg.setup(blog_schema())
-    sqlite = await _sqlite(tmp_path, blog_schema())
+    pg, sqlite = both
     types = {f.name: f.type for f in blog_schema().records["User"].fields}
-    try:
-        for field, value in _VALUES:
-            on_sqlite = created_id(await sqlite.create("User", {field: value}))
-            found = await sqlite.find_one("User", {"id": on_sqlite}, [field])
-            assert found is not None
-            encoded = POSTGRES.codecs.encode("User", field, types[field], value)
+    for field, value in _VALUES:
+        on_sqlite = created_id(await sqlite.create("User", {field: value}))
+        found = await sqlite.find_one("User", {"id": on_sqlite}, [field])
+        assert found is not None
+        encoded = POSTGRES.codecs.encode("User", field, types[field], value)
 
-            def write_read(c: Connection, field: str = field, encoded: Any = encoded) -> Any:
-                (row,) = c.execute(
-                    f'INSERT INTO "User" ("{field}") VALUES ($1) RETURNING "{field}"', [encoded]
-                ).fetchall()
-                return row[0]
+        def write_read(c: Connection, field: str = field, encoded: Any = encoded) -> Any:
+            (row,) = c.execute(
+                f'INSERT INTO "User" ("{field}") VALUES ($1) RETURNING "{field}"', [encoded]
+            ).fetchall()
+            return row[0]
 
-            read = POSTGRES.codecs.decode(types[field], await pg._transaction(True, write_read))
-            assert _shape(read) == _shape(found[field]), (field, value)
-    finally:
-        await sqlite.close()
+        read = POSTGRES.codecs.decode(types[field], await pg._transaction(True, write_read))
+        assert _shape(read) == _shape(found[field]), (field, value)
 
 
 async def test_sums_keep_ints_and_floats_apart(postgres_storage_factory: PostgresFactory) -> None:
