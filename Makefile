@@ -35,6 +35,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy storage reactive integrations
 
+# The PostgreSQL half of the suites runs when INTERAQT_TEST_PG (default
+# postgresql://postgres@127.0.0.1:5432/test) answers, else it is skipped with one line saying
+# why; INTERAQT_REQUIRE_PG=1 (set by .ci/run) makes an unreachable server fail the run.
 test: lint typecheck
 	$(BIN)/python -m pytest -q
 
@@ -45,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.login_flood
 	$(BIN)/python -m benchmarks.lock_latency
 	$(BIN)/python -m benchmarks.migration_backfill
+	$(BIN)/python -m benchmarks.pg_driver
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,6 +2,8 @@
 
 Knows nothing of the reactive engine; the engine derives a :class:`Schema` from its model and
 runs its computations through a backend's synchronous session inside one transaction.
+Backends: :class:`SQLiteStorage` (the embedded default) and :class:`PostgresStorage` (its driver
+an extra, imported on use); :func:`from_url` picks one by URL.
 
 Public submodules: :mod:`storage.abc` (the backend interface) and :mod:`storage.migration`
 (schema changes as neutral values, for a migration planner above storage). Everything else is
@@ -26,6 +28,7 @@ from storage.errors import (
 )
 from storage.events import MutationEvent, MutationType, Record, WriteResult
 from storage.match import MatchExp
+from storage.postgres import PostgresStorage
 from storage.schema import (
     LINK_FIELDS_KEY,
     Field,
@@ -37,6 +40,7 @@ from storage.schema import (
 )
 from storage.sqlite import SQLiteSession, SQLiteStorage
 from storage.types import is_id
+from storage.url import from_url
 
 __all__ = [
     "LINK_FIELDS_KEY",
@@ -52,6 +56,7 @@ __all__ = [
     "MutationEvent",
     "MutationType",
     "NotSetUpError",
+    "PostgresStorage",
     "QueryError",
     "Record",
     "RecordType",
@@ -69,5 +74,6 @@ __all__ = [
     "UnknownFieldError",
     "UnknownRecordError",
     "WriteResult",
+    "from_url",
     "is_id",
 ]

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,18 +30,31 @@ ROOT = Path(__file__).resolve().parents[1]
     ],
 )
 def test_benchmark_prints_json_lines(module: str) -> None:
-    env = {**os.environ, "BENCH_SCALE": "0.02"}
+    lines = _json_lines(module)
+    assert lines, "no benchmark output"
+    for line in lines:
+        assert {"workload", "n", "seconds", "ops_per_second"} <= set(line)
+        assert line["n"] > 0 and line["seconds"] > 0
+
+
+def test_postgres_driver_benchmark_prints_json_lines(postgres_url: str) -> None:
+    """The PostgreSQL execution-model benchmark (needs the server; skipped without it)."""
+    lines = _json_lines("benchmarks.pg_driver", INTERAQT_TEST_PG=postgres_url)
+    assert {line["workload"] for line in lines} == {"pg_tx25_bridge", "pg_tx25_psycopg_pool"}
+    assert {line["connections"] for line in lines} == {1, 8}
+    for line in lines:
+        assert line["n"] > 0 and line["seconds"] > 0
+
+
+def _json_lines(module: str, **env: str) -> list[dict[str, Any]]:
+    """Run a benchmark module at a tiny scale; its JSON lines (it must exit 0)."""
     done = subprocess.run(
         [sys.executable, "-m", module],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "BENCH_SCALE": "0.02", **env},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-    assert lines, "no benchmark output"
-    for line in lines:
-        assert {"workload", "n", "seconds", "ops_per_second"} <= set(line)
-        assert line["n"] > 0 and line["seconds"] > 0
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]

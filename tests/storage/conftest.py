@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from storage import Field, Index, LinkType, RecordType, Schema, SQLiteStorage
+from tests.conftest import dispose_postgres, open_postgres
 from tests.storage.standard import StandardStorage
 
 
@@ -68,10 +69,20 @@ def blog_schema() -> Schema:
     )
 
 
-@pytest.fixture(params=["file", "memory", "standard"])
+@pytest.fixture(params=["file", "memory", "standard", "postgres"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
-    """The blog schema on a file, on ``:memory:``, and on a file through the neutral layer
-    with standard-SQL rendering and PostgreSQL's failure rule (see tests.storage.standard)."""
+    """The blog schema on a file, on ``:memory:``, on a file through the neutral layer with
+    standard-SQL rendering and PostgreSQL's failure rule (see tests.storage.standard), and on
+    PostgreSQL in a schema of its own (skipped when the server cannot be reached; see
+    tests/conftest.py)."""
+    if request.param == "postgres":
+        pg = await open_postgres(request.getfixturevalue("postgres_url"))
+        try:
+            await pg.setup(blog_schema())
+            yield pg  # type: ignore[misc]  # the same interface: storage.abc.Storage
+        finally:
+            await dispose_postgres(pg)
+        return
     path = str(tmp_path / "test.db") if request.param != "memory" else ":memory:"
     store = StandardStorage(path) if request.param == "standard" else SQLiteStorage(path)
     await store.setup(blog_schema())

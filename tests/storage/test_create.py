@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage import MutationEvent, SQLiteStorage, UniqueViolationError
+from storage import MutationEvent, PostgresStorage, SQLiteStorage, UniqueViolationError
 
 from .helpers import COMMENT_AUTHOR, COMMENTS, POSTS, PROFILE, TAGS, created_id, dump, kinds
 
@@ -336,8 +336,14 @@ async def test_a_failed_create_leaves_nothing(storage: SQLiteStorage) -> None:
             "Post", {"title": "p", "tags": [{"label": "t"}], "author": {"name": "ada"}}
         )
     assert await dump(storage) == before
-    # ids of the rolled-back records are not consumed
-    assert created_id(await storage.create("Tag", {"label": "x"})) == 1
+    tag = created_id(await storage.create("Tag", {"label": "x"}))
+    if isinstance(storage, PostgresStorage):
+        # PostgreSQL's sequences are not transactional: the rolled-back Tag's id stays used
+        # (never given twice); the rows are gone all the same.
+        assert tag == 2
+    else:
+        # ids of the rolled-back records are not consumed
+        assert tag == 1
 
 
 async def test_statements_worked_out_per_payload_shape_stay_right_when_the_cache_is_full(

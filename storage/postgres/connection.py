@@ -1,0 +1,288 @@
+"""The PostgreSQL driver adapter: a synchronous face over asyncpg, and the connection pool.
+
+:class:`Connection` is what a transaction body's statements go through, the synchronous driver
+interface of the neutral SQL layer: ``execute`` (a :class:`Cursor`: rows, and ``rowcount`` from
+the server's status), ``executemany``, ``script`` (DDL, no parameters) and ``savepoint()``.
+Each statement is awaited through the greenlet bridge (:mod:`.bridge`), so it may only be used
+inside a body that :class:`PostgresStorage` runs.
+
+Prepared statements: each pooled connection keeps its own cache of asyncpg prepared statements,
+keyed by SQL text (least recently used dropped past :data:`STATEMENT_CACHE_SIZE`). A statement
+is parsed and planned by the server once per connection, then each run is a single round trip
+(Bind/Execute/Sync). DDL run on a connection clears its cache at once and, once it commits,
+the caches of every connection of the pool: asyncpg decodes a row with the types the statement
+was prepared with, and the server does not always refuse a statement whose table changed
+(a column type changed under a prepared statement came back as a decoding error in our
+trials). DDL run by another process is the operator's to order: processes running the old
+model stop before a migration and start after it. When the server does refuse a stale
+statement (``cached plan must not change result type``) the storage clears the cache and runs
+the body once more.
+
+:class:`Pool` holds up to ``size`` connections, opened on demand and kept; a connection that
+broke (closed, or left inside a transaction after a failed ROLLBACK) is closed and replaced.
+Opening a connection that fails raises one :class:`~storage.errors.StorageError` naming host,
+port, database and user (never the password) and what to check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+from asyncpg.prepared_stmt import PreparedStatement
+
+from storage.postgres.address import Address, connect_error
+from storage.postgres.bridge import await_
+from storage.postgres.dialect import POSTGRES
+
+_render = POSTGRES.render
+STATEMENT_CACHE_SIZE = 512
+"""Prepared statements kept per connection (the engine's statements per model are far fewer)."""
+
+
+class Connection:
+    """One pooled asyncpg connection with its prepared statements, used synchronously."""
+
+    def __init__(self, raw: asyncpg.Connection) -> None:
+        self.raw = raw
+        self.ran_ddl = False
+        """Whether this transaction ran DDL (the pool then drops every connection's statements
+        once it commits)."""
+        self.epoch = 0
+        self._statements: OrderedDict[str, PreparedStatement] = OrderedDict()
+        self._savepoints = 0
+
+    def _prepared(self, sql: str) -> PreparedStatement:
+        statement = self._statements.get(sql)
+        if statement is None:
+            statement = await_(self.raw.prepare(sql))
+            self._statements[sql] = statement
+            if len(self._statements) > STATEMENT_CACHE_SIZE:
+                self._statements.popitem(last=False)
+        else:
+            self._statements.move_to_end(sql)
+        return statement
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
+        """Run one statement (neutral ``?`` placeholders, rendered as ``$n`` by the dialect;
+        ``$n`` texts pass unchanged); its rows and row count are the cursor's.
+        Transaction control (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK TO``) and DDL without
+        parameters are sent as simple queries, never prepared (each savepoint name would be a
+        statement of its own; DDL is :meth:`script`)."""
+        sql = _render(sql)
+        if not params and sql.startswith(_UNPREPARED):
+            if sql.startswith(_DDL):
+                self.script(sql)
+            else:
+                await_(self.raw.execute(sql))
+            return Cursor([], -1)
+        statement = self._prepared(sql)
+        rows = await_(statement.fetch(*params))
+        return Cursor(rows, _count(statement.get_statusmsg()))
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Cursor:
+        """Run one statement once per parameter row (pipelined: about one round trip)."""
+        await_(self._prepared(_render(sql)).executemany(params))
+        return Cursor([], -1)
+
+    def script(self, sql: str) -> None:
+        """Run DDL or other parameterless SQL (several statements allowed); clears the
+        prepared statements of this connection, whose plans it may invalidate."""
+        await_(self.raw.execute(sql))
+        self.forget_statements()
+        self.ran_ddl = True
+
+    def forget_statements(self) -> None:
+        """Drop every cached prepared statement (after DDL, or a stale-plan refusal)."""
+        self._statements.clear()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: an exception inside rolls back to the savepoint and is
+        re-raised; otherwise the savepoint is released."""
+        self._savepoints += 1
+        name = f"sp{self._savepoints}"
+        await_(self.raw.execute(f"SAVEPOINT {name}"))
+        try:
+            yield
+        except BaseException:
+            await_(self.raw.execute(f"ROLLBACK TO SAVEPOINT {name}"))
+            await_(self.raw.execute(f"RELEASE SAVEPOINT {name}"))
+            raise
+        else:
+            await_(self.raw.execute(f"RELEASE SAVEPOINT {name}"))
+        finally:
+            self._savepoints -= 1
+
+
+_DDL = ("CREATE ", "ALTER ", "DROP ")
+_UNPREPARED = ("SAVEPOINT ", "RELEASE ", "ROLLBACK TO ", *_DDL)
+
+
+class Cursor:
+    """The result of one statement: its rows (``fetchone``, ``fetchall``) and ``rowcount``,
+    the rows it inserted, updated, deleted or returned (-1 when the server did not say)."""
+
+    __slots__ = ("_next", "_rows", "rowcount")
+
+    def __init__(self, rows: list[asyncpg.Record], rowcount: int) -> None:
+        self._rows = rows
+        self._next = 0
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        if self._next >= len(self._rows):
+            return None
+        self._next += 1
+        return self._rows[self._next - 1]
+
+    def fetchall(self) -> list[asyncpg.Record]:
+        """Every remaining row."""
+        rows = self._rows[self._next :]
+        self._next = len(self._rows)
+        return rows
+
+
+def _count(status: str | None) -> int:
+    """The row count of a command status: ``"UPDATE 3"`` -> 3, ``"INSERT 0 1"`` -> 1."""
+    if not status:
+        return -1
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else -1
+
+
+class Pool:
+    """Up to ``size`` connections to one database, opened on demand and reused."""
+
+    def __init__(
+        self, dsn: str, address: Address, size: int, schema: str | None, timeout: float
+    ) -> None:
+        self._dsn = dsn
+        self._address = address
+        self._size = size
+        self._schema = schema
+        self._timeout = timeout
+        self._idle: list[Connection] = []
+        self._opened = 0
+        self._epoch = 0
+        self._free = asyncio.Semaphore(size)
+        self._closed = False
+
+    async def open_one(self) -> Connection:
+        """Open a connection (not pooled yet); a failure is a :class:`StorageError`."""
+        settings = {"search_path": _quote(self._schema)} if self._schema else {}
+        try:
+            raw = await asyncpg.connect(
+                self._dsn,
+                timeout=self._timeout,
+                server_settings=settings,
+                statement_cache_size=0,  # Connection keeps its own prepared statements
+            )
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise connect_error(self._address, exc) from None
+        except asyncpg.InterfaceError as exc:
+            raise connect_error(self._address, exc) from None
+        try:
+            await raw.set_type_codec(
+                "int8", schema="pg_catalog", encoder=_encode_bigint, decoder=int, format="text"
+            )
+        except BaseException:
+            raw.terminate()
+            raise
+        return Connection(raw)
+
+    async def acquire(self) -> Connection:
+        """A connection for one transaction; waits while all ``size`` are in use."""
+        await self._free.acquire()
+        try:
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.raw.is_closed():
+                    if connection.epoch != self._epoch:
+                        connection.forget_statements()  # DDL ran since it last served
+                        connection.epoch = self._epoch
+                    return connection
+                self._opened -= 1
+            connection = await self.open_one()
+            connection.epoch = self._epoch
+            self._opened += 1
+            return connection
+        except BaseException:
+            self._free.release()
+            raise
+
+    def adopt(self, connection: Connection) -> None:
+        """Keep ``connection`` (opened by :meth:`open_one`) as one of the pool's."""
+        connection.epoch = self._epoch
+        self._opened += 1
+        self._idle.append(connection)
+
+    def schema_changed(self) -> None:
+        """DDL committed: every connection forgets its statements before it next serves."""
+        self._epoch += 1
+
+    async def release(self, connection: Connection) -> None:
+        """Give a connection back; a broken one (closed, or still inside a transaction) is
+        closed instead and replaced on demand."""
+        if connection.ran_ddl:
+            connection.ran_ddl = False
+            self.schema_changed()
+            connection.epoch = self._epoch
+        try:
+            if self._closed or connection.raw.is_closed() or connection.raw.is_in_transaction():
+                self._opened -= 1
+                await _close(connection)
+            else:
+                self._idle.append(connection)
+        finally:
+            self._free.release()
+
+    async def close(self) -> None:
+        """Close the idle connections; the ones in use close when released."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        self._opened -= len(idle)
+        for connection in idle:
+            await _close(connection)
+
+
+async def _close(connection: Connection) -> None:
+    try:
+        await asyncio.wait_for(connection.raw.close(), 5)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        connection.raw.terminate()
+
+
+NO_RECORD = -(2**63)
+"""The ``bigint`` a record id that cannot be one becomes: below every id a sequence gives."""
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+
+
+def _encode_bigint(value: Any) -> str:
+    """A ``bigint`` parameter (an id, a link end, an integer field, a limit) as text.
+
+    Ids are opaque to callers and may arrive as strings (``{"id": "4"}``, from JSON or a URL):
+    SQLite compares such a string with its integer id column as the integer it spells, and so
+    does this. A string that spells no 64-bit integer names no record, as on SQLite: it
+    becomes :data:`NO_RECORD`, which no row has. Everything else is validated before it gets
+    here (integer fields hold ints only)."""
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)
+        if -(2**63) <= number < 2**63:
+            return str(number)
+        return str(NO_RECORD)
+    if isinstance(value, str):
+        return str(NO_RECORD)
+    return str(int(value))
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

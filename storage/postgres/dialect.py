@@ -1,0 +1,101 @@
+"""PostgreSQL's :class:`~storage.sql.dialect.Dialect`: ``$n`` placeholders, ``TRUE``/``FALSE``,
+NULLs sorted as on SQLite (first ascending, last descending),
+``LIMIT NULL`` for no limit, ids from ``INSERT ... RETURNING id``, a failed statement aborts the
+transaction (the neutral writer then works under savepoints), constraint failures read from
+SQLSTATE and the server's detail, and the value codecs of :mod:`storage.postgres.codecs`.
+
+Rendering (``?`` -> ``$n``) is done by the driver adapter
+(:class:`storage.postgres.connection.Connection`) on every text it gets, so ``renders`` is off:
+the shared :class:`~storage.sql.storage.SQLStorage` and the session hand it neutral text.
+Imports no driver: :mod:`storage.postgres.driver`, imported when a storage first connects,
+sets :attr:`PostgresDialect.integrity_errors` to asyncpg's constraint-failure class (before it,
+nothing has run that could raise one).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from storage.postgres import codecs
+from storage.postgres.errors import sqlstate
+from storage.sql.codecs import Codecs
+from storage.sql.dialect import Dialect, Violation
+
+__all__ = ["POSTGRES", "PostgresDialect"]
+
+_KEY = re.compile(r"Key \((?P<columns>[^)]*)\)=")
+# The neutral text's pieces: quoted identifiers and string literals pass through untouched.
+_PIECES = re.compile(r"(\"[^\"]*\"|'[^']*'|\?)")
+# Sort keys: SQLite puts NULL first ascending and last descending; PostgreSQL the other way.
+_ORDER = re.compile(r"(\"[^\"]*\"|'[^']*')|\b(ASC|DESC)\b(?! NULLS)")
+
+
+def _nulls(found: re.Match[str]) -> str:
+    if found.group(1):
+        return found.group(1)
+    return "ASC NULLS FIRST" if found.group(2) == "ASC" else "DESC NULLS LAST"
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL 13+ through asyncpg (``$n`` placeholders)."""
+
+    name = "postgresql"
+    codecs = Codecs(
+        codecs.ENCODERS,
+        codecs.DECODERS,
+        codecs.PLAIN,
+        # string is not: its encoder refuses NUL, which PostgreSQL text cannot hold
+        frozenset({"integer"}),
+    )
+    true = "TRUE"
+    false = "FALSE"
+    no_limit = None
+    renders = False  # the driver adapter renders (see the module)
+    failed_statement_aborts = True
+    # asyncpg's class 23 errors, set when the driver is imported
+    integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    def __init__(self) -> None:
+        self._rendered: dict[str, str] = {}
+
+    def render(self, sql: str) -> str:
+        """``?`` -> ``$1``, ``$2``, ... (outside quotes), and ``ASC``/``DESC`` with SQLite's
+        place for NULLs; remembered per text."""
+        done = self._rendered.get(sql)
+        if done is None:
+            counter = 0
+
+            def number(found: re.Match[str]) -> str:
+                nonlocal counter
+                if found.group(0) != "?":
+                    return found.group(0)
+                counter += 1
+                return f"${counter}"
+
+            done = _PIECES.sub(number, sql)
+            if " ORDER BY " in done:
+                done = _ORDER.sub(_nulls, done)
+            if len(self._rendered) < 65536:  # texts are the schema's: bounded in practice
+                self._rendered[sql] = done
+        return done
+
+    def like(self, column: str) -> str:
+        # PostgreSQL's LIKE escapes with a backslash unless told otherwise; SQLite's has none.
+        return f"{column} LIKE ? ESCAPE ''"
+
+    def violation(self, error: BaseException) -> Violation:
+        state = sqlstate(error)
+        message = str(error)
+        if state == "23505":
+            detail = getattr(error, "detail", None) or ""
+            found = _KEY.search(detail)
+            columns = found["columns"].split(",") if found else []
+            return Violation("unique", tuple(c.strip().strip('"') for c in columns), message)
+        if state == "23503":
+            return Violation("foreign key", (), message)
+        return Violation("other", (), message)
+
+
+POSTGRES = PostgresDialect()
+"""The one PostgreSQL dialect (its only state is the memory of rendered texts)."""

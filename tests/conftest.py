@@ -1,0 +1,131 @@
+"""The PostgreSQL half of the suites: where it runs, and what happens when it cannot.
+
+``INTERAQT_TEST_PG`` names the server (default ``postgresql://postgres@127.0.0.1:5432/test``).
+The session probes it once at start:
+
+- reachable: tests that take ``postgres_url`` (and the ``postgres`` parameter of the backend
+  fixtures) run, each in a PostgreSQL schema of its own, dropped afterwards;
+- unreachable, or the driver not installed: those tests are skipped, and the run ends with
+  ONE line saying so and why;
+- unreachable with ``INTERAQT_REQUIRE_PG=1`` (``.ci/run`` sets it): the run FAILS at once
+  (exit status 1), so CI never passes with the PostgreSQL half silently left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from storage import PostgresStorage
+from storage.postgres.address import Address
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("INTERAQT_TEST_PG", "").strip() or DEFAULT_PG
+REQUIRE_PG = os.environ.get("INTERAQT_REQUIRE_PG", "").strip() not in ("", "0")
+
+_unreachable: str | None = None
+"""Why the PostgreSQL half cannot run (None: it can)."""
+
+
+def _probe(url: str) -> str | None:
+    """None when ``url`` accepts a connection, else why not (never showing the password)."""
+    try:
+        address = Address(url)
+    except Exception as exc:
+        return f"INTERAQT_TEST_PG is not a PostgreSQL URL ({exc})"
+    try:
+        import asyncpg
+    except ImportError:
+        return "the PostgreSQL driver (asyncpg) is not installed"
+
+    async def connect() -> None:
+        connection = await asyncpg.connect(url, timeout=5)
+        await connection.close()
+
+    try:
+        asyncio.run(connect())
+    except Exception as exc:
+        return address.scrub(f"{address}: {exc or type(exc).__name__}")
+    return None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _unreachable
+    _unreachable = _probe(PG_URL)
+    if _unreachable is not None and REQUIRE_PG:
+        pytest.exit(
+            f"INTERAQT_REQUIRE_PG is set but PostgreSQL cannot be used: {_unreachable} "
+            "(start the server, or point INTERAQT_TEST_PG at one)",
+            returncode=1,
+        )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _unreachable is not None:
+        terminalreporter.write_line(
+            f"PostgreSQL tests skipped: {_unreachable} (set INTERAQT_TEST_PG to a reachable "
+            "server; INTERAQT_REQUIRE_PG=1 makes this a failure)"
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The URL of the test server; skips the test when it cannot be reached."""
+    if _unreachable is not None:
+        pytest.skip(f"PostgreSQL unavailable: {_unreachable}")
+    return PG_URL
+
+
+async def drop_schema(url: str, schema: str) -> None:
+    """Drop a test's PostgreSQL schema and everything in it."""
+    import asyncpg
+
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await connection.close()
+
+
+PostgresFactory = Callable[..., Awaitable[PostgresStorage]]
+
+
+async def open_postgres(url: str, **options: Any) -> PostgresStorage:
+    """A connected :class:`PostgresStorage` in a fresh PostgreSQL schema of its own
+    (``storage.schema_name``); :func:`dispose_postgres` closes it and drops the schema."""
+    options.setdefault("schema", f"t_{uuid.uuid4().hex[:16]}")
+    store = PostgresStorage(url, **options)
+    try:
+        await store._connect()
+    except BaseException:
+        await dispose_postgres(store)
+        raise
+    return store
+
+
+async def dispose_postgres(store: PostgresStorage) -> None:
+    """Close ``store`` and drop its PostgreSQL schema."""
+    await store.close()
+    if store.schema_name:
+        await drop_schema(store.dsn, store.schema_name)
+
+
+@pytest.fixture
+async def postgres_storage_factory(postgres_url: str) -> AsyncIterator[PostgresFactory]:
+    """``await make(**options)``: :func:`open_postgres` on the test server; every storage is
+    disposed of after the test."""
+    made: list[PostgresStorage] = []
+
+    async def make(**options: Any) -> PostgresStorage:
+        store = await open_postgres(postgres_url, **options)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await dispose_postgres(store)
