@@ -8,13 +8,13 @@ an :class:`Item` is one related record (a reference by id or a nested create). U
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from storage.errors import InvalidDataError
 from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
-from storage.sql.cache import StatementCache
-from storage.sql.codecs import Codecs
+from storage.sql.cache import SHAPES_KEPT, StatementCache
+from storage.sql.dialect import Dialect
 from storage.types import is_id
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -22,17 +22,104 @@ Relations = list[tuple[RelationAttribute, "list[Item] | None"]]
 """A payload's relation attributes with their items (None: clear the relation)."""
 
 
-class CreatePlan:
-    """A validated create payload: encoded values and relation items, in payload order."""
+class Shape:
+    """What a payload of exactly these keys takes, worked out once per ``(kind, record, keys)``
+    and remembered in the storage's :class:`StatementCache`: per key its ``step`` (the field's
+    encoder, a :class:`Relation`, or a :class:`Refusal` that raises the key's error when the
+    payload reaches it), the statement of the value fields (None without any), how each value
+    field reads back (see ``Codecs.plain``; None when every one reads back as written)."""
 
-    __slots__ = ("name", "relations", "source", "target", "values")
+    __slots__ = (
+        "direct",
+        "link",
+        "name",
+        "plains",
+        "sql",
+        "steps",
+        "value_keys",
+        "values_only",
+        "whole",
+    )
 
-    def __init__(self, name: str):
+    def __init__(
+        self,
+        name: str,
+        link: LinkType | None,
+        steps: list[Any],
+        value_keys: tuple[str, ...],
+        sql: str | None,
+        plains: list[Any] | None,
+        direct: bool,
+        whole: bool,
+    ):
         self.name = name
-        self.values: dict[str, Any] = {}
-        self.relations: list[tuple[RelationAttribute, list[Item] | None]] = []
+        self.link = link
+        self.steps = steps
+        self.value_keys = value_keys
+        self.values_only = len(value_keys) == len(steps)
+        self.sql = sql
+        self.plains = plains
+        self.direct = direct
+        """Every relation is to-one, not symmetric and displaces no link of the related
+        record: plain references link with one INSERT each (see ``CreatePlan.direct``)."""
+        self.whole = whole
+        """A link record's payload names both ends (checked after every key, as before)."""
+
+
+class Relation:
+    """A step: the key is a relation attribute (``end``: a link record's source or target)."""
+
+    __slots__ = ("attribute", "end")
+
+    def __init__(self, attribute: RelationAttribute, end: bool):
+        self.attribute = attribute
+        self.end = end
+
+
+class Refusal:
+    """A step: the key is refused (``'id'``, an unknown name, a link end in an update);
+    ``fail()`` raises the error naming it."""
+
+    __slots__ = ("fail",)
+
+    def __init__(self, fail: Callable[[], None]):
+        self.fail = fail
+
+
+class CreatePlan:
+    """A validated create payload: the value fields as given (``values``) and encoded
+    (``params``, in the order of ``shape.value_keys``), relation items in payload order, a link
+    record's ends. ``direct``: no nested create, no link fields, and every relation item a
+    plain reference through a ``shape.direct`` shape: the links are one INSERT each and need
+    no savepoint (see ``Writer.create``)."""
+
+    __slots__ = ("direct", "params", "relations", "shape", "source", "target", "values")
+
+    def __init__(self, shape: Shape, values: Mapping[str, Any], params: list[Any]):
+        self.shape = shape
+        self.values = values
+        self.params = params
+        self.relations: Relations = []
         self.source: Item | None = None
         self.target: Item | None = None
+        self.direct = True
+
+    @property
+    def encoded(self) -> dict[str, Any]:
+        """The value fields by name, encoded."""
+        return dict(zip(self.shape.value_keys, self.params, strict=True))
+
+
+class UpdatePlan:
+    """A validated update payload: value fields as given and encoded, relation items."""
+
+    __slots__ = ("params", "relations", "shape", "values")
+
+    def __init__(self, shape: Shape, values: Mapping[str, Any], params: list[Any]):
+        self.shape = shape
+        self.values = values
+        self.params = params
+        self.relations: Relations = []
 
 
 class Item:
@@ -52,11 +139,16 @@ class Item:
 
 
 class Planner:
-    """Validates and encodes payloads of one schema with one backend's codecs."""
+    """Validates and encodes payloads of one schema with one backend's codecs, one remembered
+    :class:`Shape` per payload shape: planning a payload of a known shape is encoding its
+    values and reading its relation items, nothing else."""
 
-    def __init__(self, schema: Schema, codecs: Codecs, cache: StatementCache) -> None:
+    __slots__ = ("_cache", "_dialect", "codecs", "schema")
+
+    def __init__(self, schema: Schema, dialect: Dialect, cache: StatementCache) -> None:
         self.schema = schema
-        self.codecs = codecs
+        self._dialect = dialect
+        self.codecs = dialect.codecs
         self._cache = cache
 
     def encoders(self, name: str) -> dict[str, Any]:
@@ -67,27 +159,52 @@ class Planner:
             }
         return encoders
 
+    def insert_sql(self, name: str, columns: tuple[str, ...]) -> str:
+        """The dialect's ``INSERT`` of these columns, worked out once."""
+        key = (name, columns)
+        sql = self._cache.inserts.get(key)
+        if sql is None:
+            sql = self._cache.inserts[key] = self._dialect.insert(name, columns)
+        return sql
+
+    def update_sql(self, name: str, columns: tuple[str, ...]) -> str:
+        """``UPDATE <name> SET <columns> = ? WHERE id = ?``, worked out once."""
+        key = (name, columns)
+        sql = self._cache.updates.get(key)
+        if sql is None:
+            quote = self._dialect.quote
+            assignments = ", ".join(f"{quote(k)} = ?" for k in columns)
+            sql = self._cache.updates[key] = f"UPDATE {quote(name)} SET {assignments} WHERE id = ?"
+        return sql
+
     def create(self, name: str, data: Mapping[str, Any]) -> CreatePlan:
-        record_type = self.schema.record(name)
         if type(data) is not dict and not isinstance(data, Mapping):
+            self.schema.record(name)
             raise InvalidDataError(
                 f"create {name}: data must be a dict, got {type(data).__name__}", record=name
             )
-        plan = CreatePlan(name)
-        attributes = self.schema.attributes(name)
-        encoders = self.encoders(name)
-        values = plan.values
-        for key, value in data.items():
-            if key == "id":
-                raise InvalidDataError(
-                    f"create {name}: 'id' is assigned by the storage", record=name, field="id"
-                )
-            encoder = encoders.get(key)
-            if encoder is not None:
-                values[key] = None if value is None else encoder(name, key, value)
-            elif key in attributes:
-                attribute = attributes[key]
-                if not attribute.via_link:
+        shape = self._shapes.get(("create", name, tuple(data)), _UNKNOWN)
+        if shape is _UNKNOWN:
+            shape = self._shape("create", name, tuple(data))
+        steps = shape.steps
+        if shape.values_only:
+            return CreatePlan(
+                shape,
+                data,
+                [
+                    None if value is None else encoder(name, key, value)
+                    for (key, value), encoder in zip(data.items(), steps, strict=True)
+                ],
+            )
+        values: dict[str, Any] = {}
+        plan = CreatePlan(shape, values, [])
+        params = plan.params
+        direct = shape.direct
+        for (key, value), step in zip(data.items(), steps, strict=True):
+            kind = type(step)
+            if kind is Relation:
+                attribute = step.attribute
+                if step.end:
                     item = self._item(name, attribute, value, allow_link_values=False)
                     if item is None:
                         raise InvalidDataError(
@@ -97,45 +214,111 @@ class Planner:
                         plan.source = item
                     else:
                         plan.target = item
-                else:
-                    plan.relations.append((attribute, self._items(name, attribute, value)))
+                    continue
+                items = self._items(name, attribute, value)
+                if direct and items:
+                    first = items[0]  # to-one: the only item
+                    direct = (
+                        type(first.ref) is int and first.nested is None and not first.link_values
+                    )
+                plan.relations.append((attribute, items))
+            elif kind is Refusal:
+                step.fail()
             else:
-                self.schema.attribute(name, key)  # raises UnknownFieldError with the known names
-        if isinstance(record_type, LinkType) and (plan.source is None or plan.target is None):
+                values[key] = value
+                params.append(None if value is None else step(name, key, value))
+        if not shape.whole:
             raise InvalidDataError(
                 f"create {name}: a link record needs both 'source' and 'target'", record=name
             )
+        plan.direct = direct
         return plan
 
-    def update(self, name: str, data: Mapping[str, Any]) -> tuple[dict[str, Any], Relations]:
-        self.schema.record(name)
+    def update(self, name: str, data: Mapping[str, Any]) -> UpdatePlan:
         if not isinstance(data, Mapping):
+            self.schema.record(name)
             raise InvalidDataError(
                 f"update {name}: data must be a dict, got {type(data).__name__}", record=name
             )
-        fields = self.schema.fields(name)
-        attributes = self.schema.attributes(name)
+        shape = self._shapes.get(("update", name, tuple(data)), _UNKNOWN)
+        if shape is _UNKNOWN:
+            shape = self._shape("update", name, tuple(data))
+        steps = shape.steps
+        if shape.values_only:
+            return UpdatePlan(
+                shape,
+                data,
+                [
+                    None if value is None else encoder(name, key, value)
+                    for (key, value), encoder in zip(data.items(), steps, strict=True)
+                ],
+            )
         values: dict[str, Any] = {}
-        relations: Relations = []
-        for key, value in data.items():
-            if key == "id":
-                raise InvalidDataError(
-                    f"update {name}: 'id' cannot be changed", record=name, field="id"
-                )
-            if key in fields:
-                values[key] = self.codecs.encode(name, key, fields[key].type, value)
-            elif key in attributes and attributes[key].via_link:
-                relations.append((attributes[key], self._items(name, attributes[key], value)))
-            elif key in attributes:
-                raise InvalidDataError(
-                    f"update {name}: a link's {key} cannot be changed; delete the link record "
-                    "and create a new one",
-                    record=name,
-                    field=key,
-                )
+        plan = UpdatePlan(shape, values, [])
+        params = plan.params
+        for (key, value), step in zip(data.items(), steps, strict=True):
+            kind = type(step)
+            if kind is Relation:
+                plan.relations.append((step.attribute, self._items(name, step.attribute, value)))
+            elif kind is Refusal:
+                step.fail()
             else:
-                self.schema.attribute(name, key)
-        return values, relations
+                values[key] = value
+                params.append(None if value is None else step(name, key, value))
+        return plan
+
+    @property
+    def _shapes(self) -> dict[Any, Any]:
+        return self._cache.shapes
+
+    def _shape(self, kind: str, name: str, keys: tuple[str, ...]) -> Shape:
+        """Work out (and remember) the :class:`Shape` of a payload of exactly these keys."""
+        record_type = self.schema.record(name)  # raises for an unknown record
+        shapes = self._cache.shapes
+        if len(shapes) >= SHAPES_KEPT:
+            shapes.clear()  # payload shapes come from callers: keep the memory bounded
+        encoders = self.encoders(name)
+        attributes = self.schema.attributes(name)
+        steps: list[Any] = []
+        value_keys: list[str] = []
+        direct = True
+        for key in keys:
+            if key == "id":
+                steps.append(Refusal(_refuse_id(kind, name)))
+            elif key in encoders:
+                steps.append(encoders[key])
+                value_keys.append(key)
+            elif key in attributes and attributes[key].via_link:
+                attribute = attributes[key]
+                steps.append(Relation(attribute, end=False))
+                direct = direct and _links_directly(attribute)
+            elif key in attributes and kind == "create":
+                steps.append(Relation(attributes[key], end=True))
+            elif key in attributes:
+                steps.append(Refusal(_refuse_end(name, key)))
+            else:
+                steps.append(Refusal(_refuse_unknown(self.schema, name, key)))
+        link = record_type if isinstance(record_type, LinkType) else None
+        columns = tuple(value_keys)
+        sql: str | None = None
+        if columns and kind == "update":
+            sql = self.update_sql(name, columns)
+        elif kind == "create" and link is None:
+            sql = self.insert_sql(name, columns)
+        fields = self.schema.fields(name)
+        plains = [self.codecs.plain[fields[key].type] for key in columns]
+        shape = Shape(
+            name,
+            link,
+            steps,
+            columns,
+            sql,
+            plains if any(plains) else None,
+            direct,
+            link is None or kind != "create" or ("source" in keys and "target" in keys),
+        )
+        shapes[(kind, name, keys)] = shape
+        return shape
 
     def _items(self, name: str, attribute: RelationAttribute, value: Any) -> list[Item] | None:
         if value is None:
@@ -210,3 +393,46 @@ class Planner:
                 )
             return Item(ref=ref, link_values=link_values)
         return Item(nested=self.create(attribute.related, rest), link_values=link_values)
+
+
+_UNKNOWN: Any = object()
+
+
+def _links_directly(attribute: RelationAttribute) -> bool:
+    """Whether a new record links through ``attribute`` with one INSERT: to-one, not
+    symmetric, and not exclusive on the related record's side (the new record's own side
+    holds no link yet)."""
+    link = attribute.link
+    other_exclusive = (
+        link.source_is_exclusive if attribute.other == "target" else link.target_is_exclusive
+    )
+    return not attribute.to_many and not attribute.symmetric and not other_exclusive
+
+
+def _refuse_id(kind: str, name: str) -> Callable[[], None]:
+    reason = "is assigned by the storage" if kind == "create" else "cannot be changed"
+
+    def fail() -> None:
+        raise InvalidDataError(f"{kind} {name}: 'id' {reason}", record=name, field="id")
+
+    return fail
+
+
+def _refuse_end(name: str, key: str) -> Callable[[], None]:
+    def fail() -> None:
+        raise InvalidDataError(
+            f"update {name}: a link's {key} cannot be changed; delete the link record "
+            "and create a new one",
+            record=name,
+            field=key,
+        )
+
+    return fail
+
+
+def _refuse_unknown(schema: Schema, name: str, key: str) -> Callable[[], None]:
+    def fail() -> None:
+        schema.attribute(name, key)  # raises UnknownFieldError with the known names
+        raise InvalidDataError(f"{name}: unknown field {key!r}", record=name, field=key)
+
+    return fail

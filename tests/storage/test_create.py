@@ -343,16 +343,18 @@ async def test_a_failed_create_leaves_nothing(storage: SQLiteStorage) -> None:
 async def test_statements_worked_out_per_payload_shape_stay_right_when_the_cache_is_full(
     storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Value-only creates and updates remember a statement per payload shape; the memory is
-    bounded by starting over, which must not change a single result."""
-    from storage.sql import writer
+    """Every create and update plans through a shape remembered per payload shape (value fields,
+    references, nested creates alike); the memory is bounded by starting over, which must not
+    change a single result."""
+    from storage.sql import plans
 
-    monkeypatch.setattr(writer, "_STATEMENTS_KEPT", 2)
+    monkeypatch.setattr(plans, "SHAPES_KEPT", 2)
     shapes = [{"name": "a"}, {"age": 1}, {"name": "b", "age": 2}, {"age": 3, "name": "c"}]
     ids = []
     for data in shapes * 2:
         result = await storage.create("User", {**data, "name": f"{data.get('name')}{len(ids)}"})
         ids.append(created_id(result))
+        assert len(storage._statements.shapes) <= 2
     for record_id in ids:
         await storage.run(
             lambda tx, i=record_id: tx.update_record(
@@ -362,4 +364,29 @@ async def test_statements_worked_out_per_payload_shape_stay_right_when_the_cache
     found = await storage.find("User", None, ["name", "age", "active"], order_by={"id": "asc"})
     assert [(u["name"], u["age"], u["active"]) for u in found] == [
         (f"{data.get('name')}{n}", ids[n] * 10, True) for n, data in enumerate(shapes * 2)
+    ]
+    for round in range(2):
+        for data in [
+            {"title": "p", "author": {"id": ids[0]}},
+            {"title": "q", "author": {"name": f"nested{round}"}},
+            {"author": {"id": ids[1]}, "title": "r", "score": 2},
+            {"title": "s", "tags": [{"label": "t"}]},
+        ]:
+            await storage.create("Post", data)
+            assert len(storage._statements.shapes) <= 2
+    found = await storage.find(
+        "Post", None, ["title", ("author", ["name"]), ("tags", ["label"])], order_by={"id": "asc"}
+    )
+    assert [
+        (p["title"], (p["author"] or {}).get("name"), [t["label"] for t in p["tags"]])
+        for p in found
+    ] == [
+        (title, name, tags)
+        for round in range(2)
+        for title, name, tags in [
+            ("p", "a0", []),
+            ("q", f"nested{round}", []),
+            ("r", "None1", []),
+            ("s", None, ["t"]),
+        ]
     ]
