@@ -1,14 +1,25 @@
 """Planning a write: the payload validated completely and encoded before the first statement
-runs, so bad input changes nothing.
+runs, so bad input changes nothing. Errors name the record and field at fault.
 
-A :class:`CreatePlan` holds a create's encoded values and its relation items in payload order;
-an :class:`Item` is one related record (a reference by id or a nested create). Updates plan to
-``(values, relations)``. Errors name the record and field at fault.
+Every create and every update is planned the same way, in two steps:
+
+- its :class:`Shape` (what each key is: a value field with its encoder, a relation, or a refused
+  key; the INSERT or UPDATE of the value fields; how they read back) is worked out once per
+  ``(kind, record, payload keys)`` and remembered in the storage's
+  :class:`~storage.sql.cache.StatementCache` (bounded: it starts over at ``SHAPES_KEPT``);
+- the payload is then read along its shape into a :class:`CreatePlan` or :class:`UpdatePlan`:
+  values encoded, relation items in payload order (an :class:`Item` is a reference by id or a
+  nested create, with its ``&`` link fields). A payload of value fields only costs one encoder
+  call per key and one list; nested creates are planned through their own shapes.
+
+Refused keys are remembered too and raise when the payload reaches them, so a payload's first
+error (in key order) is the one reported, as when every key was checked anew.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from storage.errors import InvalidDataError
@@ -60,8 +71,9 @@ class Shape:
         self.sql = sql
         self.plains = plains
         self.direct = direct
-        """Every relation is to-one, not symmetric and displaces no link of the related
-        record: plain references link with one INSERT each (see ``CreatePlan.direct``)."""
+        """Nothing this shape holds displaces a link: every relation is to-one, not symmetric
+        and not exclusive on the related side, and a link record's ends are not exclusive.
+        Plain references then link with one INSERT each (see ``CreatePlan.direct``)."""
         self.whole = whole
         """A link record's payload names both ends (checked after every key, as before)."""
 
@@ -89,9 +101,10 @@ class Refusal:
 class CreatePlan:
     """A validated create payload: the value fields as given (``values``) and encoded
     (``params``, in the order of ``shape.value_keys``), relation items in payload order, a link
-    record's ends. ``direct``: no nested create, no link fields, and every relation item a
-    plain reference through a ``shape.direct`` shape: the links are one INSERT each and need
-    no savepoint (see ``Writer.create``)."""
+    record's ends. ``direct``: a ``shape.direct`` shape and a payload with no nested create
+    and no link fields, whose references are plain ids: the record is one INSERT and each of
+    its links one more, none displacing anything, so the create needs no savepoint (see
+    ``Writer.create``)."""
 
     __slots__ = ("direct", "params", "relations", "shape", "source", "target", "values")
 
@@ -99,14 +112,16 @@ class CreatePlan:
         self.shape = shape
         self.values = values
         self.params = params
-        self.relations: Relations = []
+        self.relations: Relations = _NO_RELATIONS  # a list of its own once one is planned
         self.source: Item | None = None
         self.target: Item | None = None
         self.direct = True
 
     @property
-    def encoded(self) -> dict[str, Any]:
+    def encoded(self) -> Mapping[str, Any]:
         """The value fields by name, encoded."""
+        if not self.params:
+            return _NO_LINK_VALUES
         return dict(zip(self.shape.value_keys, self.params, strict=True))
 
 
@@ -119,7 +134,7 @@ class UpdatePlan:
         self.shape = shape
         self.values = values
         self.params = params
-        self.relations: Relations = []
+        self.relations: Relations = _NO_RELATIONS  # a list of its own once one is planned
 
 
 class Item:
@@ -131,11 +146,11 @@ class Item:
         self,
         ref: Any = None,
         nested: CreatePlan | None = None,
-        link_values: dict[str, Any] | None = None,
+        link_values: Mapping[str, Any] | None = None,
     ):
         self.ref = ref
         self.nested = nested
-        self.link_values = link_values or {}
+        self.link_values: Mapping[str, Any] = link_values or _NO_LINK_VALUES
 
 
 class Planner:
@@ -183,7 +198,7 @@ class Planner:
             raise InvalidDataError(
                 f"create {name}: data must be a dict, got {type(data).__name__}", record=name
             )
-        shape = self._shapes.get(("create", name, tuple(data)), _UNKNOWN)
+        shape = self._cache.shapes.get(("create", name, tuple(data)), _UNKNOWN)
         if shape is _UNKNOWN:
             shape = self._shape("create", name, tuple(data))
         steps = shape.steps
@@ -199,17 +214,24 @@ class Planner:
         values: dict[str, Any] = {}
         plan = CreatePlan(shape, values, [])
         params = plan.params
+        relations: Relations = []
         direct = shape.direct
         for (key, value), step in zip(data.items(), steps, strict=True):
             kind = type(step)
             if kind is Relation:
                 attribute = step.attribute
                 if step.end:
-                    item = self._item(name, attribute, value, allow_link_values=False)
+                    ref = value.get("id") if type(value) is dict and len(value) == 1 else None
+                    if type(ref) is int and INT64_MIN <= ref <= INT64_MAX:
+                        item: Item | None = Item(ref)  # a plain reference, as _item reads it
+                    else:
+                        item = self._item(name, attribute, value, allow_link_values=False)
                     if item is None:
                         raise InvalidDataError(
                             f"create {name}: {key} must refer to a record", record=name, field=key
                         )
+                    if item.nested is not None:
+                        direct = False  # the end is created first: several statements
                     if key == "source":
                         plan.source = item
                     else:
@@ -221,7 +243,7 @@ class Planner:
                     direct = (
                         type(first.ref) is int and first.nested is None and not first.link_values
                     )
-                plan.relations.append((attribute, items))
+                relations.append((attribute, items))
             elif kind is Refusal:
                 step.fail()
             else:
@@ -232,15 +254,17 @@ class Planner:
                 f"create {name}: a link record needs both 'source' and 'target'", record=name
             )
         plan.direct = direct
+        if relations:
+            plan.relations = relations
         return plan
 
     def update(self, name: str, data: Mapping[str, Any]) -> UpdatePlan:
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             self.schema.record(name)
             raise InvalidDataError(
                 f"update {name}: data must be a dict, got {type(data).__name__}", record=name
             )
-        shape = self._shapes.get(("update", name, tuple(data)), _UNKNOWN)
+        shape = self._cache.shapes.get(("update", name, tuple(data)), _UNKNOWN)
         if shape is _UNKNOWN:
             shape = self._shape("update", name, tuple(data))
         steps = shape.steps
@@ -256,20 +280,19 @@ class Planner:
         values: dict[str, Any] = {}
         plan = UpdatePlan(shape, values, [])
         params = plan.params
+        relations: Relations = []
         for (key, value), step in zip(data.items(), steps, strict=True):
             kind = type(step)
             if kind is Relation:
-                plan.relations.append((step.attribute, self._items(name, step.attribute, value)))
+                relations.append((step.attribute, self._items(name, step.attribute, value)))
             elif kind is Refusal:
                 step.fail()
             else:
                 values[key] = value
                 params.append(None if value is None else step(name, key, value))
+        if relations:
+            plan.relations = relations
         return plan
-
-    @property
-    def _shapes(self) -> dict[Any, Any]:
-        return self._cache.shapes
 
     def _shape(self, kind: str, name: str, keys: tuple[str, ...]) -> Shape:
         """Work out (and remember) the :class:`Shape` of a payload of exactly these keys."""
@@ -299,6 +322,8 @@ class Planner:
             else:
                 steps.append(Refusal(_refuse_unknown(self.schema, name, key)))
         link = record_type if isinstance(record_type, LinkType) else None
+        if link is not None and (link.source_is_exclusive or link.target_is_exclusive):
+            direct = False  # a new link record displaces the one holding the exclusive slot
         columns = tuple(value_keys)
         sql: str | None = None
         if columns and kind == "update":
@@ -396,6 +421,8 @@ class Planner:
 
 
 _UNKNOWN: Any = object()
+_NO_RELATIONS: Relations = []  # shared, never appended to: plans replace it with their own
+_NO_LINK_VALUES: Mapping[str, Any] = MappingProxyType({})
 
 
 def _links_directly(attribute: RelationAttribute) -> bool:

@@ -48,7 +48,10 @@ class Statements:
         self._savepoints = 0
         self._inserted_id = reader.dialect.inserted_id
         self._cache: StatementCache = reader._cache
-        self.planner = Planner(reader.schema, reader.dialect, reader._cache)
+        planner = reader._cache.planner
+        if planner is None:  # one per storage memory: it derives from schema and dialect alone
+            planner = reader._cache.planner = Planner(reader.schema, reader.dialect, reader._cache)
+        self.planner: Planner = planner
 
     @contextmanager
     def atomic(self, needed: bool = True) -> Iterator[None]:

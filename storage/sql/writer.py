@@ -1,6 +1,14 @@
 """Writes: create, update and delete, with nested references and creates, re-linking of
 exclusive relations, cascades, and the mutation events each write causes.
 
+One path per write: the planner (:mod:`storage.sql.plans`) turns the payload into a typed plan
+through the shape it remembers for the payload's keys, and the plan is executed; a payload of a
+known shape is the fast path, with no code of its own. How a create is made atomic follows from
+its plan: one INSERT is atomic by itself; a create whose links are plain INSERTs (``direct``)
+undoes its rows if a link fails; anything else (nested creates, displaced links, to-many
+relations, link fields) runs under a savepoint. An update takes a savepoint when it re-links or
+writes several records.
+
 Every payload is validated completely before the first statement runs, so bad input changes
 nothing; errors that only the database can see (a unique violation) roll back the write's
 savepoint.
@@ -34,23 +42,13 @@ class Writer(Links):
     def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
         plan = self.planner.create(name, data)
         start = len(self.events)
-        link = plan.shape.link
-        if link is not None and (
-            link.source_is_exclusive
-            or link.target_is_exclusive
-            or (plan.source is not None and plan.source.nested is not None)
-            or (plan.target is not None and plan.target.nested is not None)
-        ):
-            # A link record that displaces a link or creates its ends: several statements.
+        if not plan.direct:
             with self.atomic(True):
                 record = self._create(plan)
-        elif not plan.relations:
-            record = self._create(plan)  # one INSERT: atomic by itself
-        elif plan.direct:
+        elif plan.relations:
             record = self._create_undoable(plan, start)
         else:
-            with self.atomic(True):
-                record = self._create(plan)
+            record = self._insert_row(plan)  # one INSERT: atomic by itself
         return WriteResult([record], self.events[start:])
 
     def _create_undoable(self, plan: CreatePlan, start: int) -> Record:
@@ -84,10 +82,15 @@ class Writer(Links):
         its create event."""
         shape = plan.shape
         if shape.link is not None:
-            assert plan.source is not None and plan.target is not None
-            source = self._resolve(plan.source)
-            target = self._resolve(plan.target)
-            return self._insert_link(shape.link, source, target, plan.encoded, (shape.name, None))
+            source, target = plan.source, plan.target
+            assert source is not None and target is not None
+            return self._insert_link(
+                shape.link,
+                source.ref if source.nested is None else self._resolve(source),
+                target.ref if target.nested is None else self._resolve(target),
+                plan.encoded if plan.params else _NO_VALUES,
+                (shape.name, None),
+            )
         name = shape.name
         assert shape.sql is not None
         params = plan.params
@@ -106,7 +109,7 @@ class Writer(Links):
             with self.atomic(True):
                 records = self._update_rows(name, plan, [old])
         else:
-            records = self._update_rows(name, plan, [old])
+            records = [self._update_one(name, plan, old)]
         return WriteResult(records, self.events[start:])
 
     def update(
@@ -127,8 +130,21 @@ class Writer(Links):
             with self.atomic(True):
                 records = self._update_rows(name, plan, old_rows)
         else:
-            records = self._update_rows(name, plan, old_rows)
+            records = [self._update_one(name, plan, old_rows[0])]
         return WriteResult(records, self.events[start:])
+
+    def _update_one(self, name: str, plan: UpdatePlan, old: Record) -> Record:
+        """The value fields of one record (a plan without relations): one UPDATE, one event."""
+        shape = plan.shape
+        if shape.sql is None:
+            return {**old}
+        params, values = plan.params, plan.values
+        record_id = old["id"]
+        self._execute(name, shape.sql, [*params, record_id], values)
+        written: Record = {"id": record_id}
+        _read_back(written, values, params, shape.plains)
+        self.events.append(MutationEvent(name, "update", written, old, shape.value_keys))
+        return {**old, **written}
 
     def _update_rows(self, name: str, plan: UpdatePlan, old_rows: list[Record]) -> list[Record]:
         shape = plan.shape
@@ -220,6 +236,9 @@ class Writer(Links):
             raise StorageError(
                 f"{name} has links: delete it with delete(), which removes them too", record=name
             )
+
+
+_NO_VALUES: Mapping[str, Any] = {}  # never written to
 
 
 def _read_back(
