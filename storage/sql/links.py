@@ -33,8 +33,8 @@ class Links(Statements):
         record_id = record["id"]
         for attribute, items in plan.relations:
             refs: list[Record] = []
-            for item in items or []:
-                related = self._resolve(item)
+            for item in items or ():
+                related = item.ref if item.nested is None else self._resolve(item)
                 # The record is new: its own side holds no link yet, only the other may.
                 self._link(
                     attribute,

@@ -203,20 +203,13 @@ class Planner:
             shape = self._shape("create", name, tuple(data))
         steps = shape.steps
         if shape.values_only:
-            return CreatePlan(
-                shape,
-                data,
-                [
-                    None if value is None else encoder(name, key, value)
-                    for (key, value), encoder in zip(data.items(), steps, strict=True)
-                ],
-            )
+            return CreatePlan(shape, data, _encode(name, data, steps))
         values: dict[str, Any] = {}
         plan = CreatePlan(shape, values, [])
         params = plan.params
         relations: Relations = []
         direct = shape.direct
-        for (key, value), step in zip(data.items(), steps, strict=True):
+        for (key, value), step in zip(data.items(), steps):  # noqa: B905 (same keys)
             kind = type(step)
             if kind is Relation:
                 attribute = step.attribute
@@ -269,19 +262,12 @@ class Planner:
             shape = self._shape("update", name, tuple(data))
         steps = shape.steps
         if shape.values_only:
-            return UpdatePlan(
-                shape,
-                data,
-                [
-                    None if value is None else encoder(name, key, value)
-                    for (key, value), encoder in zip(data.items(), steps, strict=True)
-                ],
-            )
+            return UpdatePlan(shape, data, _encode(name, data, steps))
         values: dict[str, Any] = {}
         plan = UpdatePlan(shape, values, [])
         params = plan.params
         relations: Relations = []
-        for (key, value), step in zip(data.items(), steps, strict=True):
+        for (key, value), step in zip(data.items(), steps):  # noqa: B905 (same keys)
             kind = type(step)
             if kind is Relation:
                 relations.append((step.attribute, self._items(name, step.attribute, value)))
@@ -423,6 +409,17 @@ class Planner:
 _UNKNOWN: Any = object()
 _NO_RELATIONS: Relations = []  # shared, never appended to: plans replace it with their own
 _NO_LINK_VALUES: Mapping[str, Any] = MappingProxyType({})
+
+
+def _encode(name: str, data: Mapping[str, Any], encoders: list[Any]) -> list[Any]:
+    """The column values of a payload of value fields (its shape's encoders, key by key).
+
+    A plain loop: on CPython 3.11 it costs half a comprehension over ``zip(strict=True)``, and
+    the shape was made from these very keys, so the lengths agree."""
+    params: list[Any] = []
+    for (key, value), encoder in zip(data.items(), encoders):  # noqa: B905
+        params.append(None if value is None else encoder(name, key, value))
+    return params
 
 
 def _links_directly(attribute: RelationAttribute) -> bool:
