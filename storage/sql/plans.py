@@ -230,12 +230,15 @@ class Planner:
                     else:
                         plan.target = item
                     continue
+                ref = value.get("id") if type(value) is dict and len(value) == 1 else None
+                if direct and type(ref) is int and INT64_MIN <= ref <= INT64_MAX:
+                    relations.append((attribute, [Item(ref)]))  # to-one, a plain reference
+                    continue
                 items = self._items(name, attribute, value)
-                if direct and items:
-                    first = items[0]  # to-one: the only item
-                    direct = (
-                        type(first.ref) is int and first.nested is None and not first.link_values
-                    )
+                if items and (items[0].nested is not None or items[0].link_values):
+                    direct = False  # a nested create or link fields: under a savepoint
+                elif items and type(items[0].ref) is not int:
+                    direct = False
                 relations.append((attribute, items))
             elif kind is Refusal:
                 step.fail()

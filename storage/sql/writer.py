@@ -66,10 +66,12 @@ class Writer(Links):
                 raise
             return record
         try:
-            return self._create(plan)
+            record = self._insert_row(plan)
+            self._link_relations(plan, record)
         except BaseException:
             self._undo_creates(start)
             raise
+        return record
 
     def _create(self, plan: CreatePlan) -> Record:
         record = self._insert_row(plan)
