@@ -30,7 +30,7 @@ from storage.errors import StorageError
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
 from storage.sql.links import Links
-from storage.sql.plans import CreatePlan, UpdatePlan
+from storage.sql.plans import INT64_MAX, INT64_MIN, CreatePlan, UpdatePlan
 from storage.sql.reader import chunks, placeholders
 
 
@@ -120,8 +120,9 @@ class Writer(Links):
         plan = self.planner.update(name, data)  # bad input fails before anything is read
         start = len(self.events)
         record_id = match.get("id") if type(match) is dict and len(match) == 1 else None
-        if type(record_id) is int:
-            # One record named by its id: one read of its snapshot.
+        if type(record_id) is int and INT64_MIN <= record_id <= INT64_MAX:
+            # One record named by its id: one read of its snapshot (other ids: the match
+            # compiler's error).
             old = self.reader.snapshot(name, record_id)
             old_rows = [old] if old is not None else []
         else:
