@@ -14,7 +14,7 @@ from typing import Any
 from storage.errors import MissingReferenceError, StorageError
 from storage.events import MutationEvent, Record
 from storage.schema import LinkType, RelationAttribute
-from storage.sql.plans import CreatePlan, Item
+from storage.sql.plans import Item, Plan
 from storage.sql.statements import Statements
 
 
@@ -23,11 +23,11 @@ class Links(Statements):
 
     __slots__ = ()
 
-    def _create(self, plan: CreatePlan) -> Record:
+    def _create(self, plan: Plan) -> Record:
         """Create a planned record (and its nested ones): the writer's."""
         raise NotImplementedError
 
-    def _link_relations(self, plan: CreatePlan, record: Record) -> None:
+    def _link_relations(self, plan: Plan, record: Record) -> None:
         """Link a record just created to the records of its payload's relations, in payload
         order (nested records are created first), and put the references into ``record``."""
         record_id = record["id"]

@@ -7,10 +7,10 @@ Every create and every update is planned the same way, in two steps:
   key; the INSERT or UPDATE of the value fields; how they read back) is worked out once per
   ``(kind, record, payload keys)`` and remembered in the storage's
   :class:`~storage.sql.cache.StatementCache` (bounded: it starts over at ``SHAPES_KEPT``);
-- the payload is then read along its shape into a :class:`CreatePlan` or :class:`UpdatePlan`:
-  values encoded, relation items in payload order (an :class:`Item` is a reference by id or a
-  nested create, with its ``&`` link fields). A payload of value fields only costs one encoder
-  call per key and one list; nested creates are planned through their own shapes.
+- the payload is then read along its shape into a :class:`Plan` (one type for creates and
+  updates): values encoded, relation items in payload order (an :class:`Item` is a reference
+  by id or a nested create, with its ``&`` link fields). A payload of value fields only costs
+  one encoder call per key and one list; nested creates are planned through their own shapes.
 
 Refused keys are remembered too and raise when the payload reaches them, so a payload's first
 error (in key order) is the one reported, as when every key was checked anew.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from storage.errors import InvalidDataError
 from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
@@ -29,6 +29,8 @@ from storage.sql.dialect import Dialect
 from storage.types import is_id
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+Kind = Literal["create", "update"]
+"""What a plan is for."""
 Relations = list[tuple[RelationAttribute, "list[Item] | None"]]
 """A payload's relation attributes with their items (None: clear the relation)."""
 
@@ -73,7 +75,7 @@ class Shape:
         self.direct = direct
         """Nothing this shape holds displaces a link: every relation is to-one, not symmetric
         and not exclusive on the related side, and a link record's ends are not exclusive.
-        Plain references then link with one INSERT each (see ``CreatePlan.direct``)."""
+        Plain references then link with one INSERT each (see ``Plan.direct``)."""
         self.whole = whole
         """A link record's payload names both ends (checked after every key, as before)."""
 
@@ -98,13 +100,13 @@ class Refusal:
         self.fail = fail
 
 
-class CreatePlan:
-    """A validated create payload: the value fields as given (``values``) and encoded
-    (``params``, in the order of ``shape.value_keys``), relation items in payload order, a link
-    record's ends. ``direct``: a ``shape.direct`` shape and a payload with no nested create
-    and no link fields, whose references are plain ids: the record is one INSERT and each of
-    its links one more, none displacing anything, so the create needs no savepoint (see
-    ``Writer.create``)."""
+class Plan:
+    """A validated create or update payload: the value fields as given (``values``) and
+    encoded (``params``, in the order of ``shape.value_keys``), relation items in payload
+    order, a link record's ends (creates only). ``direct`` (creates): a ``shape.direct`` shape
+    and a payload with no nested create and no link fields, whose references are plain ids:
+    the record is one INSERT and each of its links one more, none displacing anything, so the
+    create needs no savepoint (see ``Writer.create``)."""
 
     __slots__ = ("direct", "params", "relations", "shape", "source", "target", "values")
 
@@ -125,18 +127,6 @@ class CreatePlan:
         return dict(zip(self.shape.value_keys, self.params, strict=True))
 
 
-class UpdatePlan:
-    """A validated update payload: value fields as given and encoded, relation items."""
-
-    __slots__ = ("params", "relations", "shape", "values")
-
-    def __init__(self, shape: Shape, values: Mapping[str, Any], params: list[Any]):
-        self.shape = shape
-        self.values = values
-        self.params = params
-        self.relations: Relations = _NO_RELATIONS  # a list of its own once one is planned
-
-
 class Item:
     """One related record in a payload: a reference by id, or a nested create."""
 
@@ -145,7 +135,7 @@ class Item:
     def __init__(
         self,
         ref: Any = None,
-        nested: CreatePlan | None = None,
+        nested: Plan | None = None,
         link_values: Mapping[str, Any] | None = None,
     ):
         self.ref = ref
@@ -192,26 +182,21 @@ class Planner:
             sql = self._cache.updates[key] = f"UPDATE {quote(name)} SET {assignments} WHERE id = ?"
         return sql
 
-    def create(self, name: str, data: Mapping[str, Any]) -> CreatePlan:
-        if type(data) is not dict and not isinstance(data, Mapping):
-            self.schema.record(name)
-            raise InvalidDataError(
-                f"create {name}: data must be a dict, got {type(data).__name__}", record=name
-            )
-        shape = self._cache.shapes.get(("create", name, tuple(data)), _UNKNOWN)
-        if shape is _UNKNOWN:
-            shape = self._shape("create", name, tuple(data))
+    def plan(self, kind: Kind, name: str, data: Mapping[str, Any]) -> Plan:
+        """The plan of a ``kind`` ("create" or "update") of ``name`` with ``data``, validated
+        and encoded; a payload's first error in key order is raised."""
+        shape = self._shape_of(kind, name, data)
         steps = shape.steps
         if shape.values_only:
-            return CreatePlan(shape, data, _encode(name, data, steps))
+            return Plan(shape, data, _encode(name, data, steps))
         values: dict[str, Any] = {}
-        plan = CreatePlan(shape, values, [])
+        plan = Plan(shape, values, [])
         params = plan.params
         relations: Relations = []
         direct = shape.direct
         for (key, value), step in zip(data.items(), steps):  # noqa: B905 (same keys)
-            kind = type(step)
-            if kind is Relation:
+            step_type = type(step)
+            if step_type is Relation:
                 attribute = step.attribute
                 if step.end:
                     ref = value.get("id") if type(value) is dict and len(value) == 1 else None
@@ -221,7 +206,7 @@ class Planner:
                         item = self._item(name, attribute, value, allow_link_values=False)
                     if item is None:
                         raise InvalidDataError(
-                            f"create {name}: {key} must refer to a record", record=name, field=key
+                            f"{kind} {name}: {key} must refer to a record", record=name, field=key
                         )
                     if item.nested is not None:
                         direct = False  # the end is created first: several statements
@@ -240,50 +225,35 @@ class Planner:
                 elif items and type(items[0].ref) is not int:
                     direct = False
                 relations.append((attribute, items))
-            elif kind is Refusal:
+            elif step_type is Refusal:
                 step.fail()
             else:
                 values[key] = value
                 params.append(None if value is None else step(name, key, value))
         if not shape.whole:
             raise InvalidDataError(
-                f"create {name}: a link record needs both 'source' and 'target'", record=name
+                f"{kind} {name}: a link record needs both 'source' and 'target'", record=name
             )
         plan.direct = direct
         if relations:
             plan.relations = relations
         return plan
 
-    def update(self, name: str, data: Mapping[str, Any]) -> UpdatePlan:
+    def _shape_of(self, kind: Kind, name: str, data: Mapping[str, Any]) -> Shape:
+        """The remembered shape of ``data`` (worked out on first sight); anything but a
+        mapping is refused."""
         if type(data) is not dict and not isinstance(data, Mapping):
-            self.schema.record(name)
+            self.schema.record(name)  # raises for an unknown record first
             raise InvalidDataError(
-                f"update {name}: data must be a dict, got {type(data).__name__}", record=name
+                f"{kind} {name}: data must be a dict, got {type(data).__name__}", record=name
             )
-        shape = self._cache.shapes.get(("update", name, tuple(data)), _UNKNOWN)
-        if shape is _UNKNOWN:
-            shape = self._shape("update", name, tuple(data))
-        steps = shape.steps
-        if shape.values_only:
-            return UpdatePlan(shape, data, _encode(name, data, steps))
-        values: dict[str, Any] = {}
-        plan = UpdatePlan(shape, values, [])
-        params = plan.params
-        relations: Relations = []
-        for (key, value), step in zip(data.items(), steps):  # noqa: B905 (same keys)
-            kind = type(step)
-            if kind is Relation:
-                relations.append((step.attribute, self._items(name, step.attribute, value)))
-            elif kind is Refusal:
-                step.fail()
-            else:
-                values[key] = value
-                params.append(None if value is None else step(name, key, value))
-        if relations:
-            plan.relations = relations
-        return plan
+        keys = tuple(data)
+        shape: Shape | None = self._cache.shapes.get((kind, name, keys))
+        if shape is None:
+            shape = self._shape(kind, name, keys)
+        return shape
 
-    def _shape(self, kind: str, name: str, keys: tuple[str, ...]) -> Shape:
+    def _shape(self, kind: Kind, name: str, keys: tuple[str, ...]) -> Shape:
         """Work out (and remember) the :class:`Shape` of a payload of exactly these keys."""
         record_type = self.schema.record(name)  # raises for an unknown record
         shapes = self._cache.shapes
@@ -406,10 +376,9 @@ class Planner:
                     field=attribute.name,
                 )
             return Item(ref=ref, link_values=link_values)
-        return Item(nested=self.create(attribute.related, rest), link_values=link_values)
+        return Item(nested=self.plan("create", attribute.related, rest), link_values=link_values)
 
 
-_UNKNOWN: Any = object()
 _NO_RELATIONS: Relations = []  # shared, never appended to: plans replace it with their own
 _NO_LINK_VALUES: Mapping[str, Any] = MappingProxyType({})
 
@@ -436,7 +405,7 @@ def _links_directly(attribute: RelationAttribute) -> bool:
     return not attribute.to_many and not attribute.symmetric and not other_exclusive
 
 
-def _refuse_id(kind: str, name: str) -> Callable[[], None]:
+def _refuse_id(kind: Kind, name: str) -> Callable[[], None]:
     reason = "is assigned by the storage" if kind == "create" else "cannot be changed"
 
     def fail() -> None:

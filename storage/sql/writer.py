@@ -30,7 +30,7 @@ from storage.errors import StorageError
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
 from storage.sql.links import Links
-from storage.sql.plans import INT64_MAX, INT64_MIN, CreatePlan, UpdatePlan
+from storage.sql.plans import INT64_MAX, INT64_MIN, Plan
 from storage.sql.reader import chunks, placeholders
 
 
@@ -40,7 +40,7 @@ class Writer(Links):
     __slots__ = ()
 
     def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
-        plan = self.planner.create(name, data)
+        plan = self.planner.plan("create", name, data)
         start = len(self.events)
         if not plan.direct:
             with self.atomic(True):
@@ -51,7 +51,7 @@ class Writer(Links):
             record = self._insert_row(plan)  # one INSERT: atomic by itself
         return WriteResult([record], self.events[start:])
 
-    def _create_undoable(self, plan: CreatePlan, start: int) -> Record:
+    def _create_undoable(self, plan: Plan, start: int) -> Record:
         """A create whose links are plain INSERTs (``plan.direct``): instead of a savepoint
         around it, a failed link (a missing record) undoes the rows inserted so far (see
         :meth:`_undo_creates`). Where a failed statement aborts the transaction, the links go
@@ -73,13 +73,13 @@ class Writer(Links):
             raise
         return record
 
-    def _create(self, plan: CreatePlan) -> Record:
+    def _create(self, plan: Plan) -> Record:
         record = self._insert_row(plan)
         if plan.relations:
             self._link_relations(plan, record)
         return record
 
-    def _insert_row(self, plan: CreatePlan) -> Record:
+    def _insert_row(self, plan: Plan) -> Record:
         """The planned record's own row (a link record's ends created first when nested) and
         its create event."""
         shape = plan.shape
@@ -105,7 +105,7 @@ class Writer(Links):
 
     def update_record(self, name: str, old: Record, data: Mapping[str, Any]) -> WriteResult:
         """Update one record whose full snapshot the caller has just read (saves a read)."""
-        plan = self.planner.update(name, data)
+        plan = self.planner.plan("update", name, data)
         start = len(self.events)
         if plan.relations:
             with self.atomic(True):
@@ -117,7 +117,7 @@ class Writer(Links):
     def update(
         self, name: str, match: MatchExp | Mapping[str, Any] | None, data: Mapping[str, Any]
     ) -> WriteResult:
-        plan = self.planner.update(name, data)  # bad input fails before anything is read
+        plan = self.planner.plan("update", name, data)  # bad input fails before anything is read
         start = len(self.events)
         record_id = match.get("id") if type(match) is dict and len(match) == 1 else None
         if type(record_id) is int and INT64_MIN <= record_id <= INT64_MAX:
@@ -136,7 +136,7 @@ class Writer(Links):
             records = [self._update_one(name, plan, old_rows[0])]
         return WriteResult(records, self.events[start:])
 
-    def _update_one(self, name: str, plan: UpdatePlan, old: Record) -> Record:
+    def _update_one(self, name: str, plan: Plan, old: Record) -> Record:
         """The value fields of one record (a plan without relations): one UPDATE, one event."""
         shape = plan.shape
         if shape.sql is None:
@@ -149,7 +149,7 @@ class Writer(Links):
         self.events.append(MutationEvent(name, "update", written, old, shape.value_keys))
         return {**old, **written}
 
-    def _update_rows(self, name: str, plan: UpdatePlan, old_rows: list[Record]) -> list[Record]:
+    def _update_rows(self, name: str, plan: Plan, old_rows: list[Record]) -> list[Record]:
         shape = plan.shape
         params, values = plan.params, plan.values
         if shape.sql is not None:
