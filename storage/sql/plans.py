@@ -115,8 +115,10 @@ class Plan:
         self.values = values
         self.params = params
         self.relations: Relations = _NO_RELATIONS  # a list of its own once one is planned
-        self.source: Item | None = None
-        self.target: Item | None = None
+        # A link record's ends: the id a plain reference gives, else the Item (a nested create
+        # or an id that is not a plain int).
+        self.source: Item | int | None = None
+        self.target: Item | int | None = None
         self.direct = True
 
     @property
@@ -140,7 +142,9 @@ class Item:
     ):
         self.ref = ref
         self.nested = nested
-        self.link_values: Mapping[str, Any] = link_values or _NO_LINK_VALUES
+        self.link_values: Mapping[str, Any] = (
+            _NO_LINK_VALUES if link_values is None else link_values
+        )
 
 
 class Planner:
@@ -201,9 +205,13 @@ class Planner:
                 if step.end:
                     ref = value.get("id") if type(value) is dict and len(value) == 1 else None
                     if type(ref) is int and INT64_MIN <= ref <= INT64_MAX:
-                        item: Item | None = Item(ref)  # a plain reference, as _item reads it
-                    else:
-                        item = self._item(name, attribute, value, allow_link_values=False)
+                        # a plain reference (as _item reads it): the id is the end
+                        if key == "source":
+                            plan.source = ref
+                        else:
+                            plan.target = ref
+                        continue
+                    item = self._item(name, attribute, value, allow_link_values=False)
                     if item is None:
                         raise InvalidDataError(
                             f"{kind} {name}: {key} must refer to a record", record=name, field=key

@@ -30,7 +30,7 @@ from storage.errors import StorageError
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
 from storage.sql.links import Links
-from storage.sql.plans import INT64_MAX, INT64_MIN, Plan
+from storage.sql.plans import INT64_MAX, INT64_MIN, Item, Plan
 from storage.sql.reader import chunks, placeholders
 
 
@@ -88,8 +88,8 @@ class Writer(Links):
             assert source is not None and target is not None
             return self._insert_link(
                 shape.link,
-                source.ref if source.nested is None else self._resolve(source),
-                target.ref if target.nested is None else self._resolve(target),
+                self._resolve(source) if type(source) is Item else source,
+                self._resolve(target) if type(target) is Item else target,
                 plan.encoded if plan.params else _NO_VALUES,
                 (shape.name, None),
             )
