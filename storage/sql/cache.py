@@ -29,10 +29,10 @@ class StatementCache:
         "inserts",
         "order_bys",
         "plains",
+        "planner",
         "queries",
         "selects",
         "shapes",
-        "simple_refs",
         "snapshot_selects",
         "snapshots",
         "updates",
@@ -52,9 +52,9 @@ class StatementCache:
         self.decoders: dict[Any, list[Any]] = {}  # (record, columns) -> decoder or None each
         self.order_bys: dict[Any, str] = {}  # (record, order items) -> ORDER BY
         # writes (storage.sql.writer)
-        self.shapes: dict[Any, Any] = {}  # (kind, record, payload keys) -> ShapePlan or None
+        self.shapes: dict[Any, Any] = {}  # (kind, record, payload keys) -> plans.Shape
         self.inserts: dict[Any, str] = {}  # (record, columns) -> INSERT
         self.updates: dict[Any, str] = {}  # (record, columns) -> UPDATE ... WHERE id = ?
         self.plains: dict[Any, Any] = {}  # (record, columns) -> decoders (() for none)
         self.encoders: dict[str, dict[str, Any]] = {}  # record -> {field: encoder}
-        self.simple_refs: dict[str, Any] = {}  # record -> {attribute: RelationAttribute}
+        self.planner: Any = None  # the storage.sql.plans.Planner over this memory (made once)

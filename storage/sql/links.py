@@ -14,11 +14,8 @@ from typing import Any
 from storage.errors import MissingReferenceError, StorageError
 from storage.events import MutationEvent, Record
 from storage.schema import LinkType, RelationAttribute
-from storage.sql.plans import CreatePlan, Item
+from storage.sql.plans import Item, Plan
 from storage.sql.statements import Statements
-
-FRESH_SOURCE = frozenset({"source"})
-FRESH_TARGET = frozenset({"target"})
 
 
 class Links(Statements):
@@ -26,84 +23,41 @@ class Links(Statements):
 
     __slots__ = ()
 
-    def _create(self, plan: CreatePlan) -> Record:
+    def _create(self, plan: Plan) -> Record:
         """Create a planned record (and its nested ones): the writer's."""
         raise NotImplementedError
 
-    def _link_refs(
-        self, name: str, record: Record, refs: list[tuple[RelationAttribute, int]], start: int
-    ) -> None:
-        """Link a record just inserted to existing records. Instead of a savepoint around the
-        whole create, a failed link (a missing record) undoes the rows inserted so far: they
-        are all new, so deleting them restores every table as it was (only the id sequence has
-        moved on, and ids are never reused anyway). Where a failed statement aborts the
-        transaction, the links go under a savepoint instead (see :meth:`_insert_link`)."""
-        if self.dialect.failed_statement_aborts:
-            try:
-                with self.atomic(True):
-                    self._link_each(name, record, refs)
-            except BaseException:
-                self.run(f"DELETE FROM {self.dialect.quote(name)} WHERE id = ?", (record["id"],))
-                del self.events[start:]
-                raise
-            return
-        inserted: list[tuple[str, Any]] = [(name, record["id"])]
-        try:
-            for attribute, ref in refs:
-                link = attribute.link
-                if attribute.side == "source":
-                    row = self._insert_link(
-                        link, record["id"], ref, {}, (name, attribute.name), FRESH_SOURCE
-                    )
-                else:
-                    row = self._insert_link(
-                        link, ref, record["id"], {}, (name, attribute.name), FRESH_TARGET
-                    )
-                inserted.append((link.name, row["id"]))
-                record[attribute.name] = {"id": ref}
-        except BaseException:
-            for table, row_id in reversed(inserted):
-                self.run(f"DELETE FROM {self.dialect.quote(table)} WHERE id = ?", (row_id,))
-            del self.events[start:]
-            raise
+    def _link_relations(self, plan: Plan, record: Record) -> None:
+        """Link a record just created to the records of its payload's relations, in payload
+        order (nested records are created first), and put the references into ``record``."""
+        record_id = record["id"]
+        for attribute, items in plan.relations:
+            refs: list[Record] = []
+            for item in items or ():
+                related = item.ref if item.nested is None else self._resolve(item)
+                # The record is new: its own side holds no link yet, only the other may.
+                self._link(
+                    attribute,
+                    record_id,
+                    related,
+                    item.link_values,
+                    fresh=True,
+                    # A nested record is new too, unless its own payload linked it already.
+                    other_fresh=item.nested is not None
+                    and all(a.link is not attribute.link for a, _ in item.nested.relations),
+                )
+                refs.append({"id": related})
+            record[attribute.name] = refs if attribute.to_many else (refs[0] if refs else None)
 
-    def _link_each(
-        self, name: str, record: Record, refs: list[tuple[RelationAttribute, int]]
-    ) -> None:
-        for attribute, ref in refs:
-            if attribute.side == "source":
-                self._insert_link(
-                    attribute.link, record["id"], ref, {}, (name, attribute.name), FRESH_SOURCE
-                )
-            else:
-                self._insert_link(
-                    attribute.link, ref, record["id"], {}, (name, attribute.name), FRESH_TARGET
-                )
-            record[attribute.name] = {"id": ref}
-
-    def _simple_refs(self, name: str) -> dict[str, RelationAttribute]:
-        """Relation attributes of ``name`` that a new record can be linked through with one
-        INSERT: to-one, not symmetric, and not exclusive on the related record's side (the new
-        record's own side holds no link yet)."""
-        found: dict[str, RelationAttribute] | None = self._cache.simple_refs.get(name)
-        if found is None:
-            found = {}
-            for attribute in self.schema.attributes(name).values():
-                link = attribute.link
-                other_exclusive = (
-                    link.source_is_exclusive
-                    if attribute.other == "target"
-                    else link.target_is_exclusive
-                )
-                if (
-                    attribute.via_link
-                    and not attribute.to_many
-                    and not attribute.symmetric
-                    and not other_exclusive
-                ):
-                    found[attribute.name] = attribute
-            self._cache.simple_refs[name] = found
-        return found
+    def _undo_creates(self, start: int) -> None:
+        """Undo a write that only created rows (the events from ``start`` on): delete them,
+        newest first. They are all new, so this restores every table as it was (only the id
+        sequence has moved on, and ids are never reused anyway): on SQLite, where a failed
+        statement undoes only itself, a create whose links fail needs no savepoint."""
+        for event in reversed(self.events[start:]):
+            table = self.dialect.quote(event.record_name)
+            self.run(f"DELETE FROM {table} WHERE id = ?", (event.record["id"],))
+        del self.events[start:]
 
     def _resolve(self, item: Item) -> Any:
         # A reference is not looked up here: the link's foreign keys check it, and a failure
@@ -122,12 +76,12 @@ class Links(Statements):
         other_fresh: bool = False,
     ) -> None:
         origin = (attribute.owner, attribute.name)
-        fresh_sides: set[str] = set()
+        fresh_sides = _NO_SIDE
         if not attribute.symmetric:
             if fresh:
-                fresh_sides.add(attribute.side)
-            if other_fresh:
-                fresh_sides.add(attribute.other)
+                fresh_sides = _BOTH_SIDES if other_fresh else _SIDE[attribute.side]
+            elif other_fresh:
+                fresh_sides = _SIDE[attribute.other]
         if attribute.side == "source":
             self._insert_link(attribute.link, this_id, other_id, link_values, origin, fresh_sides)
         else:
@@ -140,7 +94,7 @@ class Links(Statements):
         target: Any,
         values: Mapping[str, Any],
         origin: tuple[str, str | None],
-        fresh_sides: set[str] | frozenset[str] = frozenset(),
+        fresh_sides: frozenset[str] = frozenset(),
     ) -> Record:
         # The "1" side is exclusive: a new link displaces the one holding that slot. A record
         # created in this very write holds no link yet, so its side needs no look-up.
@@ -149,7 +103,7 @@ class Links(Statements):
         if link.target_is_exclusive and "source" not in fresh_sides:
             self._unlink_where(link, "source", source)
         columns = {"source": source, "target": target, **values}
-        sql = self._insert_sql(link.name, tuple(columns))
+        sql = self.planner.insert_sql(link.name, tuple(columns))
         if self.dialect.failed_statement_aborts:
             link_id = self._insert_link_guarded(link, sql, columns, values, origin)
         else:
@@ -279,6 +233,11 @@ class Links(Statements):
             self._delete_record(dependent_name, dependent, deleted)
         self.run(f"DELETE FROM {self.dialect.quote(name)} WHERE id = ?", (row["id"],))
         self.events.append(MutationEvent(name, "delete", row))
+
+
+_NO_SIDE: frozenset[str] = frozenset()
+_SIDE = {"source": frozenset({"source"}), "target": frozenset({"target"})}
+_BOTH_SIDES = frozenset({"source", "target"})
 
 
 def _other_end(row: Record, record_id: Any) -> Any:

@@ -1,5 +1,6 @@
-"""The statements every write is made of: savepoints, INSERT and UPDATE texts (remembered),
-constraint failures turned into storage errors, and the read-back of written values.
+"""The statements every write is made of: savepoints, running a statement with its constraint
+failures turned into storage errors, and the read-back of written values (the INSERT and
+UPDATE texts are the planner's, remembered per record and columns).
 
 :class:`Statements` holds the state of one transaction's writes; :class:`~storage.sql.links.Links`
 and :class:`~storage.sql.writer.Writer` build on it. Backend-neutral: the texts come from the
@@ -29,11 +30,10 @@ class Statements:
     __slots__ = (
         "_cache",
         "_inserted_id",
-        "_planner",
         "_savepoints",
-        "_statements",
         "dialect",
         "events",
+        "planner",
         "reader",
         "run",
         "schema",
@@ -48,17 +48,10 @@ class Statements:
         self._savepoints = 0
         self._inserted_id = reader.dialect.inserted_id
         self._cache: StatementCache = reader._cache
-        self._statements: dict[Any, Any] = reader._cache.shapes
-        self._planner: Planner | None = None
-
-    @property
-    def planner(self) -> Planner:
-        """Validation of payloads the remembered shapes do not cover (made when first
-        needed: most transactions take the remembered shapes only)."""
-        planner = self._planner
-        if planner is None:
-            planner = self._planner = Planner(self.schema, self.dialect.codecs, self._cache)
-        return planner
+        planner = reader._cache.planner
+        if planner is None:  # one per storage memory: it derives from schema and dialect alone
+            planner = reader._cache.planner = Planner(reader.schema, reader.dialect, reader._cache)
+        self.planner: Planner = planner
 
     @contextmanager
     def atomic(self, needed: bool = True) -> Iterator[None]:
@@ -102,25 +95,8 @@ class Statements:
             record=name,
         )
 
-    def _insert_sql(self, name: str, columns: tuple[str, ...]) -> str:
-        key = (name, columns)
-        sql = self._cache.inserts.get(key)
-        if sql is None:
-            sql = self._cache.inserts[key] = self.dialect.insert(name, columns)
-        return sql
-
-    def _update_sql(self, name: str, columns: tuple[str, ...]) -> str:
-        """``UPDATE <name> SET <columns> = ? WHERE id = ?``, worked out once."""
-        key = (name, columns)
-        sql = self._cache.updates.get(key)
-        if sql is None:
-            assignments = ", ".join(f"{self.dialect.quote(k)} = ?" for k in columns)
-            sql = f"UPDATE {self.dialect.quote(name)} SET {assignments} WHERE id = ?"
-            self._cache.updates[key] = sql
-        return sql
-
     def _insert(self, name: str, values: Mapping[str, Any]) -> Any:
-        sql = self._insert_sql(name, tuple(values))
+        sql = self.planner.insert_sql(name, tuple(values))
         return self._inserted_id(self._execute(name, sql, list(values.values()), values))
 
     def _plain(self, name: str, encoded: Mapping[str, Any]) -> Record:

@@ -3,10 +3,22 @@ lists, link fields and the exclusivity of the ``1`` side of a link."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from storage import MutationEvent, PostgresStorage, SQLiteStorage, UniqueViolationError
+from storage import (
+    MissingReferenceError,
+    MutationEvent,
+    PostgresStorage,
+    SQLiteStorage,
+    StorageError,
+    UniqueViolationError,
+)
 
+from .conftest import blog_schema
 from .helpers import COMMENT_AUTHOR, COMMENTS, POSTS, PROFILE, TAGS, created_id, dump, kinds
 
 
@@ -349,16 +361,18 @@ async def test_a_failed_create_leaves_nothing(storage: SQLiteStorage) -> None:
 async def test_statements_worked_out_per_payload_shape_stay_right_when_the_cache_is_full(
     storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Value-only creates and updates remember a statement per payload shape; the memory is
-    bounded by starting over, which must not change a single result."""
-    from storage.sql import writer
+    """Every create and update plans through a shape remembered per payload shape (value fields,
+    references, nested creates alike); the memory is bounded by starting over, which must not
+    change a single result."""
+    from storage.sql import plans
 
-    monkeypatch.setattr(writer, "_STATEMENTS_KEPT", 2)
+    monkeypatch.setattr(plans, "SHAPES_KEPT", 2)
     shapes = [{"name": "a"}, {"age": 1}, {"name": "b", "age": 2}, {"age": 3, "name": "c"}]
     ids = []
     for data in shapes * 2:
         result = await storage.create("User", {**data, "name": f"{data.get('name')}{len(ids)}"})
         ids.append(created_id(result))
+        assert len(storage._statements.shapes) <= 2
     for record_id in ids:
         await storage.run(
             lambda tx, i=record_id: tx.update_record(
@@ -369,3 +383,98 @@ async def test_statements_worked_out_per_payload_shape_stay_right_when_the_cache
     assert [(u["name"], u["age"], u["active"]) for u in found] == [
         (f"{data.get('name')}{n}", ids[n] * 10, True) for n, data in enumerate(shapes * 2)
     ]
+    for round in range(2):
+        for data in [
+            {"title": "p", "author": {"id": ids[0]}},
+            {"title": "q", "author": {"name": f"nested{round}"}},
+            {"author": {"id": ids[1]}, "title": "r", "score": 2},
+            {"title": "s", "tags": [{"label": "t"}]},
+        ]:
+            await storage.create("Post", data)
+            assert len(storage._statements.shapes) <= 2
+    found = await storage.find(
+        "Post", None, ["title", ("author", ["name"]), ("tags", ["label"])], order_by={"id": "asc"}
+    )
+    assert [
+        (p["title"], (p["author"] or {}).get("name"), [t["label"] for t in p["tags"]])
+        for p in found
+    ] == [
+        (title, name, tags)
+        for round in range(2)
+        for title, name, tags in [
+            ("p", "a0", []),
+            ("q", f"nested{round}", []),
+            ("r", "None1", []),
+            ("s", None, ["t"]),
+        ]
+    ]
+
+
+class _Payload(Mapping[str, Any]):
+    """A payload that is a Mapping but not a dict."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+async def _traced(storage: SQLiteStorage, write: Any) -> tuple[list[str], Any]:
+    """The statements one write runs (SQLite's trace), and its result or its error."""
+    statements: list[str] = []
+
+    def body(tx: Any) -> Any:
+        tx.connection.set_trace_callback(statements.append)
+        try:
+            return write(tx)
+        except StorageError as exc:
+            return exc
+        finally:
+            tx.connection.set_trace_callback(None)
+
+    return statements, await storage.run(body)
+
+
+async def test_one_create_path_whatever_carries_the_payload(tmp_path: Path) -> None:
+    """One create path: a payload's statements depend on what it holds, not on whether a dict
+    or another Mapping carries it, and a to-one reference set to None links nothing (one
+    INSERT, no savepoint). Records, events and errors are the same either way."""
+    storage = SQLiteStorage(str(tmp_path / "t.db"))
+    await storage.setup(blog_schema())
+    try:
+        author = created_id(await storage.create("User", {"name": "ada"}))
+        statements, result = await _traced(
+            storage, lambda tx: tx.create("Post", {"title": "a", "author": None})
+        )
+        assert [s.split(" (")[0] for s in statements] == ['INSERT INTO "Post"']
+        assert result.records == [{"id": 1, "title": "a", "author": None}]
+        assert kinds(result) == [("create", "Post")]
+        for data in (
+            {"title": "b", "author": {"id": author}},
+            {"title": "c", "author": {"id": 99}},
+            {"title": "d", "author": {"age": 3}},
+        ):
+            as_dict, by_dict = await _traced(storage, lambda tx, d=data: tx.create("Post", d))
+            before = await dump(storage)
+            as_mapping, by_mapping = await _traced(
+                storage, lambda tx, d=data: tx.create("Post", _Payload(d))
+            )
+            assert len(as_mapping) == len(as_dict), data
+            if isinstance(by_dict, StorageError):
+                assert type(by_mapping) is type(by_dict) and str(by_mapping) == str(by_dict)
+                assert isinstance(by_dict, MissingReferenceError)
+                assert await dump(storage) == before  # nothing written
+            else:
+                assert [e.record_name for e in by_mapping.events] == [
+                    e.record_name for e in by_dict.events
+                ]
+                assert by_mapping.record["title"] == by_dict.record["title"]
+    finally:
+        await storage.close()

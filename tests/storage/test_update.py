@@ -4,12 +4,14 @@ no match, link records."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from storage import (
     FieldTypeError,
     InvalidDataError,
+    MatchError,
     MatchExp,
     MutationEvent,
     SQLiteStorage,
@@ -358,3 +360,16 @@ async def test_nested_create_in_an_update_that_links_back(storage: SQLiteStorage
         {"id": u1, "posts": [{"id": 2, "title": "n"}]}
     ]
     assert await storage.count(POSTS) == 1
+
+
+@pytest.mark.parametrize("data", [{"score": 1}, {"tags": []}, {}])
+async def test_an_id_beyond_64_bits_is_a_match_error_whatever_the_payload(
+    storage: SQLiteStorage, data: dict[str, Any]
+) -> None:
+    """Every payload takes the one update path: an id no column can hold is the match's error
+    (it was sqlite3's OverflowError for payloads of value fields), and nothing changes."""
+    await storage.create("Post", {"title": "p", "score": 0})
+    before = await dump(storage)
+    with pytest.raises(MatchError, match=r"Post\.id"):
+        await storage.update("Post", {"id": 2**70}, data)
+    assert await dump(storage) == before
