@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from storage import PostgresStorage
+from storage import PostgresStorage, SQLiteStorage, Storage
 from storage.postgres.address import Address
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -129,3 +129,50 @@ async def postgres_storage_factory(postgres_url: str) -> AsyncIterator[PostgresF
     yield make
     for store in made:
         await dispose_postgres(store)
+
+
+StorageFactory = Callable[..., Storage]
+"""``make_storage(path, **sqlite_options)``: a new, not yet set up storage of the test's backend."""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend a behaviour test runs on: ``"sqlite"`` and ``"postgres"`` (the latter
+    skipped when the server cannot be reached). Tests that are about SQLite itself (files,
+    WAL, locks, crash workers on a file) do not take it and stay on SQLite."""
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_url")
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_storage(backend: str) -> AsyncIterator[StorageFactory]:
+    """``make_storage(path, **sqlite_options)``: a storage on the test's backend. ``path`` names
+    the database: on SQLite the file, on PostgreSQL a schema of the test's own (the same path
+    twice is the same schema, so a test can reopen its data). SQLite-only options (``executor``,
+    ``busy_timeout``) are ignored on PostgreSQL. Every schema is dropped after the test."""
+    schemas: dict[str, str] = {}
+    made: list[Storage] = []
+
+    def make(path: str, **options: Any) -> Storage:
+        store: Storage
+        if backend == "sqlite":
+            store = SQLiteStorage(path, **options)
+        else:
+            schema = schemas.setdefault(path, f"t_{uuid.uuid4().hex[:16]}")
+            store = PostgresStorage(PG_URL, schema=schema)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.close()
+    for schema in schemas.values():
+        await drop_schema(PG_URL, schema)
+
+
+def sqlite_only(reason: str) -> pytest.MarkDecorator:
+    """Mark a test that takes the ``backend`` fixture (directly or through ``make``) as about
+    SQLite itself, and so run on SQLite alone; ``reason`` says why (kept for the reader)."""
+    assert reason, "say why the test is SQLite-only"
+    return pytest.mark.parametrize("backend", ["sqlite"])

@@ -6,16 +6,21 @@ each statement switches to the loop, which awaits it; no thread hop, and other t
 the server works. Several transactions run at once, one per pooled connection (``pool_size``);
 a transaction waits for a free connection when all are in use.
 
-Transactions: READ COMMITTED for writes, REPEATABLE READ READ ONLY for reads (every statement of
-a read sees one snapshot, as on SQLite). ``Session.savepoint()`` is SAVEPOINT / ROLLBACK TO.
+Transactions: SERIALIZABLE for writes, REPEATABLE READ READ ONLY for reads (every statement of
+a read sees one snapshot, as on SQLite). SQLite runs one writer at a time, so a body that reads
+a value and writes what it computed from it (a ``Custom`` total: ``last + 1``) never loses an
+update there; with several pooled connections writing at once, only SERIALIZABLE keeps that
+promise here (READ COMMITTED loses such updates), at the price of a conflicted body running
+again. ``Session.savepoint()`` is SAVEPOINT / ROLLBACK TO.
 After a failed statement PostgreSQL refuses the rest of the transaction, so an expected failure
 must run under a savepoint.
 
 Retry. A body is run again whole, on a fresh transaction, when :meth:`PostgresStorage.retry_delay`
-says so: today only when the server refused a prepared statement made stale by DDL on another
-connection (once, the connection's statements forgotten). Serialization failures and deadlocks
-(SQLSTATE 40001, 40P01) are the seam for several processes: they reach the caller as a
-:class:`StorageError` saying nothing was written, until ``retry_delay`` grows a policy for them.
+says so: when the server refused a prepared statement made stale by DDL on another connection
+(once, the connection's statements forgotten), and after a serialization failure or deadlock
+(SQLSTATE 40001, 40P01; up to ``_CONFLICT_RETRIES`` more runs, with a short random back-off).
+A conflict that outlasts them reaches the caller as a :class:`StorageError` saying nothing was
+written.
 Re-running is safe for the same reason as on SQLite: a body is a function of the database alone.
 
 Faults. A write that fails because of the store itself (disk full, I/O, a read-only or
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import random
 import re
 from collections.abc import Callable
 from types import ModuleType, TracebackType
@@ -52,9 +58,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
+_BEGIN_WRITE = "BEGIN ISOLATION LEVEL SERIALIZABLE"
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 _STALE_STATEMENT_RETRIES = 1
+_CONFLICT_RETRIES = 12
+"""Runs again after a serialization failure or deadlock (each waits at most 0.1 s)."""
 _DRIVER_MODULES = frozenset({"asyncpg", "greenlet"})
 _NESTED = (
     "a transaction is already running in this body; use session.savepoint() inside it "
@@ -153,10 +161,13 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
 
     def retry_delay(self, error: BaseException, attempt: int) -> float | None:
         """Seconds to wait before running a failed body again (``attempt`` runs so far), or
-        None to give up. The hook where serialization failures and deadlocks (SQLSTATE
-        40001/40P01) will be retried; today only a stale prepared statement is."""
+        None to give up: a stale prepared statement once at once, a serialization failure or
+        deadlock (SQLSTATE 40001/40P01) up to ``_CONFLICT_RETRIES`` times after a random wait
+        that grows with ``attempt`` (so conflicting bodies stop meeting)."""
         if isinstance(error, _StaleStatement) and attempt <= _STALE_STATEMENT_RETRIES:
             return 0.0
+        if isinstance(error, _Conflict) and attempt <= _CONFLICT_RETRIES:
+            return random.uniform(0.0, min(0.1, 0.002 * 2**attempt))
         return None
 
     async def _transaction(self, write: bool, work: Callable[[Connection], T]) -> T:
