@@ -13,7 +13,6 @@ transactional DDL (SQLite, PostgreSQL) a migration that fails leaves the tables 
 from __future__ import annotations
 
 import hashlib
-
 from typing import Protocol
 
 from storage import migration as m

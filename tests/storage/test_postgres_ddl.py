@@ -4,7 +4,6 @@ against what the SQLite backend does with the same schema, operations and values
 from __future__ import annotations
 
 import hashlib
-
 import math
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
