@@ -17,6 +17,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,6 +72,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"PostgreSQL tests skipped: {_unreachable} (set INTERAQT_TEST_PG to a reachable "
             "server; INTERAQT_REQUIRE_PG=1 makes this a failure)"
         )
+
+
+def postgres_unavailable() -> str | None:
+    """Why the PostgreSQL half cannot run, or None (known once the session has started)."""
+    return _unreachable
 
 
 @pytest.fixture(scope="session")
@@ -146,18 +152,20 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def make_storage(backend: str) -> AsyncIterator[StorageFactory]:
-    """``make_storage(path, **sqlite_options)``: a storage on the test's backend. ``path`` names
-    the database: on SQLite the file, on PostgreSQL a schema of the test's own (the same path
-    twice is the same schema, so a test can reopen its data). SQLite-only options (``executor``,
-    ``busy_timeout``) are ignored on PostgreSQL. Every schema is dropped after the test."""
+async def make_storage(backend: str, tmp_path: Path) -> AsyncIterator[StorageFactory]:
+    """``make_storage(path, **sqlite_options)``: a storage on the test's backend. ``path``
+    names the database: on SQLite the file (a relative path is in the test's ``tmp_path``), on
+    PostgreSQL a schema of the test's own (the same path twice is the same schema, so a test can
+    reopen its data). SQLite-only options (``executor``, ``busy_timeout``) are ignored on
+    PostgreSQL. Every schema is dropped after the test."""
     schemas: dict[str, str] = {}
     made: list[Storage] = []
 
     def make(path: str, **options: Any) -> Storage:
         store: Storage
         if backend == "sqlite":
-            store = SQLiteStorage(path, **options)
+            where = path if path == ":memory:" else str(tmp_path / path)
+            store = SQLiteStorage(where, **options)
         else:
             schema = schemas.setdefault(path, f"t_{uuid.uuid4().hex[:16]}")
             store = PostgresStorage(PG_URL, schema=schema)
