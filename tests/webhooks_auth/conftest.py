@@ -1,5 +1,6 @@
 """Fixtures: a controller on each backend (``make_storage`` in tests/conftest.py), and apps
-served over real HTTP on 127.0.0.1 (aiohttp's TestServer binds a TCP port; TestClient talks to it)."""
+served over real HTTP on 127.0.0.1 (aiohttp's TestServer binds a TCP port; TestClient talks
+to it)."""
 
 from __future__ import annotations
 
