@@ -14,6 +14,7 @@ The session probes it once at start:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -184,3 +185,24 @@ def sqlite_only(reason: str) -> pytest.MarkDecorator:
     SQLite itself, and so run on SQLite alone; ``reason`` says why (kept for the reader)."""
     assert reason, "say why the test is SQLite-only"
     return pytest.mark.parametrize("backend", ["sqlite"])
+
+
+@contextlib.asynccontextmanager
+async def scratch_storage(backend: str) -> AsyncIterator[Storage]:
+    """A fresh, not yet set up storage on ``backend`` for one example of a property test
+    (function-scoped fixtures last a whole test): in-memory SQLite, or a PostgreSQL schema of
+    its own, closed and dropped on exit."""
+    if backend == "sqlite":
+        store: Storage = SQLiteStorage(":memory:")
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    pg = PostgresStorage(PG_URL, schema=schema)
+    try:
+        yield pg
+    finally:
+        await pg.close()
+        await drop_schema(PG_URL, schema)
