@@ -5,6 +5,7 @@ superseded calls. Time that the runner waits on goes through a FakeClock."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -236,6 +237,23 @@ async def test_the_overall_deadline_stops_retrying(
     made = len(provider.requests_to("run"))
     assert made < 1000
     assert call["error"]["status"] == 503 and f"try {made}" in call["error"]["message"]
+    assert (clock.now() - start).total_seconds() <= 60.0
+
+
+async def test_the_deadline_holds_on_a_clock_that_trails_the_records_time(
+    make_app: MakeApp, provider: FakeProvider
+) -> None:
+    """The call's created_at comes from the wall clock; the runner sleeps on its own clock. When
+    that clock trails (here by an hour), the deadline still holds on it: before, it counted from
+    the record's later time and the call was retried for an hour and a minute."""
+    clock = FakeClock(datetime.now(UTC) - timedelta(hours=1))
+    policy = RetryPolicy(max_attempts=1000, base=10.0, cap=10.0, deadline=60.0)
+    app = await make_app(sync=True, retry=policy, clock=clock)
+    provider.script("run", *[Reply(503, f"try {n}") for n in range(1, 1000)])
+    start = clock.now()
+    _, call_id = await create_greeting(app.controller)
+    await run_clock(clock, terminal(app.controller, call_id))
+    assert (await get_call(app.controller, call_id))["status"] == "failed"
     assert (clock.now() - start).total_seconds() <= 60.0
 
 
