@@ -23,8 +23,7 @@ from integrations.base import Integration
 from integrations.clock import Clock, SystemClock
 from integrations.events import IntegrationEvents, PendingEvent
 from integrations.retry import ProviderError, RetryPolicy, is_transient
-from storage import MatchExp
-from storage.types import is_id
+from storage import MatchExp, is_id
 
 log = logging.getLogger("integrations.runner")
 

@@ -17,8 +17,7 @@ from reactive.bounds import Bounds
 from reactive.callables import adapt
 from reactive.errors import ModelError
 from reactive.model import Entity, Relation, record_name
-from storage import MutationEvent
-from storage.types import is_id
+from storage import MutationEvent, is_id
 
 if TYPE_CHECKING:
     from reactive.context import TransactionContext

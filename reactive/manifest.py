@@ -35,7 +35,6 @@ from reactive.fingerprint import fingerprint
 from reactive.model import Dictionary, Entity, Property, Relation, record_name
 from storage import Field, RecordType, Schema
 from storage.migration import schema_to_json
-from storage.types import JSON_ENCODER
 
 MANIFEST_RECORD = "_Model_"
 """The system record holding the manifest (one row)."""
@@ -45,7 +44,7 @@ VERSION = 1
 
 def canonical(value: Any) -> str:
     """The canonical JSON text of a manifest (or part of one): equal texts, equal models."""
-    return str(JSON_ENCODER.encode(value))
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _plain(value: Any) -> Any:

@@ -22,7 +22,7 @@ import attrs
 from reactive.api import APIError, Param, param_spec
 from reactive.bounds import is_integer, json_kind, json_type_name
 from reactive.interaction import Interaction, PayloadItem
-from storage.types import is_id
+from storage import is_id
 
 # -- JSON in -----------------------------------------------------------------------------------
 

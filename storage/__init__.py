@@ -4,6 +4,10 @@ Knows nothing of the reactive engine; the engine derives a :class:`Schema` from 
 runs its computations through a backend's synchronous session inside one transaction.
 Backends: :class:`SQLiteStorage` (the embedded default) and :class:`PostgresStorage` (its driver
 an extra, imported on use); :func:`from_url` picks one by URL.
+
+Public submodules: :mod:`storage.abc` (the backend interface) and :mod:`storage.migration`
+(schema changes as neutral values, for a migration planner above storage). Everything else is
+internal to the package.
 """
 
 from storage.abc import Match, Session, Storage
@@ -35,6 +39,7 @@ from storage.schema import (
     Schema,
 )
 from storage.sqlite import SQLiteSession, SQLiteStorage
+from storage.types import is_id
 from storage.url import from_url
 
 __all__ = [
@@ -70,4 +75,5 @@ __all__ = [
     "UnknownRecordError",
     "WriteResult",
     "from_url",
+    "is_id",
 ]

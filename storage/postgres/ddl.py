@@ -20,9 +20,10 @@ Column types, chosen so that every value reads back exactly as on SQLite:
   ``\\u0000`` and lone surrogates, all of which SQLite round-trips. Equality matches compare
   the canonical text on both backends.
 
-Names: PostgreSQL cuts identifiers past 63 bytes, which could silently make two tables or
-indexes one; such names (record types, fields, and the index names the layout makes of them)
-are refused with a :class:`SchemaError` saying which.
+Names: PostgreSQL cuts identifiers past 63 bytes. Record type and field names that long are
+refused (the catalogue would name tables and columns the model does not); index names (the
+layout makes long ones of link names) may be longer, unless two of them, or one and a table,
+would be cut to the same name: that is refused with a :class:`SchemaError` naming both.
 
 The catalogue queries read the current schema only (``search_path``: the storage's ``schema=``).
 """
@@ -98,40 +99,45 @@ class PostgresDDL:
         return [row[0] for row in run(_INDEXES, (table,)).fetchall()]
 
     def check_names(self, schema: Schema) -> None:
-        """Refuse names PostgreSQL would cut, and an index named like a table (tables and
-        indexes share one namespace)."""
+        """Refuse record and field names PostgreSQL would cut, and index names that would be
+        one after PostgreSQL cuts them to 63 bytes (with each other or with a table: tables
+        and indexes share one namespace). A long index name is otherwise fine: PostgreSQL cuts
+        it the same way wherever it is used."""
         for record in schema.records.values():
             check_record(record)
+        taken = {name: f"table {name!r}" for name in schema.records}
         for record in schema.records.values():
             for index in indexes_of(record):
                 name = index_name(record.name, index)
-                _check_length(name, f"index {name!r} on {record.name}", record.name)
-                if name in schema.records:
+                what = f"index {name!r} on {record.name}"
+                other = taken.setdefault(_cut(name), what)
+                if other != what:
                     raise SchemaError(
-                        f"index {name!r} on {record.name} has the name of a table, and "
-                        "PostgreSQL keeps tables and indexes in one namespace: name the index "
-                        "otherwise",
+                        f"{what} and {other} have one name once PostgreSQL cuts it to "
+                        f"{MAX_NAME} bytes: give the index a name= of its own",
                         record=record.name,
                     )
 
 
 def check_record(record: AnyRecordType) -> None:
-    """Refuse a record, field or index name PostgreSQL would cut."""
+    """Refuse a record or field name PostgreSQL would cut (the catalogue would then name a
+    table or column the model does not)."""
     _check_length(record.name, f"record type {record.name!r}", record.name)
     for field in record.fields:
         _check_length(field.name, f"field {record.name}.{field.name}", record.name)
-    for index in indexes_of(record):
-        name = index_name(record.name, index)
-        _check_length(name, f"index {name!r} on {record.name}", record.name)
+
+
+def _cut(name: str) -> str:
+    """``name`` as PostgreSQL keeps it: its first 63 bytes (never splitting a character)."""
+    return name.encode()[:MAX_NAME].decode(errors="ignore")
 
 
 def _check_length(name: str, what: str, record: str) -> None:
     size = len(name.encode())
     if size > MAX_NAME:
-        hint = " (give the index a shorter name=)" if what.startswith("index") else ""
         raise SchemaError(
             f"{what}: PostgreSQL names are at most {MAX_NAME} bytes ({size} given); a longer "
-            f"one would be cut and could collide with another{hint}",
+            "one would be cut, and the tables would no longer match the model",
             record=record,
         )
 

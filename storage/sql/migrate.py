@@ -12,7 +12,6 @@ transactional DDL (SQLite, PostgreSQL) a migration that fails leaves the tables 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Protocol
 
 from storage import migration as m
@@ -78,21 +77,9 @@ def indexes_of(record: AnyRecordType) -> list[Index]:
     return indexes
 
 
-_DERIVED_NAME_BYTES = 63
-"""The longest derived index name kept whole: PostgreSQL's limit (SQLite has none)."""
-
-
 def index_name(table: str, index: Index) -> str:
-    """The index's own name, or one made of its table, fields and uniqueness. A derived name
-    longer than 63 bytes (a link table's name repeats its ends) is cut to 50 bytes and
-    ends with a hash of the whole, so it fits every backend and stays unique and stable."""
-    if index.name:
-        return index.name
-    name = f"{table}__{'__'.join(index.fields)}{'__u' if index.unique else ''}"
-    if len(name.encode()) <= _DERIVED_NAME_BYTES:
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:12]
-    return f"{name.encode()[:50].decode(errors='ignore')}_{digest}"
+    """The index's own name, or one made of its table, fields and uniqueness."""
+    return index.name or f"{table}__{'__'.join(index.fields)}{'__u' if index.unique else ''}"
 
 
 def create_index(run: Execute, table: str, index: Index) -> None:
