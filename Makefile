@@ -16,7 +16,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 # The example application keeps its data in ./donations.db (DATABASE=path or
-# DATABASE_URL=sqlite:///path to choose another file) and its JWT secret beside it.
+# DATABASE_URL=sqlite:///path to choose another file) and its JWT secret beside it;
+# DATABASE_URL=postgresql://user@host:port/database keeps it on PostgreSQL.
 run: $(STAMP)
 	$(BIN)/python -m examples.donations
 

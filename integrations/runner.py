@@ -181,7 +181,12 @@ class APICallIntegration(Integration):
             # outcome is already recorded, or a call that is gone: nothing to send.
             return
         params = event.record.get(cf.request_params)
-        created = event.record.get(cf.created_at) or self.clock.now()
+        # The deadline counts from the call's creation, but never from later than the runner's
+        # clock says is now: the record's time comes from the wall clock, which an injected
+        # clock (FakeClock in tests) may trail, and the deadline must hold on the clock the
+        # runner sleeps on.
+        now = self.clock.now()
+        created = min(event.record.get(cf.created_at) or now, now)
         deadline_at = created + timedelta(seconds=self.retry.deadline)
         attempt = 0
         while True:

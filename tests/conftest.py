@@ -14,14 +14,16 @@ The session probes it once at start:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storage import PostgresStorage
+from storage import PostgresStorage, SQLiteStorage, Storage
 from storage.postgres.address import Address
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -71,6 +73,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"PostgreSQL tests skipped: {_unreachable} (set INTERAQT_TEST_PG to a reachable "
             "server; INTERAQT_REQUIRE_PG=1 makes this a failure)"
         )
+
+
+def postgres_unavailable() -> str | None:
+    """Why the PostgreSQL half cannot run, or None (known once the session has started)."""
+    return _unreachable
 
 
 @pytest.fixture(scope="session")
@@ -129,3 +136,73 @@ async def postgres_storage_factory(postgres_url: str) -> AsyncIterator[PostgresF
     yield make
     for store in made:
         await dispose_postgres(store)
+
+
+StorageFactory = Callable[..., Storage]
+"""``make_storage(path, **sqlite_options)``: a new, not yet set up storage of the test's backend."""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend a behaviour test runs on: ``"sqlite"`` and ``"postgres"`` (the latter
+    skipped when the server cannot be reached). Tests that are about SQLite itself (files,
+    WAL, locks, crash workers on a file) do not take it and stay on SQLite."""
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_url")
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_storage(backend: str, tmp_path: Path) -> AsyncIterator[StorageFactory]:
+    """``make_storage(path, **sqlite_options)``: a storage on the test's backend. ``path``
+    names the database: on SQLite the file (a relative path is in the test's ``tmp_path``), on
+    PostgreSQL a schema of the test's own (the same path twice is the same schema, so a test can
+    reopen its data). SQLite-only options (``executor``, ``busy_timeout``) are ignored on
+    PostgreSQL. Every schema is dropped after the test."""
+    schemas: dict[str, str] = {}
+    made: list[Storage] = []
+
+    def make(path: str, **options: Any) -> Storage:
+        store: Storage
+        if backend == "sqlite":
+            where = path if path == ":memory:" else str(tmp_path / path)
+            store = SQLiteStorage(where, **options)
+        else:
+            schema = schemas.setdefault(path, f"t_{uuid.uuid4().hex[:16]}")
+            store = PostgresStorage(PG_URL, schema=schema)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.close()
+    for schema in schemas.values():
+        await drop_schema(PG_URL, schema)
+
+
+def sqlite_only(reason: str) -> pytest.MarkDecorator:
+    """Mark a test that takes the ``backend`` fixture (directly or through ``make``) as about
+    SQLite itself, and so run on SQLite alone; ``reason`` says why (kept for the reader)."""
+    assert reason, "say why the test is SQLite-only"
+    return pytest.mark.parametrize("backend", ["sqlite"])
+
+
+@contextlib.asynccontextmanager
+async def scratch_storage(backend: str) -> AsyncIterator[Storage]:
+    """A fresh, not yet set up storage on ``backend`` for one example of a property test
+    (function-scoped fixtures last a whole test): in-memory SQLite, or a PostgreSQL schema of
+    its own, closed and dropped on exit."""
+    if backend == "sqlite":
+        store: Storage = SQLiteStorage(":memory:")
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    pg = PostgresStorage(PG_URL, schema=schema)
+    try:
+        yield pg
+    finally:
+        await pg.close()
+        await drop_schema(PG_URL, schema)

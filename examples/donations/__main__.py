@@ -1,7 +1,8 @@
-"""``make run``: the donation application on SQLite with local fake providers, on 127.0.0.1.
+"""``make run``: the donation application with local fake providers, on 127.0.0.1.
 
-Environment: ``PORT`` (default 8080); ``DATABASE`` (a file, default ``donations.db`` in the
-current folder) or ``DATABASE_URL`` (``sqlite:///relative.db``, ``sqlite:////absolute.db``).
+Environment: ``PORT`` (default 8080); ``DATABASE`` (a SQLite file, default ``donations.db`` in
+the current folder) or ``DATABASE_URL`` (``sqlite:///relative.db``, ``sqlite:////absolute.db``,
+or ``postgresql://user@host:port/database`` to keep the data on PostgreSQL).
 The data and the JWT secret kept beside the database survive restarts;
 ``python -m examples.donations reset`` (``make reset``) removes them.
 A bad setting or a port in use ends with a one-line message on stderr and exit status 1;
@@ -16,6 +17,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from examples.donations.local import (
     HOST,
@@ -30,7 +32,7 @@ from examples.donations.local import (
 __all__ = ["instructions", "main", "serve_locally"]
 
 
-def instructions(base: str, database: Path, existed: bool) -> str:
+def instructions(base: str, database: Path | str, existed: bool) -> str:
     kept = (
         "existing: its users, tokens and donations are kept"
         if existed
@@ -64,16 +66,27 @@ Press Ctrl-C to stop.
 """
 
 
-async def serve(port: int, database: Path) -> None:
+async def serve(port: int, database: Path | str) -> None:
     """Serve until SIGINT (Ctrl-C) or SIGTERM, then close cleanly (the database too)."""
-    existed = database.exists() and jwt_secret_path(database).exists()
+    on_file = not isinstance(database, str) and database.exists()
+    existed = (isinstance(database, str) or on_file) and jwt_secret_path(database).exists()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with serve_locally(port, str(database)):
-        print(instructions(f"http://{HOST}:{port}", database, existed), flush=True)
+        shown = _without_password(database) if isinstance(database, str) else database
+        print(instructions(f"http://{HOST}:{port}", shown, existed), flush=True)
         await stop.wait()
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: it is printed."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def main(argv: list[str]) -> int:

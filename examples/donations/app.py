@@ -20,7 +20,7 @@ from integrations.providers.openai_translate import OpenAITranslateIntegration
 from integrations.providers.stripe_payments import StripePaymentsIntegration
 from integrations.providers.volc_tts import VolcTTSIntegration
 from reactive.server import create_app
-from storage import SQLiteStorage
+from storage import SQLiteStorage, Storage, from_url
 
 
 @attrs.define
@@ -33,6 +33,14 @@ class DonationApp:
     async def close(self) -> None:
         await self.integrations.close()
         await self.controller.close()
+
+
+def _storage(database: str | Storage) -> Storage:
+    """The storage ``database`` names: a URL (``sqlite:///...``, ``postgresql://...``) through
+    :func:`storage.from_url`, else a SQLite file path; a storage is used as it is."""
+    if not isinstance(database, str):
+        return database
+    return from_url(database) if "://" in database else SQLiteStorage(database)
 
 
 def my_donations(controller: r.Controller) -> Any:
@@ -60,10 +68,11 @@ def my_donations(controller: r.Controller) -> Any:
 
 
 async def build(
-    database: str, environ: Mapping[str, str], *, cookie_secure: bool = True
+    database: str | Storage, environ: Mapping[str, str], *, cookie_secure: bool = True
 ) -> DonationApp:
     """Configure the integrations (refusing to start without their settings), set up the
-    controller on ``database`` and build the aiohttp application."""
+    controller on ``database`` (a SQLite file path, a storage URL such as
+    ``postgresql://...``, or a storage) and build the aiohttp application."""
     model = build_model()
     integrations = AggregatedIntegration(
         [
@@ -75,7 +84,7 @@ async def build(
     )
     await integrations.configure()
     controller = r.Controller(
-        SQLiteStorage(database),
+        _storage(database),
         model.entities,
         model.relations,
         model.dictionaries,

@@ -2,10 +2,13 @@
 a database file that outlives the process, and a demo pace at which every step can be watched.
 
 - **Where the data is.** :func:`database_from` reads ``DATABASE`` (a file path) or
-  ``DATABASE_URL`` (``sqlite:///relative.db``, ``sqlite:////absolute.db``); the default is
-  ``donations.db`` in the current folder (the project folder under ``make run``). The JWT signing
-  secret is kept beside it (:func:`jwt_secret_path`, created once with mode 0600 and reused), so
-  that registered users and their tokens survive a restart. :func:`reset` removes both.
+  ``DATABASE_URL`` (``sqlite:///relative.db``, ``sqlite:////absolute.db``, or
+  ``postgresql://user@host:port/database``); the default is ``donations.db`` in the current
+  folder (the project folder under ``make run``). The JWT signing secret is kept beside a SQLite
+  file, or in ``donations-postgresql.secret`` in the current folder for PostgreSQL
+  (:func:`jwt_secret_path`, created once with mode 0600 and reused), so that registered users
+  and their tokens survive a restart. :func:`reset` removes the file and the secret (on
+  PostgreSQL the secret only: the tables stay).
 - **The demo pace** (:class:`Pacing`). The fakes answer in microseconds, which would take every
   call from ``pending`` to ``completed`` before anyone could look. With :data:`DEMO_PACING` the
   customer confirms the payment a second after the PaymentIntent exists (Stripe sends
@@ -40,6 +43,7 @@ from integrations.providers.openai_translate.fake_server import FakeOpenAI
 from integrations.providers.stripe_payments.fake_server import FakeStripe
 from integrations.providers.volc_tts.fake_server import FakeVolcTTS
 from integrations.webhooks import generate_standard_secret
+from storage import Storage
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -58,6 +62,8 @@ __all__ = [
 HOST = "127.0.0.1"
 DEFAULT_DATABASE = "donations.db"
 SQLITE_URL = "sqlite:///"
+POSTGRES_URLS = ("postgresql://", "postgres://")
+POSTGRES_SECRET = "donations-postgresql.secret"
 SECRET_SUFFIX = ".secret"
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
@@ -107,19 +113,23 @@ def port_from(environ: Mapping[str, str]) -> int:
     return int(raw)
 
 
-def database_from(environ: Mapping[str, str], cwd: Path | None = None) -> Path:
-    """The database file: ``DATABASE``, else ``DATABASE_URL`` (SQLite only), else
-    ``donations.db`` in ``cwd`` (default: the current folder); absolute. Its folder must exist."""
+def database_from(environ: Mapping[str, str], cwd: Path | None = None) -> Path | str:
+    """The database: a SQLite file (``DATABASE``, else a ``sqlite:///`` ``DATABASE_URL``, else
+    ``donations.db`` in ``cwd``, default the current folder; absolute, its folder must exist), or
+    a ``postgresql://`` ``DATABASE_URL`` as given (a str)."""
     folder = Path.cwd() if cwd is None else cwd
     path_setting = environ.get("DATABASE", "").strip()
     url = environ.get("DATABASE_URL", "").strip()
     if path_setting and url:
         raise ExampleError("both DATABASE and DATABASE_URL are set: keep one of them")
+    if url.lower().startswith(POSTGRES_URLS):
+        return url
     if url:
         if not url.startswith(SQLITE_URL) or url == SQLITE_URL:
             raise ExampleError(
-                f"DATABASE_URL={url!r}: the example runs on SQLite only; use "
-                "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+                f"DATABASE_URL={url!r}: the example runs on SQLite or PostgreSQL; use "
+                "sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+                "postgresql://user@host:port/database"
             )
         path_setting = url[len(SQLITE_URL) :]
         if path_setting == ":memory:":
@@ -135,15 +145,17 @@ def database_from(environ: Mapping[str, str], cwd: Path | None = None) -> Path:
     return path
 
 
-def jwt_secret_path(database: Path) -> Path:
-    """Where the demo keeps its JWT signing secret: beside the database."""
+def jwt_secret_path(database: Path | str, cwd: Path | None = None) -> Path:
+    """Where the demo keeps its JWT signing secret: beside a SQLite file; for a PostgreSQL
+    URL, ``donations-postgresql.secret`` in ``cwd`` (default: the current folder)."""
+    if isinstance(database, str):
+        return (Path.cwd() if cwd is None else cwd) / POSTGRES_SECRET
     return database.with_name(database.name + SECRET_SUFFIX)
 
 
-def _jwt_secret(database: Path) -> str:
-    """The demo's JWT signing secret: read from beside ``database``, or created there once
-    (mode 0600, atomically: two starts at once agree on one secret)."""
-    path = jwt_secret_path(database)
+def _jwt_secret(path: Path) -> str:
+    """The demo's JWT signing secret: read from ``path``, or created there once (mode 0600,
+    atomically: two starts at once agree on one secret)."""
     try:
         if not path.exists():
             draft = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -166,11 +178,15 @@ def _jwt_secret(database: Path) -> str:
     return secret
 
 
-def reset(database: Path) -> list[Path]:
-    """Remove the database (and its WAL files) and the secret beside it; returns what was
-    removed."""
+def reset(database: Path | str) -> list[Path]:
+    """Remove the database file (and its WAL files) and the JWT secret; returns what was
+    removed. On PostgreSQL (a URL) the secret only: the tables are left to their owner."""
     removed = []
-    candidates = [database, *(Path(f"{database}{s}") for s in SQLITE_COMPANIONS)]
+    candidates = (
+        []
+        if isinstance(database, str)
+        else [database, *(Path(f"{database}{s}") for s in SQLITE_COMPANIONS)]
+    )
     for path in [*candidates, jwt_secret_path(database)]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -202,15 +218,24 @@ def listen(port: int) -> socket.socket:
 
 @contextlib.asynccontextmanager
 async def serve_locally(
-    port: int, database: str, *, pacing: Pacing = DEMO_PACING
+    port: int,
+    database: str | Storage,
+    *,
+    pacing: Pacing = DEMO_PACING,
+    secret: Path | None = None,
 ) -> AsyncIterator[DonationApp]:
     """The application on ``127.0.0.1:port`` with fake providers on loopback, on ``database``
-    (created if needed), with the JWT secret kept beside it."""
+    (a SQLite file path, a ``postgresql://`` URL or a storage; created if needed), with the JWT
+    secret kept at ``secret`` (default: :func:`jwt_secret_path`; required for a storage)."""
+    if secret is None:
+        if not isinstance(database, str):
+            raise ExampleError("serve_locally on a storage needs secret=, the JWT secret's path")
+        secret = jwt_secret_path(database if "://" in database else Path(database))
     sock = listen(port)
     base = f"http://{HOST}:{port}"
     callback_secret = generate_standard_secret()
     try:
-        secret = _jwt_secret(Path(database))
+        jwt_secret = _jwt_secret(secret)
         async with (
             # A new fake numbers its tasks from 1 again: a prefix of its own keeps task ids (and
             # the dedup keys of their callbacks) apart from those of earlier runs on the database.
@@ -223,7 +248,7 @@ async def serve_locally(
             FakeStripe(webhook_url=f"{base}/api/stripe_payments.webhook") as stripe,
         ):
             environ = {
-                "AUTH_JWT_SECRET": secret,
+                "AUTH_JWT_SECRET": jwt_secret,
                 **volc.environ(VOLC_TTS_CALLBACK_URL=f"{base}/api/volc_tts.callback"),
                 "OPENAI_API_KEY": openai.api_key or "",
                 "OPENAI_BASE_URL": openai.base_url,

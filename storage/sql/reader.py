@@ -2,6 +2,9 @@
 
 Related records are loaded per relation attribute with one batched query for all parents of a
 level (never one query per parent), so a read costs O(depth of the attribute query) statements.
+A find without ``order_by`` returns its records in id order (and a limit keeps the lowest ids),
+on every backend: SQLite scans in id order anyway; PostgreSQL scans in storage order, where an
+updated row moves to the end.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ def chunks(ids: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 def placeholders(count: int) -> str:
     return ", ".join("?" for _ in range(count))
+
+
+_ID_ORDER = " ORDER BY t.id"
+"""The order of records a find asked for none: by id, the same on every backend."""
 
 
 class Reader:
@@ -104,7 +111,7 @@ class Reader:
         sql = self._cache.id_selects.get(cache_key)
         if sql is None:
             paging = " LIMIT ? OFFSET ?" if limit is not None else ""
-            sql = f"SELECT t.id FROM {self.dialect.quote(name)} t{where}{paging}"
+            sql = f"SELECT t.id FROM {self.dialect.quote(name)} t{where}{_ID_ORDER}{paging}"
             self._cache.id_selects[cache_key] = sql
         return [{"id": row[0]} for row in self.run(sql, params).fetchall()]
 
@@ -327,8 +334,10 @@ class Reader:
         return record
 
     def _order_by(self, name: str, order_by: Mapping[str, str] | None) -> str:
+        # Without order_by, records come in id order on every backend: SQLite's scan order
+        # (free there: id is the rowid), not PostgreSQL's (where an updated row moves).
         if order_by is None:
-            return ""
+            return _ID_ORDER
         if not isinstance(order_by, Mapping):
             raise QueryError(
                 f"order_by for {name} must be a dict of field -> 'asc'|'desc'", record=name

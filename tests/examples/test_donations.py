@@ -15,6 +15,7 @@ import aiohttp
 
 from examples.donations.__main__ import serve_locally
 from examples.donations.local import Pacing, jwt_secret_path
+from tests.conftest import StorageFactory
 
 # The fakes act at once: tests that do not watch the pace need not wait for it.
 FAST = Pacing(
@@ -51,11 +52,14 @@ async def signed_in(session: aiohttp.ClientSession, base: str) -> str:
     return token
 
 
-async def test_donation_flow_over_http(tmp_path: Path) -> None:
+async def test_donation_flow_over_http(make_storage: StorageFactory, tmp_path: Path) -> None:
+    """On each backend (PostgreSQL: what ``DATABASE_URL=postgresql://... make run`` serves)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    database = make_storage("donations.db")
+    secret = tmp_path / "jwt.secret"
     async with (
-        serve_locally(port, str(tmp_path / "donations.db"), pacing=FAST) as app,
+        serve_locally(port, database, pacing=FAST, secret=secret) as app,
         aiohttp.ClientSession() as session,
     ):
         token = await signed_in(session, base)

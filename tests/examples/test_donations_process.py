@@ -1,7 +1,8 @@
 """``python -m examples.donations`` as a user starts it: a real process, its settings from the
 environment. A port in use and bad settings end with one line on stderr and exit status 1,
 creating nothing; the database path is printed; a second start on the same database keeps the
-first start's tokens valid; ``reset`` removes the database and the secret."""
+first start's tokens valid; ``reset`` removes the database and the secret. With a
+``postgresql://`` ``DATABASE_URL`` it serves on PostgreSQL, and a donation completes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,7 +21,8 @@ import pytest
 
 from examples.donations import local
 from examples.donations.local import ExampleError, jwt_secret_path
-from tests.examples.test_donations import CREDENTIALS, free_port, post
+from tests.conftest import drop_schema
+from tests.examples.test_donations import CREDENTIALS, DONATION, free_port, post, until_settled
 
 ROOT = Path(__file__).resolve().parents[2]
 READY = "Press Ctrl-C to stop."
@@ -50,12 +53,12 @@ class Served:
         self.banner = banner
 
     @classmethod
-    async def start(cls, env: Mapping[str, str]) -> Served:
+    async def start(cls, env: Mapping[str, str], cwd: Path = ROOT) -> Served:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "examples.donations",
-            cwd=ROOT,
+            cwd=cwd,
             env=dict(env),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -160,9 +163,12 @@ def test_the_database_setting() -> None:
     assert local.database_from({"DATABASE_URL": "sqlite:////tmp/abs.db"}, Path("/")) == Path(
         "/tmp/abs.db"
     )
+    pg = "postgresql://u@localhost/db"
+    assert local.database_from({"DATABASE_URL": pg}, here) == pg
+    assert local.jwt_secret_path(pg, here) == here / "donations-postgresql.secret"
     for setting, message in [
-        ({"DATABASE_URL": "postgresql://u@localhost/db"}, "SQLite only"),
-        ({"DATABASE_URL": "sqlite:///"}, "SQLite only"),
+        ({"DATABASE_URL": "mysql://u@localhost/db"}, "SQLite or PostgreSQL"),
+        ({"DATABASE_URL": "sqlite:///"}, "SQLite or PostgreSQL"),
         ({"DATABASE_URL": "sqlite:///:memory:"}, "keeps its data in a file"),
         ({"DATABASE": "a.db", "DATABASE_URL": "sqlite:///b.db"}, "both"),
         ({"DATABASE": "no/such/folder/x.db"}, "does not exist"),
@@ -199,3 +205,48 @@ async def test_an_unusable_secret_file_is_a_clear_error(tmp_path: Path) -> None:
             pass
     assert not database.exists()
     assert jwt_secret_path(database).read_text() == "short\n"
+
+
+async def test_the_example_serves_on_postgresql_and_a_donation_completes(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """``DATABASE_URL=postgresql://... make run``: the data on PostgreSQL (here a schema of the
+    test's own, through the URL's ``search_path``), the JWT secret in the current folder."""
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        await connection.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await connection.close()
+    url = f"{postgres_url}?search_path={schema}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        served = await Served.start(example_env(PORT=str(port), DATABASE_URL=url), cwd=tmp_path)
+        try:
+            assert f"Database: {url}  (new" in served.banner
+            async with aiohttp.ClientSession() as session:
+                status, _ = await post(session, f"{base}/api/auth.register", CREDENTIALS)
+                assert status == 200
+                status, login = await post(session, f"{base}/api/auth.login", CREDENTIALS)
+                assert status == 200
+                token = login["token"]
+                status, donated = await post(session, f"{base}/interaction/Donate", DONATION, token)
+                assert status == 200, donated
+                donation, _ = await until_settled(session, base, token, donated["data"]["id"])
+            assert donation["payment_status"] == "completed"
+            assert donation["translated_message"] == "[translated] Thank you"
+            assert donation["voice_url"].endswith(".mp3")
+        finally:
+            assert await served.stop() == 0
+        assert (tmp_path / "donations-postgresql.secret").stat().st_mode & 0o777 == 0o600
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            stored = await connection.fetchval(f'SELECT count(*) FROM "{schema}"."Donation"')
+        finally:
+            await connection.close()
+        assert stored == 1
+    finally:
+        await drop_schema(postgres_url, schema)

@@ -12,7 +12,7 @@ import attrs
 
 import reactive as r
 from integrations import APICallIntegration, APICallModel, api_call_entities, latest_call_value
-from storage import SQLiteStorage
+from storage import SQLiteStorage, Storage
 
 CALL = "TaskCall"
 EVENT = "TaskEvent"
@@ -55,16 +55,17 @@ def build_model() -> Model:
 
 
 async def start(
-    path: str,
+    path: str | Storage,
     make_integration: Callable[[APICallModel], APICallIntegration] | None = None,
     leases: r.SideEffectLeases | None = None,
     busy_timeout: float = 5.0,
 ) -> tuple[r.Controller, APICallIntegration | None]:
-    """A set-up controller on ``path`` (and the integration, set up too, when given)."""
+    """A set-up controller on ``path`` (a SQLite file, or a storage of any backend) and the
+    integration, set up too, when given."""
     model = build_model()
     integration = make_integration(model.api) if make_integration else None
     controller = r.Controller(
-        SQLiteStorage(path, busy_timeout=busy_timeout),
+        SQLiteStorage(path, busy_timeout=busy_timeout) if isinstance(path, str) else path,
         model.entities,
         [model.relation],
         side_effects=integration.create_side_effects() if integration else (),

@@ -1,5 +1,6 @@
 """Fixtures for the integration tests: a fake provider on loopback, a fake clock, and apps
-(controller + integration on a SQLite file) closed at teardown."""
+(controller + integration on each backend: see ``make_storage`` in tests/conftest.py) closed
+at teardown."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 import reactive as r
 from integrations.testing import FakeClock, FakeProvider, FakeTaskIntegration
+from tests.conftest import StorageFactory
 
 from .app import start, url_result
 
@@ -54,7 +56,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def make_app(db_path: str, provider: FakeProvider) -> AsyncIterator[MakeApp]:
+async def make_app(
+    db_path: str, provider: FakeProvider, make_storage: StorageFactory
+) -> AsyncIterator[MakeApp]:
     """``await make_app(sync=..., retry=..., poll=..., clock=...)``: a FakeTaskIntegration on
     the test's database, talking to the test's provider. The sweeper sleeps a day unless
     ``sweep_interval`` says otherwise."""
@@ -73,7 +77,8 @@ async def make_app(db_path: str, provider: FakeProvider) -> AsyncIterator[MakeAp
             holder.append(FakeTaskIntegration(model, provider.url, **options))
             return holder[0]
 
-        controller, _ = await start(path or db_path, make, leases, busy_timeout)
+        storage = make_storage(path or db_path, busy_timeout=busy_timeout)
+        controller, _ = await start(storage, make, leases)
         app = App(controller, holder[0])
         apps.append(app)
         return app

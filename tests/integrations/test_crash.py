@@ -17,6 +17,7 @@ import pytest
 import reactive as r
 from integrations import PollPolicy
 from integrations.testing import FakeClock, FakeProvider, Route
+from tests.conftest import sqlite_only
 
 from .app import call_events, greeting_value
 from .conftest import MakeApp
@@ -68,6 +69,7 @@ async def run_worker_until_stuck(
     return committed, keys
 
 
+@sqlite_only("a worker process is killed while writing the SQLite file")
 @pytest.mark.parametrize(
     ("mode", "shape"),
     [

@@ -5,6 +5,7 @@ superseded calls. Time that the runner waits on goes through a FakeClock."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -222,9 +223,11 @@ async def test_every_attempt_timing_out_fails_the_call_with_a_timeout(
     provider.release()
 
 
-async def test_the_overall_deadline_stops_retrying(
+async def failed_within_the_deadline(
     make_app: MakeApp, provider: FakeProvider, clock: FakeClock
 ) -> None:
+    """A call the provider refuses (503) every time, retried for at most 60 s: it fails, having
+    spent no more than the deadline on ``clock``, with the last refusal as its error."""
     policy = RetryPolicy(max_attempts=1000, base=10.0, cap=10.0, deadline=60.0)
     app = await make_app(sync=True, retry=policy, clock=clock)
     provider.script("run", *[Reply(503, f"try {n}") for n in range(1, 1000)])
@@ -237,6 +240,22 @@ async def test_the_overall_deadline_stops_retrying(
     assert made < 1000
     assert call["error"]["status"] == 503 and f"try {made}" in call["error"]["message"]
     assert (clock.now() - start).total_seconds() <= 60.0
+
+
+async def test_the_overall_deadline_stops_retrying(
+    make_app: MakeApp, provider: FakeProvider, clock: FakeClock
+) -> None:
+    await failed_within_the_deadline(make_app, provider, clock)
+
+
+async def test_the_deadline_holds_on_a_clock_that_trails_the_records_time(
+    make_app: MakeApp, provider: FakeProvider
+) -> None:
+    """The call's created_at comes from the wall clock; the runner sleeps on its own clock. When
+    that clock trails (here by an hour), the deadline still holds on it: before, it counted from
+    the record's later time and the call was retried for an hour and a minute."""
+    trailing = FakeClock(datetime.now(UTC) - timedelta(hours=1))
+    await failed_within_the_deadline(make_app, provider, trailing)
 
 
 async def test_the_sweeper_fails_calls_stuck_past_their_deadline(

@@ -27,6 +27,7 @@ from integrations.testing import (
 )
 from storage import MatchExp, SQLiteStorage, UniqueViolationError
 from tests.aborting_storage import AbortingStorage
+from tests.conftest import StorageFactory
 
 from .app import EVENT, create_greeting, get_call, greeting_value, start
 
@@ -156,7 +157,9 @@ async def test_a_sync_failure_is_initialized_then_failed(
     assert call["external_id"] == writes[0].external_id
 
 
-async def test_another_unique_field_of_the_event_is_an_error_not_a_duplicate() -> None:
+async def test_another_unique_field_of_the_event_is_an_error_not_a_duplicate(
+    make_storage: StorageFactory,
+) -> None:
     """Duplicates are told by the dedup key alone: a clash on a unique field an application
     added to the event record is reported as the error it is, and stores nothing."""
     call, event = api_call_entities(
@@ -165,7 +168,7 @@ async def test_another_unique_field_of_the_event_is_an_error_not_a_duplicate() -
         # A mistake an application can make: a unique field every event gets the same value of.
         event_properties=[r.Property("receipt", unique=True, default="R-1")],
     )
-    controller = r.Controller(SQLiteStorage(":memory:"), [call, event])
+    controller = r.Controller(make_storage("memory.db"), [call, event])
     await controller.setup()
     events = IntegrationEvents(controller, event)
     try:

@@ -11,6 +11,7 @@ import pytest
 import reactive as r
 from integrations import PollPolicy
 from integrations.testing import FakeClock, FakeProvider, Hold, Reply
+from tests.conftest import sqlite_only
 
 from .app import OWNER, call_events, create_greeting, get_call, greeting_value
 from .conftest import App, MakeApp
@@ -215,6 +216,7 @@ async def test_a_call_id_that_is_not_an_id_is_a_bad_param(make_app: MakeApp, bad
     assert (caught.value.status, caught.value.code) == (400, "invalid_param")
 
 
+@sqlite_only("a sqlite3 connection holds the file's write lock")
 async def test_a_poll_whose_status_cannot_be_recorded_is_polled_again(
     make_app: MakeApp,
     provider: FakeProvider,

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from integrations.testing import FakeProvider, Hold
+from tests.conftest import sqlite_only
 
 from .app import create_greeting
 from .conftest import MakeApp
@@ -36,6 +37,7 @@ CALLS = int(os.environ.get("ROLLING_RESTART_CALLS", "12"))
 LEASE = 1.0
 
 
+@sqlite_only("worker processes share the SQLite file")
 async def test_a_rolling_restart_sends_every_call_once(
     make_app: MakeApp, provider: FakeProvider, db_path: str
 ) -> None:

@@ -1,4 +1,5 @@
-"""Fixtures for the reactive engine: controllers on a real SQLite file (aiosqlite)."""
+"""Fixtures for the reactive engine: controllers on each backend (a real SQLite file through
+aiosqlite, and a PostgreSQL schema of the test's own; see ``make_storage`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Protocol
 import pytest
 
 import reactive as r
-from storage import SQLiteStorage
+from tests.conftest import StorageFactory
 
 
 class MakeController(Protocol):
@@ -32,9 +33,9 @@ def db_path(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def make(db_path: str) -> AsyncIterator[MakeController]:
+async def make(db_path: str, make_storage: StorageFactory) -> AsyncIterator[MakeController]:
     """``await make(entities, relations, dictionaries, interactions, side_effects)``: a set-up
-    controller on the test's database file, closed at teardown."""
+    controller on the test's database (of the test's backend), closed at teardown."""
     controllers: list[r.Controller] = []
 
     async def factory(
@@ -48,7 +49,7 @@ async def make(db_path: str) -> AsyncIterator[MakeController]:
         install: bool = True,
     ) -> r.Controller:
         controller = r.Controller(
-            SQLiteStorage(path or db_path),
+            make_storage(path or db_path),
             entities,
             relations,
             dictionaries,

@@ -13,6 +13,7 @@ import reactive as r
 from reactive.interaction import validate_payload
 from storage import SQLiteStorage
 from tests.aborting_storage import AbortingStorage
+from tests.conftest import StorageFactory, sqlite_only
 
 
 def _shop() -> tuple[list[r.Entity], list[r.Relation]]:
@@ -38,9 +39,9 @@ def _trace(ctx: r.TransactionContext, statements: list[str]) -> sqlite3.Connecti
     return conn
 
 
-async def test_the_compiled_model_is_a_frozen_value() -> None:
+async def test_the_compiled_model_is_a_frozen_value(make_storage: StorageFactory) -> None:
     entities, relations = _shop()
-    controller = r.Controller(SQLiteStorage(":memory:"), entities, relations)
+    controller = r.Controller(make_storage("memory.db"), entities, relations)
     await controller.setup()
     try:
 
@@ -68,13 +69,16 @@ async def test_the_compiled_model_is_a_frozen_value() -> None:
         await controller.close()
 
 
-async def test_a_payload_reference_check_and_a_later_lookup_ask_the_database_once() -> None:
+@sqlite_only("counts statements through sqlite3's trace callback")
+async def test_a_payload_reference_check_and_a_later_lookup_ask_the_database_once(
+    make_storage: StorageFactory,
+) -> None:
     entities, relations = _shop()
     publish = r.Interaction(
         "Buy", r.Payload([r.PayloadItem("item", base=entities[0], is_ref=True, required=True)])
     )
     controller = r.Controller(
-        SQLiteStorage(":memory:"), entities, relations, interactions=[publish]
+        make_storage("memory.db"), entities, relations, interactions=[publish]
     )
     await controller.setup()
     try:
@@ -97,11 +101,12 @@ async def test_a_payload_reference_check_and_a_later_lookup_ask_the_database_onc
         await controller.close()
 
 
-async def test_an_aggregate_reads_an_item_whose_snapshot_the_transaction_holds_from_memory() -> (
-    None
-):
+@sqlite_only("counts statements through sqlite3's trace callback")
+async def test_an_aggregate_reads_an_item_whose_snapshot_the_transaction_holds_from_memory(
+    make_storage: StorageFactory,
+) -> None:
     entities, relations = _shop()
-    controller = r.Controller(SQLiteStorage(":memory:"), entities, relations)
+    controller = r.Controller(make_storage("memory.db"), entities, relations)
     await controller.setup()
     try:
         item = await controller.storage.create("Item", {"price": 4})

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
-from storage import SQLiteStorage
+from tests.conftest import scratch_storage, sqlite_only
 
 from .conftest import MakeController
 
@@ -85,66 +85,88 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=OPS)
-def test_integer_totals_equal_python_sums_and_overflow_changes_nothing(
-    ops: list[tuple[str, int, int]],
-) -> None:
-    async def scenario() -> None:
-        entities, relations, dictionaries = _model()
-        controller = r.Controller(SQLiteStorage(":memory:"), entities, relations, dictionaries)
-        await controller.setup()
-        try:
-            donors = [(await controller.storage.create("Donor", {}))["id"] for _ in range(3)]
-            gifts: dict[int, tuple[int, int]] = {}  # gift id -> (donor index, cents)
-            for op, x, value in ops:
-                before = await _state(controller)
-                proposed = dict(gifts)
-                if op == "create":
-                    call = controller.storage.create(
-                        "Gift", {"cents": value, "weight": 2, "donor": {"id": donors[x]}}
-                    )
-                    target = None
-                elif gifts:
-                    target = sorted(gifts)[x % len(gifts)]
-                    if op == "update":
-                        proposed[target] = (gifts[target][0], value)
-                        call = controller.storage.update("Gift", {"id": target}, {"cents": value})
-                    else:
-                        del proposed[target]
-                        call = controller.storage.delete("Gift", {"id": target})
-                else:
-                    continue
-                sums = [sum(c for d, c in proposed.values() if d == i) for i in range(3)]
-                if op == "create":
-                    sums[x] += value
-                expected_total = sum(sums)
-                weighted = [2 * s for s in sums]
-                fits = all(INT64_MIN <= v <= INT64_MAX for v in (*sums, *weighted, expected_total))
-                if fits:
-                    result = await call
-                    if op == "create":
-                        proposed[result["id"]] = (x, value)
-                    gifts = proposed
-                else:
-                    with pytest.raises(r.ComputationError) as info:
-                        await call
-                    assert "outside the 64-bit integer range" in str(info.value)
-                    assert info.value.computation.startswith(("Donor.", "total ("))
-                    assert await _state(controller) == before  # nothing of it was stored
-                    continue
-                state = await _state(controller)
-                assert state["total"] == expected_total
-                assert type(state["total"]) is int
-                for i, donor in enumerate(state["donors"]):
-                    assert donor["given"] == sums[i]
-                    assert donor["weighted"] == weighted[i]
-                    assert donor["gift_count"] == sum(1 for d, _ in gifts.values() if d == i)
-                    assert all(type(donor[k]) is int for k in ("given", "weighted", "gift_count"))
-        finally:
-            await controller.close()
+SETTINGS = settings(
+    deadline=None,
+    # backend is a str: nothing a fixture holds carries over from one example to the next
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
-    asyncio.run(scenario())
+
+@settings(SETTINGS, max_examples=60)
+@given(ops=OPS)
+@sqlite_only("the PostgreSQL run is the test below, with fewer examples")
+def test_integer_totals_equal_python_sums_and_overflow_changes_nothing(
+    backend: str, ops: list[tuple[str, int, int]]
+) -> None:
+    asyncio.run(scenario(backend, ops))
+
+
+@settings(SETTINGS, max_examples=12)
+@given(ops=OPS)
+def test_integer_totals_on_postgresql(postgres_url: str, ops: list[tuple[str, int, int]]) -> None:
+    """The same on PostgreSQL (each example sets up its tables on the server: fewer of them)."""
+    asyncio.run(scenario("postgres", ops))
+
+
+async def scenario(backend: str, ops: list[tuple[str, int, int]]) -> None:
+    entities, relations, dictionaries = _model()
+    async with scratch_storage(backend) as storage:
+        controller = r.Controller(storage, entities, relations, dictionaries)
+        await controller.setup()
+        await check(controller, ops)
+
+
+async def check(controller: r.Controller, ops: list[tuple[str, int, int]]) -> None:
+    """Run ``ops`` on ``controller`` against Python's sums (closes the controller)."""
+    try:
+        donors = [(await controller.storage.create("Donor", {}))["id"] for _ in range(3)]
+        gifts: dict[int, tuple[int, int]] = {}  # gift id -> (donor index, cents)
+        for op, x, value in ops:
+            before = await _state(controller)
+            proposed = dict(gifts)
+            if op == "create":
+                call = controller.storage.create(
+                    "Gift", {"cents": value, "weight": 2, "donor": {"id": donors[x]}}
+                )
+                target = None
+            elif gifts:
+                target = sorted(gifts)[x % len(gifts)]
+                if op == "update":
+                    proposed[target] = (gifts[target][0], value)
+                    call = controller.storage.update("Gift", {"id": target}, {"cents": value})
+                else:
+                    del proposed[target]
+                    call = controller.storage.delete("Gift", {"id": target})
+            else:
+                continue
+            sums = [sum(c for d, c in proposed.values() if d == i) for i in range(3)]
+            if op == "create":
+                sums[x] += value
+            expected_total = sum(sums)
+            weighted = [2 * s for s in sums]
+            fits = all(INT64_MIN <= v <= INT64_MAX for v in (*sums, *weighted, expected_total))
+            if fits:
+                result = await call
+                if op == "create":
+                    proposed[result["id"]] = (x, value)
+                gifts = proposed
+            else:
+                with pytest.raises(r.ComputationError) as info:
+                    await call
+                assert "outside the 64-bit integer range" in str(info.value)
+                assert info.value.computation.startswith(("Donor.", "total ("))
+                assert await _state(controller) == before  # nothing of it was stored
+                continue
+            state = await _state(controller)
+            assert state["total"] == expected_total
+            assert type(state["total"]) is int
+            for i, donor in enumerate(state["donors"]):
+                assert donor["given"] == sums[i]
+                assert donor["weighted"] == weighted[i]
+                assert donor["gift_count"] == sum(1 for d, _ in gifts.values() if d == i)
+                assert all(type(donor[k]) is int for k in ("given", "weighted", "gift_count"))
+    finally:
+        await controller.close()
 
 
 async def test_an_overflow_names_the_property_and_rolls_the_write_back(

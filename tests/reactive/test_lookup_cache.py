@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import reactive as r
 from storage import MatchError, SQLiteStorage
+from tests.conftest import StorageFactory, sqlite_only
 
 
 def _model() -> list[r.Entity]:
@@ -96,8 +97,11 @@ def test_remembered_answers_always_equal_the_database(ops: list[tuple[str, Any, 
     asyncio.run(scenario())
 
 
-async def test_a_transaction_asks_the_database_once_for_the_same_lookup() -> None:
-    controller = r.Controller(SQLiteStorage(":memory:"), _model())
+@sqlite_only("counts statements through sqlite3's trace callback")
+async def test_a_transaction_asks_the_database_once_for_the_same_lookup(
+    make_storage: StorageFactory,
+) -> None:
+    controller = r.Controller(make_storage("memory.db"), _model())
     await controller.setup()
     statements: list[str] = []
 
@@ -123,8 +127,10 @@ async def test_a_transaction_asks_the_database_once_for_the_same_lookup() -> Non
         await controller.close()
 
 
-async def test_values_that_compare_equal_in_python_are_still_different_lookups() -> None:
-    controller = r.Controller(SQLiteStorage(":memory:"), _model())
+async def test_values_that_compare_equal_in_python_are_still_different_lookups(
+    make_storage: StorageFactory,
+) -> None:
+    controller = r.Controller(make_storage("memory.db"), _model())
     await controller.setup()
 
     def body(ctx: r.TransactionContext) -> None:

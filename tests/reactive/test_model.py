@@ -11,6 +11,7 @@ import pytest
 import reactive as r
 from reactive.engine import DICTIONARY_RECORD
 from storage import SQLiteStorage, StorageError
+from tests.conftest import StorageFactory
 
 from .conftest import MakeController
 
@@ -525,10 +526,10 @@ async def test_records_and_links_created_by_a_nested_update_get_defaults(
 
 
 async def test_a_lookup_by_an_unindexed_field_inside_a_transaction_warns_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, make_storage: StorageFactory
 ) -> None:
     item = r.Entity("Item", [r.Property("code"), r.Property("sku", index=True)])
-    controller = r.Controller(SQLiteStorage(str(tmp_path / "ix.db")), [item])
+    controller = r.Controller(make_storage("ix.db"), [item])
     await controller.setup()
     try:
         await controller.storage.create("Item", {"code": "a", "sku": "s"})

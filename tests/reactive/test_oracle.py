@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -55,7 +56,8 @@ from hypothesis.stateful import (
 import reactive as r
 from reactive.errors import ComputationError
 from reactive.testing import verify
-from storage import MatchExp, SQLiteStorage, StorageError
+from storage import MatchExp, PostgresStorage, SQLiteStorage, Storage, StorageError
+from tests.conftest import PG_URL, StorageFactory, drop_schema, postgres_unavailable
 
 T = TypeVar("T")
 
@@ -495,11 +497,17 @@ class EngineMachine(RuleBasedStateMachine):
         self.friend_ids: list[Any] = []
         self.check_ids = True
 
-    @staticmethod
+    def _storage(self) -> Storage:
+        """The backend of one run: an in-memory SQLite database."""
+        return SQLiteStorage(":memory:")
+
     async def _make(
-        entities: list[r.Entity], relations: list[r.Relation], dictionaries: list[r.Dictionary]
+        self,
+        entities: list[r.Entity],
+        relations: list[r.Relation],
+        dictionaries: list[r.Dictionary],
     ) -> r.Controller:
-        controller = r.Controller(SQLiteStorage(":memory:"), entities, relations, dictionaries)
+        controller = r.Controller(self._storage(), entities, relations, dictionaries)
         await controller.setup()
         return controller
 
@@ -886,6 +894,32 @@ EngineMachine.TestCase.settings = settings(
 TestEngineOracle = EngineMachine.TestCase
 
 
+class PostgresEngineMachine(EngineMachine):
+    """The same machine on PostgreSQL: each run in a schema of its own, dropped afterwards.
+    Fewer runs (``ORACLE_PG_EXAMPLES``, default 25): each sets up its tables on the server."""
+
+    def _storage(self) -> Storage:
+        unavailable = postgres_unavailable()
+        if unavailable is not None:
+            pytest.skip(f"PostgreSQL unavailable: {unavailable}")
+        self.schema = f"t_{uuid.uuid4().hex[:16]}"
+        return PostgresStorage(PG_URL, schema=self.schema)
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.controller.close())
+            self.run(drop_schema(PG_URL, self.schema))
+        finally:
+            self.loop.close()
+
+
+PostgresEngineMachine.TestCase.settings = settings(
+    EngineMachine.TestCase.settings,
+    max_examples=int(os.environ.get("ORACLE_PG_EXAMPLES", "25")),
+)
+TestEngineOraclePostgres = PostgresEngineMachine.TestCase
+
+
 # -- failures the property test found, shrunk (kept as regression tests) --------------------
 #
 # One storage update that writes a field a property aggregate reads from the related records
@@ -907,13 +941,15 @@ def test_shrunk_update_of_aggregated_field_with_relink() -> None:
         state.teardown()
 
 
-async def _controller(entities: list[r.Entity], relations: list[r.Relation]) -> r.Controller:
-    controller = r.Controller(SQLiteStorage(":memory:"), entities, relations)
+async def _controller(
+    make_storage: StorageFactory, entities: list[r.Entity], relations: list[r.Relation]
+) -> r.Controller:
+    controller = r.Controller(make_storage("oracle.db"), entities, relations)
     await controller.setup()
     return controller
 
 
-async def test_move_post_and_change_its_score_in_one_update() -> None:
+async def test_move_post_and_change_its_score_in_one_update(make_storage: StorageFactory) -> None:
     """Post 1 (score 1) moves from a to b and gets score 5 in one update: a's sum must drop to
     0 and b's become 5 (was: a = -4, b = 9)."""
     user = r.Entity(
@@ -928,7 +964,9 @@ async def test_move_post_and_change_its_score_in_one_update() -> None:
         ],
     )
     post = r.Entity("Post", [r.Property("score", "number")])
-    controller = await _controller([user, post], [r.Relation(user, "posts", post, "author", "1:n")])
+    controller = await _controller(
+        make_storage, [user, post], [r.Relation(user, "posts", post, "author", "1:n")]
+    )
     try:
         s = controller.storage
         a = await s.create("User", {"name": "a"})
@@ -941,7 +979,7 @@ async def test_move_post_and_change_its_score_in_one_update() -> None:
         await controller.close()
 
 
-async def test_change_age_and_add_like_in_one_update() -> None:
+async def test_change_age_and_add_like_in_one_update(make_storage: StorageFactory) -> None:
     """A user aged 10 likes a post (weight 1) and becomes 20 in one update: the post's
     weight x age sum must be 20 (was 30: the age change was applied to the new link too)."""
     user = r.Entity("User", [r.Property("age", "number")])
@@ -963,7 +1001,7 @@ async def test_change_age_and_add_like_in_one_update() -> None:
     likes = r.Relation(
         post, "likes", user, "liked", "n:n", properties=[r.Property("weight", "number")]
     )
-    controller = await _controller([user, post], [likes])
+    controller = await _controller(make_storage, [user, post], [likes])
     try:
         s = controller.storage
         p = await s.create("Post", {"title": "t"})
@@ -975,12 +1013,14 @@ async def test_change_age_and_add_like_in_one_update() -> None:
         await controller.close()
 
 
-async def test_records_and_links_created_by_an_update_are_initialised() -> None:
+async def test_records_and_links_created_by_an_update_are_initialised(
+    make_storage: StorageFactory,
+) -> None:
     """Seen on an intermediate tree (fixed by 6522448): a record nested-created by an update
     had no defaults and no initial computed values (``friend_count`` None), and the links of a
     re-link lacked their defaults (``weight`` None instead of 1)."""
     entities, relations, dictionaries = build_model()
-    controller = r.Controller(SQLiteStorage(":memory:"), entities, relations, dictionaries)
+    controller = r.Controller(make_storage("oracle.db"), entities, relations, dictionaries)
     await controller.setup()
     try:
         s = controller.storage

@@ -11,6 +11,7 @@ import pytest
 import reactive as r
 from reactive.side_effects import SideEffectRecord
 from storage import SQLiteStorage
+from tests.conftest import sqlite_only
 
 from .conftest import MakeController
 
@@ -317,6 +318,9 @@ async def test_idempotency_key_is_stable_and_per_record(make: MakeController) ->
     )
 
 
+@sqlite_only(
+    "reads the SQLite file from a second sqlite3 connection inside a synchronous subscriber"
+)
 async def test_create_intents_are_stored_with_the_record(
     make: MakeController, db_path: str
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 import reactive as r
 from reactive.engine import DICTIONARY_RECORD
+from tests.conftest import sqlite_only
 
 from .conftest import MakeController
 
@@ -88,6 +89,9 @@ async def test_mutations_in_commit_order_for_dispatch_and_storage_writes(
     assert kinds(seen[fourth:]) == [("User_posts_author_Post", "delete"), ("User", "delete")]
 
 
+@sqlite_only(
+    "reads the SQLite file from a second sqlite3 connection inside a synchronous subscriber"
+)
 async def test_events_are_published_after_commit(make: MakeController, db_path: str) -> None:
     c = await make(*model())
     visible: list[int] = []

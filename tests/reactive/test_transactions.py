@@ -10,7 +10,7 @@ import pytest
 
 import reactive as r
 from reactive.engine import DICTIONARY_RECORD
-from storage import SQLiteStorage
+from tests.conftest import StorageFactory
 
 from .conftest import MakeController
 from .helpers import table_counts
@@ -228,7 +228,7 @@ async def test_a_failure_in_a_dispatch_stores_nothing_and_later_writes_work(
 
 
 async def test_a_rolled_back_savepoint_leaves_no_trace_in_later_computations(
-    tmp_path: Path,
+    tmp_path: Path, make_storage: StorageFactory
 ) -> None:
     fan = r.Entity("Fan", [r.Property("weight", "number")])
     club = r.Entity(
@@ -242,7 +242,7 @@ async def test_a_rolled_back_savepoint_leaves_no_trace_in_later_computations(
         ],
     )
     fans = r.Relation(club, "fans", fan, "clubs", "n:n")
-    controller = r.Controller(SQLiteStorage(str(tmp_path / "sp.db")), [fan, club], [fans])
+    controller = r.Controller(make_storage("sp.db"), [fan, club], [fans])
     await controller.setup()
 
     def body(ctx: r.TransactionContext) -> None:
@@ -270,14 +270,14 @@ def _likes_model() -> tuple[list[r.Entity], list[r.Relation]]:
 
 
 async def test_many_steps_on_one_host_in_one_transaction_each_see_the_last(
-    tmp_path: Path,
+    tmp_path: Path, make_storage: StorageFactory
 ) -> None:
     """The host's snapshot is read once per transaction and kept current by its events:
     every like in the same transaction must build on the one before, and a rolled-back
     savepoint must not leave its like in what later steps read."""
     entities, relations = _likes_model()
     link = relations[0].relation_name
-    controller = r.Controller(SQLiteStorage(str(tmp_path / "one.db")), entities, relations)
+    controller = r.Controller(make_storage("one.db"), entities, relations)
     await controller.setup()
 
     def body(ctx: r.TransactionContext) -> list[int]:
@@ -306,7 +306,7 @@ async def test_many_steps_on_one_host_in_one_transaction_each_see_the_last(
 
 
 async def test_a_caught_computation_error_still_rolls_the_transaction_back(
-    tmp_path: Path,
+    tmp_path: Path, make_storage: StorageFactory
 ) -> None:
     def fragile(item: dict[str, Any]) -> bool:
         if item["name"] == "boom":
@@ -327,7 +327,7 @@ async def test_a_caught_computation_error_still_rolls_the_transaction_back(
         ],
     )
     likes = r.Relation(post, "liked_by", fan, "liked", "n:n")
-    controller = r.Controller(SQLiteStorage(str(tmp_path / "caught.db")), [fan, post], [likes])
+    controller = r.Controller(make_storage("caught.db"), [fan, post], [likes])
     await controller.setup()
 
     def body(ctx: r.TransactionContext) -> None:
@@ -352,14 +352,12 @@ async def test_a_caught_computation_error_still_rolls_the_transaction_back(
 
 
 async def test_a_dictionary_stepped_many_times_in_one_transaction_sees_each_step(
-    tmp_path: Path,
+    tmp_path: Path, make_storage: StorageFactory
 ) -> None:
     """The dictionary's row is read once per transaction and kept current by its events."""
     post = r.Entity("Post", [r.Property("title")])
     posts = r.Dictionary("posts", "number", computation=r.Count(record=post))
-    controller = r.Controller(
-        SQLiteStorage(str(tmp_path / "dict.db")), [post], dictionaries=[posts]
-    )
+    controller = r.Controller(make_storage("dict.db"), [post], dictionaries=[posts])
     await controller.setup()
 
     def body(ctx: r.TransactionContext) -> list[Any]:

@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 import reactive as r
 from reactive.server import create_app
-from storage import SQLiteStorage
+from storage import SQLiteStorage, Storage
 
 EV = r.INTERACTION_EVENT
 SECRET = "s3cr3t-token-do-not-leak"
@@ -76,7 +76,8 @@ def _like(record: dict[str, Any], ctx: r.TransactionContext) -> Any:
     return {"post": post_id, "like_count": post["like_count"]}
 
 
-def build_controller(path: str) -> r.Controller:
+def build_controller(path: str | Storage) -> r.Controller:
+    """The test app's controller on ``path`` (a SQLite file, or a storage of any backend)."""
     user = r.Entity("User", [r.Property("name")])
     post = r.Entity(
         "Post",
@@ -120,7 +121,8 @@ def build_controller(path: str) -> r.Controller:
         ),
         r.Interaction("Broken", conditions=[r.Condition("crashes", _broken_condition)]),
     ]
-    return r.Controller(SQLiteStorage(path), [user, post], [likes], [post_count], interactions)
+    storage = SQLiteStorage(path) if isinstance(path, str) else path
+    return r.Controller(storage, [user, post], [likes], [post_count], interactions)
 
 
 # -- APIs --------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""Fixtures for the server tests: a controller on a SQLite file and the app served over real
+"""Fixtures for the server tests: a controller on each backend (``make_storage`` in
+tests/conftest.py) and the app served over real
 HTTP on 127.0.0.1 (aiohttp's TestServer binds a TCP port; TestClient talks to it)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
-from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 import reactive as r
+from tests.conftest import StorageFactory
 
 from .app import build_app, build_controller, seed
 
@@ -23,8 +24,8 @@ class MakeClient(Protocol):
 
 
 @pytest.fixture
-async def controller(tmp_path: Path) -> AsyncIterator[r.Controller]:
-    controller = build_controller(str(tmp_path / "server.db"))
+async def controller(make_storage: StorageFactory) -> AsyncIterator[r.Controller]:
+    controller = build_controller(make_storage("server.db"))
     await controller.setup()
     await seed(controller)
     yield controller

@@ -379,3 +379,16 @@ async def test_order_by_paths_that_cannot_order(storage: SQLiteStorage) -> None:
         await storage.find("Post", None, order_by={"author.name": "sideways"})
     with pytest.raises(QueryError, match="direction"):
         await storage.find("Post", None, order_by={"author.name": ["asc"]})
+
+
+async def test_without_order_by_records_come_in_id_order(storage: SQLiteStorage) -> None:
+    """The same records in the same order on every backend: PostgreSQL returns rows in the
+    order it finds them on disk, and an updated row moves (a new row version), so a find
+    without ``order_by`` (or with a limit) is ordered by id."""
+    ids = [created_id(await storage.create("Post", {"title": t})) for t in ("a", "b", "c")]
+    await storage.update("Post", {"id": ids[0]}, {"title": "a2"})
+    await storage.update("Post", {"id": ids[1]}, {"score": 1})
+    assert [p["id"] for p in await storage.find("Post")] == ids
+    assert [p["id"] for p in await storage.find("Post", {"score": None})] == [ids[0], ids[2]]
+    assert [p["id"] for p in await storage.find("Post", None, ["title"], limit=2)] == ids[:2]
+    assert [p["id"] for p in await storage.find("Post", {"author": None}, limit=1)] == ids[:1]

@@ -15,7 +15,7 @@ from aiohttp.typedefs import Handler, Middleware
 import reactive as r
 from integrations import api_call_entities, auth_entities
 from reactive.server import CONTROLLER_KEY
-from storage import SQLiteStorage
+from storage import SQLiteStorage, Storage
 
 CALL = "PaymentCall"
 EVENT = "PaymentEvent"
@@ -67,9 +67,11 @@ def mini_app(
     return app
 
 
-async def make_controller(path: str) -> r.Controller:
-    """A set-up controller with a User entity and a payment APICall model."""
+async def make_controller(path: str | Storage) -> r.Controller:
+    """A set-up controller with a User entity and a payment APICall model, on ``path`` (a SQLite
+    file, or a storage of any backend)."""
     model = api_call_entities(CALL, EVENT)
-    controller = r.Controller(SQLiteStorage(path), [auth_entities("User"), model.call, model.event])
+    storage = SQLiteStorage(path) if isinstance(path, str) else path
+    controller = r.Controller(storage, [auth_entities("User"), model.call, model.event])
     await controller.setup()
     return controller

@@ -1,10 +1,10 @@
-"""Fixtures: a controller on a tmp SQLite file, and apps served over real HTTP on 127.0.0.1
-(aiohttp's TestServer binds a TCP port; TestClient talks to it)."""
+"""Fixtures: a controller on each backend (``make_storage`` in tests/conftest.py), and apps
+served over real HTTP on 127.0.0.1 (aiohttp's TestServer binds a TCP port; TestClient talks
+to it)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
-from pathlib import Path
 from typing import Protocol
 
 import pytest
@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.typedefs import Middleware
 
 import reactive as r
+from tests.conftest import StorageFactory
 
 from .app import make_controller, mini_app
 
@@ -26,8 +27,8 @@ class Serve(Protocol):
 
 
 @pytest.fixture
-async def controller(tmp_path: Path) -> AsyncIterator[r.Controller]:
-    controller = await make_controller(str(tmp_path / "app.db"))
+async def controller(make_storage: StorageFactory) -> AsyncIterator[r.Controller]:
+    controller = await make_controller(make_storage("app.db"))
     yield controller
     await controller.close()
 
