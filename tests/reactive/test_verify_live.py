@@ -1,10 +1,10 @@
-"""``verify()`` against a database edited behind the engine's back (plain sqlite3 on the file):
-it reports exactly the edited values, in bounded batches, and a StateMachine's undeclared
-stored state."""
+"""``verify()`` against a database edited behind the engine's back (writes straight to the
+backend: no event, no computation), on every backend: it reports exactly the edited values, in
+bounded batches, and a StateMachine's undeclared stored state."""
 
 from __future__ import annotations
 
-import sqlite3
+from typing import Any
 
 import pytest
 
@@ -48,15 +48,12 @@ def model() -> tuple[list[r.Entity], list[r.Relation], list[r.Dictionary]]:
     return [user, post], [likes], [total]
 
 
-def edit(path: str, sql: str, *params: object) -> None:
-    """A write the engine never sees: another program on the same file."""
-    with sqlite3.connect(path) as conn:
-        conn.execute(sql, params)
+async def edit(c: r.Controller, record: str, record_id: Any, values: dict[str, Any]) -> None:
+    """A write the engine never sees: straight to the backend, like another program would."""
+    await c.backend.run(lambda session: session.write_internal(record, record_id, values))
 
 
-async def test_reports_exactly_the_values_edited_behind_its_back(
-    make: MakeController, db_path: str
-) -> None:
+async def test_reports_exactly_the_values_edited_behind_its_back(make: MakeController) -> None:
     entities, relations, dictionaries = model()
     c = await make(entities, relations, dictionaries)
     users = [await c.storage.create("User", {"name": f"u{i}"}) for i in range(3)]
@@ -70,16 +67,11 @@ async def test_reports_exactly_the_values_edited_behind_its_back(
     for batch_size in (1, 2, 1000):
         assert (await c.verify(batch_size=batch_size)).ok
 
-    edit(db_path, 'UPDATE "Post" SET "like_count" = 99 WHERE "id" = ?', posts[2]["id"])
-    edit(db_path, 'UPDATE "Post" SET "upper" = ? WHERE "id" = ?', "WRONG", posts[5]["id"])
-    edit(
-        db_path,
-        'UPDATE "Post" SET "_status_bound_state" = ? WHERE "id" = ?',
-        "gone",
-        posts[3]["id"],
-    )
+    await edit(c, "Post", posts[2]["id"], {"like_count": 99})
+    await edit(c, "Post", posts[5]["id"], {"upper": "WRONG"})
+    await edit(c, "Post", posts[3]["id"], {"_status_bound_state": "gone"})
     # a score changed without the engine: the dictionary's sum is now stale
-    edit(db_path, 'UPDATE "Post" SET "score" = 100 WHERE "id" = ?', posts[0]["id"])
+    await edit(c, "Post", posts[0]["id"], {"score": 100})
 
     expected = {
         Difference("Post", posts[2]["id"], "like_count", 99, 2),
@@ -99,11 +91,11 @@ async def test_reports_exactly_the_values_edited_behind_its_back(
         assert (await verify(c)).differences == (await c.verify()).differences
 
 
-async def test_a_row_without_any_state_is_a_difference(make: MakeController, db_path: str) -> None:
+async def test_a_row_without_any_state_is_a_difference(make: MakeController) -> None:
     entities, relations, dictionaries = model()
     c = await make(entities, relations, dictionaries)
     post = await c.storage.create("Post", {"title": "a"})
-    edit(db_path, 'UPDATE "Post" SET "_status_bound_state" = NULL WHERE "id" = ?', post["id"])
+    await edit(c, "Post", post["id"], {"_status_bound_state": None})
     report = await c.verify()
     assert report.differences == [Difference("Post", post["id"], "status", None, ["draft", "live"])]
     assert "Post.status" in report.skipped  # which declared state is right is not judged
