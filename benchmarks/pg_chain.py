@@ -266,6 +266,8 @@ INSERT INTO u DEFAULT VALUES;
 
 
 async def count_floor(conn: Any, n: int, timer: Callable[[], Timer]) -> float:
+    """The rows of ``benchmarks.chain.count_floor``: per like a link and the counter, one
+    transaction."""
     with timer() as t:
         for _ in range(n):
             await conn.execute(_BEGIN)
@@ -287,6 +289,8 @@ INSERT INTO o (total) VALUES (0);
 
 
 async def summation_floor(conn: Any, k: int, timer: Callable[[], Timer]) -> float:
+    """The rows of ``benchmarks.chain.summation_floor``: per item the item, its link with its
+    contribution and the total, one transaction."""
     expected = 0
     with timer() as t:
         for n in range(k):
