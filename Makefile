@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.lock_latency
 	$(BIN)/python -m benchmarks.migration_backfill
 	$(BIN)/python -m benchmarks.pg_driver
+	$(BIN)/python -m benchmarks.pg_chain
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

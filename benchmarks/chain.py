@@ -8,6 +8,9 @@
 - ``count_growth``: one Post, likes created one at a time; cost per like around M likes.
 - ``summation``: one Order, K items; ``total`` = WeightedSummation of price * quantity.
 Each is followed by a plain-sqlite3 floor that writes the same rows in the same run.
+
+The workloads take the storage to run on (not yet set up; the controller closes it), so
+``benchmarks/pg_chain.py`` runs the same models on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import reactive as r
 from benchmarks.common import Timer, floor_connection, report, scaled
-from storage import SQLiteStorage
+from storage import SQLiteStorage, Storage
 
 # -- the chain model -------------------------------------------------------------------------
 
@@ -147,10 +150,11 @@ async def tts_side_effect(event: r.MutationEvent, controller: r.Controller) -> N
     await controller.transact(write)
 
 
-async def run_chain(path: Path, n: int) -> float:
+async def run_chain(storage: Storage, n: int, timer: Callable[[], Timer] = Timer) -> float:
+    """Seconds for ``n`` chains on ``storage`` (``timer`` times the chains alone)."""
     entities, relations, interactions = chain_model()
     controller = r.Controller(
-        SQLiteStorage(str(path)),
+        storage,
         entities,
         relations,
         interactions=interactions,
@@ -159,7 +163,7 @@ async def run_chain(path: Path, n: int) -> float:
         ],
     )
     await controller.setup()
-    with Timer() as t:
+    with timer() as t:
         for i in range(n):
             result = await controller.dispatch("Greet", {"id": 1}, {"text": f"hello {i}"})
             assert result.error is None, result.error
@@ -242,7 +246,7 @@ def chain_floor(path: Path, n: int) -> float:
 
 
 async def run_count_growth(
-    path: Path, marks: list[int], window: int
+    storage: Storage, marks: list[int], window: int
 ) -> list[tuple[int, float, float, float]]:
     """Per mark M: (M, seconds of the window's likes on the post, median like on the post,
     median like on a new post liked in turns with it).
@@ -259,7 +263,7 @@ async def run_count_growth(
         ],
     )
     likes = r.Relation(post, "liked_by", user, "liked", "n:n")
-    controller = r.Controller(SQLiteStorage(str(path)), [user, post], [likes])
+    controller = r.Controller(storage, [user, post], [likes])
     await controller.setup()
     the_post = await controller.storage.create("Post", {"title": "p"})
     fan = await controller.storage.create("User", {"name": "fan"})
@@ -325,7 +329,8 @@ def count_floor(path: Path, n: int) -> float:
 # -- summation -------------------------------------------------------------------------------
 
 
-async def run_summation(path: Path, k: int) -> float:
+async def run_summation(storage: Storage, k: int, timer: Callable[[], Timer] = Timer) -> float:
+    """Seconds for ``k`` items on one order on ``storage`` (``timer`` times the items alone)."""
     item = r.Entity("Item", [r.Property("price", "number"), r.Property("quantity", "number")])
     order = r.Entity(
         "Order",
@@ -342,11 +347,11 @@ async def run_summation(path: Path, k: int) -> float:
         ],
     )
     items = r.Relation(order, "items", item, "order", "1:n")
-    controller = r.Controller(SQLiteStorage(str(path)), [item, order], [items])
+    controller = r.Controller(storage, [item, order], [items])
     await controller.setup()
     the_order = await controller.storage.create("Order", {})
     expected = 0
-    with Timer() as t:
+    with timer() as t:
         for i in range(k):
             price, quantity = 1 + i % 7, 1 + i % 3
             expected += price * quantity
@@ -405,7 +410,7 @@ def main() -> None:
         root = Path(tmp)
         n = scaled(1000)
         seconds, floor = interleaved(
-            lambda i: asyncio.run(run_chain(root / f"chain{i}.db", n)),
+            lambda i: asyncio.run(run_chain(SQLiteStorage(str(root / f"chain{i}.db")), n)),
             lambda i: chain_floor(root / f"chain_floor{i}.db", n),
         )
         report("chain", n, seconds, ratio_to_sqlite3=round(seconds / floor, 2), runs=RUNS)
@@ -416,7 +421,8 @@ def main() -> None:
         # RUNS runs, each on a new database; per mark the run with the lowest median like.
         # Medians, because a WAL checkpoint lands in some window or other whatever M is.
         runs = [
-            asyncio.run(run_count_growth(root / f"count{i}.db", marks, window)) for i in range(RUNS)
+            asyncio.run(run_count_growth(SQLiteStorage(str(root / f"count{i}.db")), marks, window))
+            for i in range(RUNS)
         ]
         growth = [min(per_mark, key=lambda m: m[2]) for per_mark in zip(*runs, strict=True)]
         floor = count_floor(root / "count_floor.db", window)
@@ -439,7 +445,7 @@ def main() -> None:
 
         k = scaled(1000)
         seconds, floor = interleaved(
-            lambda i: asyncio.run(run_summation(root / f"sum{i}.db", k)),
+            lambda i: asyncio.run(run_summation(SQLiteStorage(str(root / f"sum{i}.db")), k)),
             lambda i: summation_floor(root / f"sum_floor{i}.db", k),
         )
         report("summation", k, seconds, ratio_to_sqlite3=round(seconds / floor, 2), runs=RUNS)

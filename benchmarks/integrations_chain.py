@@ -145,7 +145,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         seconds = asyncio.run(run_integrations_chain(root / "integrations.db", n))
-        engine = asyncio.run(run_chain(root / "engine.db", n))
+        engine = asyncio.run(run_chain(SQLiteStorage(str(root / "engine.db")), n))
         report(
             "integrations_chain",
             n,

@@ -46,6 +46,30 @@ def test_postgres_driver_benchmark_prints_json_lines(postgres_url: str) -> None:
         assert line["n"] > 0 and line["seconds"] > 0
 
 
+def test_postgres_chain_benchmark_prints_json_lines(postgres_url: str) -> None:
+    """The engine workloads on PostgreSQL beside their asyncpg floors (needs the server)."""
+    lines = _json_lines("benchmarks.pg_chain", INTERAQT_TEST_PG=postgres_url)
+    by_workload = {line["workload"]: line for line in lines}
+    assert set(by_workload) == {
+        "pg_chain",
+        "pg_chain_floor",
+        "pg_count_growth",
+        "pg_count_floor",
+        "pg_summation",
+        "pg_summation_floor",
+    }
+    for line in lines:
+        assert line["n"] > 0 and line["seconds"] > 0
+    for workload in ("pg_chain", "pg_count_growth", "pg_summation"):
+        assert by_workload[workload]["ratio_to_floor"] > 0
+    # the floor's statements are known: 3 transactions of 7, 13 and 3 (BEGIN, COMMIT included)
+    assert by_workload["pg_chain_floor"]["statements_per_chain"] == 23
+    assert by_workload["pg_chain_floor"]["transactions_per_chain"] == 3
+    # the engine's chain commits at least the floor's three transactions
+    assert by_workload["pg_chain"]["transactions_per_chain"] >= 3
+    assert by_workload["pg_chain"]["statements_per_chain"] >= 9
+
+
 def _json_lines(module: str, **env: str) -> list[dict[str, Any]]:
     """Run a benchmark module at a tiny scale; its JSON lines (it must exit 0)."""
     done = subprocess.run(
