@@ -34,7 +34,7 @@ import asyncio
 import importlib
 import re
 from collections.abc import Callable
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from storage.errors import NotSetUpError, StorageError, TransactionError
@@ -148,17 +148,6 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
-
-    async def __aenter__(self) -> PostgresStorage:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- transactions ------------------------------------------------------------------------
 

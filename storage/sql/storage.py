@@ -20,7 +20,8 @@ per bound schema, made anew when :meth:`SQLStorage.migrate` binds another.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from types import TracebackType
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from storage.errors import NotSetUpError
 from storage.events import Record, WriteResult
@@ -68,7 +69,22 @@ class SQLStorage(Generic[D, S]):
         """The session of one transaction on ``driver``."""
         raise NotImplementedError
 
+    async def close(self) -> None:
+        """Close the database. Further use raises :class:`NotSetUpError`."""
+        raise NotImplementedError
+
     # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
     @property
     def schema(self) -> Schema:

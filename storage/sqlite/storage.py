@@ -42,7 +42,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Literal, TypeVar
 
 import aiosqlite
@@ -252,17 +251,6 @@ class SQLiteStorage(SQLStorage[sqlite3.Connection, SQLiteSession]):
         connection, self._connection, self._handle = self._connection, None, None
         if connection is not None:
             await connection.close()
-
-    async def __aenter__(self) -> SQLiteStorage:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- transactions (the rest of the async face is SQLStorage's) ----------------------------
 
