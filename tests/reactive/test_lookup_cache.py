@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
-from storage import MatchError, SQLiteStorage
-from tests.conftest import StorageFactory, sqlite_only
+from storage import MatchError
+from tests.conftest import StorageFactory, scratch_storage, sqlite_only
 
 
 def _model() -> list[r.Entity]:
@@ -50,8 +50,27 @@ OPS = st.lists(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS)
 def test_remembered_answers_always_equal_the_database(ops: list[tuple[str, Any, Any]]) -> None:
-    async def scenario() -> None:
-        controller = r.Controller(SQLiteStorage(":memory:"), _model())
+    asyncio.run(remembered_answers("sqlite", ops))
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    # postgres_url is a str: nothing a fixture holds carries over from one example to the next
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(ops=OPS)
+def test_remembered_answers_always_equal_the_database_on_postgresql(
+    postgres_url: str, ops: list[tuple[str, Any, Any]]
+) -> None:
+    """The same on PostgreSQL (each example sets up its table on the server: fewer of them)."""
+    asyncio.run(remembered_answers("postgres", ops))
+
+
+async def remembered_answers(backend: str, ops: list[tuple[str, Any, Any]]) -> None:
+    """Run ``ops`` in one transaction; every remembered look-up equals the database's answer."""
+    async with scratch_storage(backend) as storage:
+        controller = r.Controller(storage, _model())
         await controller.setup()
 
         def body(ctx: r.TransactionContext) -> None:
@@ -93,8 +112,6 @@ def test_remembered_answers_always_equal_the_database(ops: list[tuple[str, Any, 
             await controller.transact(body)
         finally:
             await controller.close()
-
-    asyncio.run(scenario())
 
 
 @sqlite_only("counts statements through sqlite3's trace callback")

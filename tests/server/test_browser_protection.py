@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -22,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 import reactive as r
 from integrations.auth import AuthIntegration, ScryptParams, auth_entities
 from reactive.server import create_app
-from storage import SQLiteStorage
+from tests.conftest import StorageFactory
 
 from .helpers import JSON, error_of, quiet_request_keys
 
@@ -59,14 +58,15 @@ class Site:
 
 
 @pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Site]:
-    """The app on 127.0.0.1 with cookie auth, and the cookie of a logged-in user."""
+async def site(make_storage: StorageFactory) -> AsyncIterator[Site]:
+    """The app on 127.0.0.1 with cookie auth, and the cookie of a logged-in user; its controller
+    on the test's backend (both backends)."""
     donate = r.Interaction(
         "Donate",
         r.Payload([r.PayloadItem("amount", "number", required=True), r.PayloadItem("note")]),
     )
     controller = r.Controller(
-        SQLiteStorage(str(tmp_path / "csrf.db")), [auth_entities("User")], interactions=[donate]
+        make_storage("csrf.db"), [auth_entities("User")], interactions=[donate]
     )
     await controller.setup()
     auth = AuthIntegration(
@@ -184,8 +184,10 @@ async def test_own_origin_listed_origins_and_non_browsers_pass(site: Site) -> No
     assert response.status == 200
 
 
-async def test_listed_origins_are_checked_when_the_app_is_built(tmp_path: Path) -> None:
-    controller = r.Controller(SQLiteStorage(str(tmp_path / "o.db")))
+async def test_listed_origins_are_checked_when_the_app_is_built(
+    make_storage: StorageFactory,
+) -> None:
+    controller = r.Controller(make_storage("o.db"))
     for bad in ["example.com", "https://example.com/path", "ftp://example.com", "null", "*"]:
         with pytest.raises(r.ModelError, match="allowed_origins"):
             create_app(controller, allowed_origins=[bad])

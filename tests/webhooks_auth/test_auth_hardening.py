@@ -22,6 +22,7 @@ from integrations.auth import integration as auth_module
 from integrations.auth.limits import AttemptLimiter, GateFull, HashGate
 from integrations.testing import FakeClock
 from reactive.server import create_app
+from tests.conftest import StorageFactory
 
 from .conftest import Client
 
@@ -109,18 +110,14 @@ async def test_a_valid_token_for_a_missing_user_is_401(
 
 
 async def test_a_valid_token_for_a_missing_user_is_401_on_interactions(
-    tmp_path: Any,
+    make_storage: StorageFactory,
 ) -> None:
     """The dispatch used to run with the missing user and fail late (422 MissingReference)."""
-    from storage import SQLiteStorage
-
     user = r.Entity("User", [r.Property("username"), r.Property("password_hash")])
     note = r.Entity("Note", [r.Property("text")])
     written = r.Relation(note, "author", user, "notes", "n:1")
     add = r.Interaction("AddNote", r.Payload([r.PayloadItem("text", required=True)]))
-    controller = r.Controller(
-        SQLiteStorage(str(tmp_path / "notes.db")), [user, note], [written], interactions=[add]
-    )
+    controller = r.Controller(make_storage("notes.db"), [user, note], [written], interactions=[add])
     await controller.setup()
     auth = AuthIntegration(secret=SECRET, password_params=FAST)
     await auth.configure()
