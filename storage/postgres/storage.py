@@ -228,7 +228,9 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
                 if write:
                     self._write_fault = str(error)
                 raise StorageError(self._explain(error)) from exc
-            if isinstance(exc, StorageError):
+            if exc is not error:
+                # The body raised its own error (a storage error already translated, or a
+                # computation's that wraps one): it says what went wrong, as on SQLite.
                 raise
             raise StorageError(self._explain(error)) from exc
         if write:

@@ -16,7 +16,7 @@ import reactive as r
 from reactive.server import create_app
 from reactive.wire import parse_json
 from storage import Storage
-from tests.conftest import StorageFactory, sqlite_only
+from tests.conftest import StorageFactory
 
 from .app import bearer_auth
 from .helpers import AUTH, error_of, quiet_request_keys
@@ -209,11 +209,6 @@ async def test_refused_data_is_answered_in_words_with_a_stable_code(
     assert await controller.storage.count("Gift") == 0
 
 
-@sqlite_only(
-    "fails on PostgreSQL: a second AddItem with an existing sku is answered 500 internal_error, "
-    "not 409 not_unique (the dispatch fails with storage_error carrying PostgreSQL's 'duplicate "
-    "key value violates unique constraint'; the unique violation is not recognised there)"
-)
 async def test_a_value_a_unique_field_already_holds_is_409_not_unique(
     setup: tuple[TestClient[Any, Any], r.Controller],
 ) -> None:
