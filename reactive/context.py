@@ -14,8 +14,9 @@ kept right:
   its memory), ``find`` and ``count`` (the session's own: nothing to remember);
 - writes, one verb per act: :meth:`~TransactionContext.create`,
   :meth:`~TransactionContext.update`, :meth:`~TransactionContext.delete` (mutation events; the
-  computations run before they return), and for bookkeeping that is not data (a computation's
-  per-item state, the manifest) :meth:`~TransactionContext.create_internal`,
+  computations run before they return), :meth:`~TransactionContext.apply_deltas` (an
+  aggregate's running totals, added in the database), and for bookkeeping that is not data
+  (a computation's per-item state, the manifest) :meth:`~TransactionContext.create_internal`,
   :meth:`~TransactionContext.update_internal`, :meth:`~TransactionContext.delete_internal`
   (no event; the caches forget what they touch). The engine's writes skip the checks of user
   writes (computed and internal fields); ``ctx.storage`` makes those checks first.
@@ -37,7 +38,7 @@ from typing import Any
 from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError, CycleError, ModelError, describe
 from reactive.model import Entity, Relation, record_name
-from storage import MatchExp, MutationEvent, Record, Session, StorageError
+from storage import Derived, MatchExp, MutationEvent, Record, Session, StorageError
 
 Match = MatchExp | Mapping[str, Any] | None
 _PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
@@ -345,6 +346,26 @@ class TransactionContext:
         result = self.session.update(name, match, data)
         self.propagate(result.events)
         return result.records
+
+    def apply_deltas(
+        self,
+        name: str,
+        record_id: Any,
+        deltas: Mapping[str, int | float],
+        derived: Mapping[str, Derived],
+    ) -> Record | None:
+        """Add ``deltas`` to running totals of one record and set the ``derived`` fields from
+        the new totals, atomically in the database (``session.apply_deltas``: one statement,
+        nothing lost to a concurrent transaction); the update event propagates like any.
+        Returns the record's new values, or None when it does not exist (or all deltas are
+        0). A record this transaction deleted is not touched at all."""
+        if (name, record_id) in self.deleted:
+            return None
+        result = self.session.apply_deltas(name, record_id, deltas, derived)
+        if not result.records:
+            return None
+        self.propagate(result.events)
+        return result.records[0]
 
     def delete(self, name: str, match: Match) -> list[Record]:
         """Delete every matching record (with its links and cascades); returns what was

@@ -19,11 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 from reactive.callables import adapt
 from reactive.computations import _Aggregate
-from reactive.errors import ModelError, SetupError
+from reactive.errors import ComputationError, ModelError, SetupError
 from reactive.handles.base import Handle, Route
 from reactive.handles.folds import Fold, check_total
 from reactive.model import record_name
-from storage import LINK_FIELDS_KEY, Field, MutationEvent, RelationAttribute, Schema
+from storage import (
+    LINK_FIELDS_KEY,
+    Derived,
+    Field,
+    MutationEvent,
+    RelationAttribute,
+    Schema,
+    TotalRangeError,
+)
 
 if TYPE_CHECKING:
     from reactive.context import TransactionContext
@@ -82,6 +90,8 @@ class PropertyAggregate(Handle):
         self.count_field = f"_{prop}_bound_count"
         self.attribute: RelationAttribute | None = None
         self.integer = False  # the target is an "integer" property (known once bound)
+        # The target as the database derives it from the running totals on every delta.
+        self.derived = {prop: Derived(self.fold.kind, self.total_field, self.count_field)}
 
     # -- declaration ------------------------------------------------------------------------
 
@@ -269,21 +279,23 @@ class PropertyAggregate(Handle):
     def _apply(self, host_id: Any, delta: float, count_delta: int, ctx: TransactionContext) -> None:
         if delta == 0 and count_delta == 0:
             return
-        current = ctx.snapshot(self.host_record, host_id)
-        if current is None:
-            return  # the host is being deleted
-        total = (current[self.total_field] or 0) + delta
-        count = (current[self.count_field] or 0) + count_delta
-        check_total(self.name, f"{self.host_record}.{self.target}", total, self.integer)
-        ctx.update(
-            self.host_record,
-            {"id": current["id"]},  # the snapshot just read: one UPDATE, no read
-            {
-                self.target: self.fold.value(total, count),
-                self.total_field: total,
-                self.count_field: count,
-            },
-        )
+        target = f"{self.host_record}.{self.target}"
+        if self.integer and type(delta) is float:
+            # Refused before anything is written; the message names the total it would be.
+            current = ctx.get(self.host_record, host_id, [self.total_field])
+            if current is None:
+                return  # the host is gone
+            check_total(self.name, target, (current[self.total_field] or 0) + delta, True)
+        try:
+            ctx.apply_deltas(
+                self.host_record,
+                host_id,
+                {self.total_field: delta, self.count_field: count_delta},
+                self.derived,
+            )
+        except TotalRangeError as exc:
+            check_total(self.name, target, exc.total, self.integer)
+            raise ComputationError(self.name, f"{target}: {exc}") from exc
 
 
 class DictionaryAggregate(Handle):

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from storage.abc import Derived
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
 from storage.migration import RelatedTotals
@@ -119,6 +120,19 @@ class SQLSession:
     def count(self, name: str, match: MatchExp | Mapping[str, Any] | None = None) -> int:
         """How many records match."""
         return self._reader.count(name, match)
+
+    def apply_deltas(
+        self,
+        name: str,
+        record_id: Any,
+        deltas: Mapping[str, int | float],
+        derived: Mapping[str, Derived],
+    ) -> WriteResult:
+        """Add ``deltas`` to number fields of one record and set the ``derived`` fields from
+        the new totals, atomically in one ``UPDATE ... RETURNING`` (see
+        :meth:`storage.abc.Session.apply_deltas` and :mod:`storage.sql.deltas`)."""
+        self.schema.record(name)
+        return self._writer.apply_deltas(name, record_id, deltas, derived)
 
     def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
         """Write fields of one record *without* a mutation event.

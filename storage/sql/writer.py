@@ -29,12 +29,12 @@ from typing import Any
 from storage.errors import StorageError
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
-from storage.sql.links import Links
+from storage.sql.deltas import Deltas
 from storage.sql.plans import INT64_MAX, INT64_MIN, Item, Plan
 from storage.sql.reader import chunks, placeholders
 
 
-class Writer(Links):
+class Writer(Deltas):
     """Synchronous writes over one connection; events go to ``events`` in order."""
 
     __slots__ = ()
