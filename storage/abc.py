@@ -44,7 +44,7 @@ DerivedKind: TypeAlias = Literal["total", "mean", "any", "every", "every_nonempt
 ``every_nonempty``, the count is above 0)."""
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Derived:
     """A field set from two running totals of the same record (see
     :meth:`Session.apply_deltas`): ``kind`` of the fields ``total`` and ``count``."""

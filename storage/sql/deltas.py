@@ -41,6 +41,8 @@ from typing import Any
 from storage.abc import Derived
 from storage.errors import FieldTypeError, StorageError, TotalRangeError
 from storage.events import MutationEvent, Record, WriteResult
+from storage.sql.cache import SHAPES_KEPT
+from storage.sql.dialect import Dialect
 from storage.sql.links import Links
 from storage.sql.plans import INT64_MAX, INT64_MIN
 
@@ -50,30 +52,108 @@ FLOAT_MAX = 1.7976931348623157e308
 _NUMBER_TYPES = ("number", "integer")
 
 
-class DeltaStatement:
-    """One remembered shape of an atomic delta: the UPDATE text, how its parameters are laid
-    out, which derived fields Python computes, and how the returned row decodes."""
+class DeltaShape:
+    """What applying deltas to these fields of one record type takes, worked out once per
+    ``(record, delta fields, derived)`` and remembered: the fields' encoders, which derived
+    fields Python computes, the returned columns and their decoders, and one statement per
+    combination of guards (a delta's sign and type choose its guard)."""
 
-    __slots__ = ("columns", "decoders", "in_python", "in_sql", "params", "sql")
+    __slots__ = (
+        "columns",
+        "decoders",
+        "derived",
+        "encoders",
+        "fields",
+        "in_python",
+        "in_sql",
+        "integer_targets",
+        "name",
+        "positions",
+        "statements",
+        "types",
+    )
 
-    def __init__(
-        self,
-        sql: str,
-        params: list[tuple[str, str]],
-        in_sql: tuple[str, ...],
-        in_python: tuple[str, ...],
-        columns: list[str],
-        decoders: list[Any],
-    ) -> None:
-        self.sql = sql
-        self.params = params  # per placeholder: (kind, field), kind "delta"/"bound"/"id"
-        self.in_sql = in_sql
-        self.in_python = in_python
-        self.columns = columns
-        self.decoders = decoders
+    def __init__(self, writer: Deltas, name: str, fields: tuple[str, ...], derived: Any) -> None:
+        schema = writer.schema
+        known = schema.fields(name)
+        for field in (*fields, *(f for f, _ in derived)):
+            if field not in known:
+                schema.field(name, field)  # raises UnknownFieldError naming the fields
+        for field in fields:
+            if known[field].type not in _NUMBER_TYPES:
+                raise FieldTypeError(
+                    name, field, "a number or integer field", None, "deltas add to numbers"
+                )
+        for field, fold in derived:
+            for source in (fold.total, fold.count):
+                if source not in fields:
+                    raise StorageError(
+                        f"apply_deltas on {name}: derived field {field!r} reads {source!r}, "
+                        "which has no delta",
+                        record=name,
+                        field=field,
+                    )
+        self.name = name
+        self.fields = fields
+        self.derived = derived
+        all_encoders = writer.planner.encoders(name)
+        self.encoders = [all_encoders[f] for f in fields]
+        self.types = {f: known[f].type for f, _ in derived}
+        self.in_sql = tuple(f for f, d in derived if _in_sql(d, known[f].type))
+        self.in_python = tuple(f for f, _ in derived if f not in self.in_sql)
+        # Derived fields of type integer: a float delta to the total they read is refused.
+        self.integer_targets = [
+            (f, fields.index(d.total)) for f, d in derived if known[f].type == "integer"
+        ]
+        self.columns = writer.reader.snapshot_columns(name)
+        self.decoders = writer.reader._decoders(name, self.columns)
+        # Where each delta field sits in a returned row (after the id).
+        self.positions = [1 + self.columns.index(f) for f in fields]
+        self.statements: dict[tuple[str, ...], tuple[str, list[tuple[str, int]]]] = {}
+
+    def statement(
+        self, dialect: Dialect, guards: tuple[str, ...]
+    ) -> tuple[str, list[tuple[str, int]]]:
+        """The UPDATE for these guards and its parameters: per placeholder ``(kind, index of
+        the delta field)``, kind ``"delta"``, ``"id"`` or a guard's bound."""
+        found = self.statements.get(guards)
+        if found is not None:
+            return found
+        quote = dialect.quote
+        index = {f: i for i, f in enumerate(self.fields)}
+        sums = {f: f"(coalesce({quote(f)}, 0) + ?)" for f in self.fields}
+        sets = [f"{quote(f)} = {sums[f]}" for f in self.fields]
+        params: list[tuple[str, int]] = [("delta", i) for i in range(len(self.fields))]
+        for field, fold in self.derived:
+            if field not in self.in_sql:
+                continue
+            expression = _derived_sql(fold, self.types[field], sums)
+            sets.append(f"{quote(field)} = {expression}")
+            # The expression repeats its totals' sums: their deltas once more, in order.
+            params.extend(("delta", index[source]) for source in _sources(fold))
+        params.append(("id", 0))
+        conditions = ["id = ?"]
+        for i, (field, kind) in enumerate(zip(self.fields, guards, strict=True)):
+            column = f"coalesce({quote(field)}, 0)"
+            if kind == "finite":
+                conditions.append(f"abs({column} + ?) <= ?")
+                params.extend((("delta", i), ("finite", i)))
+            elif kind != "none":
+                compare = "<=" if kind == "up" else ">="
+                conditions.append(f"(NOT {dialect.is_integral(column)} OR {column} {compare} ?)")
+                params.append((kind, i))
+        returning = ", ".join(["id", *(quote(c) for c in self.columns)])
+        sql = (
+            f"UPDATE {quote(self.name)} SET {', '.join(sets)} WHERE {' AND '.join(conditions)} "
+            f"RETURNING {returning}"
+        )
+        found = self.statements[guards] = (sql, params)
+        return found
 
 
-def _guard_kind(delta: Any) -> str:
+def _guard(delta: Any) -> str:
+    """Which guard a delta needs: a float's total must stay finite, an int's within 64 bits
+    (on the side it moves to)."""
     if type(delta) is float:
         return "finite"
     if delta > 0:
@@ -96,84 +176,74 @@ class Deltas(Links):
         derived: Mapping[str, Derived],
     ) -> WriteResult:
         """See :meth:`storage.abc.Session.apply_deltas` and the module."""
-        fields = self.schema.fields(name)
-        encoders = self.planner.encoders(name)
-        encoded: dict[str, Any] = {}
-        for field, delta in deltas.items():
-            if field not in fields:
-                self.schema.field(name, field)  # raises UnknownFieldError naming the fields
-            if fields[field].type not in _NUMBER_TYPES:
+        derived_items = tuple(derived.items())
+        key = (name, tuple(deltas), derived_items)
+        shape: DeltaShape | None = self._cache.deltas.get(key)
+        if shape is None:
+            shape = self._delta_shape(name, tuple(deltas), derived_items)
+        values = list(deltas.values())
+        encoded: list[Any] = []
+        for encoder, field, delta in zip(shape.encoders, shape.fields, values, strict=True):
+            encoded.append(encoder(name, field, delta))
+        for target, source in shape.integer_targets:
+            if type(values[source]) is float:
                 raise FieldTypeError(
-                    name, field, "a number or integer field", delta, "deltas add to numbers"
+                    name, target, "an integer", values[source], "a float delta makes it a float"
                 )
-            encoded[field] = encoders[field](name, field, delta)
-        for field, fold in derived.items():
-            if field not in fields:
-                self.schema.field(name, field)
-            for source in (fold.total, fold.count):
-                if source not in deltas:
-                    raise StorageError(
-                        f"apply_deltas on {name}: derived field {field!r} reads {source!r}, "
-                        "which has no delta",
-                        record=name,
-                        field=field,
-                    )
-            if fields[field].type == "integer" and type(deltas[fold.total]) is float:
-                raise FieldTypeError(
-                    name, field, "an integer", deltas[fold.total], "a float delta makes it a float"
-                )
-        if not any(deltas.values()):
+        if not any(values):
             return WriteResult([], [])  # nothing to add: nothing changes
-        shape = tuple((f, _guard_kind(d)) for f, d in deltas.items())
-        key = (name, shape, tuple((f, d.kind, d.total, d.count) for f, d in derived.items()))
-        statement = self._cache.deltas.get(key)
-        if statement is None:
-            statement = self._delta_statement(name, shape, derived)
-            self._cache.deltas[key] = statement
+        sql, layout = shape.statement(self.dialect, tuple(map(_guard, values)))
         params: list[Any] = []
-        for kind, field in statement.params:
+        for kind, i in layout:
             if kind == "delta":
-                params.append(encoded[field])
+                params.append(encoded[i])
             elif kind == "id":
                 params.append(record_id)
             else:
-                params.append(_bound(kind, deltas[field], encoders[field], name, field))
-        row = self._execute(name, statement.sql, params, deltas).fetchone()
+                params.append(_bound(kind, values[i], shape.encoders[i], name, shape.fields[i]))
+        row = self._execute(name, sql, params, deltas).fetchone()
         if row is None:
             self._refuse_or_missing(name, record_id, deltas)
             return WriteResult([], [])
         new: Record = {"id": row[0]}
-        old: Record = {"id": row[0]}
-        for column, decoder, value in zip(
-            statement.columns, statement.decoders, row[1:], strict=True
-        ):
+        for column, decoder, value in zip(shape.columns, shape.decoders, row[1:], strict=True):
             new[column] = value if decoder is None else decoder(value)
-            if column in encoded:
-                before = value - encoded[column]
-                old[column] = before if decoder is None else decoder(before)
-            else:
-                old[column] = new[column]
-        for field in (*statement.in_sql, *statement.in_python):
-            fold = derived[field]
+        old = dict(new)
+        decoders = shape.decoders
+        for field, position, delta in zip(shape.fields, shape.positions, encoded, strict=True):
+            before = row[position] - delta  # in the database's representation
+            decoder = decoders[position - 1]
+            old[field] = before if decoder is None else decoder(before)
+        written: Record = {"id": row[0]}
+        for field in shape.fields:
+            written[field] = new[field]
+        for field, fold in derived_items:
             old[field] = fold.value(old[fold.total], old[fold.count])
-        if statement.in_python:
+            if field in shape.in_python:
+                new[field] = fold.value(new[fold.total], new[fold.count])
+            written[field] = new[field]
+        if shape.in_python:
             # The row is locked by the UPDATE above until the transaction ends: no other
             # transaction changes the totals these values derive from.
-            values: Record = {}
-            for field in statement.in_python:
-                fold = derived[field]
-                values[field] = encoders[field](
-                    name, field, fold.value(new[fold.total], new[fold.count])
-                )
-            sql = self.planner.update_sql(name, tuple(values))
-            self._execute(name, sql, [*values.values(), record_id], values)
-            new.update(self._plain(name, values))
-        keys = (*deltas, *derived)
-        written: Record = {"id": row[0]}
-        for field in keys:
-            written[field] = new[field]
-        self.events.append(MutationEvent(name, "update", written, old, keys))
-        return WriteResult([new], [self.events[-1]])
+            store = {f: self.planner.encoders(name)[f](name, f, new[f]) for f in shape.in_python}
+            update = self.planner.update_sql(name, tuple(store))
+            self._execute(name, update, [*store.values(), record_id], store)
+            for field, value in self._plain(name, store).items():
+                new[field] = written[field] = value
+        event = MutationEvent(name, "update", written, old, (*shape.fields, *derived))
+        self.events.append(event)
+        return WriteResult([new], [event])
+
+    def _delta_shape(
+        self, name: str, fields: tuple[str, ...], derived: tuple[tuple[str, Derived], ...]
+    ) -> DeltaShape:
+        self.schema.record(name)
+        shape = DeltaShape(self, name, fields, derived)
+        memory = self._cache.deltas
+        if len(memory) >= SHAPES_KEPT:
+            memory.clear()  # shapes come from callers: keep the memory bounded
+        memory[(name, fields, derived)] = shape
+        return shape
 
     def _refuse_or_missing(self, name: str, record_id: Any, deltas: Mapping[str, Any]) -> None:
         """The guarded UPDATE matched no row: raise the refusal if the record exists."""
@@ -196,51 +266,6 @@ class Deltas(Links):
             record=name,
         )
 
-    def _delta_statement(
-        self, name: str, shape: tuple[tuple[str, str], ...], derived: Mapping[str, Derived]
-    ) -> DeltaStatement:
-        quote = self.dialect.quote
-        fields = self.schema.fields(name)
-        params: list[tuple[str, str]] = []
-        sets: list[str] = []
-        sums: dict[str, str] = {}
-        for field, _ in shape:
-            sums[field] = f"(coalesce({quote(field)}, 0) + ?)"
-            sets.append(f"{quote(field)} = {sums[field]}")
-            params.append(("delta", field))
-        in_sql: list[str] = []
-        in_python: list[str] = []
-        for field, fold in derived.items():
-            expression = _derived_sql(fold, fields[field].type, sums)
-            if expression is None:
-                in_python.append(field)
-                continue
-            in_sql.append(field)
-            sets.append(f"{quote(field)} = {expression}")
-            # The expression repeats its totals' sums: their deltas once more, in order.
-            for source in _sources(fold):
-                params.append(("delta", source))
-        guards: list[str] = []
-        for field, kind in shape:
-            column = f"coalesce({quote(field)}, 0)"
-            if kind == "finite":
-                guards.append(f"abs({column} + ?) <= ?")
-                params.append(("delta", field))
-                params.append(("finite", field))
-            elif kind in ("up", "down"):
-                compare = "<=" if kind == "up" else ">="
-                guards.append(f"(NOT {self.dialect.is_integral(column)} OR {column} {compare} ?)")
-                params.append((kind, field))
-        columns = self.reader.snapshot_columns(name)
-        decoders = self.reader._decoders(name, columns)
-        returning = ", ".join(["id", *(quote(c) for c in columns)])
-        where = " AND ".join(["id = ?", *guards])
-        # The id parameter comes after SET's and before the guards' parameters.
-        set_params = len(shape) + sum(len(_sources(derived[f])) for f in in_sql)
-        params.insert(set_params, ("id", "id"))
-        sql = f"UPDATE {quote(name)} SET {', '.join(sets)} WHERE {where} RETURNING {returning}"
-        return DeltaStatement(sql, params, tuple(in_sql), tuple(in_python), columns, decoders)
-
 
 def _sources(fold: Derived) -> tuple[str, ...]:
     """The totals whose sums a derived field's SQL expression repeats, in order."""
@@ -255,23 +280,28 @@ def _sources(fold: Derived) -> tuple[str, ...]:
     return (fold.total, fold.count, fold.count)  # every_nonempty
 
 
-def _derived_sql(fold: Derived, type_name: str, sums: Mapping[str, str]) -> str | None:
-    """The SQL of a derived field over the new totals, or None when the database cannot give
-    it in the field's type (Python computes it then)."""
+def _in_sql(fold: Derived, type_name: str) -> bool:
+    """Whether the database computes a derived field in its own type: a total into a number
+    or integer, a mean into a number, any/every into a boolean (else Python does)."""
+    if fold.kind == "total":
+        return type_name in _NUMBER_TYPES
+    if fold.kind == "mean":
+        return type_name == "number"
+    return type_name == "boolean"
+
+
+def _derived_sql(fold: Derived, type_name: str, sums: Mapping[str, str]) -> str:
+    """The SQL of a derived field (one :func:`_in_sql` accepts) over the new totals."""
     total, count = sums[fold.total], sums[fold.count]
-    if fold.kind == "total" and type_name in _NUMBER_TYPES:
+    if fold.kind == "total":
         return total
-    if fold.kind == "mean" and type_name == "number":
+    if fold.kind == "mean":
         return f"CASE WHEN {count} <> 0 THEN {total} * 1.0 / {count} ELSE 0 END"
-    if type_name != "boolean":
-        return None
     if fold.kind == "any":
         return f"({total} > 0)"
     if fold.kind == "every":
         return f"({total} = {count})"
-    if fold.kind == "every_nonempty":
-        return f"({total} = {count} AND {count} > 0)"
-    return None
+    return f"({total} = {count} AND {count} > 0)"
 
 
 def _bound(kind: str, delta: Any, encoder: Any, name: str, field: str) -> Any:
