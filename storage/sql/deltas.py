@@ -12,11 +12,14 @@ Numbers. A total adds as its stored type does: ints exactly (within 64 bits), fl
 database adds them (SQLite: IEEE doubles, as Python; PostgreSQL: ``numeric``, the exact
 decimal sum of the floats' shortest reprs, read back as the nearest float, as its ``SUM``
 does). A NULL total counts as 0. The guards in ``WHERE`` refuse a total that its field could
-not hold, before anything is written: an int total beyond 64 bits (checked only while the
-stored total is an int: a float total takes int deltas as floats, as in Python) and a
-non-finite float; the statement then matches no row, and a read of the current total tells a
-refusal (:class:`~storage.errors.TotalRangeError` naming the field and the would-be total)
-from a record that does not exist (an empty result).
+not hold, before anything is written: an int delta ``d`` that would carry the total across a
+64-bit limit (``total <= 2**63 - 1 - d`` for ``d > 0``; a float total already beyond the int
+range takes int deltas as a float does, as in Python, so only a float total within ``d`` of
+the limit is refused too), and a float delta that would make the total non-finite. A refused
+statement matches no row, and a read of the current total tells a refusal
+(:class:`~storage.errors.TotalRangeError` naming the field and the would-be total) from a
+record that does not exist (an empty result). The guards are plain comparisons on purpose:
+on SQLite a ``typeof()`` in the ``WHERE`` of an ``UPDATE ... RETURNING`` measured 5x slower.
 
 Derived fields. A field of ``derived`` is set to its :class:`~storage.abc.Derived` function
 of the new totals. Where the database can compute it in the field's own type (a total or mean
@@ -138,9 +141,12 @@ class DeltaShape:
             if kind == "finite":
                 conditions.append(f"abs({column} + ?) <= ?")
                 params.extend((("delta", i), ("finite", i)))
-            elif kind != "none":
-                compare = "<=" if kind == "up" else ">="
-                conditions.append(f"(NOT {dialect.is_integral(column)} OR {column} {compare} ?)")
+            elif kind == "up":
+                # A float total beyond the int range takes int deltas as a float does.
+                conditions.append(f"({column} <= ? OR {quote(field)} > {INT64_MAX})")
+                params.append((kind, i))
+            elif kind == "down":
+                conditions.append(f"({column} >= ? OR {quote(field)} < {INT64_MIN})")
                 params.append((kind, i))
         returning = ", ".join(["id", *(quote(c) for c in self.columns)])
         sql = (
@@ -251,11 +257,15 @@ class Deltas(Links):
         if current is None:
             return
         for field, delta in deltas.items():
-            total = (current[field] or 0) + delta
-            if type(total) is float:
-                if not math.isfinite(total) or abs(total) > FLOAT_MAX:
-                    raise TotalRangeError(name, field, total)
-            elif not INT64_MIN <= total <= INT64_MAX:
+            stored = current[field] or 0
+            total = stored + delta
+            if type(delta) is float:
+                refused = not math.isfinite(total) or abs(total) > FLOAT_MAX
+            elif delta > 0:  # the SQL guard, in Python
+                refused = INT64_MAX - delta < stored <= INT64_MAX
+            else:
+                refused = INT64_MIN <= stored < INT64_MIN - delta
+            if refused:
                 raise TotalRangeError(name, field, total)
         # The row exists and every total fits: it changed between the UPDATE and this read
         # (only possible for a record another transaction wrote concurrently on a backend

@@ -91,12 +91,6 @@ class Dialect:
         """``expression`` where it holds a number, else 0 (a sum counts only numbers)."""
         return expression
 
-    def is_integral(self, expression: str) -> str:
-        """A condition: the number ``expression`` is stored as an integer, not a float (an
-        atomic delta's 64-bit guard applies to integers only). The standard form reads
-        ``numeric``'s scale (PostgreSQL); SQLite asks ``typeof``."""
-        return f"(scale({expression}) = 0)"
-
     def violation(self, error: BaseException) -> Violation:
         """What a constraint failure (one of :attr:`integrity_errors`) was about."""
         return Violation("other", (), str(error))

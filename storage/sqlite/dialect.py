@@ -51,9 +51,6 @@ class SQLiteDialect(Dialect):
         v = expression
         return f"CASE WHEN typeof({v}) IN ('integer', 'real') THEN {v} ELSE 0 END"
 
-    def is_integral(self, expression: str) -> str:
-        return f"(typeof({expression}) = 'integer')"
-
     def violation(self, error: BaseException) -> Violation:
         message = str(error)
         found = _UNIQUE.search(message)

@@ -45,9 +45,6 @@ class StandardDialect(Dialect):
             done = self.rendered[sql] = _MARK.sub(lambda _: f"?{next(count)}", sql)
         return done
 
-    def is_integral(self, expression: str) -> str:
-        return SQLITE.is_integral(expression)  # SQLite has no numeric scale
-
     def violation(self, error: BaseException) -> Violation:
         return SQLITE.violation(error)
 
