@@ -57,6 +57,12 @@ class Dialect:
     """Whether a failed statement aborts the whole transaction (PostgreSQL) rather than just
     itself (SQLite). When it does, the writer puts a savepoint around each statement whose
     failure it handles (a link to a missing record) instead of carrying on after it."""
+    names_missing_reference: ClassVar[bool] = False
+    """Whether :meth:`violation` of a failed link INSERT names the link column whose record
+    is missing (``fields == ("source",)`` or ``("target",)``). Where it does and a failed
+    statement aborts the transaction, the writer never runs a statement after a failure, so a
+    write needs no savepoint of its own: any failure leaves the transaction to be rolled back
+    whole (or to a savepoint its caller took), which undoes the write whole."""
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     """The driver's exception classes for constraint failures (see :meth:`violation`)."""
 

@@ -2,8 +2,9 @@
 re-linking a relation to new records, and deleting a record with its links and cascades.
 
 A link to a record that does not exist fails on the link table's foreign key; which end is
-missing is looked up only after the failed statement is undone (on SQLite it undoes itself; where
-the dialect says a failure aborts the transaction, the INSERT runs under a savepoint).
+missing is read from the error where the dialect names it (PostgreSQL), else looked up only after
+the failed statement is undone (on SQLite it undoes itself; where the dialect says a failure
+aborts the transaction, the INSERT runs under a savepoint).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class Links(Statements):
             self._unlink_where(link, "source", source)
         columns = {"source": source, "target": target, **values}
         sql = self.planner.insert_sql(link.name, tuple(columns))
-        if self.dialect.failed_statement_aborts:
+        if self.dialect.failed_statement_aborts and not self._whole:
             link_id = self._insert_link_guarded(link, sql, columns, values, origin)
         else:
             try:
@@ -146,7 +147,18 @@ class Links(Statements):
         values: Mapping[str, Any],
         origin: tuple[str, str | None],
     ) -> StorageError:
-        if self.dialect.violation(exc).kind == "foreign key":
+        violation = self.dialect.violation(exc)
+        if violation.kind == "foreign key":
+            if violation.fields:  # the database named the missing end: no look-up
+                column = violation.fields[0]
+                owner, field = origin
+                end = link.source if column == "source" else link.target
+                return MissingReferenceError(owner, field or column, end, columns[column])
+            if self._whole:  # no statement may follow the failure: nothing to look up with
+                return StorageError(
+                    f"{link.name}: a record it links to does not exist ({violation.message})",
+                    record=link.name,
+                )
             return self._missing_endpoint(link, columns["source"], columns["target"], origin)
         return self._integrity_error(link.name, exc, values)
 

@@ -7,7 +7,10 @@ known shape is the fast path, with no code of its own. How a create is made atom
 its plan: one INSERT is atomic by itself; a create whose links are plain INSERTs (``direct``)
 undoes its rows if a link fails; anything else (nested creates, displaced links, to-many
 relations, link fields) runs under a savepoint. An update takes a savepoint when it re-links or
-writes several records.
+writes several records. Where a failed statement aborts the transaction and the dialect's
+errors name a missing reference (PostgreSQL), no write takes a savepoint of its own: the writer
+never runs a statement after a failure there, and the aborted transaction can only be rolled
+back whole or to a savepoint its caller took, either of which undoes the write whole.
 
 Every payload is validated completely before the first statement runs, so bad input changes
 nothing; errors that only the database can see (a unique violation) roll back the write's
@@ -42,7 +45,9 @@ class Writer(Deltas):
     def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
         plan = self.planner.plan("create", name, data)
         start = len(self.events)
-        if not plan.direct:
+        if self._whole:
+            record = self._create(plan)  # a failure aborts the transaction: whole anyway
+        elif not plan.direct:
             with self.atomic(True):
                 record = self._create(plan)
         elif plan.relations:
@@ -108,7 +113,7 @@ class Writer(Deltas):
         plan = self.planner.plan("update", name, data)
         start = len(self.events)
         if plan.relations:
-            with self.atomic(True):
+            with self.atomic(not self._whole):
                 records = self._update_rows(name, plan, [old])
         else:
             records = [self._update_one(name, plan, old)]
@@ -130,7 +135,7 @@ class Writer(Deltas):
         if not old_rows:
             return WriteResult([], [])
         if len(old_rows) > 1 or plan.relations:
-            with self.atomic(True):
+            with self.atomic(not self._whole):
                 records = self._update_rows(name, plan, old_rows)
         else:
             records = [self._update_one(name, plan, old_rows[0])]
@@ -186,7 +191,8 @@ class Writer(Deltas):
         rows = self.reader.snapshots(name, match)
         deleted: set[tuple[str, Any]] = set()
         # One row of a record type no link touches is a single DELETE: atomic by itself.
-        with self.atomic(len(rows) > 1 or (bool(rows) and bool(self.schema.links_touching(name)))):
+        several = len(rows) > 1 or (bool(rows) and bool(self.schema.links_touching(name)))
+        with self.atomic(several and not self._whole):
             for row in rows:
                 self._delete_record(name, row, deleted)
         return WriteResult(rows, self.events[start:])
