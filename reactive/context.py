@@ -253,7 +253,21 @@ class TransactionContext:
                 self._lookup_warnings.check(name, match)
             if attribute_query is None and order_by is None:
                 return self._lookup(name, match)
+        if attribute_query is None and order_by is None:
+            return self._find_id(name, match)
         return self.session.find_one(name, match, attribute_query, order_by)
+
+    def _find_id(self, name: str, match: Match) -> Record | None:
+        """``{"id": ...}`` of the first match. An entity's row is read whole in the same
+        statement and remembered as its snapshot: a record looked up is usually read next
+        (a computation's target), which then costs no statement."""
+        if name in self.schema.links:
+            return self.session.find_one(name, match)
+        row = self.session.find_one(name, match, list(self.schema.fields(name)))
+        if row is None:
+            return None
+        self._snapshots.setdefault((name, row["id"]), row)
+        return {"id": row["id"]}
 
     def _lookup(self, name: str, match: dict[str, Any]) -> Record | None:
         fields = self.schema.fields(name)
@@ -266,14 +280,14 @@ class TransactionContext:
             (key == "id" or key in fields) and type(value) in _PLAIN_VALUES for key, value in items
         )
         if not cacheable:
-            return self.session.find_one(name, match)
+            return self._find_id(name, match)
         # With the value types: 1, 1.0 and True are equal keys, not equal matches.
         key = (items, tuple(type(value) for _, value in items))
         known = self._lookups.setdefault(name, {})
         if key in known:
             found = known[key]
             return None if found is None else dict(found)
-        found = self.session.find_one(name, match)
+        found = self._find_id(name, match)
         known[key] = None if found is None else dict(found)
         return found
 

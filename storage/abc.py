@@ -274,6 +274,12 @@ class Storage(Protocol):
         """Delete matching records in a transaction of their own."""
         ...
 
+    async def delete_internal_where(self, name: str, match: MatchExp | Mapping[str, Any]) -> int:
+        """Delete every matching record without an event, in a transaction of its own: one
+        statement, sent alone where the database runs a lone statement as a transaction
+        (PostgreSQL: no BEGIN/COMMIT); returns how many were deleted."""
+        ...
+
     async def find(
         self,
         name: str,

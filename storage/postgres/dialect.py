@@ -55,6 +55,7 @@ class PostgresDialect(Dialect):
     renders = False  # the driver adapter renders (see the module)
     failed_statement_aborts = True
     names_missing_reference = True
+    chains_inserts = True
     # asyncpg's class 23 errors, set when the driver is imported
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 

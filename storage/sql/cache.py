@@ -28,6 +28,7 @@ class StatementCache:
         "gets",
         "id_selects",
         "inserts",
+        "linked",
         "order_bys",
         "plains",
         "planner",
@@ -55,6 +56,7 @@ class StatementCache:
         # writes (storage.sql.writer)
         self.shapes: dict[Any, Any] = {}  # (kind, record, payload keys) -> plans.Shape
         self.inserts: dict[Any, str] = {}  # (record, columns) -> INSERT
+        self.linked: dict[Any, str] = {}  # (record, columns, link, side) -> INSERT ... WITH
         self.updates: dict[Any, str] = {}  # (record, columns) -> UPDATE ... WHERE id = ?
         self.plains: dict[Any, Any] = {}  # (record, columns) -> decoders (() for none)
         self.encoders: dict[str, dict[str, Any]] = {}  # record -> {field: encoder}

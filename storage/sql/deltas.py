@@ -117,11 +117,9 @@ class DeltaShape:
     def statement(
         self, dialect: Dialect, guards: tuple[str, ...]
     ) -> tuple[str, list[tuple[str, int]]]:
-        """The UPDATE for these guards and its parameters: per placeholder ``(kind, index of
-        the delta field)``, kind ``"delta"``, ``"id"`` or a guard's bound."""
-        found = self.statements.get(guards)
-        if found is not None:
-            return found
+        """Work out (and remember) the UPDATE for these guards and its parameters: per
+        placeholder ``(kind, index of the delta field)``, kind ``"delta"``, ``"id"`` or a
+        guard's bound (``"up"``, ``"down"``, ``"finite"``)."""
         quote = dialect.quote
         index = {f: i for i, f in enumerate(self.fields)}
         sums = {f: f"(coalesce({quote(f)}, 0) + ?)" for f in self.fields}
@@ -157,18 +155,6 @@ class DeltaShape:
         return found
 
 
-def _guard(delta: Any) -> str:
-    """Which guard a delta needs: a float's total must stay finite, an int's within 64 bits
-    (on the side it moves to)."""
-    if type(delta) is float:
-        return "finite"
-    if delta > 0:
-        return "up"
-    if delta < 0:
-        return "down"
-    return "none"
-
-
 class Deltas(Links):
     """The atomic delta write; :class:`~storage.sql.writer.Writer` builds on it."""
 
@@ -183,14 +169,24 @@ class Deltas(Links):
     ) -> WriteResult:
         """See :meth:`storage.abc.Session.apply_deltas` and the module."""
         derived_items = tuple(derived.items())
-        key = (name, tuple(deltas), derived_items)
+        # Keyed by names; the Derived values are compared on a hit (the same objects every
+        # time for a handle: the tuple comparison stops at identity).
+        key = (name, tuple(deltas), tuple(derived))
         shape: DeltaShape | None = self._cache.deltas.get(key)
-        if shape is None:
-            shape = self._delta_shape(name, tuple(deltas), derived_items)
+        if shape is None or shape.derived != derived_items:
+            shape = self._delta_shape(name, key, derived_items)
         values = list(deltas.values())
         encoded: list[Any] = []
+        guards: list[str] = []
         for encoder, field, delta in zip(shape.encoders, shape.fields, values, strict=True):
             encoded.append(encoder(name, field, delta))
+            # Which guard the delta needs: a float's total must stay finite, an int's within
+            # 64 bits on the side it moves to.
+            guards.append(
+                "finite"
+                if type(delta) is float
+                else ("up" if delta > 0 else ("down" if delta < 0 else "none"))
+            )
         for target, source in shape.integer_targets:
             if type(values[source]) is float:
                 raise FieldTypeError(
@@ -198,15 +194,20 @@ class Deltas(Links):
                 )
         if not any(values):
             return WriteResult([], [])  # nothing to add: nothing changes
-        sql, layout = shape.statement(self.dialect, tuple(map(_guard, values)))
+        found = shape.statements.get(tuple(guards))
+        sql, layout = found if found is not None else shape.statement(self.dialect, tuple(guards))
         params: list[Any] = []
         for kind, i in layout:
             if kind == "delta":
                 params.append(encoded[i])
             elif kind == "id":
                 params.append(record_id)
-            else:
-                params.append(_bound(kind, values[i], shape.encoders[i], name, shape.fields[i]))
+            elif kind == "up":
+                params.append(INT64_MAX - values[i])
+            elif kind == "down":
+                params.append(INT64_MIN - values[i])
+            else:  # finite: the largest float, as the field's column holds it
+                params.append(shape.encoders[i](name, shape.fields[i], FLOAT_MAX))
         row = self._execute(name, sql, params, deltas).fetchone()
         if row is None:
             self._refuse_or_missing(name, record_id, deltas)
@@ -241,14 +242,14 @@ class Deltas(Links):
         return WriteResult([new], [event])
 
     def _delta_shape(
-        self, name: str, fields: tuple[str, ...], derived: tuple[tuple[str, Derived], ...]
+        self, name: str, key: tuple[Any, ...], derived: tuple[tuple[str, Derived], ...]
     ) -> DeltaShape:
         self.schema.record(name)
-        shape = DeltaShape(self, name, fields, derived)
+        shape = DeltaShape(self, name, key[1], derived)
         memory = self._cache.deltas
         if len(memory) >= SHAPES_KEPT:
             memory.clear()  # shapes come from callers: keep the memory bounded
-        memory[(name, fields, derived)] = shape
+        memory[key] = shape
         return shape
 
     def _refuse_or_missing(self, name: str, record_id: Any, deltas: Mapping[str, Any]) -> None:
@@ -312,12 +313,3 @@ def _derived_sql(fold: Derived, type_name: str, sums: Mapping[str, str]) -> str:
     if fold.kind == "every":
         return f"({total} = {count})"
     return f"({total} = {count} AND {count} > 0)"
-
-
-def _bound(kind: str, delta: Any, encoder: Any, name: str, field: str) -> Any:
-    """The guard's parameter: the limit the stored total must keep to."""
-    if kind == "finite":
-        return encoder(name, field, FLOAT_MAX)
-    if kind == "up":
-        return INT64_MAX - delta
-    return INT64_MIN - delta

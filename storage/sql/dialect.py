@@ -57,6 +57,9 @@ class Dialect:
     """Whether a failed statement aborts the whole transaction (PostgreSQL) rather than just
     itself (SQLite). When it does, the writer puts a savepoint around each statement whose
     failure it handles (a link to a missing record) instead of carrying on after it."""
+    chains_inserts: ClassVar[bool] = False
+    """Whether one INSERT can feed another in a statement (a data-modifying ``WITH``,
+    PostgreSQL): a nested create and its link to the new record are then one statement."""
     names_missing_reference: ClassVar[bool] = False
     """Whether :meth:`violation` of a failed link INSERT names the link column whose record
     is missing (``fields == ("source",)`` or ``("target",)``). Where it does and a failed

@@ -35,7 +35,11 @@ class Links(Statements):
         for attribute, items in plan.relations:
             refs: list[Record] = []
             for item in items or ():
-                related = item.ref if item.nested is None else self._resolve(item)
+                nested = item.nested
+                if nested is not None and self._joins_in_one(attribute, item, nested):
+                    refs.append({"id": self._create_linked(attribute, record_id, nested)})
+                    continue
+                related = item.ref if nested is None else self._resolve(item)
                 # The record is new: its own side holds no link yet, only the other may.
                 self._link(
                     attribute,
@@ -49,6 +53,26 @@ class Links(Statements):
                 )
                 refs.append({"id": related})
             record[attribute.name] = refs if attribute.to_many else (refs[0] if refs else None)
+
+    def _joins_in_one(self, attribute: RelationAttribute, item: Item, nested: Plan) -> bool:
+        """Whether a nested create and its link to the record just created can be one
+        statement (see :meth:`_create_linked`): the dialect chains INSERTs, no write here
+        takes a savepoint, the nested record is a plain entity with no relations of its own
+        and the link carries no fields; both ends are new, so the link displaces nothing and
+        its foreign keys cannot fail (a symmetric link is left to the general path)."""
+        return (
+            self._whole
+            and self.dialect.chains_inserts
+            and not item.link_values
+            and not nested.relations
+            and nested.shape.link is None
+            and nested.shape.sql is not None
+            and not attribute.symmetric
+        )
+
+    def _create_linked(self, attribute: RelationAttribute, record_id: Any, nested: Plan) -> Any:
+        """Create ``nested`` and link it to the new record ``record_id``: the writer's."""
+        raise NotImplementedError
 
     def _undo_creates(self, start: int) -> None:
         """Undo a write that only created rows (the events from ``start`` on): delete them,

@@ -32,6 +32,7 @@ from typing import Any
 from storage.errors import StorageError
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
+from storage.schema import RelationAttribute
 from storage.sql.deltas import Deltas
 from storage.sql.plans import INT64_MAX, INT64_MIN, Item, Plan
 from storage.sql.reader import chunks, placeholders
@@ -107,6 +108,32 @@ class Writer(Deltas):
         _read_back(record, plan.values, params, shape.plains)
         self.events.append(MutationEvent(name, "create", dict(record)))
         return record
+
+    def _create_linked(self, attribute: RelationAttribute, record_id: Any, nested: Plan) -> Any:
+        """A nested create and its link to the new record ``record_id`` in one statement,
+        ``WITH r AS (INSERT <nested> RETURNING id) INSERT INTO <link> ... SELECT ... FROM r``
+        (see ``Links._joins_in_one`` for when): the nested record's create event, then the
+        link's, as two statements would give them."""
+        shape = nested.shape
+        link = attribute.link
+        key = (shape.name, shape.value_keys, link.name, attribute.side)
+        sql = self._cache.linked.get(key)
+        if sql is None:
+            quote = self.dialect.quote
+            ends = "?, r.id" if attribute.side == "source" else "r.id, ?"
+            sql = self._cache.linked[key] = (
+                f"WITH r AS ({shape.sql}) INSERT INTO {quote(link.name)} (source, target) "
+                f"SELECT {ends} FROM r RETURNING id, {quote(attribute.other)}"
+            )
+        params, values = nested.params, nested.values
+        link_id, nested_id = self._execute(shape.name, sql, [*params, record_id], values).fetchone()
+        record: Record = {"id": nested_id}
+        _read_back(record, values, params, shape.plains)
+        self.events.append(MutationEvent(shape.name, "create", record))
+        ends_of = {attribute.side: {"id": record_id}, attribute.other: {"id": nested_id}}
+        link_record = {"id": link_id, "source": ends_of["source"], "target": ends_of["target"]}
+        self.events.append(MutationEvent(link.name, "create", link_record))
+        return nested_id
 
     def update_record(self, name: str, old: Record, data: Mapping[str, Any]) -> WriteResult:
         """Update one record whose full snapshot the caller has just read (saves a read)."""
