@@ -36,6 +36,8 @@ from storage import (
 if TYPE_CHECKING:
     from reactive.context import TransactionContext
 
+_INT64 = (-(2**63), 2**63 - 1)
+
 
 def _split_query(decl: _Aggregate) -> tuple[list[str], list[str] | None]:
     """The item's own fields and the link fields (under '&'; None when '&' is not named) that
@@ -280,6 +282,19 @@ class PropertyAggregate(Handle):
         if delta == 0 and count_delta == 0:
             return
         target = f"{self.host_record}.{self.target}"
+        if type(delta) is int and not _INT64[0] <= delta <= _INT64[1]:
+            # A delta beyond 64 bits (a WeightedSummation's product) cannot be sent as one.
+            # Refused when the total would leave 64 bits; otherwise it goes in two halves,
+            # each within 64 bits, the total between them too (halfway between two totals
+            # that fit): two update events, the last one with the right total.
+            current = ctx.get(self.host_record, host_id, [self.total_field])
+            if current is None:
+                return
+            check_total(self.name, target, (current[self.total_field] or 0) + delta, self.integer)
+            half = delta // 2
+            self._apply(host_id, half, count_delta, ctx)
+            self._apply(host_id, delta - half, 0, ctx)
+            return
         if self.integer and type(delta) is float:
             # Refused before anything is written; the message names the total it would be.
             current = ctx.get(self.host_record, host_id, [self.total_field])
