@@ -120,6 +120,8 @@ class TransactionContext:
         # old_record) by the transaction's update events and dropped by its deletes.
         self._snapshots: dict[tuple[str, Any], Record] = {}
         self._dictionary_ids: dict[str, Any] = {}
+        # Dictionaries whose row this transaction holds locked (see dictionary_row(lock=True)).
+        self._locked: set[str] = set()
         # find_one answers for equalities on own fields, per record name: dropped by any event
         # that could change them (see _forget_lookups).
         self._lookups: dict[str, dict[Any, Record | None]] = {}
@@ -197,6 +199,7 @@ class TransactionContext:
             self._snapshots.clear()
             self._lookups.clear()
             self._dictionary_ids.clear()
+            self._locked.clear()  # a rolled-back savepoint may release its row locks
             raise
 
     def later_in_write(self) -> Sequence[MutationEvent]:
@@ -300,9 +303,22 @@ class TransactionContext:
         for key in [key for key in known if any(field in written for field, _ in key[0])]:
             del known[key]
 
-    def dictionary_row(self, name: str) -> Record | None:
+    def dictionary_row(self, name: str, lock: bool = False) -> Record | None:
         """The row holding dictionary ``name`` (``id``, ``key``, ``value``, ``state``), or None.
-        Read once per transaction, then kept current like any snapshot."""
+        Read once per transaction, then kept current like any snapshot.
+
+        ``lock``: the row is to be written from what it holds (an aggregate's running totals).
+        The first time in the transaction, it is locked (a write of its key to itself, so
+        that another transaction writing it waits for this one to end) and read afresh after
+        the lock: no concurrent transaction can change it between this read and the commit, so
+        nothing written from it is lost. Costs one statement more per dictionary and
+        transaction."""
+        if lock and name not in self._locked:
+            self._locked.add(name)
+            if self.session.write_internal_where(DICTIONARY_RECORD, {"key": name}, {"key": name}):
+                record_id = self._dictionary_ids.pop(name, None)
+                if record_id is not None:
+                    self._snapshots.pop((DICTIONARY_RECORD, record_id), None)
         record_id = self._dictionary_ids.get(name)
         if record_id is not None:
             found = self.snapshot(DICTIONARY_RECORD, record_id)

@@ -10,6 +10,29 @@ A change costs O(1) in the number of items: the delta of one contribution. Contr
 not stored: callbacks are deterministic functions of the item, so the old contribution is
 recomputed from the event's old snapshot (links are deleted before the records they join, so the
 related record is still readable when its link goes).
+
+Property aggregates apply their deltas atomically: ``ctx.apply_deltas`` (``Session.
+apply_deltas``) adds the delta to the host's hidden total and count and sets the value from the
+new totals in one ``UPDATE ... RETURNING``, so transactions adding to one host at once, on any
+number of connections or processes, lose nothing (the database adds under its row lock; a read in
+Python and a write back lost most of them). No read of the host precedes it. The update event
+carries the host before (totals: the new ones minus the delta) and after.
+
+Numbers, the rule. Contributions are ints or floats (anything else counts 0). Int totals are
+exact: a total that would leave 64 bits is refused (:func:`check_total`'s ComputationError, the
+whole write rolled back, nothing stored); a delta that is itself beyond 64 bits (a
+WeightedSummation's product) is checked against the host's total first and, when the total fits,
+applied in two halves. A float for an ``integer`` target is refused before anything is written.
+Float totals add as the database adds them: SQLite in doubles (as Python did), PostgreSQL in
+``numeric``, exactly on the decimal reprs of the floats, read back as the nearest float (so a
+float total may differ from a double sum in the last digit; ``verify()`` compares floats with a
+relative tolerance of 1e-9). A float total that would not be finite is refused.
+
+Dictionary aggregates keep their totals in the JSON ``state`` of the dictionary's row, so they
+add in Python (exactly as described above) from a row they hold locked: the first change in a
+transaction locks the row and reads it afresh (``ctx.dictionary_row(lock=True)``), and every
+change writes the new value and totals back. A concurrent transaction changing the same
+dictionary waits for the lock, then reads what this one committed: nothing is lost.
 """
 
 from __future__ import annotations
@@ -373,7 +396,7 @@ class DictionaryAggregate(Handle):
                 self._apply(new - old, 0, ctx)
 
     def _apply(self, delta: float, count_delta: int, ctx: TransactionContext) -> None:
-        row = ctx.dictionary_row(self.target)
+        row = ctx.dictionary_row(self.target, lock=True)  # locked: no concurrent write is lost
         state = (row or {}).get("state") or {}
         total = state.get("total", 0) + delta
         count = state.get("count", 0) + count_delta

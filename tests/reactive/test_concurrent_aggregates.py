@@ -5,7 +5,8 @@ one post run their transactions at the same time on four pooled connections (eac
 is awaited on the event loop, so the bodies interleave at every statement). A Count and a
 Summation over the likes apply their deltas atomically (``Session.apply_deltas``: the database
 adds under its row lock), so the stored values equal a recount however the transactions
-interleave; reading the post and writing back its total from Python lost most of them.
+interleave; reading the post and writing back its total from Python lost most of them. A
+dictionary Count and Summation (totals in the row's JSON state) lock their row before reading it.
 
 One process here; the same with several processes is issue 12's cluster test.
 """
@@ -22,7 +23,7 @@ TASKS = 4
 LIKES_EACH = 25
 
 
-def _model() -> tuple[list[r.Entity], list[r.Relation]]:
+def _model() -> tuple[list[r.Entity], list[r.Relation], list[r.Dictionary]]:
     user = r.Entity("User", [r.Property("name"), r.Property("karma", "number")])
     post = r.Entity(
         "Post",
@@ -46,13 +47,21 @@ def _model() -> tuple[list[r.Entity], list[r.Relation]]:
         ],
     )
     likes = r.Relation(post, "liked_by", user, "liked", "n:n")
-    return [user, post], [likes]
+    dictionaries = [
+        r.Dictionary("all_likes", "number", computation=r.Count(record=likes)),
+        r.Dictionary(
+            "all_karma",
+            "number",
+            computation=r.Summation(record=user, attribute_query=["karma"]),
+        ),
+    ]
+    return [user, post], [likes], dictionaries
 
 
 async def test_concurrent_likes_on_one_post_lose_nothing(postgres_url: str) -> None:
     storage = await open_postgres(postgres_url, concurrent_writes=True, pool_size=TASKS)
-    entities, relations = _model()
-    controller = r.Controller(storage, entities, relations)
+    entities, relations, dictionaries = _model()
+    controller = r.Controller(storage, entities, relations, dictionaries)
     try:
         await controller.setup()
         post = await controller.storage.create("Post", {"title": "p"})
@@ -76,7 +85,12 @@ async def test_concurrent_likes_on_one_post_lose_nothing(postgres_url: str) -> N
                 finally:
                     running -= 1
 
-        await asyncio.gather(*(like(user) for user in users))
+        async def join(i: int) -> None:
+            # New users at the same time: the dictionary Summation over their karma.
+            for k in range(LIKES_EACH):
+                await controller.storage.create("User", {"name": f"n{i}.{k}", "karma": 1})
+
+        await asyncio.gather(*(like(user) for user in users), *(join(i) for i in range(TASKS)))
 
         # The transactions did run at the same time (else the test would prove nothing).
         assert overlapped == TASKS
@@ -89,6 +103,9 @@ async def test_concurrent_likes_on_one_post_lose_nothing(postgres_url: str) -> N
         assert stored["like_count"] == recount
         assert stored["karma_total"] == LIKES_EACH * sum(range(TASKS))
         assert stored["anyone_good"] is True
+        assert await controller.storage.get_dict("all_likes") == recount
+        joined = TASKS * LIKES_EACH
+        assert await controller.storage.get_dict("all_karma") == sum(range(TASKS)) + joined
         report = await controller.verify()
         assert report.ok, report
     finally:
