@@ -261,14 +261,13 @@ class TransactionContext:
         return self.session.find_one(name, match, attribute_query, order_by)
 
     def _find_id(self, name: str, match: Match) -> Record | None:
-        """``{"id": ...}`` of the first match. An entity's row is read whole in the same
-        statement and remembered as its snapshot: a record looked up is usually read next
-        (a computation's target), which then costs no statement."""
-        if name in self.schema.links:
-            return self.session.find_one(name, match)
-        row = self.session.find_one(name, match, list(self.schema.fields(name)))
-        if row is None:
+        """``{"id": ...}`` of the first match (in id order, as ``find_one``). The row is read
+        whole in the same statement and remembered as its snapshot: a record looked up is
+        usually read next (a computation's target), which then costs no statement."""
+        rows = self.session.snapshots(name, match, 1)
+        if not rows:
             return None
+        row = rows[0]
         self._snapshots.setdefault((name, row["id"]), row)
         return {"id": row["id"]}
 
@@ -394,8 +393,52 @@ class TransactionContext:
         result = self.session.apply_deltas(name, record_id, deltas, derived)
         if not result.records:
             return None
+        info = self.engine.records.get(name)
+        if info is not None and info.computed:
+            return self._with_computed_after_deltas(name, result.records[0])
         self.propagate(result.events)
         return result.records[0]
+
+    def _with_computed_after_deltas(self, name: str, record: Record) -> Record:
+        """The ``computed`` properties of a record whose totals ``apply_deltas`` just changed:
+        worked out from its new values and written to the same row (which the deltas' UPDATE
+        holds locked), in the same event as the totals, as an ``update`` gives them."""
+        events = self.session.events
+        deltas_event = events[-1]
+        info = self.engine.records[name]
+        record = dict(record)
+        changes: dict[str, Any] = {}
+        for prop, compute in info.computed:
+            try:
+                value = compute(record, self)
+            except Exception as exc:
+                raise ComputationError(f"{name}.{prop} (computed)", describe(exc), exc) from exc
+            if record.get(prop) != value:
+                changes[prop] = record[prop] = value
+        if not changes:
+            self.propagate([deltas_event])
+            return record
+        written = self.session.update_record(name, record, changes)
+        stored = written.records[0]
+        if any(stored.get(key) is not value for key, value in changes.items()):
+            self._after_update(name, written.records)  # stored otherwise (a tuple as a list)
+        # One event for the whole change, as an update with computed values gives.
+        (computed_event,) = written.events
+        merged = MutationEvent(
+            name,
+            "update",
+            {**deltas_event.record, **computed_event.record},
+            deltas_event.old_record,
+            (*(deltas_event.keys or ()), *(computed_event.keys or ())),
+        )
+        # (By identity: events are values, and an equal one may have happened before.)
+        events[:] = [
+            merged if event is deltas_event else event
+            for event in events
+            if event is not computed_event
+        ]
+        self.propagate([merged])
+        return {**stored}
 
     def delete(self, name: str, match: Match) -> list[Record]:
         """Delete every matching record (with its links and cascades); returns what was

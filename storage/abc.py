@@ -93,8 +93,8 @@ class Session(Protocol):
         """The full stored value snapshot of one record, or None."""
         ...
 
-    def snapshots(self, name: str, match: Match) -> list[Record]:
-        """Full snapshots of every matching record, in id order."""
+    def snapshots(self, name: str, match: Match, limit: int | None = None) -> list[Record]:
+        """Full snapshots of every matching record (the first ``limit``), in id order."""
         ...
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
