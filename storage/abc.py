@@ -55,7 +55,8 @@ class Derived:
 
     def value(self, total: Any, count: Any) -> Any:
         """The field's value for these totals, computed in Python (None counts as 0)."""
-        total, count = total or 0, count or 0
+        total = 0 if total is None else total  # (not "or 0": a float 0.0 stays a float)
+        count = 0 if count is None else count
         if self.kind == "total":
             return total
         if self.kind == "mean":

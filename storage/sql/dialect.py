@@ -57,6 +57,11 @@ class Dialect:
     """Whether a failed statement aborts the whole transaction (PostgreSQL) rather than just
     itself (SQLite). When it does, the writer puts a savepoint around each statement whose
     failure it handles (a link to a missing record) instead of carrying on after it."""
+    serializes_writers: ClassVar[bool] = False
+    """Whether a write transaction excludes every other writer from its first read on, so a
+    row it read stays as read until it ends (SQLite: one writer per database, and a write
+    transaction whose read went stale cannot write). Atomic deltas then read the row and
+    write the sums (see :mod:`storage.sql.deltas`)."""
     chains_inserts: ClassVar[bool] = False
     """Whether one INSERT can feed another in a statement (a data-modifying ``WITH``,
     PostgreSQL): a nested create and its link to the new record are then one statement."""
