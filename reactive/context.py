@@ -14,8 +14,9 @@ kept right:
   its memory), ``find`` and ``count`` (the session's own: nothing to remember);
 - writes, one verb per act: :meth:`~TransactionContext.create`,
   :meth:`~TransactionContext.update`, :meth:`~TransactionContext.delete` (mutation events; the
-  computations run before they return), and for bookkeeping that is not data (a computation's
-  per-item state, the manifest) :meth:`~TransactionContext.create_internal`,
+  computations run before they return), :meth:`~TransactionContext.apply_deltas` (an
+  aggregate's running totals, added in the database), and for bookkeeping that is not data
+  (a computation's per-item state, the manifest) :meth:`~TransactionContext.create_internal`,
   :meth:`~TransactionContext.update_internal`, :meth:`~TransactionContext.delete_internal`
   (no event; the caches forget what they touch). The engine's writes skip the checks of user
   writes (computed and internal fields); ``ctx.storage`` makes those checks first.
@@ -37,7 +38,7 @@ from typing import Any
 from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError, CycleError, ModelError, describe
 from reactive.model import Entity, Relation, record_name
-from storage import MatchExp, MutationEvent, Record, Session, StorageError
+from storage import Derived, MatchExp, MutationEvent, Record, Session, StorageError
 
 Match = MatchExp | Mapping[str, Any] | None
 _PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
@@ -119,6 +120,8 @@ class TransactionContext:
         # old_record) by the transaction's update events and dropped by its deletes.
         self._snapshots: dict[tuple[str, Any], Record] = {}
         self._dictionary_ids: dict[str, Any] = {}
+        # Dictionaries whose row this transaction holds locked (see dictionary_row(lock=True)).
+        self._locked: set[str] = set()
         # find_one answers for equalities on own fields, per record name: dropped by any event
         # that could change them (see _forget_lookups).
         self._lookups: dict[str, dict[Any, Record | None]] = {}
@@ -196,6 +199,7 @@ class TransactionContext:
             self._snapshots.clear()
             self._lookups.clear()
             self._dictionary_ids.clear()
+            self._locked.clear()  # a rolled-back savepoint may release its row locks
             raise
 
     def later_in_write(self) -> Sequence[MutationEvent]:
@@ -252,7 +256,20 @@ class TransactionContext:
                 self._lookup_warnings.check(name, match)
             if attribute_query is None and order_by is None:
                 return self._lookup(name, match)
+        if attribute_query is None and order_by is None:
+            return self._find_id(name, match)
         return self.session.find_one(name, match, attribute_query, order_by)
+
+    def _find_id(self, name: str, match: Match) -> Record | None:
+        """``{"id": ...}`` of the first match (in id order, as ``find_one``). The row is read
+        whole in the same statement and remembered as its snapshot: a record looked up is
+        usually read next (a computation's target), which then costs no statement."""
+        rows = self.session.snapshots(name, match, 1)
+        if not rows:
+            return None
+        row = rows[0]
+        self._snapshots.setdefault((name, row["id"]), row)
+        return {"id": row["id"]}
 
     def _lookup(self, name: str, match: dict[str, Any]) -> Record | None:
         fields = self.schema.fields(name)
@@ -265,14 +282,14 @@ class TransactionContext:
             (key == "id" or key in fields) and type(value) in _PLAIN_VALUES for key, value in items
         )
         if not cacheable:
-            return self.session.find_one(name, match)
+            return self._find_id(name, match)
         # With the value types: 1, 1.0 and True are equal keys, not equal matches.
         key = (items, tuple(type(value) for _, value in items))
         known = self._lookups.setdefault(name, {})
         if key in known:
             found = known[key]
             return None if found is None else dict(found)
-        found = self.session.find_one(name, match)
+        found = self._find_id(name, match)
         known[key] = None if found is None else dict(found)
         return found
 
@@ -285,9 +302,22 @@ class TransactionContext:
         for key in [key for key in known if any(field in written for field, _ in key[0])]:
             del known[key]
 
-    def dictionary_row(self, name: str) -> Record | None:
+    def dictionary_row(self, name: str, lock: bool = False) -> Record | None:
         """The row holding dictionary ``name`` (``id``, ``key``, ``value``, ``state``), or None.
-        Read once per transaction, then kept current like any snapshot."""
+        Read once per transaction, then kept current like any snapshot.
+
+        ``lock``: the row is to be written from what it holds (an aggregate's running totals).
+        The first time in the transaction, it is locked (a write of its key to itself, so
+        that another transaction writing it waits for this one to end) and read afresh after
+        the lock: no concurrent transaction can change it between this read and the commit, so
+        nothing written from it is lost. Costs one statement more per dictionary and
+        transaction."""
+        if lock and name not in self._locked:
+            self._locked.add(name)
+            if self.session.write_internal_where(DICTIONARY_RECORD, {"key": name}, {"key": name}):
+                record_id = self._dictionary_ids.pop(name, None)
+                if record_id is not None:
+                    self._snapshots.pop((DICTIONARY_RECORD, record_id), None)
         record_id = self._dictionary_ids.get(name)
         if record_id is not None:
             found = self.snapshot(DICTIONARY_RECORD, record_id)
@@ -345,6 +375,70 @@ class TransactionContext:
         result = self.session.update(name, match, data)
         self.propagate(result.events)
         return result.records
+
+    def apply_deltas(
+        self,
+        name: str,
+        record_id: Any,
+        deltas: Mapping[str, int | float],
+        derived: Mapping[str, Derived],
+    ) -> Record | None:
+        """Add ``deltas`` to running totals of one record and set the ``derived`` fields from
+        the new totals, atomically in the database (``session.apply_deltas``: one statement,
+        nothing lost to a concurrent transaction); the update event propagates like any.
+        Returns the record's new values, or None when it does not exist (or all deltas are
+        0). A record this transaction deleted is not touched at all."""
+        if (name, record_id) in self.deleted:
+            return None
+        result = self.session.apply_deltas(name, record_id, deltas, derived)
+        if not result.records:
+            return None
+        info = self.engine.records.get(name)
+        if info is not None and info.computed:
+            return self._with_computed_after_deltas(name, result.records[0])
+        self.propagate(result.events)
+        return result.records[0]
+
+    def _with_computed_after_deltas(self, name: str, record: Record) -> Record:
+        """The ``computed`` properties of a record whose totals ``apply_deltas`` just changed:
+        worked out from its new values and written to the same row (which the deltas' UPDATE
+        holds locked), in the same event as the totals, as an ``update`` gives them."""
+        events = self.session.events
+        deltas_event = events[-1]
+        info = self.engine.records[name]
+        record = dict(record)
+        changes: dict[str, Any] = {}
+        for prop, compute in info.computed:
+            try:
+                value = compute(record, self)
+            except Exception as exc:
+                raise ComputationError(f"{name}.{prop} (computed)", describe(exc), exc) from exc
+            if record.get(prop) != value:
+                changes[prop] = record[prop] = value
+        if not changes:
+            self.propagate([deltas_event])
+            return record
+        written = self.session.update_record(name, record, changes)
+        stored = written.records[0]
+        if any(stored.get(key) is not value for key, value in changes.items()):
+            self._after_update(name, written.records)  # stored otherwise (a tuple as a list)
+        # One event for the whole change, as an update with computed values gives.
+        (computed_event,) = written.events
+        merged = MutationEvent(
+            name,
+            "update",
+            {**deltas_event.record, **computed_event.record},
+            deltas_event.old_record,
+            (*(deltas_event.keys or ()), *(computed_event.keys or ())),
+        )
+        # (By identity: events are values, and an equal one may have happened before.)
+        events[:] = [
+            merged if event is deltas_event else event
+            for event in events
+            if event is not computed_event
+        ]
+        self.propagate([merged])
+        return {**stored}
 
     def delete(self, name: str, match: Match) -> list[Record]:
         """Delete every matching record (with its links and cascades); returns what was

@@ -406,23 +406,32 @@ class SideEffectQueue:
         done, self._done = self._done, []
         if not done:
             return
+        removed = 0
+        left = done  # the slices not removed yet
         try:
-            # One fenced DELETE per intent: a plain-dict match whose SQL is built once.
-            removed = await self._controller.backend.run(
-                lambda s: sum(
-                    s.delete_internal_where(SIDE_EFFECT_RECORD, self._fence(intent_id))
-                    for intent_id in done
+            # One fenced DELETE per slice of the batch, each a transaction of its own: a lone
+            # statement needs no BEGIN/COMMIT on PostgreSQL, and a slice lost in a crash only
+            # means its handlers run again.
+            backend = self._controller.backend
+            while left:
+                batch, rest = left[:_BATCH], left[_BATCH:]
+                match = (
+                    self._fence(batch[0])
+                    if len(batch) == 1
+                    else MatchExp.atom("id", "in", batch) & {"lease_owner": self.owner}
                 )
-            )
+                removed += await backend.delete_internal_where(SIDE_EFFECT_RECORD, match)
+                self._held.difference_update(batch)
+                left = rest
         except Exception as exc:
             # The handlers finished; only the removal failed. Kept held (renewed) and retried.
-            self._done = done + self._done
+            self._done = left + self._done
             self._flush_failures += 1
             wait = min(30.0, 0.05 * 2 ** min(self._flush_failures, 10))
             if self._flush_failures == 1:
                 log.warning(
                     "could not remove %d finished side effect intents, retrying: %s",
-                    len(done),
+                    len(left),
                     exc,
                 )
             else:

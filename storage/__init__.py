@@ -10,7 +10,7 @@ Public submodules: :mod:`storage.abc` (the backend interface) and :mod:`storage.
 internal to the package.
 """
 
-from storage.abc import Match, Session, Storage
+from storage.abc import Derived, DerivedKind, Match, Session, Storage
 from storage.errors import (
     FieldTypeError,
     InvalidDataError,
@@ -21,6 +21,7 @@ from storage.errors import (
     SchemaError,
     StorageBusyError,
     StorageError,
+    TotalRangeError,
     TransactionError,
     UniqueViolationError,
     UnknownFieldError,
@@ -44,6 +45,8 @@ from storage.url import from_url
 
 __all__ = [
     "LINK_FIELDS_KEY",
+    "Derived",
+    "DerivedKind",
     "Field",
     "FieldTypeError",
     "Index",
@@ -69,6 +72,7 @@ __all__ = [
     "Storage",
     "StorageBusyError",
     "StorageError",
+    "TotalRangeError",
     "TransactionError",
     "UniqueViolationError",
     "UnknownFieldError",

@@ -22,18 +22,50 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar
+
+import attrs
 
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
 from storage.migration import Operation, RelatedTotals, TotalOutput
 from storage.schema import RecordType, Schema
 
-__all__ = ["Match", "Session", "Storage"]
+__all__ = ["Derived", "DerivedKind", "Match", "Session", "Storage"]
 
 T = TypeVar("T")
 Match = MatchExp | Mapping[str, Any] | None
 """A match: a :class:`MatchExp`, a dict of equalities (their AND), or None for every record."""
+
+
+DerivedKind: TypeAlias = Literal["total", "mean", "any", "every", "every_nonempty"]
+"""A function of a running total and count: the total itself, the total divided by the count
+(0 for none), whether the total is above 0, whether it equals the count (and, for
+``every_nonempty``, the count is above 0)."""
+
+
+@attrs.frozen(cache_hash=True)
+class Derived:
+    """A field set from two running totals of the same record (see
+    :meth:`Session.apply_deltas`): ``kind`` of the fields ``total`` and ``count``."""
+
+    kind: DerivedKind
+    total: str
+    count: str
+
+    def value(self, total: Any, count: Any) -> Any:
+        """The field's value for these totals, computed in Python (None counts as 0)."""
+        total = 0 if total is None else total  # (not "or 0": a float 0.0 stays a float)
+        count = 0 if count is None else count
+        if self.kind == "total":
+            return total
+        if self.kind == "mean":
+            return total / count if count else 0
+        if self.kind == "any":
+            return total > 0
+        if self.kind == "every":
+            return total == count
+        return total == count and count > 0
 
 
 class Session(Protocol):
@@ -62,8 +94,8 @@ class Session(Protocol):
         """The full stored value snapshot of one record, or None."""
         ...
 
-    def snapshots(self, name: str, match: Match) -> list[Record]:
-        """Full snapshots of every matching record, in id order."""
+    def snapshots(self, name: str, match: Match, limit: int | None = None) -> list[Record]:
+        """Full snapshots of every matching record (the first ``limit``), in id order."""
         ...
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
@@ -117,6 +149,29 @@ class Session(Protocol):
 
     def delete_internal_where(self, name: str, match: MatchExp | Mapping[str, Any]) -> int:
         """Delete every matching record without an event; returns how many."""
+        ...
+
+    def apply_deltas(
+        self,
+        name: str,
+        record_id: Any,
+        deltas: Mapping[str, int | float],
+        derived: Mapping[str, Derived],
+    ) -> WriteResult:
+        """Add each of ``deltas`` (field -> number) to its ``number``/``integer`` field of one
+        record, and set each field of ``derived`` to its function of the new totals, atomically
+        in the database (never a read in Python followed by a write: concurrent transactions
+        adding to one record lose nothing). Every total ``derived`` reads needs a delta.
+
+        The result: the record's new full values and one ``update`` event whose ``record``
+        holds the written fields, ``old_record`` the record before (a total's old value is the
+        new one minus its delta, a derived field's the function of the old totals). All deltas
+        0: nothing is written, an empty result; no such record: an empty result. A total its
+        field cannot hold (an int beyond 64 bits, a non-finite float) raises
+        :class:`~storage.errors.TotalRangeError` with nothing written; a float delta for a
+        field (or a total derived field) of type ``integer`` raises
+        :class:`~storage.errors.FieldTypeError`. Costs one statement (two when a derived field
+        is of a type the database cannot compute it in, such as ``json``)."""
         ...
 
     def savepoint(self) -> AbstractContextManager[None]:
@@ -218,6 +273,12 @@ class Storage(Protocol):
 
     async def delete(self, name: str, match: Match) -> WriteResult:
         """Delete matching records in a transaction of their own."""
+        ...
+
+    async def delete_internal_where(self, name: str, match: MatchExp | Mapping[str, Any]) -> int:
+        """Delete every matching record without an event, in a transaction of its own: one
+        statement, sent alone where the database runs a lone statement as a transaction
+        (PostgreSQL: no BEGIN/COMMIT); returns how many were deleted."""
         ...
 
     async def find(

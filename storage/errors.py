@@ -132,3 +132,16 @@ class StorageBusyError(StorageError):
         self.waited = waited
         self.busy_timeout = busy_timeout
         self.retry_after = max(1, round(busy_timeout))
+
+
+class TotalRangeError(StorageError, ValueError):
+    """An atomic delta would leave a total its field cannot hold: an int beyond 64 bits or a
+    float beyond the largest finite one. ``total`` is the value it would have been."""
+
+    def __init__(self, record: str, field: str, total: Any):
+        super().__init__(
+            f"{record}.{field} would be {total}, which it cannot hold; nothing was written",
+            record=record,
+            field=field,
+        )
+        self.total = total

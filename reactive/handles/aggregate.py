@@ -10,6 +10,29 @@ A change costs O(1) in the number of items: the delta of one contribution. Contr
 not stored: callbacks are deterministic functions of the item, so the old contribution is
 recomputed from the event's old snapshot (links are deleted before the records they join, so the
 related record is still readable when its link goes).
+
+Property aggregates apply their deltas atomically: ``ctx.apply_deltas`` (``Session.
+apply_deltas``) adds the delta to the host's hidden total and count and sets the value from the
+new totals in one ``UPDATE ... RETURNING``, so transactions adding to one host at once, on any
+number of connections or processes, lose nothing (the database adds under its row lock; a read in
+Python and a write back lost most of them). No read of the host precedes it. The update event
+carries the host before (totals: the new ones minus the delta) and after.
+
+Numbers, the rule. Contributions are ints or floats (anything else counts 0). Int totals are
+exact: a total that would leave 64 bits is refused (:func:`check_total`'s ComputationError, the
+whole write rolled back, nothing stored); a delta that is itself beyond 64 bits (a
+WeightedSummation's product) is checked against the host's total first and, when the total fits,
+applied in two halves. A float for an ``integer`` target is refused before anything is written.
+Float totals add as the database adds them: SQLite in doubles (as Python did), PostgreSQL in
+``numeric``, exactly on the decimal reprs of the floats, read back as the nearest float (so a
+float total may differ from a double sum in the last digit; ``verify()`` compares floats with a
+relative tolerance of 1e-9). A float total that would not be finite is refused.
+
+Dictionary aggregates keep their totals in the JSON ``state`` of the dictionary's row, so they
+add in Python (exactly as described above) from a row they hold locked: the first change in a
+transaction locks the row and reads it afresh (``ctx.dictionary_row(lock=True)``), and every
+change writes the new value and totals back. A concurrent transaction changing the same
+dictionary waits for the lock, then reads what this one committed: nothing is lost.
 """
 
 from __future__ import annotations
@@ -19,14 +42,24 @@ from typing import TYPE_CHECKING, Any
 
 from reactive.callables import adapt
 from reactive.computations import _Aggregate
-from reactive.errors import ModelError, SetupError
+from reactive.errors import ComputationError, ModelError, SetupError
 from reactive.handles.base import Handle, Route
 from reactive.handles.folds import Fold, check_total
 from reactive.model import record_name
-from storage import LINK_FIELDS_KEY, Field, MutationEvent, RelationAttribute, Schema
+from storage import (
+    LINK_FIELDS_KEY,
+    Derived,
+    Field,
+    MutationEvent,
+    RelationAttribute,
+    Schema,
+    TotalRangeError,
+)
 
 if TYPE_CHECKING:
     from reactive.context import TransactionContext
+
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _split_query(decl: _Aggregate) -> tuple[list[str], list[str] | None]:
@@ -82,6 +115,8 @@ class PropertyAggregate(Handle):
         self.count_field = f"_{prop}_bound_count"
         self.attribute: RelationAttribute | None = None
         self.integer = False  # the target is an "integer" property (known once bound)
+        # The target as the database derives it from the running totals on every delta.
+        self.derived = {prop: Derived(self.fold.kind, self.total_field, self.count_field)}
 
     # -- declaration ------------------------------------------------------------------------
 
@@ -269,21 +304,36 @@ class PropertyAggregate(Handle):
     def _apply(self, host_id: Any, delta: float, count_delta: int, ctx: TransactionContext) -> None:
         if delta == 0 and count_delta == 0:
             return
-        current = ctx.snapshot(self.host_record, host_id)
-        if current is None:
-            return  # the host is being deleted
-        total = (current[self.total_field] or 0) + delta
-        count = (current[self.count_field] or 0) + count_delta
-        check_total(self.name, f"{self.host_record}.{self.target}", total, self.integer)
-        ctx.update(
-            self.host_record,
-            {"id": current["id"]},  # the snapshot just read: one UPDATE, no read
-            {
-                self.target: self.fold.value(total, count),
-                self.total_field: total,
-                self.count_field: count,
-            },
-        )
+        target = f"{self.host_record}.{self.target}"
+        if type(delta) is int and not _INT64[0] <= delta <= _INT64[1]:
+            # A delta beyond 64 bits (a WeightedSummation's product) cannot be sent as one.
+            # Refused when the total would leave 64 bits; otherwise it goes in two halves,
+            # each within 64 bits, the total between them too (halfway between two totals
+            # that fit): two update events, the last one with the right total.
+            current = ctx.get(self.host_record, host_id, [self.total_field])
+            if current is None:
+                return
+            check_total(self.name, target, (current[self.total_field] or 0) + delta, self.integer)
+            half = delta // 2
+            self._apply(host_id, half, count_delta, ctx)
+            self._apply(host_id, delta - half, 0, ctx)
+            return
+        if self.integer and type(delta) is float:
+            # Refused before anything is written; the message names the total it would be.
+            current = ctx.get(self.host_record, host_id, [self.total_field])
+            if current is None:
+                return  # the host is gone
+            check_total(self.name, target, (current[self.total_field] or 0) + delta, True)
+        try:
+            ctx.apply_deltas(
+                self.host_record,
+                host_id,
+                {self.total_field: delta, self.count_field: count_delta},
+                self.derived,
+            )
+        except TotalRangeError as exc:
+            check_total(self.name, target, exc.total, self.integer)
+            raise ComputationError(self.name, f"{target}: {exc}") from exc
 
 
 class DictionaryAggregate(Handle):
@@ -346,7 +396,7 @@ class DictionaryAggregate(Handle):
                 self._apply(new - old, 0, ctx)
 
     def _apply(self, delta: float, count_delta: int, ctx: TransactionContext) -> None:
-        row = ctx.dictionary_row(self.target)
+        row = ctx.dictionary_row(self.target, lock=True)  # locked: no concurrent write is lost
         state = (row or {}).get("state") or {}
         total = state.get("total", 0) + delta
         count = state.get("count", 0) + count_delta

@@ -20,7 +20,7 @@ from typing import Any
 from reactive.computations import Any as AnyDecl
 from reactive.computations import Average, Count, Every, Summation, WeightedSummation, _Aggregate
 from reactive.errors import ComputationError, ModelError
-from storage import LINK_FIELDS_KEY
+from storage import LINK_FIELDS_KEY, DerivedKind
 
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
 _NUMBERS = (int, float)
@@ -43,6 +43,7 @@ class Fold:
         self.path = _value_path(decl) if isinstance(decl, Summation | Average) else None
         self.needs_item = callback is not None or self.path is not None
         self._value = self._value_function()  # chosen once: value() runs on every step
+        self.kind = self._kind()
         self._weighted = isinstance(decl, WeightedSummation)
 
     def contribution(self, item: dict[str, Any] | None, ctx: Any) -> float:
@@ -87,6 +88,18 @@ class Fold:
         if isinstance(decl, AnyDecl):
             return lambda total, count: total > 0
         raise ModelError(f"unknown aggregate {decl!r}")
+
+    def _kind(self) -> DerivedKind:
+        """The value's function of the totals in the storage's terms (see
+        ``storage.Derived``): the database computes it when it applies a delta."""
+        decl = self.decl
+        if isinstance(decl, Average):
+            return "mean"
+        if isinstance(decl, Every):
+            return "every_nonempty" if decl.not_empty else "every"
+        if isinstance(decl, AnyDecl):
+            return "any"
+        return "total"  # Count (its total counts items: an int), Summation, WeightedSummation
 
     def initial(self) -> Any:
         return self.value(0, 0)

@@ -1,8 +1,9 @@
 """PostgreSQL's :class:`~storage.sql.dialect.Dialect`: ``$n`` placeholders, ``TRUE``/``FALSE``,
 NULLs sorted as on SQLite (first ascending, last descending),
 ``LIMIT NULL`` for no limit, ids from ``INSERT ... RETURNING id``, a failed statement aborts the
-transaction (the neutral writer then works under savepoints), constraint failures read from
-SQLSTATE and the server's detail, and the value codecs of :mod:`storage.postgres.codecs`.
+transaction, constraint failures read from SQLSTATE and the server's detail (a foreign-key
+failure names its link column, from the constraint's name, so the writer needs no look-up after
+it and no savepoint before it), and the value codecs of :mod:`storage.postgres.codecs`.
 
 Rendering (``?`` -> ``$n``) is done by the driver adapter
 (:class:`storage.postgres.connection.Connection`) on every text it gets, so ``renders`` is off:
@@ -53,6 +54,8 @@ class PostgresDialect(Dialect):
     no_limit = None
     renders = False  # the driver adapter renders (see the module)
     failed_statement_aborts = True
+    names_missing_reference = True
+    chains_inserts = True
     # asyncpg's class 23 errors, set when the driver is imported
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
@@ -93,9 +96,24 @@ class PostgresDialect(Dialect):
             columns = found["columns"].split(",") if found else []
             return Violation("unique", tuple(c.strip().strip('"') for c in columns), message)
         if state == "23503":
-            return Violation("foreign key", (), message)
+            return Violation("foreign key", _reference_column(error), message)
         return Violation("other", (), message)
 
 
 POSTGRES = PostgresDialect()
 """The one PostgreSQL dialect (its only state is the memory of rendered texts)."""
+
+
+def _reference_column(error: BaseException) -> tuple[str, ...]:
+    """The link column (``source`` or ``target``) a foreign-key failure is about: from the
+    constraint's name, which PostgreSQL makes ``<table>_<column>_fkey`` for the inline
+    ``REFERENCES`` of :mod:`storage.postgres.ddl` (it shortens the table part, never the
+    column's), else from the detail's ``Key (<column>)=``; () when neither says."""
+    constraint = getattr(error, "constraint_name", None) or ""
+    for column in ("source", "target"):
+        if constraint.endswith(f"_{column}_fkey"):
+            return (column,)
+    found = _KEY.search(getattr(error, "detail", None) or "")
+    if found and found["columns"].strip().strip('"') in ("source", "target"):
+        return (found["columns"].strip().strip('"'),)
+    return ()

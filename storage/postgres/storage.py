@@ -33,11 +33,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from storage.errors import NotSetUpError, StorageError, TransactionError
+from storage.match import MatchExp
 from storage.postgres import errors as pg_errors
 from storage.postgres.address import Address
 from storage.postgres.ddl import POSTGRES_DDL
@@ -159,9 +160,24 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
             return 0.0
         return None
 
-    async def _transaction(self, write: bool, work: Callable[[Connection], T]) -> T:
+    async def delete_internal_where(self, name: str, match: MatchExp | Mapping[str, Any]) -> int:
+        """Delete every matching record without an event, in a transaction of its own: the
+        one DELETE is sent alone, with no BEGIN and COMMIT around it (PostgreSQL runs a lone
+        statement as a transaction by itself)."""
+        schema, statements = self.schema, self._statements
+        return await self._transaction(
+            True,
+            lambda d: self._session(schema, d, statements).delete_internal_where(name, match),
+            alone=True,
+        )
+
+    async def _transaction(
+        self, write: bool, work: Callable[[Connection], T], *, alone: bool = False
+    ) -> T:
         """Run ``work(connection)`` synchronously (through the greenlet bridge) inside one
-        transaction on a pooled connection: commit its result, or roll back and raise."""
+        transaction on a pooled connection: commit its result, or roll back and raise.
+        ``alone``: ``work`` sends exactly one statement, which runs as its own transaction
+        (no BEGIN/COMMIT sent)."""
         pool = self._pool
         if pool is None:
             raise NotSetUpError("PostgresStorage is not set up: await storage.setup(schema) first")
@@ -172,11 +188,16 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
             raise TransactionError(_NESTED)
         if write and not self.concurrent_writes:
             async with self._writes:  # one write at a time (see the class)
-                return await self._attempts(pool, driver, write, work)
-        return await self._attempts(pool, driver, write, work)
+                return await self._attempts(pool, driver, write, work, alone)
+        return await self._attempts(pool, driver, write, work, alone)
 
     async def _attempts(
-        self, pool: Pool, driver: ModuleType, write: bool, work: Callable[[Connection], T]
+        self,
+        pool: Pool,
+        driver: ModuleType,
+        write: bool,
+        work: Callable[[Connection], T],
+        alone: bool = False,
     ) -> T:
         """Run the transaction, and again while :meth:`retry_delay` says so."""
         attempt = 0
@@ -184,7 +205,9 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
             attempt += 1
             connection = await pool.acquire()
             try:
-                result: T = await driver.run_sync(self._in_transaction, connection, write, work)
+                result: T = await driver.run_sync(
+                    self._in_transaction, connection, write, work, alone
+                )
                 return result
             except _Retry as retry:
                 delay = self.retry_delay(retry.reason, attempt)
@@ -196,15 +219,22 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
                 await pool.release(connection)
 
     def _in_transaction(
-        self, connection: Connection, write: bool, work: Callable[[Connection], T]
+        self,
+        connection: Connection,
+        write: bool,
+        work: Callable[[Connection], T],
+        alone: bool = False,
     ) -> T:
         from storage.postgres.bridge import await_
 
         raw = connection.raw
         try:
-            await_(raw.execute(_BEGIN_WRITE if write else _BEGIN_READ))
-            result = work(connection)
-            await_(raw.execute("COMMIT"))
+            if alone:
+                result = work(connection)  # one statement: a transaction by itself
+            else:
+                await_(raw.execute(_BEGIN_WRITE if write else _BEGIN_READ))
+                result = work(connection)
+                await_(raw.execute("COMMIT"))
         except BaseException as exc:
             _roll_back(raw, exc)
             error = _driver_error(exc)

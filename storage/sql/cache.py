@@ -22,11 +22,13 @@ class StatementCache:
 
     __slots__ = (
         "decoders",
+        "deltas",
         "dict_wheres",
         "encoders",
         "gets",
         "id_selects",
         "inserts",
+        "linked",
         "order_bys",
         "plains",
         "planner",
@@ -54,7 +56,9 @@ class StatementCache:
         # writes (storage.sql.writer)
         self.shapes: dict[Any, Any] = {}  # (kind, record, payload keys) -> plans.Shape
         self.inserts: dict[Any, str] = {}  # (record, columns) -> INSERT
+        self.linked: dict[Any, str] = {}  # (record, columns, link, side) -> INSERT ... WITH
         self.updates: dict[Any, str] = {}  # (record, columns) -> UPDATE ... WHERE id = ?
         self.plains: dict[Any, Any] = {}  # (record, columns) -> decoders (() for none)
         self.encoders: dict[str, dict[str, Any]] = {}  # record -> {field: encoder}
+        self.deltas: dict[Any, Any] = {}  # (record, fields and guards, derived) -> statement
         self.planner: Any = None  # the storage.sql.plans.Planner over this memory (made once)

@@ -57,6 +57,20 @@ class Dialect:
     """Whether a failed statement aborts the whole transaction (PostgreSQL) rather than just
     itself (SQLite). When it does, the writer puts a savepoint around each statement whose
     failure it handles (a link to a missing record) instead of carrying on after it."""
+    serializes_writers: ClassVar[bool] = False
+    """Whether a write transaction excludes every other writer from its first read on, so a
+    row it read stays as read until it ends (SQLite: one writer per database, and a write
+    transaction whose read went stale cannot write). Atomic deltas then read the row and
+    write the sums (see :mod:`storage.sql.deltas`)."""
+    chains_inserts: ClassVar[bool] = False
+    """Whether one INSERT can feed another in a statement (a data-modifying ``WITH``,
+    PostgreSQL): a nested create and its link to the new record are then one statement."""
+    names_missing_reference: ClassVar[bool] = False
+    """Whether :meth:`violation` of a failed link INSERT names the link column whose record
+    is missing (``fields == ("source",)`` or ``("target",)``). Where it does and a failed
+    statement aborts the transaction, the writer never runs a statement after a failure, so a
+    write needs no savepoint of its own: any failure leaves the transaction to be rolled back
+    whole (or to a savepoint its caller took), which undoes the write whole."""
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     """The driver's exception classes for constraint failures (see :meth:`violation`)."""
 

@@ -2,8 +2,9 @@
 re-linking a relation to new records, and deleting a record with its links and cascades.
 
 A link to a record that does not exist fails on the link table's foreign key; which end is
-missing is looked up only after the failed statement is undone (on SQLite it undoes itself; where
-the dialect says a failure aborts the transaction, the INSERT runs under a savepoint).
+missing is read from the error where the dialect names it (PostgreSQL), else looked up only after
+the failed statement is undone (on SQLite it undoes itself; where the dialect says a failure
+aborts the transaction, the INSERT runs under a savepoint).
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ class Links(Statements):
         for attribute, items in plan.relations:
             refs: list[Record] = []
             for item in items or ():
-                related = item.ref if item.nested is None else self._resolve(item)
+                nested = item.nested
+                if nested is not None and self._joins_in_one(attribute, item, nested):
+                    refs.append({"id": self._create_linked(attribute, record_id, nested)})
+                    continue
+                related = item.ref if nested is None else self._resolve(item)
                 # The record is new: its own side holds no link yet, only the other may.
                 self._link(
                     attribute,
@@ -48,6 +53,26 @@ class Links(Statements):
                 )
                 refs.append({"id": related})
             record[attribute.name] = refs if attribute.to_many else (refs[0] if refs else None)
+
+    def _joins_in_one(self, attribute: RelationAttribute, item: Item, nested: Plan) -> bool:
+        """Whether a nested create and its link to the record just created can be one
+        statement (see :meth:`_create_linked`): the dialect chains INSERTs, no write here
+        takes a savepoint, the nested record is a plain entity with no relations of its own
+        and the link carries no fields; both ends are new, so the link displaces nothing and
+        its foreign keys cannot fail (a symmetric link is left to the general path)."""
+        return (
+            self._whole
+            and self.dialect.chains_inserts
+            and not item.link_values
+            and not nested.relations
+            and nested.shape.link is None
+            and nested.shape.sql is not None
+            and not attribute.symmetric
+        )
+
+    def _create_linked(self, attribute: RelationAttribute, record_id: Any, nested: Plan) -> Any:
+        """Create ``nested`` and link it to the new record ``record_id``: the writer's."""
+        raise NotImplementedError
 
     def _undo_creates(self, start: int) -> None:
         """Undo a write that only created rows (the events from ``start`` on): delete them,
@@ -104,7 +129,7 @@ class Links(Statements):
             self._unlink_where(link, "source", source)
         columns = {"source": source, "target": target, **values}
         sql = self.planner.insert_sql(link.name, tuple(columns))
-        if self.dialect.failed_statement_aborts:
+        if self.dialect.failed_statement_aborts and not self._whole:
             link_id = self._insert_link_guarded(link, sql, columns, values, origin)
         else:
             try:
@@ -146,7 +171,18 @@ class Links(Statements):
         values: Mapping[str, Any],
         origin: tuple[str, str | None],
     ) -> StorageError:
-        if self.dialect.violation(exc).kind == "foreign key":
+        violation = self.dialect.violation(exc)
+        if violation.kind == "foreign key":
+            if violation.fields:  # the database named the missing end: no look-up
+                column = violation.fields[0]
+                owner, field = origin
+                end = link.source if column == "source" else link.target
+                return MissingReferenceError(owner, field or column, end, columns[column])
+            if self._whole:  # no statement may follow the failure: nothing to look up with
+                return StorageError(
+                    f"{link.name}: a record it links to does not exist ({violation.message})",
+                    record=link.name,
+                )
             return self._missing_endpoint(link, columns["source"], columns["target"], origin)
         return self._integrity_error(link.name, exc, values)
 

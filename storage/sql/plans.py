@@ -44,6 +44,7 @@ class Shape:
 
     __slots__ = (
         "direct",
+        "ends_only",
         "link",
         "name",
         "plains",
@@ -78,6 +79,9 @@ class Shape:
         Plain references then link with one INSERT each (see ``Plan.direct``)."""
         self.whole = whole
         """A link record's payload names both ends (checked after every key, as before)."""
+        self.ends_only = link is not None and not value_keys and len(steps) == 2 and whole
+        """A link record's create payload of its two ends and nothing else: two plain ids
+        are the whole plan (see ``Planner.plan``), with no step to run per key."""
 
 
 class Relation:
@@ -193,6 +197,21 @@ class Planner:
         steps = shape.steps
         if shape.values_only:
             return Plan(shape, data, _encode(name, data, steps))
+        if shape.ends_only and kind == "create":
+            # A link between two records named by plain ids (a like): the ends are the plan.
+            source, target = data["source"], data["target"]
+            if type(source) is dict and type(target) is dict and len(source) == len(target) == 1:
+                source_id, target_id = source.get("id"), target.get("id")
+                if (
+                    type(source_id) is int
+                    and type(target_id) is int
+                    and INT64_MIN <= source_id <= INT64_MAX
+                    and INT64_MIN <= target_id <= INT64_MAX
+                ):
+                    plan = Plan(shape, _NO_LINK_VALUES, _NO_PARAMS)
+                    plan.source, plan.target = source_id, target_id
+                    plan.direct = shape.direct
+                    return plan
         values: dict[str, Any] = {}
         plan = Plan(shape, values, [])
         params = plan.params
@@ -388,6 +407,7 @@ class Planner:
 
 
 _NO_RELATIONS: Relations = []  # shared, never appended to: plans replace it with their own
+_NO_PARAMS: list[Any] = []  # shared by plans with no value fields, never appended to
 _NO_LINK_VALUES: Mapping[str, Any] = MappingProxyType({})
 
 

@@ -239,11 +239,18 @@ class Reader:
         q = self.dialect.quote
         return f"SELECT t.id{''.join(f', t.{q(c)}' for c in columns)} FROM {q(name)} t"
 
-    def snapshots(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> list[Record]:
-        """Full value snapshots (links with ``source``/``target`` refs) of the matching records."""
+    def snapshots(
+        self, name: str, match: MatchExp | Mapping[str, Any] | None, limit: int | None = None
+    ) -> list[Record]:
+        """Full value snapshots (links with ``source``/``target`` refs) of the matching records,
+        in id order (the first ``limit`` of them)."""
         select, columns = self._snapshot_select(name)
         where, params = self.where(name, match, "t")
-        rows = self.run(select + where + " ORDER BY t.id", params).fetchall()
+        if limit is None:
+            rows = self.run(select + where + " ORDER BY t.id", params).fetchall()
+        else:
+            sql = select + where + " ORDER BY t.id LIMIT ?"
+            rows = self.run(sql, [*params, limit]).fetchall()
         return [self._decode_row(name, columns, row) for row in rows]
 
     def snapshots_by_column(self, name: str, column: str, value: Any) -> list[Record]:

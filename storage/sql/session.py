@@ -22,6 +22,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from storage.abc import Derived
+from storage.errors import QueryError
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
 from storage.migration import RelatedTotals
@@ -78,11 +80,15 @@ class SQLSession:
         self.schema.record(name)
         return self._reader.snapshot(name, record_id)
 
-    def snapshots(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> list[Record]:
-        """Full stored value snapshots of every record matching ``match``, in id order: what
-        :meth:`update_record` takes as ``old``."""
+    def snapshots(
+        self, name: str, match: MatchExp | Mapping[str, Any] | None, limit: int | None = None
+    ) -> list[Record]:
+        """Full stored value snapshots of every record matching ``match`` (the first ``limit``
+        of them), in id order: what :meth:`update_record` takes as ``old``."""
         self.schema.record(name)
-        return self._reader.snapshots(name, match)
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise QueryError(f"snapshots of {name}: limit must be an int >= 0, got {limit!r}")
+        return self._reader.snapshots(name, match, limit)
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
         """The named value fields of one record, or None: the cheapest read by id."""
@@ -119,6 +125,19 @@ class SQLSession:
     def count(self, name: str, match: MatchExp | Mapping[str, Any] | None = None) -> int:
         """How many records match."""
         return self._reader.count(name, match)
+
+    def apply_deltas(
+        self,
+        name: str,
+        record_id: Any,
+        deltas: Mapping[str, int | float],
+        derived: Mapping[str, Derived],
+    ) -> WriteResult:
+        """Add ``deltas`` to number fields of one record and set the ``derived`` fields from
+        the new totals, atomically in one ``UPDATE ... RETURNING`` (see
+        :meth:`storage.abc.Session.apply_deltas` and :mod:`storage.sql.deltas`)."""
+        self.schema.record(name)
+        return self._writer.apply_deltas(name, record_id, deltas, derived)
 
     def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
         """Write fields of one record *without* a mutation event.

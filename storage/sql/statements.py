@@ -31,6 +31,7 @@ class Statements:
         "_cache",
         "_inserted_id",
         "_savepoints",
+        "_whole",
         "dialect",
         "events",
         "planner",
@@ -46,6 +47,11 @@ class Statements:
         self.reader = reader
         self.events = events
         self._savepoints = 0
+        # Any failure aborts the transaction and none needs a statement after it (see
+        # Dialect.names_missing_reference): a write is whole without a savepoint of its own.
+        self._whole = reader.dialect.failed_statement_aborts and (
+            reader.dialect.names_missing_reference
+        )
         self._inserted_id = reader.dialect.inserted_id
         self._cache: StatementCache = reader._cache
         planner = reader._cache.planner

@@ -217,6 +217,11 @@ class SQLStorage(Generic[D, S]):
         """Delete every matching record with its links."""
         return await self.run(lambda tx: tx.delete(name, match))
 
+    async def delete_internal_where(self, name: str, match: MatchExp | Mapping[str, Any]) -> int:
+        """Delete every matching record without an event, in a transaction of its own (one
+        statement); returns how many were deleted."""
+        return await self.run(lambda tx: tx.delete_internal_where(name, match))
+
     async def find(
         self,
         name: str,

@@ -7,7 +7,10 @@ known shape is the fast path, with no code of its own. How a create is made atom
 its plan: one INSERT is atomic by itself; a create whose links are plain INSERTs (``direct``)
 undoes its rows if a link fails; anything else (nested creates, displaced links, to-many
 relations, link fields) runs under a savepoint. An update takes a savepoint when it re-links or
-writes several records.
+writes several records. Where a failed statement aborts the transaction and the dialect's
+errors name a missing reference (PostgreSQL), no write takes a savepoint of its own: the writer
+never runs a statement after a failure there, and the aborted transaction can only be rolled
+back whole or to a savepoint its caller took, either of which undoes the write whole.
 
 Every payload is validated completely before the first statement runs, so bad input changes
 nothing; errors that only the database can see (a unique violation) roll back the write's
@@ -29,12 +32,13 @@ from typing import Any
 from storage.errors import StorageError
 from storage.events import MutationEvent, Record, WriteResult
 from storage.match import MatchExp
-from storage.sql.links import Links
+from storage.schema import RelationAttribute
+from storage.sql.deltas import Deltas
 from storage.sql.plans import INT64_MAX, INT64_MIN, Item, Plan
 from storage.sql.reader import chunks, placeholders
 
 
-class Writer(Links):
+class Writer(Deltas):
     """Synchronous writes over one connection; events go to ``events`` in order."""
 
     __slots__ = ()
@@ -42,7 +46,9 @@ class Writer(Links):
     def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
         plan = self.planner.plan("create", name, data)
         start = len(self.events)
-        if not plan.direct:
+        if self._whole:
+            record = self._create(plan)  # a failure aborts the transaction: whole anyway
+        elif not plan.direct:
             with self.atomic(True):
                 record = self._create(plan)
         elif plan.relations:
@@ -103,12 +109,38 @@ class Writer(Links):
         self.events.append(MutationEvent(name, "create", dict(record)))
         return record
 
+    def _create_linked(self, attribute: RelationAttribute, record_id: Any, nested: Plan) -> Any:
+        """A nested create and its link to the new record ``record_id`` in one statement,
+        ``WITH r AS (INSERT <nested> RETURNING id) INSERT INTO <link> ... SELECT ... FROM r``
+        (see ``Links._joins_in_one`` for when): the nested record's create event, then the
+        link's, as two statements would give them."""
+        shape = nested.shape
+        link = attribute.link
+        key = (shape.name, shape.value_keys, link.name, attribute.side)
+        sql = self._cache.linked.get(key)
+        if sql is None:
+            quote = self.dialect.quote
+            ends = "?, r.id" if attribute.side == "source" else "r.id, ?"
+            sql = self._cache.linked[key] = (
+                f"WITH r AS ({shape.sql}) INSERT INTO {quote(link.name)} (source, target) "
+                f"SELECT {ends} FROM r RETURNING id, {quote(attribute.other)}"
+            )
+        params, values = nested.params, nested.values
+        link_id, nested_id = self._execute(shape.name, sql, [*params, record_id], values).fetchone()
+        record: Record = {"id": nested_id}
+        _read_back(record, values, params, shape.plains)
+        self.events.append(MutationEvent(shape.name, "create", record))
+        ends_of = {attribute.side: {"id": record_id}, attribute.other: {"id": nested_id}}
+        link_record = {"id": link_id, "source": ends_of["source"], "target": ends_of["target"]}
+        self.events.append(MutationEvent(link.name, "create", link_record))
+        return nested_id
+
     def update_record(self, name: str, old: Record, data: Mapping[str, Any]) -> WriteResult:
         """Update one record whose full snapshot the caller has just read (saves a read)."""
         plan = self.planner.plan("update", name, data)
         start = len(self.events)
         if plan.relations:
-            with self.atomic(True):
+            with self.atomic(not self._whole):
                 records = self._update_rows(name, plan, [old])
         else:
             records = [self._update_one(name, plan, old)]
@@ -130,7 +162,7 @@ class Writer(Links):
         if not old_rows:
             return WriteResult([], [])
         if len(old_rows) > 1 or plan.relations:
-            with self.atomic(True):
+            with self.atomic(not self._whole):
                 records = self._update_rows(name, plan, old_rows)
         else:
             records = [self._update_one(name, plan, old_rows[0])]
@@ -186,7 +218,8 @@ class Writer(Links):
         rows = self.reader.snapshots(name, match)
         deleted: set[tuple[str, Any]] = set()
         # One row of a record type no link touches is a single DELETE: atomic by itself.
-        with self.atomic(len(rows) > 1 or (bool(rows) and bool(self.schema.links_touching(name)))):
+        several = len(rows) > 1 or (bool(rows) and bool(self.schema.links_touching(name)))
+        with self.atomic(several and not self._whole):
             for row in rows:
                 self._delete_record(name, row, deleted)
         return WriteResult(rows, self.events[start:])

@@ -34,6 +34,7 @@ class SQLiteDialect(Dialect):
     no_limit = -1
     renders = False
     failed_statement_aborts = False
+    serializes_writers = True
     integrity_errors = (sqlite3.IntegrityError,)
 
     def insert(self, table: str, columns: Sequence[str]) -> str:
