@@ -12,6 +12,7 @@ internal to the package.
 
 from storage.abc import Match, Session, Storage
 from storage.errors import (
+    ConflictError,
     FieldTypeError,
     InvalidDataError,
     MatchError,
@@ -44,6 +45,7 @@ from storage.url import from_url
 
 __all__ = [
     "LINK_FIELDS_KEY",
+    "ConflictError",
     "Field",
     "FieldTypeError",
     "Index",

@@ -53,6 +53,8 @@ class PostgresDialect(Dialect):
     no_limit = None
     renders = False  # the driver adapter renders (see the module)
     failed_statement_aborts = True
+    # Writers of several connections and processes take turns on the rows they read to write.
+    row_lock = " FOR UPDATE OF t"
     # asyncpg's class 23 errors, set when the driver is imported
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 

@@ -239,11 +239,16 @@ class Reader:
         q = self.dialect.quote
         return f"SELECT t.id{''.join(f', t.{q(c)}' for c in columns)} FROM {q(name)} t"
 
-    def snapshots(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> list[Record]:
-        """Full value snapshots (links with ``source``/``target`` refs) of the matching records."""
+    def snapshots(
+        self, name: str, match: MatchExp | Mapping[str, Any] | None, lock: bool = False
+    ) -> list[Record]:
+        """Full value snapshots (links with ``source``/``target`` refs) of the matching records;
+        with ``lock``, the rows are locked until the transaction ends (the dialect's
+        ``row_lock``)."""
         select, columns = self._snapshot_select(name)
         where, params = self.where(name, match, "t")
-        rows = self.run(select + where + " ORDER BY t.id", params).fetchall()
+        locking = self.dialect.row_lock if lock else ""
+        rows = self.run(select + where + " ORDER BY t.id" + locking, params).fetchall()
         return [self._decode_row(name, columns, row) for row in rows]
 
     def snapshots_by_column(self, name: str, column: str, value: Any) -> list[Record]:
@@ -252,16 +257,18 @@ class Reader:
         rows = self.run(sql, (value,)).fetchall()
         return [self._decode_row(name, columns, row) for row in rows]
 
-    def snapshot(self, name: str, record_id: Any) -> Record | None:
-        """The full value snapshot of one record by id, or None."""
+    def snapshot(self, name: str, record_id: Any, lock: bool = False) -> Record | None:
+        """The full value snapshot of one record by id, or None; with ``lock``, the row is
+        locked until the transaction ends (the dialect's ``row_lock``)."""
         cached = self._cache.snapshots.get(name)
         if cached is None:
             select, columns = self._snapshot_select(name)
             decoders = self._decoders(name, columns)
             plan = list(zip(columns, decoders, strict=True))
-            cached = self._cache.snapshots[name] = (f"{select} WHERE t.id = ?", plan)
-        sql, plan = cached
-        row = self.run(sql, (record_id,)).fetchone()
+            by_id = f"{select} WHERE t.id = ?"
+            cached = self._cache.snapshots[name] = (by_id, plan, by_id + self.dialect.row_lock)
+        sql, plan, locking = cached
+        row = self.run(locking if lock else sql, (record_id,)).fetchone()
         if row is None:
             return None
         record: Record = {"id": row[0]}

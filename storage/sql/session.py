@@ -42,7 +42,7 @@ class SQLSession:
     (a fresh one when not given: correct, just slower).
     """
 
-    __slots__ = ("_reader", "_writer", "events", "schema")
+    __slots__ = ("_reader", "_writer", "events", "locks_rows", "schema")
 
     def __init__(
         self,
@@ -53,6 +53,9 @@ class SQLSession:
     ) -> None:
         self.schema = schema
         self.events: list[MutationEvent] = []
+        self.locks_rows = bool(dialect.row_lock)
+        """Whether ``lock=True`` reads lock rows (False: a write transaction holds the whole
+        database, as on SQLite, and a locked read is a plain one)."""
         # The driver's own execute where the dialect renders nothing (SQLite): no call between.
         run = driver.execute if not dialect.renders else bind(driver, dialect)
         self._reader = reader = Reader(schema, run, dialect, cache or StatementCache())
@@ -73,16 +76,22 @@ class SQLSession:
         read in this transaction; the same as ``update(name, {"id": ...}, data)`` less a read."""
         return self._writer.update_record(name, old, data)
 
-    def snapshot(self, name: str, record_id: Any) -> Record | None:
-        """The full stored value snapshot of one record (links with source/target), or None."""
-        self.schema.record(name)
-        return self._reader.snapshot(name, record_id)
+    def snapshot(self, name: str, record_id: Any, lock: bool = False) -> Record | None:
+        """The full stored value snapshot of one record (links with source/target), or None.
 
-    def snapshots(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> list[Record]:
-        """Full stored value snapshots of every record matching ``match``, in id order: what
-        :meth:`update_record` takes as ``old``."""
+        With ``lock`` the row is locked until the transaction ends (``SELECT ... FOR UPDATE``
+        where the dialect has row locks; SQLite's write transaction holds the whole database
+        already): read it so before writing what is derived from it."""
         self.schema.record(name)
-        return self._reader.snapshots(name, match)
+        return self._reader.snapshot(name, record_id, lock)
+
+    def snapshots(
+        self, name: str, match: MatchExp | Mapping[str, Any] | None, lock: bool = False
+    ) -> list[Record]:
+        """Full stored value snapshots of every record matching ``match``, in id order: what
+        :meth:`update_record` takes as ``old``; ``lock`` as for :meth:`snapshot`."""
+        self.schema.record(name)
+        return self._reader.snapshots(name, match, lock)
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
         """The named value fields of one record, or None: the cheapest read by id."""
