@@ -182,3 +182,61 @@ async def test_a_conflicted_transaction_runs_again_and_only_its_last_run_is_seen
     assert published == [*a_events, *b_events] or published == [*b_events, *a_events]
     assert sorted(ran) == sorted((h["who"], h["id"]) for h in hits)
     assert await controller.side_effects.pending() == []  # every intent done and removed
+
+
+async def test_recomputing_while_another_storage_writes_keeps_counts_exact(
+    postgres_storage_factory: PostgresFactory,
+) -> None:
+    """One controller likes a post (its writes take turns), another recomputes the counts at
+    the same time on its own connections, as a second process would: the recomputation locks
+    the hosts before it sums, so no like is lost or counted twice."""
+
+    def entities() -> list[r.Entity]:
+        post = r.Entity(
+            "Post",
+            [
+                r.Property("title"),
+                r.Property("n", "number", computation=r.Count(property="hits")),
+            ],
+        )
+        hit = r.Entity("Hit", [r.Property("who")])
+        return [post, hit]
+
+    def relation(ents: list[r.Entity]) -> r.Relation:
+        return r.Relation(ents[1], "post", ents[0], "hits", "n:1")
+
+    writer_store = await postgres_storage_factory()
+    writing = entities()
+    writer = r.Controller(writer_store, writing, [relation(writing)])
+    await writer.setup()
+    recomputing = entities()
+    other = r.Controller(
+        await postgres_storage_factory(schema=writer_store.schema_name),
+        recomputing,
+        [relation(recomputing)],
+    )
+    await other.setup(install=False)
+    posts = [await writer.storage.create("Post", {"title": f"p{i}"}) for i in range(3)]
+
+    async def like() -> None:
+        for i in range(_N * 2):
+            target = posts[i % len(posts)]
+            await writer.storage.create("Hit", {"who": f"w{i}", "post": {"id": target["id"]}})
+
+    async def recompute() -> int:
+        rounds = 0
+        while not liking.done():
+            await other.recompute("Post.n", batch_size=2)
+            rounds += 1
+        return rounds
+
+    liking = asyncio.ensure_future(like())
+    rounds = await recompute()
+    await liking
+    assert rounds >= 1
+    for post in posts:
+        found = await writer.storage.find_one("Post", {"id": post["id"]}, ["n"])
+        hits = await writer.storage.count("Hit", {"post.id": post["id"]})
+        assert found is not None and found["n"] == hits == _N * 2 // len(posts)
+    report = await writer.verify()
+    assert report.ok, report.differences
