@@ -11,16 +11,21 @@ nothing of a failed run was kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import uuid
 from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from storage import ConflictError, Field, PostgresStorage, RecordType, Schema, Session
 from storage.postgres.bridge import await_
 from storage.postgres.session import PostgresSession
 
-from ..conftest import PostgresFactory
+from ..conftest import PostgresFactory, dispose_postgres, open_postgres
 
 _WAIT = 20.0  # seconds any one synchronisation step may take before the test fails
 
@@ -253,3 +258,84 @@ async def test_concurrent_increments_are_exact_at_either_isolation(
 
     await asyncio.gather(*(store.run(add_one) for _ in range(30)))
     assert await _n(store, counter) == 30
+
+
+# -- any interleaving (hypothesis) -------------------------------------------------------------
+
+_ROWS = 3
+_EXAMPLES = int(os.environ.get("INTERAQT_MAX_EXAMPLES", "0") or 0) or 15
+
+
+@settings(
+    max_examples=_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    bodies=st.lists(
+        st.lists(st.integers(0, _ROWS - 1), min_size=1, max_size=4), min_size=2, max_size=4
+    ),
+    isolation=st.sampled_from(["read committed", "serializable"]),
+)
+@example(bodies=[[0, 1], [1, 0]], isolation="read committed")  # a deadlock, every time
+@example(bodies=[[2], [2], [2, 2]], isolation="serializable")  # serialization failures
+def test_any_interleaving_of_read_then_write_bodies_is_exact(
+    postgres_url: str, bodies: list[list[int]], isolation: str
+) -> None:
+    """Bodies at once, each incrementing rows in its own order (a row more than once too),
+    meeting after their first increment so that they overlap: row locks (READ COMMITTED) or
+    SERIALIZABLE with retries, deadlocks broken and run again: every increment counts once,
+    and every body's Log row is there once."""
+    asyncio.run(_interleave(postgres_url, bodies, isolation))
+
+
+async def _interleave(url: str, bodies: list[list[int]], isolation: str) -> None:
+    # Deadlocks are found after deadlock_timeout (1 s by default): 50 ms keeps examples short.
+    fast = url + ("&" if "?" in url else "?") + "deadlock_timeout=50ms"
+    store = await open_postgres(
+        fast,
+        schema=f"t_{uuid.uuid4().hex[:16]}",
+        isolation=isolation,
+        attempts=50,
+        concurrent_writes=True,
+        pool_size=len(bodies),
+    )
+    try:
+        await store.setup(_schema())
+        rows = await _counters(store, *([0] * _ROWS))
+        arrived: list[int] = []
+        everyone = asyncio.Event()
+        runs: list[int] = []
+
+        def meet() -> None:
+            """Wait a little for the others (those blocked on a lock never come)."""
+            arrived.append(1)
+            if len(arrived) >= len(bodies):
+                everyone.set()
+            with contextlib.suppress(TimeoutError):
+                await_(asyncio.wait_for(everyone.wait(), 0.05))
+
+        def body(number: int, order: list[int]) -> Any:
+            def run(tx: Session) -> int:
+                runs.append(number)
+                tx.create("Log", {"who": str(number), "run": runs.count(number)})
+                for position, index in enumerate(order):
+                    old = tx.snapshot("Counter", rows[index], lock=isolation == "read committed")
+                    assert old is not None
+                    tx.update("Counter", {"id": rows[index]}, {"n": old["n"] + 1})
+                    if position == 0 and runs.count(number) == 1:
+                        meet()
+                return number
+
+            return run
+
+        done = await asyncio.gather(*(store.run(body(i, o)) for i, o in enumerate(bodies)))
+        assert done == list(range(len(bodies)))
+        expected = Counter(index for order in bodies for index in order)
+        assert [await _n(store, rows[i]) for i in range(_ROWS)] == [
+            expected[i] for i in range(_ROWS)
+        ]
+        assert await _logs(store) == Counter(str(i) for i in range(len(bodies)))
+        assert len(runs) == len(bodies) + store.conflicts  # a run per conflict, no more
+    finally:
+        await dispose_postgres(store)
