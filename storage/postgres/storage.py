@@ -33,8 +33,9 @@ Isolation and several processes. Write transactions run READ COMMITTED (``isolat
 "serializable"`` makes them SERIALIZABLE). Under READ COMMITTED each statement reads what was
 committed when it began, so a body that reads a row and writes what it derived from it must
 lock the row first: :meth:`Session.snapshot` with ``lock=True`` is ``SELECT ... FOR UPDATE``
-here (the engine's StateMachine, Custom and Transform read their host that way, and the
-aggregates apply their deltas in one atomic UPDATE). After the lock, every later statement of
+here (the engine's StateMachine, Custom and Transform read their host that way; the
+aggregates are to apply their deltas in one atomic UPDATE, which takes the row lock itself,
+and until they do they lose concurrent updates, see the README). After the lock, every later statement of
 the body sees what earlier holders of the lock committed, which is why a computation reading
 many rows (a Custom over a collection) stays right without SERIALIZABLE: its host is locked
 before it reads. SERIALIZABLE would not help against READ COMMITTED writers anyway (PostgreSQL
