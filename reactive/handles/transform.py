@@ -85,13 +85,12 @@ class TransformHandle(Handle):
     ) -> list[dict[str, Any]]:
         """What the callback derives from one source record now (ids left out); ``source``:
         the source record as the callback gets it, when the caller read it already."""
-        if source is not None:
-            pass
-        elif event is not None and all(f in event.record for f in self.watched):
-            # A create event carries every field the engine wrote: no need to read it back.
-            source = {"id": source_id, **{f: event.record[f] for f in self.watched}}
-        else:
-            source = ctx.find_one(self.source, {"id": source_id}, self.query)
+        if source is None:
+            if event is not None and all(f in event.record for f in self.watched):
+                # A create event carries every field the engine wrote: no need to read it back.
+                source = {"id": source_id, **{f: event.record[f] for f in self.watched}}
+            else:
+                source = ctx.find_one(self.source, {"id": source_id}, self.query)
         if source is None:
             return []
         result = self.callback(source, ctx)
