@@ -119,9 +119,11 @@ class TransactionContext:
         # Full snapshots read through snapshot(), replaced (never mutated: events hold them as
         # old_record) by the transaction's update events and dropped by its deletes.
         self._snapshots: dict[tuple[str, Any], Record] = {}
+        # Keys of the snapshots read with a row lock (held until the transaction ends, or the
+        # savepoint it was taken in rolls back); only kept where locks mean anything.
+        self._locked: set[tuple[str, Any]] = set()
+        self._locks_rows = session.locks_rows
         self._dictionary_ids: dict[str, Any] = {}
-        # Dictionaries whose row this transaction holds locked (see dictionary_row(lock=True)).
-        self._locked: set[str] = set()
         # find_one answers for equalities on own fields, per record name: dropped by any event
         # that could change them (see _forget_lookups).
         self._lookups: dict[str, dict[Any, Record | None]] = {}
@@ -197,9 +199,9 @@ class TransactionContext:
         except BaseException:
             self.fresh.clear()
             self._snapshots.clear()
+            self._locked.clear()  # PostgreSQL lets go of the row locks taken inside it
             self._lookups.clear()
             self._dictionary_ids.clear()
-            self._locked.clear()  # a rolled-back savepoint may release its row locks
             raise
 
     def later_in_write(self) -> Sequence[MutationEvent]:
@@ -215,18 +217,31 @@ class TransactionContext:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def snapshot(self, name: str, record_id: Any) -> Record | None:
+    def snapshot(self, name: str, record_id: Any, lock: bool = False) -> Record | None:
         """The full stored value snapshot of one record (hidden fields included), or None.
 
         Read from the database once per transaction, then kept current by the transaction's
         own events: a chain of computations on one record reads it once. The dict is shared:
-        treat it as read-only."""
-        found = self._snapshots.get((name, record_id))
+        treat it as read-only.
+
+        ``lock=True``: read it with a row lock held to the end of the transaction (``SELECT
+        ... FOR UPDATE`` on PostgreSQL), so that no other transaction changes it before what
+        is derived from it is written; read again when the held snapshot was read without
+        one. Where write transactions are exclusive (SQLite) it is a plain read."""
+        key = (name, record_id)
+        found = self._snapshots.get(key)
+        if lock and self._locks_rows and key not in self._locked:
+            found = None
         if found is None:
-            found = self.session.snapshot(name, record_id)
+            lock = lock and self._locks_rows
+            found = self.session.snapshot(name, record_id, lock)
             if found is not None:
                 # Keyed by the stored id: events carry it, so updates find the entry.
-                self._snapshots[(name, found["id"])] = found
+                stored = (name, found["id"])
+                self._snapshots[stored] = found
+                if lock:
+                    self._locked.add(stored)
+                    self._locked.add(key)
         return found
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
@@ -264,7 +279,7 @@ class TransactionContext:
         """``{"id": ...}`` of the first match (in id order, as ``find_one``). The row is read
         whole in the same statement and remembered as its snapshot: a record looked up is
         usually read next (a computation's target), which then costs no statement."""
-        rows = self.session.snapshots(name, match, 1)
+        rows = self.session.snapshots(name, match, limit=1)
         if not rows:
             return None
         row = rows[0]
@@ -304,23 +319,12 @@ class TransactionContext:
 
     def dictionary_row(self, name: str, lock: bool = False) -> Record | None:
         """The row holding dictionary ``name`` (``id``, ``key``, ``value``, ``state``), or None.
-        Read once per transaction, then kept current like any snapshot.
-
-        ``lock``: the row is to be written from what it holds (an aggregate's running totals).
-        The first time in the transaction, it is locked (a write of its key to itself, so
-        that another transaction writing it waits for this one to end) and read afresh after
-        the lock: no concurrent transaction can change it between this read and the commit, so
-        nothing written from it is lost. Costs one statement more per dictionary and
-        transaction."""
-        if lock and name not in self._locked:
-            self._locked.add(name)
-            if self.session.write_internal_where(DICTIONARY_RECORD, {"key": name}, {"key": name}):
-                record_id = self._dictionary_ids.pop(name, None)
-                if record_id is not None:
-                    self._snapshots.pop((DICTIONARY_RECORD, record_id), None)
+        Read once per transaction, then kept current like any snapshot; ``lock`` as for
+        :meth:`snapshot` (a row not there yet is not locked: its creation is, by the unique
+        key)."""
         record_id = self._dictionary_ids.get(name)
         if record_id is not None:
-            found = self.snapshot(DICTIONARY_RECORD, record_id)
+            found = self.snapshot(DICTIONARY_RECORD, record_id, lock)
             if found is not None:
                 return found
         columns = list(self.schema.fields(DICTIONARY_RECORD))  # all of them: a full snapshot
@@ -328,6 +332,8 @@ class TransactionContext:
         if row is not None:
             self._snapshots[(DICTIONARY_RECORD, row["id"])] = row
             self._dictionary_ids[name] = row["id"]
+            if lock and self._locks_rows:
+                return self.snapshot(DICTIONARY_RECORD, row["id"], True)
         return row
 
     # -- writes (the engine's: no user-write checks) ------------------------------------------
@@ -359,16 +365,17 @@ class TransactionContext:
         record_id = match.get("id") if type(match) is dict and len(match) == 1 else None
         if type(record_id) is int and type(data) is dict:
             old = self._snapshots.get((name, record_id))
-            if old is None and computed:
+            if computed and (old is None or (self._locks_rows and not self._is_locked(name, old))):
                 # One read, not kept: one user write per record is the common case, and a kept
-                # snapshot costs every later event.
-                old = self.session.snapshot(name, record_id)
+                # snapshot costs every later event. Locked: the computed values are derived
+                # from it, and no other writer may change it before they are written.
+                old = self.session.snapshot(name, record_id, True)
             if old is not None:
                 if not computed:
                     return self._write_one(name, old, data, (), True)
                 return self._write_computed(name, computed, [old], data)
         if computed and type(data) is dict:
-            olds = self.session.snapshots(name, match)
+            olds = self.session.snapshots(name, match, lock=True)
             if olds:
                 return self._write_computed(name, computed, olds, data)
             # Nothing matched: the storage's own update still checks the data, writes nothing.
@@ -474,6 +481,9 @@ class TransactionContext:
             self.create(DICTIONARY_RECORD, {"key": name, **data})
         else:
             self.update(DICTIONARY_RECORD, {"id": row["id"]}, data)  # a held snapshot
+
+    def _is_locked(self, name: str, snapshot: Record) -> bool:
+        return (name, snapshot["id"]) in self._locked
 
     def forget(self, name: str) -> None:
         """Drop what the caches hold of record type ``name``: after a bulk statement made

@@ -58,8 +58,9 @@ _ERROR_DESCRIPTIONS = {
     "422": "The interaction was rejected (a condition or computation refused it)",
     "429": "Too many requests: retry after the number of seconds in Retry-After",
     "500": "Internal error (details are logged by the server, never sent)",
-    "503": "Busy (the database's write lock was held elsewhere too long, or every password "
-    "hash slot is taken): nothing was written; retry after the seconds in Retry-After",
+    "503": "Busy (the database's write lock was held elsewhere too long, the write kept "
+    "conflicting with concurrent ones, or every password hash slot is taken): nothing was "
+    "written; retry after the seconds in Retry-After",
 }
 
 

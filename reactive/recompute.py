@@ -25,6 +25,15 @@ item at once:
   (the machine stays in ``report.skipped``).
 - Custom: likewise history: rows without a value get ``initial``; not checked.
 
+Concurrent writers (PostgreSQL, several connections or processes). A recomputation that
+writes locks what it writes before it reads what it sums: the host rows of its id range (a
+property aggregate) or the dictionary's row, with ``SELECT ... FOR UPDATE`` (a no-op on SQLite,
+whose write transaction holds the whole file). Under READ COMMITTED every later statement then
+sees what each writer that had touched those rows committed, and a writer that has not yet
+applied its delta waits and applies it on top of the recomputed value, so none is counted
+twice or lost. SERIALIZABLE would not do this: PostgreSQL checks serializability only among
+SERIALIZABLE transactions, and the engine's writers run READ COMMITTED.
+
 Costs: one pass over the items of each computation (SQL: one statement per id range). Writes
 here emit no mutation events except the Transform's (values recomputed are bookkeeping, not
 user changes); nothing is published and no side effect starts.
@@ -242,6 +251,8 @@ class _PropertyAggregate(Recomputation):
         return out
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
+        if ctx.session.locks_rows:  # the hosts first, then the items (see the module)
+            ctx.session.snapshots(self.h.host_record, _in_range("id", id_range), lock=True)
         if self.spec is not None:
             ctx.session.write_related_totals(self.spec, self._outputs(), id_range)
             ctx.forget(self.h.host_record)  # written behind the context's caches
@@ -295,6 +306,7 @@ class _DictionaryAggregate(Recomputation):
         return row.get("value"), value, stored_state, state
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
+        ctx.dictionary_row(self.h.target, lock=True)  # before the records (see the module)
         found = self._differs(ctx)
         if found is not None:
             ctx.set_dictionary(self.h.target, found[1], found[3])

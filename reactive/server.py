@@ -48,7 +48,10 @@ dispatches) with a real status code:
     503  the database stayed locked by another process for the storage's ``busy_timeout``
          (``storage_busy``, a ``StorageBusyError``): nothing was written; a ``Retry-After``
          header and ``details.retry_after`` say when to try again (seconds). The wait itself
-         never blocks the server: other requests are answered meanwhile.
+         never blocks the server: other requests are answered meanwhile. Also
+         ``storage_conflict`` (a ``ConflictError``): the transaction kept conflicting with
+         concurrent ones (PostgreSQL serialization failures or deadlocks) past the storage's
+         ``attempts``; nothing was written, ``Retry-After: 1``.
 
 ``r.APIError(status, code, message)`` and aiohttp's ``web.HTTPException`` raised anywhere (a
 handler or a middleware) become the envelope with their status; the error middleware is the
@@ -81,7 +84,7 @@ from reactive.wire import (
     dump_json,
     parse_object,
 )
-from storage import StorageBusyError
+from storage import ConflictError, StorageBusyError
 
 log = logging.getLogger("reactive.server")
 
@@ -255,6 +258,18 @@ def _busy(request: web.Request, exc: StorageBusyError) -> web.Response:
     )
 
 
+def _conflict(request: web.Request, exc: ConflictError) -> web.Response:
+    log.warning("%s %s answered 503: %s", request.method, request.path, exc)
+    return error_response(
+        503,
+        "storage_conflict",
+        f"the write conflicted with concurrent ones {exc.attempts} times; nothing was written, "
+        "try again in 1 s",
+        {"retry_after": 1, "attempts": exc.attempts},
+        headers={hdrs.RETRY_AFTER: "1"},
+    )
+
+
 def _error_middleware(max_body_size: int) -> Middleware:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -273,6 +288,8 @@ def _error_middleware(max_body_size: int) -> Middleware:
             return response
         except StorageBusyError as exc:
             return _busy(request, exc)
+        except ConflictError as exc:
+            return _conflict(request, exc)
         except Exception as exc:
             if isinstance(exc, ConnectionError) and _client_gone(request):
                 # The client went away (mid-body, or before the answer): nothing is wrong on
@@ -289,7 +306,7 @@ def _error_middleware(max_body_size: int) -> Middleware:
 
 def _dispatch_failure(error: DispatchError) -> Exception:
     code = error.code
-    if isinstance(error.cause, StorageBusyError):
+    if isinstance(error.cause, StorageBusyError | ConflictError):
         return error.cause  # the error middleware answers 503 with Retry-After
     if code == "unknown_interaction":
         return APIError(404, code, error.message)

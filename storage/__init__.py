@@ -12,6 +12,7 @@ internal to the package.
 
 from storage.abc import Derived, DerivedKind, Match, Session, Storage
 from storage.errors import (
+    ConflictError,
     FieldTypeError,
     InvalidDataError,
     MatchError,
@@ -45,6 +46,7 @@ from storage.url import from_url
 
 __all__ = [
     "LINK_FIELDS_KEY",
+    "ConflictError",
     "Derived",
     "DerivedKind",
     "Field",

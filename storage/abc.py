@@ -73,6 +73,9 @@ class Session(Protocol):
 
     schema: Schema
     events: list[MutationEvent]
+    locks_rows: bool
+    """Whether ``lock=True`` reads lock rows; False where a write transaction holds the whole
+    database (SQLite), so a locked read is a plain one and a reader may reuse an unlocked one."""
 
     def create(self, name: str, data: Mapping[str, Any]) -> WriteResult:
         """Create a record (with nested related records and links)."""
@@ -90,12 +93,18 @@ class Session(Protocol):
         """Delete every matching record with its links and declared cascades."""
         ...
 
-    def snapshot(self, name: str, record_id: Any) -> Record | None:
-        """The full stored value snapshot of one record, or None."""
+    def snapshot(self, name: str, record_id: Any, lock: bool = False) -> Record | None:
+        """The full stored value snapshot of one record, or None. ``lock=True``: the row is
+        locked against other writers until the transaction ends (``SELECT ... FOR UPDATE``;
+        a no-op where write transactions are exclusive): read a record so before writing what
+        is derived from it, and no concurrent transaction can change it in between."""
         ...
 
-    def snapshots(self, name: str, match: Match, limit: int | None = None) -> list[Record]:
-        """Full snapshots of every matching record (the first ``limit``), in id order."""
+    def snapshots(
+        self, name: str, match: Match, limit: int | None = None, lock: bool = False
+    ) -> list[Record]:
+        """Full snapshots of every matching record (the first ``limit``), in id order
+        (``lock``: as for :meth:`snapshot`)."""
         ...
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:

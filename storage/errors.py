@@ -145,3 +145,18 @@ class TotalRangeError(StorageError, ValueError):
             field=field,
         )
         self.total = total
+
+
+class ConflictError(StorageError):
+    """A transaction kept conflicting with concurrent ones, and the storage stopped running it.
+
+    A serialization failure or a deadlock (PostgreSQL SQLSTATE ``40001``/``40P01``) rolls a
+    transaction back; the storage runs the body again, whole, up to its bound of ``attempts``.
+    This is raised when the last run conflicted too. Nothing of the transaction was written;
+    the same call may succeed later. ``sqlstate`` is the last conflict's code.
+    """
+
+    def __init__(self, message: str, *, attempts: int, sqlstate: str | None = None):
+        super().__init__(message)
+        self.attempts = attempts
+        self.sqlstate = sqlstate

@@ -131,7 +131,9 @@ class StateMachineHandle(Handle):
         ctx: TransactionContext,
     ) -> None:
         assert self.host is not None
-        current = ctx.snapshot(self.host, target_id)
+        # Locked (SELECT ... FOR UPDATE on PostgreSQL): the step reads the state and writes the
+        # next one; a concurrent step of the same record waits, then reads this one's result.
+        current = ctx.snapshot(self.host, target_id, lock=True)
         if current is None:
             return
         state = current[self.state_field] or self.initial_state.name
@@ -146,7 +148,7 @@ class StateMachineHandle(Handle):
     def _step_dictionary(
         self, transfers: list[_Transfer], event: MutationEvent, ctx: TransactionContext
     ) -> None:
-        row = ctx.dictionary_row(self.target)
+        row = ctx.dictionary_row(self.target, lock=True)
         state = ((row or {}).get("state") or {}).get("state") or self.initial_state.name
         node = self._choose(state, transfers)
         if node is None:
@@ -203,15 +205,18 @@ class CustomHandle(Handle):
         index = self._by_route.get((event.record_name, event.type))
         if index is None or not index.matching(event):
             return
+        # The host (record or dictionary row) is read locked before compute runs, so whatever
+        # compute reads after it (a collection through ctx.storage included) is at least what
+        # every earlier computation of this host committed: see storage.postgres.
         if self.host is None:
-            row = ctx.dictionary_row(self.target)
+            row = ctx.dictionary_row(self.target, lock=True)
             value = self.compute((row or {}).get("value"), event, ctx)
             if value is not UNCHANGED:
                 ctx.set_dictionary(self.target, value, None)
             return
         assert self.compute_target is not None
         for target_id in target_ids(self.compute_target(event, ctx), self.name):
-            current = ctx.snapshot(self.host, target_id)
+            current = ctx.snapshot(self.host, target_id, lock=True)
             if current is None:
                 continue
             first = dict(current) if self.decl.with_record else current[self.target]

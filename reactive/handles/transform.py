@@ -77,15 +77,20 @@ class TransformHandle(Handle):
         return any(k in event.record and old.get(k) != event.record[k] for k in self.watched)
 
     def derived_rows(
-        self, source_id: Any, ctx: TransactionContext, event: MutationEvent | None = None
+        self,
+        source_id: Any,
+        ctx: TransactionContext,
+        event: MutationEvent | None = None,
+        source: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """What the callback derives from one source record now (ids left out)."""
-        source: dict[str, Any] | None
-        if event is not None and all(f in event.record for f in self.watched):
-            # A create event carries every field the engine wrote: no need to read it back.
-            source = {"id": source_id, **{f: event.record[f] for f in self.watched}}
-        else:
-            source = ctx.find_one(self.source, {"id": source_id}, self.query)
+        """What the callback derives from one source record now (ids left out); ``source``:
+        the source record as the callback gets it, when the caller read it already."""
+        if source is None:
+            if event is not None and all(f in event.record for f in self.watched):
+                # A create event carries every field the engine wrote: no need to read it back.
+                source = {"id": source_id, **{f: event.record[f] for f in self.watched}}
+            else:
+                source = ctx.find_one(self.source, {"id": source_id}, self.query)
         if source is None:
             return []
         result = self.callback(source, ctx)
@@ -103,8 +108,17 @@ class TransformHandle(Handle):
 
     def refresh(self, source_id: Any, ctx: TransactionContext) -> None:
         """Bring one source's derived records to what the callback gives now: updated in place
-        by position, created, surplus deleted."""
-        rows = self.derived_rows(source_id, ctx)
+        by position, created, surplus deleted.
+
+        The source is read with a row lock (``SELECT ... FOR UPDATE`` on PostgreSQL): two
+        transactions refreshing one source's records take turns, and the second derives from
+        what the first committed."""
+        held = ctx.snapshot(self.source, source_id, lock=True)
+        if held is None:
+            rows: list[dict[str, Any]] = []
+        else:
+            source = {"id": held["id"], **{f: held.get(f) for f in self.watched}}
+            rows = self.derived_rows(source_id, ctx, source=source)
         fields = [k for k in ctx.schema.fields(self.output)]
         existing = ctx.find(
             self.output, {self.source_field: source_id}, fields, order_by={self.index_field: "asc"}

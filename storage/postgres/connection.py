@@ -39,6 +39,7 @@ from asyncpg.prepared_stmt import PreparedStatement
 from storage.postgres.address import Address, connect_error
 from storage.postgres.bridge import await_
 from storage.postgres.dialect import POSTGRES
+from storage.postgres.errors import RETRY_STATES, sqlstate
 
 _render = POSTGRES.render
 STATEMENT_CACHE_SIZE = 512
@@ -54,6 +55,11 @@ class Connection:
         """Whether this transaction ran DDL (the pool then drops every connection's statements
         once it commits)."""
         self.epoch = 0
+        self.conflict: BaseException | None = None
+        """The serialization failure or deadlock (SQLSTATE 40001/40P01) a statement of the
+        running transaction met, or None: the storage runs the body again when it is set,
+        whatever the body made of the error (caught, wrapped). Cleared when a transaction
+        begins."""
         self._statements: OrderedDict[str, PreparedStatement] = OrderedDict()
         self._savepoints = 0
 
@@ -75,25 +81,40 @@ class Connection:
         parameters are sent as simple queries, never prepared (each savepoint name would be a
         statement of its own; DDL is :meth:`script`)."""
         sql = _render(sql)
-        if not params and sql.startswith(_UNPREPARED):
-            if sql.startswith(_DDL):
-                self.script(sql)
-            else:
-                await_(self.raw.execute(sql))
-            return Cursor([], -1)
-        statement = self._prepared(sql)
-        rows = await_(statement.fetch(*params))
+        try:
+            if not params and sql.startswith(_UNPREPARED):
+                if sql.startswith(_DDL):
+                    self.script(sql)
+                else:
+                    await_(self.raw.execute(sql))
+                return Cursor([], -1)
+            statement = self._prepared(sql)
+            rows = await_(statement.fetch(*params))
+        except asyncpg.PostgresError as exc:
+            if sqlstate(exc) in RETRY_STATES:
+                self.conflict = exc
+            raise
         return Cursor(rows, _count(statement.get_statusmsg()))
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Cursor:
         """Run one statement once per parameter row (pipelined: about one round trip)."""
-        await_(self._prepared(_render(sql)).executemany(params))
+        try:
+            await_(self._prepared(_render(sql)).executemany(params))
+        except asyncpg.PostgresError as exc:
+            if sqlstate(exc) in RETRY_STATES:
+                self.conflict = exc
+            raise
         return Cursor([], -1)
 
     def script(self, sql: str) -> None:
         """Run DDL or other parameterless SQL (several statements allowed); clears the
         prepared statements of this connection, whose plans it may invalidate."""
-        await_(self.raw.execute(sql))
+        try:
+            await_(self.raw.execute(sql))
+        except asyncpg.PostgresError as exc:
+            if sqlstate(exc) in RETRY_STATES:
+                self.conflict = exc
+            raise
         self.forget_statements()
         self.ran_ddl = True
 

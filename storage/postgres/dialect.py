@@ -56,6 +56,8 @@ class PostgresDialect(Dialect):
     failed_statement_aborts = True
     names_missing_reference = True
     chains_inserts = True
+    # Writers of several connections and processes take turns on the rows they read to write.
+    row_lock = " FOR UPDATE OF t"
     # asyncpg's class 23 errors, set when the driver is imported
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 

@@ -73,6 +73,10 @@ class Dialect:
     whole (or to a savepoint its caller took), which undoes the write whole."""
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     """The driver's exception classes for constraint failures (see :meth:`violation`)."""
+    row_lock: ClassVar[str] = ""
+    """What ends a ``SELECT ... FROM <table> t`` to lock the rows it reads until the
+    transaction ends (PostgreSQL: `` FOR UPDATE OF t``); empty where a write transaction
+    holds the whole database already (SQLite's ``BEGIN IMMEDIATE``)."""
 
     def quote(self, name: str) -> str:
         """An identifier, quoted."""

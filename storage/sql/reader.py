@@ -240,16 +240,22 @@ class Reader:
         return f"SELECT t.id{''.join(f', t.{q(c)}' for c in columns)} FROM {q(name)} t"
 
     def snapshots(
-        self, name: str, match: MatchExp | Mapping[str, Any] | None, limit: int | None = None
+        self,
+        name: str,
+        match: MatchExp | Mapping[str, Any] | None,
+        limit: int | None = None,
+        lock: bool = False,
     ) -> list[Record]:
         """Full value snapshots (links with ``source``/``target`` refs) of the matching records,
-        in id order (the first ``limit`` of them)."""
+        in id order (the first ``limit`` of them); with ``lock``, the rows are locked until the
+        transaction ends (the dialect's ``row_lock``)."""
         select, columns = self._snapshot_select(name)
         where, params = self.where(name, match, "t")
+        locking = self.dialect.row_lock if lock else ""
         if limit is None:
-            rows = self.run(select + where + " ORDER BY t.id", params).fetchall()
+            rows = self.run(select + where + " ORDER BY t.id" + locking, params).fetchall()
         else:
-            sql = select + where + " ORDER BY t.id LIMIT ?"
+            sql = select + where + " ORDER BY t.id LIMIT ?" + locking
             rows = self.run(sql, [*params, limit]).fetchall()
         return [self._decode_row(name, columns, row) for row in rows]
 
@@ -259,16 +265,18 @@ class Reader:
         rows = self.run(sql, (value,)).fetchall()
         return [self._decode_row(name, columns, row) for row in rows]
 
-    def snapshot(self, name: str, record_id: Any) -> Record | None:
-        """The full value snapshot of one record by id, or None."""
+    def snapshot(self, name: str, record_id: Any, lock: bool = False) -> Record | None:
+        """The full value snapshot of one record by id, or None; with ``lock``, the row is
+        locked until the transaction ends (the dialect's ``row_lock``)."""
         cached = self._cache.snapshots.get(name)
         if cached is None:
             select, columns = self._snapshot_select(name)
             decoders = self._decoders(name, columns)
             plan = list(zip(columns, decoders, strict=True))
-            cached = self._cache.snapshots[name] = (f"{select} WHERE t.id = ?", plan)
-        sql, plan = cached
-        row = self.run(sql, (record_id,)).fetchone()
+            by_id = f"{select} WHERE t.id = ?"
+            cached = self._cache.snapshots[name] = (by_id, plan, by_id + self.dialect.row_lock)
+        sql, plan, locking = cached
+        row = self.run(locking if lock else sql, (record_id,)).fetchone()
         if row is None:
             return None
         record: Record = {"id": row[0]}

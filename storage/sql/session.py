@@ -44,7 +44,7 @@ class SQLSession:
     (a fresh one when not given: correct, just slower).
     """
 
-    __slots__ = ("_reader", "_writer", "events", "schema")
+    __slots__ = ("_reader", "_writer", "events", "locks_rows", "schema")
 
     def __init__(
         self,
@@ -55,6 +55,9 @@ class SQLSession:
     ) -> None:
         self.schema = schema
         self.events: list[MutationEvent] = []
+        self.locks_rows = bool(dialect.row_lock)
+        """Whether ``lock=True`` reads lock rows (False: a write transaction holds the whole
+        database, as on SQLite, and a locked read is a plain one)."""
         # The driver's own execute where the dialect renders nothing (SQLite): no call between.
         run = driver.execute if not dialect.renders else bind(driver, dialect)
         self._reader = reader = Reader(schema, run, dialect, cache or StatementCache())
@@ -75,20 +78,29 @@ class SQLSession:
         read in this transaction; the same as ``update(name, {"id": ...}, data)`` less a read."""
         return self._writer.update_record(name, old, data)
 
-    def snapshot(self, name: str, record_id: Any) -> Record | None:
-        """The full stored value snapshot of one record (links with source/target), or None."""
+    def snapshot(self, name: str, record_id: Any, lock: bool = False) -> Record | None:
+        """The full stored value snapshot of one record (links with source/target), or None.
+
+        With ``lock`` the row is locked until the transaction ends (``SELECT ... FOR UPDATE``
+        where the dialect has row locks; SQLite's write transaction holds the whole database
+        already): read it so before writing what is derived from it."""
         self.schema.record(name)
-        return self._reader.snapshot(name, record_id)
+        return self._reader.snapshot(name, record_id, lock)
 
     def snapshots(
-        self, name: str, match: MatchExp | Mapping[str, Any] | None, limit: int | None = None
+        self,
+        name: str,
+        match: MatchExp | Mapping[str, Any] | None,
+        limit: int | None = None,
+        lock: bool = False,
     ) -> list[Record]:
         """Full stored value snapshots of every record matching ``match`` (the first ``limit``
-        of them), in id order: what :meth:`update_record` takes as ``old``."""
+        of them), in id order: what :meth:`update_record` takes as ``old``; ``lock`` as for
+        :meth:`snapshot`."""
         self.schema.record(name)
         if limit is not None and (type(limit) is not int or limit < 0):
             raise QueryError(f"snapshots of {name}: limit must be an int >= 0, got {limit!r}")
-        return self._reader.snapshots(name, match, limit)
+        return self._reader.snapshots(name, match, limit, lock)
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
         """The named value fields of one record, or None: the cheapest read by id."""

@@ -24,6 +24,13 @@ passed the call raises :class:`StorageBusyError`. Re-running is safe because a b
 synchronous function of the database alone (the engine builds a new transaction context for
 each run); a body must not keep state of its own across runs.
 
+Several processes on one file. Every write transaction begins with the write lock (``BEGIN
+IMMEDIATE``), so the write transactions of all processes take turns and each reads what the
+previous ones committed: a read-then-write in a body loses nothing, and ``lock=True`` reads
+need no lock of their own (``Session.locks_rows`` is False). A process that waits longer than
+its ``busy_timeout`` gets :class:`StorageBusyError`, nothing written (``busy_timeout=0``: at
+once). Tested with two processes liking one post through the engine (``tests/cluster``).
+
 Faults. Every failure reaches the caller as a :class:`StorageError` with SQLite's real cause:
 when SQLite has rolled back by itself (a full disk, an I/O error) no ``ROLLBACK`` is sent, and a
 ``ROLLBACK`` that fails is noted on the original error, never raised instead of it. A write

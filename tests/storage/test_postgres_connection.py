@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from storage import PostgresStorage, StorageError
+from storage import ConflictError, PostgresStorage, StorageError
 from storage.errors import NotSetUpError, TransactionError
 from storage.postgres.bridge import BridgeError, await_, run_sync
 from storage.postgres.connection import Connection
@@ -292,51 +292,104 @@ async def test_a_statement_the_server_calls_stale_runs_the_body_again(
 _RAISE = "DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '{}'; END $$"
 
 
-async def test_a_serialization_failure_says_nothing_was_written(
+async def test_a_serialization_failure_that_persists_is_a_conflict_error_naming_the_attempts(
+    postgres_storage_factory: PostgresFactory,
+) -> None:
+    store = await postgres_storage_factory(attempts=3)
+    await store._transaction(True, _table)
+    runs: list[int] = []
+
+    def body(c: Connection) -> None:
+        runs.append(1)
+        c.execute("INSERT INTO t VALUES ($1, 'x')", [len(runs)])
+        c.script(_RAISE.format("40001"))
+
+    with pytest.raises(ConflictError, match=r"gave up after 3 attempts.*40001.*nothing was wri"):
+        await store._transaction(True, body)
+    assert len(runs) == 3
+    assert await _rows(store) == []
+
+
+async def test_a_deadlock_runs_the_whole_body_again(
     postgres_storage_factory: PostgresFactory,
 ) -> None:
     store = await postgres_storage_factory()
     await store._transaction(True, _table)
+    runs: list[int] = []
+
+    def body(c: Connection) -> int:
+        runs.append(1)
+        c.execute("INSERT INTO t VALUES ($1, 'x')", [len(runs)])
+        if len(runs) < 3:
+            c.script(_RAISE.format("40P01"))
+        return len(runs)
+
+    assert await store._transaction(True, body) == 3
+    assert await _rows(store) == [(3, "x")]  # the two failed runs left nothing
+    assert store.conflicts == 2
+
+
+async def test_a_conflict_the_body_caught_still_voids_the_run(
+    postgres_storage_factory: PostgresFactory,
+) -> None:
+    """A computation may catch or wrap the error of a statement it made; the run is void all
+    the same (the transaction is aborted), and it is run again."""
+    store = await postgres_storage_factory()
+    await store._transaction(True, _table)
+    runs: list[int] = []
+
+    def body(c: Connection) -> int:
+        runs.append(1)
+        c.execute("INSERT INTO t VALUES ($1, 'x')", [len(runs)])
+        if len(runs) == 1:
+            try:
+                c.execute(_RAISE.format("40001"))
+            except Exception:
+                raise ValueError("a computation's own wrapping") from None
+        return len(runs)
+
+    assert await store._transaction(True, body) == 2
+    assert await _rows(store) == [(2, "x")]
+
+
+async def test_an_error_of_the_body_is_not_retried(
+    postgres_storage_factory: PostgresFactory,
+) -> None:
+    store = await postgres_storage_factory()
+    runs: list[int] = []
 
     def body(c: Connection) -> None:
-        c.execute("INSERT INTO t VALUES (1, 'x')")
-        c.script(_RAISE.format("40001"))
+        runs.append(1)
+        raise ValueError("the body's own")
 
-    with pytest.raises(StorageError, match=r"40001.*nothing was written"):
+    with pytest.raises(ValueError, match="the body's own"):
         await store._transaction(True, body)
-    assert await _rows(store) == []
+    assert runs == [1]
 
 
-class _Retrying(PostgresStorage):
-    """The retry hook as the next issue will fill it: run a conflicted body again."""
-
-    def retry_delay(self, error: BaseException, attempt: int) -> float | None:
-        if "40P01" in str(error) and attempt < 3:
-            return 0.001
-        return super().retry_delay(error, attempt)
+@pytest.mark.parametrize("attempts", [0, -1, 1.5, True, "8"])
+def test_a_bad_attempts_is_refused(attempts: Any) -> None:
+    with pytest.raises(ValueError, match="attempts must be a positive number"):
+        PostgresStorage("postgresql://u@127.0.0.1/db", attempts=attempts)
 
 
-async def test_the_retry_hook_runs_the_whole_body_again(postgres_url: str) -> None:
-    from tests.conftest import drop_schema
+def test_a_bad_isolation_is_refused() -> None:
+    with pytest.raises(ValueError, match="isolation must be 'read committed' or 'serializable'"):
+        PostgresStorage("postgresql://u@127.0.0.1/db", isolation="repeatable read")  # type: ignore[arg-type]
 
-    store = _Retrying(postgres_url, schema="t_retry_hook")
-    try:
-        await store._connect()
-        await store._transaction(True, _table)
-        runs: list[int] = []
 
-        def body(c: Connection) -> int:
-            runs.append(1)
-            c.execute("INSERT INTO t VALUES ($1, 'x')", [len(runs)])
-            if len(runs) < 3:
-                c.script(_RAISE.format("40P01"))
-            return len(runs)
+def test_conflict_waits_are_jittered_below_a_doubling_cap_and_stop_at_the_bound() -> None:
+    from storage.postgres.storage import FIRST_BACKOFF, MAX_BACKOFF, _Conflict
 
-        assert await store._transaction(True, body) == 3
-        assert await _rows(store) == [(3, "x")]  # the two failed runs left nothing
-    finally:
-        await store.close()
-        await drop_schema(postgres_url, "t_retry_hook")
+    store = PostgresStorage("postgresql://u@127.0.0.1/db", attempts=8)
+    conflict = _Conflict("conflict", "40001")
+    for attempt in range(1, 8):
+        cap = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 1))
+        waits = [store.retry_delay(conflict, attempt) for _ in range(200)]
+        assert all(w is not None and cap / 10 <= w <= cap for w in waits)
+        assert len(set(waits)) > 100  # drawn, not fixed: processes do not retry in step
+    assert store.retry_delay(conflict, 8) is None
+    assert store.retry_delay(StorageError("not a conflict"), 1) is None
 
 
 async def test_a_fault_of_the_store_is_kept_until_a_write_commits(

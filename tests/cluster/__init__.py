@@ -1,0 +1,1 @@
+"""Several real processes on one database (PostgreSQL schema or SQLite file)."""
