@@ -59,6 +59,13 @@ class Dialect:
     failure it handles (a link to a missing record) instead of carrying on after it."""
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     """The driver's exception classes for constraint failures (see :meth:`violation`)."""
+    clock: ClassVar[str | None] = None
+    """SQL for the database's own clock in seconds since the epoch (lease times; see
+    :mod:`storage.lease`), or None where the database has none and the caller's clock is bound
+    as a parameter instead (SQLite)."""
+    skip_locked: ClassVar[str] = ""
+    """What a claim's row selection ends with so that concurrent claims pass over each other's
+    rows (PostgreSQL: `` FOR UPDATE SKIP LOCKED``); empty where writes never run at once."""
 
     def quote(self, name: str) -> str:
         """An identifier, quoted."""
