@@ -588,6 +588,9 @@ class SideEffectQueue:
             return renewed, set(held) - mine
 
         renewed, lost = await self._controller.backend.run(body)
+        # Intents finished and removed while the renewal ran (its transaction interleaves with
+        # the removal's on a backend that runs several at once) were not lost.
+        lost &= self._held
         if lost:
             self._held.difference_update(lost)
             log.warning(
