@@ -140,6 +140,7 @@ class SQLiteStorage(SQLStorage[sqlite3.Connection, SQLiteSession]):
         self._handle: sqlite3.Connection | None = None  # its sqlite3 handle (storage.sqlite.aio)
         self._active = False
         self._active_thread: int | None = None
+        self._leaders: list[signals.FileLeader] = []
 
     # -- several processes on one file (see storage.lease and storage.sqlite.signals) --------
 
@@ -163,7 +164,9 @@ class SQLiteStorage(SQLStorage[sqlite3.Connection, SQLiteSession]):
     def leader(self, name: str) -> Leader:
         """Leadership of ``name`` among the processes on this file: an ``flock`` on
         ``<path>.lead-<name>`` (an in-memory database always leads)."""
-        return signals.FileLeader(self._database_key(), name)
+        leader = signals.FileLeader(self._database_key(), name)
+        self._leaders.append(leader)
+        return leader
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -272,7 +275,11 @@ class SQLiteStorage(SQLStorage[sqlite3.Connection, SQLiteSession]):
         return self._write_fault
 
     async def close(self) -> None:
-        """Close the connection. Further use raises :class:`NotSetUpError`."""
+        """Close the connection and give up this storage's leaderships. Further use raises
+        :class:`NotSetUpError`."""
+        leaders, self._leaders = self._leaders, []
+        for leader in leaders:
+            await leader.resign()
         connection, self._connection, self._handle = self._connection, None, None
         if connection is not None:
             await connection.close()

@@ -97,7 +97,7 @@ async def test_one_process_sweeps_and_another_takes_over_when_it_is_killed(
         first = await stuck_call(controller)
 
         async def failed(call_id: Any) -> bool:
-            return await status(controller, call_id) == "failed"
+            return bool(await status(controller, call_id) == "failed")
 
         await wait_until(lambda: failed(first), "the leader failing a stuck call", TAKEOVER)
         sweeps = worker.read_sweeps(journal)
