@@ -6,17 +6,38 @@ record, and removed when the handler finishes. Each run carries a stable idempot
 parked as *dead* with its error: visible through :class:`SideEffectQueue` and re-runnable.
 
 Leases (several processes on one database). Every intent is owned by at most one queue at a
-time: ``lease_owner`` (unique per queue: host, pid, random) and ``lease_until`` (seconds on the
-queue's clock, :class:`SideEffectLeases`). An intent is written already leased to the process
-that wrote it; the owner renews the leases it holds (one UPDATE per ``renew_every``); another
-process takes an intent over only once its lease has expired (at setup, and every
-``reclaim_every`` while it runs), with one conditional UPDATE per intent (``set owner where
-id = ? and (owner is null or lease_until < now)``) whose affected count says who won. Writes of
-the owner (attempt counts, removal, parking) are fenced by ``lease_owner``: a process that lost
-its lease changes nothing of an intent another process now owns. A graceful close releases the
-leases it holds, so a sibling process picks them up at its next reclaim. Backend-neutral: the
-queue needs only ``write_internal_where`` / ``delete_internal_where`` with their counts (on
-PostgreSQL the claim becomes ``FOR UPDATE SKIP LOCKED`` and the clock the database's).
+time: ``lease_owner`` (unique per queue: host, pid, random) and ``lease_until`` (seconds since
+the epoch on the *database's* clock where it has one, PostgreSQL's ``clock_timestamp()`` read
+inside each statement; on SQLite, whose processes share one host, the queue's ``clock``). The
+lease arithmetic is the storage's (:mod:`storage.lease`); this module never names a backend.
+
+- Written leased: an intent is inserted already leased to the process that wrote it (one
+  INSERT in the writing transaction), which runs it after the commit. With
+  ``SideEffectLeases(run_here=False)`` it is inserted unowned instead, nothing runs here, and
+  after the commit a wake-up (:meth:`storage.abc.Storage.notify`: a NOTIFY sent from a
+  dedicated connection, never inside the transaction, coalesced) tells the claiming processes.
+- Renewed: the owner renews the leases it holds (one UPDATE per batch of 500 every
+  ``renew_every``); an intent whose renewal matches nothing was taken over and is let go.
+- Claimed: a queue takes intents nobody owns or whose lease expired (their process died, or
+  closed and released them) with :meth:`storage.abc.Storage.claim`, in batches (500, or the
+  room ``max_held`` leaves): one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)
+  RETURNING`` on PostgreSQL, so claimers never wait for nor double-take each other's rows;
+  SQLite's single writer makes the same statement atomic (after a read that finds nothing free
+  in the usual case, taking no write lock). It claims at setup, at every wake-up (LISTEN on a
+  dedicated connection; in-process on SQLite), when room frees up after a full claim, and every
+  ``reclaim_every`` seconds (the backstop: a notification is a hint, and an expiry announces
+  nothing). A process that dies keeps its intents for at most ``duration`` seconds; then the
+  next claim anywhere runs them again, with the same idempotency key.
+- Fenced: the owner's writes (attempt counts, removal, parking) match ``lease_owner``: a queue
+  that lost a lease changes nothing of an intent another now owns. A graceful close releases
+  its leases and wakes the others.
+- Everywhere: ``pending()``, ``dead()`` and ``rerun(id)`` read and write the shared table, so any
+  process sees and re-runs any process's intents (``rerun`` leases to the caller, or, with
+  ``run_here=False``, leaves the intent unowned and wakes the claimers).
+
+What the guarantee is: while an intent's lease holds, no other process starts it; a handler
+that outlives its lease (a process stalled past ``duration``) may run twice, which the
+idempotency key covers (at-least-once).
 
 Failure paths. Every way a run can end is one of: done (intent removed), a retry (backoff, or
 a lease left to expire so that a reclaim runs it again), or dead (parked). A storage error while
@@ -26,8 +47,10 @@ storage takes them (the lease is renewed meanwhile). Each failure is logged once
 an error); retries of bookkeeping are logged at debug level.
 
 Costs: one INSERT per create side effect (in the writing transaction), one DELETE per finished
-batch of handlers, one UPDATE per held batch of 500 intents every ``renew_every`` and one SELECT
-(plus an UPDATE per claimed intent) every ``reclaim_every``.
+intent (batched into one transaction per loop turn), one UPDATE per held batch of 500 intents
+every ``renew_every``, one claim statement per claiming round (on SQLite a SELECT first, and no
+write when nothing is free), and on PostgreSQL two dedicated connections per process (LISTEN,
+and NOTIFY when ``run_here=False`` or at close) besides the pool.
 """
 
 from __future__ import annotations
@@ -179,9 +202,14 @@ class SideEffectLeases:
     ``duration``: seconds an intent stays owned without a renewal; a process that dies holds
     its intents this long before another takes them over. ``renew_every``: seconds between
     renewals (default a third of ``duration``; must be shorter). ``reclaim_every``: seconds
-    between looks for intents whose lease expired while this process runs. ``clock``: seconds
-    since the epoch, the one source of every lease time (inject a fake one in tests; processes
-    sharing a database need clocks that agree to well within ``duration``).
+    between looks for intents whose lease expired while this process runs (the backstop of
+    the wake-ups). ``clock``: seconds since the epoch, the lease clock on databases without
+    one of their own (SQLite: inject a fake one in tests; processes sharing the file need
+    clocks that agree to well within ``duration``); on PostgreSQL the server's clock is used
+    and this one is ignored. ``run_here``: False for a process that writes intents and hands
+    them to the others (inserted unowned, announced after commit; it runs and claims none).
+    ``max_held``: the most intents this queue holds at once through claims (None: batches of
+    500); a bound spreads a backlog over the claiming processes.
     """
 
     duration: float = attrs.field(default=30.0, validator=_interval("duration"))
