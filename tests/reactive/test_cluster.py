@@ -37,7 +37,7 @@ from . import cluster_worker as worker
 ROOT = Path(__file__).resolve().parents[2]
 INTENTS = int(os.environ.get("CLUSTER_INTENTS", "1000"))
 WORKERS = 3
-LEASE = 1.5
+LEASE = 3.0
 MAX_HELD = 8
 BOUND = 60.0  # only stops a hang
 
