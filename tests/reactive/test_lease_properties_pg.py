@@ -78,12 +78,26 @@ class PostgresLeaseMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coroutine)
 
     def _settle(self) -> None:
+        """Let the queues catch up: handlers started for every change of owner, and finished
+        intents removed (PostgreSQL answers over the network, a loaded machine slowly). Bounded:
+        a run that never starts is then reported by the invariants."""
+
+        def quiet() -> bool:
+            # Every task of a queue is a handler waiting at its gate: no removal in flight.
+            for name, controller in self.controllers.items():
+                waiting = sum(len(g) for (queue, _), g in self.gates.items() if queue == name)
+                if len(controller.side_effects._tasks) != waiting:
+                    return False
+            return Counter(key for _, key in self.runs) == self.acquired
+
         async def turns() -> None:
-            for _ in range(30):
-                await asyncio.sleep(0)
-            await asyncio.sleep(0.01)  # a fenced removal's round trip
-            for _ in range(30):
-                await asyncio.sleep(0)
+            give_up = time.monotonic() + 10.0
+            while True:
+                for _ in range(30):
+                    await asyncio.sleep(0)
+                if quiet() or time.monotonic() > give_up:
+                    return
+                await asyncio.sleep(0.005)
 
         self._run(turns())
 
