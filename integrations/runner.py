@@ -5,6 +5,22 @@ crash is still made after restart), reads ``request_params``, calls ``submit(par
 idempotency_key)`` with retries, per-attempt timeouts and an overall deadline, records every
 attempt, and writes the unified events. A concrete integration implements ``submit`` (and
 ``query`` for asynchronous APIs) in terms of its API module; it never touches APICall fields.
+
+Periodic work has one leader per cluster. The deadline sweeper and the pollers run in one
+process at a time among all processes on the database: the one holding the leadership
+``interaqt.<name>.periodic`` (:meth:`storage.abc.Storage.leader`: a session-level advisory
+lock on a dedicated connection on PostgreSQL, an ``flock`` beside the file on SQLite). Every
+process tries to take it at setup and then every ``leader_retry`` seconds; when the leader
+dies its lock goes with its connection (or file descriptor) and another process takes over
+at its next try, so within ``leader_retry`` seconds (plus the sweep interval before its first
+sweep). The new leader starts a poller for every open call with a provider task id, and
+looks for such calls every ``poll.initial`` seconds (calls submitted in other processes);
+a process that is not the leader submits calls but polls none. Costs: one ``SELECT 1`` (or
+one ``pg_try_advisory_lock``) per process every ``leader_retry`` seconds, one dedicated
+connection per process, and in the leader one indexed read of open calls per
+``poll.initial`` seconds when polling is on. A leader whose connection broke while it lives
+learns so at its next check: for at most ``leader_retry`` seconds two processes may sweep or
+poll, which is harmless because both write events that are stored once.
 """
 
 from __future__ import annotations
@@ -23,7 +39,7 @@ from integrations.base import Integration
 from integrations.clock import Clock, SystemClock
 from integrations.events import IntegrationEvents, PendingEvent
 from integrations.retry import ProviderError, RetryPolicy, is_transient
-from storage import MatchExp, is_id
+from storage import Leader, MatchExp, is_id
 
 log = logging.getLogger("integrations.runner")
 
@@ -78,6 +94,7 @@ class APICallIntegration(Integration):
         poll: PollPolicy | None = None,
         clock: Clock | None = None,
         sweep_interval: float = 30.0,
+        leader_retry: float = 2.0,
         environ: Any = None,
     ):
         super().__init__(environ)
@@ -86,9 +103,24 @@ class APICallIntegration(Integration):
         self.poll = poll
         self.clock: Clock = clock or SystemClock()
         self.sweep_interval = sweep_interval
+        if isinstance(leader_retry, bool) or not isinstance(leader_retry, int | float):
+            raise ValueError(f"leader_retry must be a number of seconds, got {leader_retry!r}")
+        if not 0 < leader_retry <= 3600:
+            raise ValueError(
+                f"leader_retry must be above 0 and at most 3600 s, got {leader_retry!r}"
+            )
+        self.leader_retry = float(leader_retry)
         self.controller: r.Controller | None = None
         self._events: IntegrationEvents | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._leader: Leader | None = None
+        self._periodic: set[asyncio.Task[Any]] = set()  # sweeper and pollers, leader only
+        self._polling: set[Any] = set()  # calls a poller of this process follows
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process runs the periodic work (the sweeper and the pollers) now."""
+        return self._leader is not None and self._leader.held
 
     # -- what a concrete integration implements ---------------------------------------------
 
@@ -133,23 +165,87 @@ class APICallIntegration(Integration):
     async def setup(self, controller: r.Controller) -> None:
         self.controller = controller
         self._events = IntegrationEvents(controller, self.model.event, self.model.event_fields)
-        self._spawn(self._sweep_forever())
-        if self.poll is not None:
-            cf = self.model.fields
-            open_calls = await controller.storage.find(
-                self.call_name,
-                MatchExp.atom(cf.status, "in", ["pending", "processing"])
-                & MatchExp.atom(cf.external_id, "is not null"),
-                [cf.external_id],
-            )
-            for call in open_calls:
-                self._spawn(self._poll(call["id"], call[cf.external_id]))
+        self._leader = controller.backend.leader(f"interaqt.{self.name}.periodic")
+        await self._lead_or_follow()
+        self._spawn(self._leadership_forever())
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._periodic]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        leader, self._leader = self._leader, None
+        if leader is not None:
+            await leader.resign()
+
+    # -- leadership of the periodic work (see the module) -----------------------------------
+
+    async def _lead_or_follow(self) -> None:
+        """One try: take (or keep) the leadership and start the periodic work when it is
+        new, or stop it when the leadership was lost."""
+        assert self._leader is not None
+        was = bool(self._periodic)
+        try:
+            now = await self._leader.try_lead()
+        except Exception as exc:
+            log.warning("%s: could not try the leadership of periodic work: %s", self.name, exc)
+            now = False
+        if now and not was:
+            log.info("%s: this process now runs the sweeper and the pollers", self.name)
+            self._spawn_periodic(self._sweep_forever())
+            if self.poll is not None:
+                self._spawn_periodic(self._discover_forever())
+        elif was and not now:
+            log.warning("%s: leadership lost; the sweeper and pollers stop here", self.name)
+            await self._stop_periodic()
+
+    async def _leadership_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.leader_retry)  # real time: liveness, not business time
+            await self._lead_or_follow()
+
+    def _spawn_periodic(self, coroutine: Any, call_id: Any = None) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._periodic.add(task)
+        task.add_done_callback(self._periodic.discard)
+        task.add_done_callback(self._unexpected_end)
+        if call_id is not None:
+            self._polling.add(call_id)
+            task.add_done_callback(lambda _t: self._polling.discard(call_id))
+
+    async def _stop_periodic(self) -> None:
+        tasks = list(self._periodic)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._polling.clear()
+
+    async def _discover_forever(self) -> None:
+        """The leader's look for open calls with a provider task id that no poller here
+        follows (submitted in another process, or left by a leader that died)."""
+        assert self.poll is not None
+        while True:
+            try:
+                await self._discover()
+            except Exception as exc:
+                log.warning("%s: looking for calls to poll failed, will retry: %s", self.name, exc)
+            # Real time, as for the leadership: how soon a poller starts is not business time.
+            await asyncio.sleep(self.poll.initial)
+
+    async def _discover(self) -> int:
+        cf = self.model.fields
+        open_calls = await self._controller().storage.find(
+            self.call_name,
+            MatchExp.atom(cf.status, "in", ["pending", "processing"])
+            & MatchExp.atom(cf.external_id, "is not null"),
+            [cf.external_id],
+        )
+        started = 0
+        for call in open_calls:
+            if call["id"] not in self._polling:
+                self._spawn_periodic(self._poll(call["id"], call[cf.external_id]), call["id"])
+                started += 1
+        return started
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -255,8 +351,9 @@ class APICallIntegration(Integration):
             return
         events.append(PendingEvent("initialized", submitted.task_id, call_id))
         await self.events.write_many(events)
-        if self.poll is not None:
-            self._spawn(self._poll(call_id, submitted.task_id))
+        if self.poll is not None and self.leading and call_id not in self._polling:
+            # Elsewhere the leader's next look for open calls starts its poller.
+            self._spawn_periodic(self._poll(call_id, submitted.task_id), call_id)
 
     # -- status: poll, query, sweep ----------------------------------------------------------
 

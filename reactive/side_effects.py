@@ -6,17 +6,38 @@ record, and removed when the handler finishes. Each run carries a stable idempot
 parked as *dead* with its error: visible through :class:`SideEffectQueue` and re-runnable.
 
 Leases (several processes on one database). Every intent is owned by at most one queue at a
-time: ``lease_owner`` (unique per queue: host, pid, random) and ``lease_until`` (seconds on the
-queue's clock, :class:`SideEffectLeases`). An intent is written already leased to the process
-that wrote it; the owner renews the leases it holds (one UPDATE per ``renew_every``); another
-process takes an intent over only once its lease has expired (at setup, and every
-``reclaim_every`` while it runs), with one conditional UPDATE per intent (``set owner where
-id = ? and (owner is null or lease_until < now)``) whose affected count says who won. Writes of
-the owner (attempt counts, removal, parking) are fenced by ``lease_owner``: a process that lost
-its lease changes nothing of an intent another process now owns. A graceful close releases the
-leases it holds, so a sibling process picks them up at its next reclaim. Backend-neutral: the
-queue needs only ``write_internal_where`` / ``delete_internal_where`` with their counts (on
-PostgreSQL the claim becomes ``FOR UPDATE SKIP LOCKED`` and the clock the database's).
+time: ``lease_owner`` (unique per queue: host, pid, random) and ``lease_until`` (seconds since
+the epoch on the *database's* clock where it has one, PostgreSQL's ``clock_timestamp()`` read
+inside each statement; on SQLite, whose processes share one host, the queue's ``clock``). The
+lease arithmetic is the storage's (:mod:`storage.lease`); this module never names a backend.
+
+- Written leased: an intent is inserted already leased to the process that wrote it (one
+  INSERT in the writing transaction), which runs it after the commit. With
+  ``SideEffectLeases(run_here=False)`` it is inserted unowned instead, nothing runs here, and
+  after the commit a wake-up (:meth:`storage.abc.Storage.notify`: a NOTIFY sent from a
+  dedicated connection, never inside the transaction, coalesced) tells the claiming processes.
+- Renewed: the owner renews the leases it holds (one UPDATE per batch of 500 every
+  ``renew_every``); an intent whose renewal matches nothing was taken over and is let go.
+- Claimed: a queue takes intents nobody owns or whose lease expired (their process died, or
+  closed and released them) with :meth:`storage.abc.Storage.claim`, in batches (500, or the
+  room ``max_held`` leaves): one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)
+  RETURNING`` on PostgreSQL, so claimers never wait for nor double-take each other's rows;
+  SQLite's single writer makes the same statement atomic (after a read that finds nothing free
+  in the usual case, taking no write lock). It claims at setup, at every wake-up (LISTEN on a
+  dedicated connection; in-process on SQLite), when room frees up after a full claim, and every
+  ``reclaim_every`` seconds (the backstop: a notification is a hint, and an expiry announces
+  nothing). A process that dies keeps its intents for at most ``duration`` seconds; then the
+  next claim anywhere runs them again, with the same idempotency key.
+- Fenced: the owner's writes (attempt counts, removal, parking) match ``lease_owner``: a queue
+  that lost a lease changes nothing of an intent another now owns. A graceful close releases
+  its leases and wakes the others.
+- Everywhere: ``pending()``, ``dead()`` and ``rerun(id)`` read and write the shared table, so any
+  process sees and re-runs any process's intents (``rerun`` leases to the caller, or, with
+  ``run_here=False``, leaves the intent unowned and wakes the claimers).
+
+What the guarantee is: while an intent's lease holds, no other process starts it; a handler
+that outlives its lease (a process stalled past ``duration``) may run twice, which the
+idempotency key covers (at-least-once).
 
 Failure paths. Every way a run can end is one of: done (intent removed), a retry (backoff, or
 a lease left to expire so that a reclaim runs it again), or dead (parked). A storage error while
@@ -26,13 +47,16 @@ storage takes them (the lease is renewed meanwhile). Each failure is logged once
 an error); retries of bookkeeping are logged at debug level.
 
 Costs: one INSERT per create side effect (in the writing transaction), one DELETE per finished
-batch of handlers, one UPDATE per held batch of 500 intents every ``renew_every`` and one SELECT
-(plus an UPDATE per claimed intent) every ``reclaim_every``.
+intent (batched into one transaction per loop turn), one UPDATE per held batch of 500 intents
+every ``renew_every``, one claim statement per claiming round (on SQLite a SELECT first, and no
+write when nothing is free), and on PostgreSQL two dedicated connections per process (LISTEN,
+and NOTIFY when ``run_here=False`` or at close) besides the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
@@ -50,7 +74,16 @@ from reactive.callables import positional_arity
 from reactive.errors import ModelError
 from reactive.event_codec import event_from_json, event_to_json
 from reactive.model import Entity, Relation, record_name
-from storage import Field, Index, MatchExp, MutationEvent, RecordType, Session
+from storage import (
+    Field,
+    Index,
+    Lease,
+    Listening,
+    MatchExp,
+    MutationEvent,
+    RecordType,
+    Session,
+)
 
 if TYPE_CHECKING:
     from reactive.controller import Controller
@@ -72,6 +105,9 @@ SIDE_EFFECT_RECORD_TYPE = RecordType(
     ],
     [Index(("status",))],
 )
+SIDE_EFFECT_CHANNEL = "side_effects"
+"""The wake-up channel (see :meth:`storage.abc.Storage.notify`): intents nobody owns were
+committed or released."""
 _BATCH = 500  # intents per statement (renewals, removals) and per claiming transaction
 _MAX_INTERVAL = 3600.0
 
@@ -166,17 +202,36 @@ class SideEffectLeases:
     ``duration``: seconds an intent stays owned without a renewal; a process that dies holds
     its intents this long before another takes them over. ``renew_every``: seconds between
     renewals (default a third of ``duration``; must be shorter). ``reclaim_every``: seconds
-    between looks for intents whose lease expired while this process runs. ``clock``: seconds
-    since the epoch, the one source of every lease time (inject a fake one in tests; processes
-    sharing a database need clocks that agree to well within ``duration``).
+    between looks for intents whose lease expired while this process runs (the backstop of
+    the wake-ups). ``clock``: seconds since the epoch, the lease clock on databases without
+    one of their own (SQLite: inject a fake one in tests; processes sharing the file need
+    clocks that agree to well within ``duration``); on PostgreSQL the server's clock is used
+    and this one is ignored. ``run_here``: False for a process that writes intents and hands
+    them to the others (inserted unowned, announced after commit; it runs and claims none).
+    ``max_held``: the most intents this queue holds at once through claims (None: batches of
+    500); a bound spreads a backlog over the claiming processes.
     """
 
     duration: float = attrs.field(default=30.0, validator=_interval("duration"))
     renew_every: float | None = attrs.field(default=None, validator=_interval("renew_every"))
     reclaim_every: float = attrs.field(default=10.0, validator=_interval("reclaim_every"))
     clock: Callable[[], float] = time.time
+    run_here: bool = True
+    max_held: int | None = None
 
     def __attrs_post_init__(self) -> None:
+        if not isinstance(self.run_here, bool):
+            raise ModelError(
+                f"SideEffectLeases.run_here must be True or False, got {self.run_here!r}"
+            )
+        if self.max_held is not None and (
+            isinstance(self.max_held, bool)
+            or not isinstance(self.max_held, int)
+            or self.max_held < 1
+        ):
+            raise ModelError(
+                f"SideEffectLeases.max_held must be a positive int or None, got {self.max_held!r}"
+            )
         if self.renew_every is not None and self.renew_every >= self.duration:
             raise ModelError(
                 f"SideEffectLeases.renew_every ({self.renew_every:g} s) must be shorter than "
@@ -194,10 +249,6 @@ def _owner_id() -> str:
     """Unique per queue: the host and pid say where it runs, the random part tells apart two
     queues of one process (and a pid reused after a crash)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
-
-
-def _expired(now: float) -> MatchExp:
-    return MatchExp.atom("lease_owner", "=", None) | MatchExp.atom("lease_until", "<", now)
 
 
 def _batches(ids: list[Any]) -> Iterable[list[Any]]:
@@ -239,6 +290,9 @@ class SideEffectQueue:
         self._done: list[Any] = []
         self._flush_scheduled = False
         self._flush_failures = 0
+        self._wakeup = asyncio.Event()  # set: claim now (a notification, or room freed)
+        self._more = False  # the last claim was full: more intents may be free
+        self._listening: Listening | None = None
 
     def check(self, known_records: Iterable[str]) -> None:
         known = set(known_records)
@@ -263,27 +317,32 @@ class SideEffectQueue:
         intents: dict[int, list[tuple[RecordMutationSideEffect, Any]]] = {}
         if not self._by_route:
             return intents
-        until = None
+        lease = None
         for position, event in enumerate(events):
             if event.type != "create":
                 continue
             for effect in self._by_route.get((event.record_name, "create"), ()):
-                if until is None:
-                    until = self.leases.clock() + self.leases.duration
-                intent_id = session.insert_internal(
-                    SIDE_EFFECT_RECORD,
-                    {
-                        "name": effect.name,
-                        "key": effect.idempotency_key(event),
-                        "status": "pending",
-                        "attempts": 0,
-                        "event": event_to_json(public(event)),
-                        "lease_owner": self.owner,
-                        "lease_until": until,
-                    },
-                )
+                values = {
+                    "name": effect.name,
+                    "key": effect.idempotency_key(event),
+                    "status": "pending",
+                    "attempts": 0,
+                    "event": event_to_json(public(event)),
+                }
+                if not self.leases.run_here:
+                    # Left to the processes that claim: no owner, and nothing runs here.
+                    session.insert_internal(SIDE_EFFECT_RECORD, values)
+                    continue
+                if lease is None:
+                    lease = self._lease()
+                intent_id = session.insert_leased(SIDE_EFFECT_RECORD, values, lease)
                 intents.setdefault(position, []).append((effect, intent_id))
         return intents
+
+    def _lease(self) -> Lease:
+        """A lease of this queue from now: on the database's clock where it has one (the
+        queue's ``clock`` is read, and used, only where it has none)."""
+        return Lease(self.owner, self.leases.duration, self.leases.clock())
 
     # -- after commit ------------------------------------------------------------------------
 
@@ -294,6 +353,13 @@ class SideEffectQueue:
     ) -> None:
         if not self._by_route:
             return
+        if not self.leases.run_here and any(
+            event.type == "create" and (event.record_name, "create") in self._by_route
+            for event in events
+        ):
+            # Committed intents nobody owns yet: wake the claiming processes (after the
+            # commit, coalesced, never inside the transaction).
+            self._wake_claimers()
         for position, event in enumerate(events):
             if event.type == "create":
                 for effect, intent_id in intents.get(position, ()):
@@ -442,6 +508,8 @@ class SideEffectQueue:
             return
         self._flush_failures = 0
         self._held.difference_update(done)
+        if self._more:
+            self._wake()  # room freed here while intents wait: claim them now
         if removed < len(done):
             log.info(
                 "%d finished side effect intents had passed to another process (lease lost); "
@@ -533,15 +601,16 @@ class SideEffectQueue:
         held = list(self._held)
         if not held:
             return 0
-        until = self.leases.clock() + self.leases.duration
+        lease = self._lease()
 
         def body(session: Session) -> tuple[int, set[Any]]:
             renewed = 0
             for batch in _batches(held):
-                renewed += session.write_internal_where(
+                renewed += session.write_leased(
                     SIDE_EFFECT_RECORD,
                     MatchExp.atom("id", "in", batch) & {"lease_owner": self.owner},
-                    {"lease_until": until},
+                    {},
+                    lease,
                 )
             if renewed == len(held):
                 return renewed, set()
@@ -556,6 +625,9 @@ class SideEffectQueue:
             return renewed, set(held) - mine
 
         renewed, lost = await self._controller.backend.run(body)
+        # Intents finished and removed while the renewal ran (its transaction interleaves with
+        # the removal's on a backend that runs several at once) were not lost.
+        lost &= self._held
         if lost:
             self._held.difference_update(lost)
             log.warning(
@@ -565,46 +637,30 @@ class SideEffectQueue:
             )
         return renewed
 
-    async def reclaim(self, limit: int = _BATCH) -> int:
+    async def reclaim(self, limit: int | None = None) -> int:
         """Take over pending intents of declared side effects that nobody owns or whose lease
-        expired (their process died), at most ``limit``, and start them; returns how many.
+        expired (their process died), at most ``limit`` (default: a batch of 500, or the room
+        ``max_held`` leaves), and start them; returns how many.
 
-        Each is claimed by one conditional UPDATE: of several processes reclaiming at once,
-        exactly one gets a given intent."""
-        if self._closed or not self._by_name:
+        One claim statement through the storage (:meth:`storage.abc.Storage.claim`): of
+        several processes claiming at once each intent goes to exactly one, on the database's
+        clock (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, ``clock_timestamp()``)."""
+        if self._closed or not self._by_name or not self.leases.run_here:
             return 0
-        now = self.leases.clock()
-        until = now + self.leases.duration
+        room = self._room() if limit is None else limit
+        if room <= 0:
+            self._more = True  # claimed again once intents held here finish
+            return 0
         names = sorted(self._by_name)
-
         open_ = MatchExp.atom("status", "=", "pending") & MatchExp.atom("name", "in", names)
-
-        def candidates(session: Session) -> list[dict[str, Any]]:
-            return session.find(
-                SIDE_EFFECT_RECORD,
-                open_ & _expired(now),
-                ["name", "attempts", "event"],
-                order_by={"id": "asc"},
-                limit=limit,
-            )
-
-        # A read first: a round with nothing to take (the usual case) takes no write lock.
-        if not await self._controller.backend.run(candidates, write=False):
-            return 0
-
-        def claim(session: Session) -> list[dict[str, Any]]:
-            claimed = []
-            for row in candidates(session):
-                won = session.write_internal_where(
-                    SIDE_EFFECT_RECORD,
-                    MatchExp.atom("id", "=", row["id"]) & open_ & _expired(now),
-                    {"lease_owner": self.owner, "lease_until": until},
-                )
-                if won:
-                    claimed.append(row)
-            return claimed
-
-        rows = await self._controller.backend.run(claim)
+        rows = await self._controller.backend.claim(
+            SIDE_EFFECT_RECORD,
+            open_,
+            self._lease(),
+            limit=room,
+            fields=["name", "attempts", "event"],
+        )
+        self._more = len(rows) == room
         for row in rows:
             if row["id"] in self._held:
                 continue  # still running here after its lease lapsed: the claim renewed it
@@ -624,6 +680,55 @@ class SideEffectQueue:
                 continue
             self._start(effect, event, row["id"], attempts)
         return len(rows)
+
+    def _room(self) -> int:
+        """How many intents a claim may take now (see ``SideEffectLeases.max_held``)."""
+        if self.leases.max_held is None:
+            return _BATCH
+        return min(_BATCH, self.leases.max_held - len(self._held))
+
+    async def _claim_rounds(self) -> int:
+        """Claim until nothing more is free (or no room is left); returns how many."""
+        total = 0
+        while True:
+            claimed = await self.reclaim()
+            total += claimed
+            if not claimed or not self._more:
+                return total
+
+    async def _claim_forever(self) -> None:
+        """Claim at every wake-up (a notification, room freed here) and at least every
+        ``reclaim_every`` seconds (the backstop: a notification is only a hint, and expired
+        leases announce nothing). A failure is logged once per streak."""
+        failures = 0
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.leases.reclaim_every)
+            self._wakeup.clear()
+            try:
+                await self._claim_rounds()
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("side effect leases: claiming failed, will retry: %s", exc)
+                else:
+                    log.debug("side effect leases: claiming failed again: %s", exc)
+            else:
+                failures = 0
+
+    def _wake(self) -> None:
+        """A notification, or room freed here: claim now rather than at the next round."""
+        self._wakeup.set()
+
+    def _wake_claimers(self) -> None:
+        """Tell every claiming process (this one too) that intents nobody owns were committed."""
+        self._spawn(self._notify())
+
+    async def _notify(self) -> None:
+        try:
+            await self._controller.backend.notify(SIDE_EFFECT_CHANNEL)
+        except Exception as exc:  # a hint only: the claimers' polling finds the intents
+            log.debug("side effect notification not sent: %s", exc)
 
     async def _every(
         self, interval: Callable[[], float], work: Callable[[], Awaitable[int]]
@@ -652,12 +757,25 @@ class SideEffectQueue:
 
         Intents another live process holds are left to it; if that process dies, the reclaim
         loop takes them over once their lease expires."""
-        if not self._loops and not self._closed and self._by_name:
+        if not self._by_name or not self.leases.run_here or self._closed:
+            return 0
+        if not self._loops:
             loop = asyncio.get_running_loop()
             self._loops = [
                 loop.create_task(self._every(lambda: self.leases.renew_interval, self.renew)),
-                loop.create_task(self._every(lambda: self.leases.reclaim_every, self.reclaim)),
+                loop.create_task(self._claim_forever()),
             ]
+            try:
+                self._listening = await self._controller.backend.listen(
+                    SIDE_EFFECT_CHANNEL, self._wake
+                )
+            except Exception as exc:
+                log.warning(
+                    "side effects: cannot listen for notifications (claiming every %g s "
+                    "instead): %s",
+                    self.leases.reclaim_every,
+                    exc,
+                )
         undeclared = await self._controller.backend.find(
             SIDE_EFFECT_RECORD,
             MatchExp.atom("status", "=", "pending")
@@ -666,12 +784,7 @@ class SideEffectQueue:
         )
         for name in sorted({row["name"] for row in undeclared}):
             log.error("pending side effect %s is no longer declared; left pending", name)
-        total = 0
-        while True:
-            claimed = await self.reclaim()
-            total += claimed
-            if claimed < _BATCH:
-                return total
+        return await self._claim_rounds()
 
     async def pending(self) -> list[SideEffectRecord]:
         """Side effects stored as pending (running now, waiting for a retry, or left by a crash)."""
@@ -690,20 +803,23 @@ class SideEffectQueue:
         effect = self._by_name.get(row.name)
         if effect is None:
             raise LookupError(f"side effect {row.name!r} is no longer declared")
-        values = {
-            "status": "pending",
-            "attempts": 0,
-            "lease_owner": self.owner,
-            "lease_until": self.leases.clock() + self.leases.duration,
-        }
-        taken = await self._controller.backend.run(
-            lambda s: s.write_internal_where(
-                SIDE_EFFECT_RECORD, {"id": record_id, "status": "dead"}, values
+        dead = {"id": record_id, "status": "dead"}
+        again = {"status": "pending", "attempts": 0}
+        if self.leases.run_here:
+            lease = self._lease()
+            taken = await self._controller.backend.run(
+                lambda s: s.write_leased(SIDE_EFFECT_RECORD, dead, again, lease)
             )
-        )
+        else:  # left to the claiming processes, as this process's new intents are
+            taken = await self._controller.backend.run(
+                lambda s: s.write_internal_where(SIDE_EFFECT_RECORD, dead, again)
+            )
         if not taken:
             raise LookupError(f"side effect {record_id!r} is no longer dead (re-run elsewhere)")
-        self._start(effect, row.event, record_id, 0)
+        if self.leases.run_here:
+            self._start(effect, row.event, record_id, 0)
+        else:
+            self._wake_claimers()
 
     async def _rows(self, status: str) -> list[SideEffectRecord]:
         rows = await self._controller.backend.find(
@@ -733,6 +849,12 @@ class SideEffectQueue:
         """Stop: running handlers are cancelled; their intents stay pending, and their leases
         are released so that another process (or the next start) runs them at once."""
         self._closed = True
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            try:
+                await listening.close()
+            except Exception as exc:
+                log.debug("side effects: closing the listener failed: %s", exc)
         tasks = [*self._loops, *self._tasks]
         for task in tasks:
             task.cancel()
@@ -762,3 +884,6 @@ class SideEffectQueue:
                 self.leases.duration,
                 exc,
             )
+            return
+        # Released intents are free now: wake the processes that claim (after the commit).
+        await self._notify()

@@ -5,9 +5,10 @@ runs its computations through a backend's synchronous session inside one transac
 Backends: :class:`SQLiteStorage` (the embedded default) and :class:`PostgresStorage` (its driver
 an extra, imported on use); :func:`from_url` picks one by URL.
 
-Public submodules: :mod:`storage.abc` (the backend interface) and :mod:`storage.migration`
-(schema changes as neutral values, for a migration planner above storage). Everything else is
-internal to the package.
+Public submodules: :mod:`storage.abc` (the backend interface), :mod:`storage.migration`
+(schema changes as neutral values, for a migration planner above storage) and
+:mod:`storage.lease` (leases, wake-ups and leadership among processes on one database).
+Everything else is internal to the package.
 """
 
 from storage.abc import Derived, DerivedKind, Match, Session, Storage
@@ -29,6 +30,7 @@ from storage.errors import (
     UnknownRecordError,
 )
 from storage.events import MutationEvent, MutationType, Record, WriteResult
+from storage.lease import Leader, Lease, Listening
 from storage.match import MatchExp
 from storage.postgres import PostgresStorage
 from storage.schema import (
@@ -53,7 +55,10 @@ __all__ = [
     "FieldTypeError",
     "Index",
     "InvalidDataError",
+    "Leader",
+    "Lease",
     "LinkType",
+    "Listening",
     "Match",
     "MatchError",
     "MatchExp",

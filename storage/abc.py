@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 import attrs
 
 from storage.events import MutationEvent, Record, WriteResult
+from storage.lease import Leader, Lease, Listening
 from storage.match import MatchExp
 from storage.migration import Operation, RelatedTotals, TotalOutput
 from storage.schema import RecordType, Schema
@@ -193,6 +194,39 @@ class Session(Protocol):
         catching a failed statement without one."""
         ...
 
+    # -- leased rows (see storage.lease) -----------------------------------------------------
+
+    def insert_leased(self, name: str, values: Mapping[str, Any], lease: Lease) -> Any:
+        """Create one record without an event, leased to ``lease.owner`` for
+        ``lease.duration`` seconds on the database clock; returns its id."""
+        ...
+
+    def write_leased(
+        self,
+        name: str,
+        match: MatchExp | Mapping[str, Any],
+        values: Mapping[str, Any],
+        lease: Lease,
+    ) -> int:
+        """Write ``values`` to every matching record without an event and lease it to
+        ``lease.owner`` from now; returns how many matched."""
+        ...
+
+    def claim(
+        self,
+        name: str,
+        match: Match,
+        lease: Lease,
+        *,
+        limit: int,
+        fields: Sequence[str] = (),
+        values: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """Lease up to ``limit`` matching records whose lease is free, lowest ids first (and
+        set ``values``); returns them (``id`` and ``fields``) in id order. Rows a concurrent
+        claim holds are skipped, never waited for nor taken twice."""
+        ...
+
     # -- whole-table aggregates (recomputation; see storage.migration.RelatedTotals) ---------
 
     def related_totals(
@@ -314,4 +348,33 @@ class Storage(Protocol):
 
     async def count(self, name: str, match: Match = None) -> int:
         """How many records match."""
+        ...
+
+    # -- several processes on one database (see storage.lease) -------------------------------
+
+    async def claim(
+        self,
+        name: str,
+        match: Match,
+        lease: Lease,
+        *,
+        limit: int,
+        fields: Sequence[str] = (),
+        values: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """:meth:`Session.claim` in a transaction of its own (a round with nothing to claim
+        may take no write lock)."""
+        ...
+
+    async def notify(self, channel: str) -> None:
+        """Wake the listeners of ``channel`` (every process on PostgreSQL; this process on
+        SQLite). Call it after the commit it announces; sends are coalesced."""
+        ...
+
+    async def listen(self, channel: str, wake: Callable[[], None]) -> Listening:
+        """Call ``wake()`` (on this loop) whenever ``channel`` is notified; a hint only."""
+        ...
+
+    def leader(self, name: str) -> Leader:
+        """The leadership of ``name`` on this database (see :class:`storage.lease.Leader`)."""
         ...

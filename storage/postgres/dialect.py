@@ -60,6 +60,9 @@ class PostgresDialect(Dialect):
     row_lock = " FOR UPDATE OF t"
     # asyncpg's class 23 errors, set when the driver is imported
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    # lease times on the server's clock, read inside the statement (see storage.lease)
+    clock = "extract(epoch from clock_timestamp())"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self) -> None:
         self._rendered: dict[str, str] = {}

@@ -65,6 +65,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from storage.errors import ConflictError, NotSetUpError, StorageError, TransactionError
+from storage.lease import Leader, Listening
 from storage.match import MatchExp
 from storage.postgres import errors as pg_errors
 from storage.postgres.address import Address
@@ -77,6 +78,7 @@ from storage.sql.storage import SQLStorage
 
 if TYPE_CHECKING:
     from storage.postgres.connection import Connection, Pool
+    from storage.postgres.signals import AdvisoryLeader, Listeners, Notifier
 
 T = TypeVar("T")
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -171,6 +173,9 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         self._writes = asyncio.Lock()
         self._pool: Pool | None = None
         self._write_fault: str | None = None
+        self._notifier: Notifier | None = None
+        self._listeners: Listeners | None = None
+        self._leaders: list[AdvisoryLeader] = []
 
     def __repr__(self) -> str:
         return f"PostgresStorage({self.address}, pool_size={self.pool_size})"
@@ -203,10 +208,61 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         self._pool = pool
 
     async def close(self) -> None:
-        """Close every connection. Further use raises :class:`NotSetUpError`."""
+        """Close every connection (the pool's, and those of notifications, listeners and
+        leaderships, which gives the leaderships up). Further use raises
+        :class:`NotSetUpError`."""
+        notifier, self._notifier = self._notifier, None
+        listeners, self._listeners = self._listeners, None
+        leaders, self._leaders = self._leaders, []
+        if notifier is not None:
+            await notifier.close()
+        if listeners is not None:
+            await listeners.close()
+        for leader in leaders:
+            await leader.resign()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+    # -- several processes on one database (see storage.lease, storage.postgres.signals) ----
+
+    async def _open_dedicated(self) -> Any:
+        """A new raw connection outside the pool (search_path set), for a notifier, the
+        listeners or a leadership."""
+        await self._connect()
+        assert self._pool is not None
+        return (await self._pool.open_one()).raw
+
+    async def notify(self, channel: str) -> None:
+        """Schedule a NOTIFY of ``channel`` for every process: sent from a dedicated
+        connection after the caller's commit, coalesced (see :mod:`.signals`)."""
+        from storage.postgres.signals import Notifier
+
+        if self._pool is None:
+            raise NotSetUpError("PostgresStorage is not set up: await storage.setup(schema) first")
+        if self._notifier is None:
+            self._notifier = Notifier(self._open_dedicated, self.schema_name)
+        self._notifier.notify(channel)
+
+    async def listen(self, channel: str, wake: Callable[[], None]) -> Listening:
+        """LISTEN for ``channel`` on this storage's listening connection; ``wake()`` runs on
+        this loop at each notification (and once after the connection was reopened)."""
+        from storage.postgres.signals import Listeners
+
+        if self._pool is None:
+            raise NotSetUpError("PostgresStorage is not set up: await storage.setup(schema) first")
+        if self._listeners is None:
+            self._listeners = Listeners(self._open_dedicated, self.schema_name)
+        return await self._listeners.add(channel, wake)
+
+    def leader(self, name: str) -> Leader:
+        """Leadership of ``name`` among every process on this database and schema: a
+        session-level advisory lock on a dedicated connection (see :mod:`.signals`)."""
+        from storage.postgres.signals import AdvisoryLeader
+
+        leader = AdvisoryLeader(self._open_dedicated, self.schema_name, name)
+        self._leaders.append(leader)
+        return leader
 
     # -- transactions ------------------------------------------------------------------------
 

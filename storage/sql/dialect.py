@@ -77,6 +77,13 @@ class Dialect:
     """What ends a ``SELECT ... FROM <table> t`` to lock the rows it reads until the
     transaction ends (PostgreSQL: `` FOR UPDATE OF t``); empty where a write transaction
     holds the whole database already (SQLite's ``BEGIN IMMEDIATE``)."""
+    clock: ClassVar[str | None] = None
+    """SQL for the database's own clock in seconds since the epoch (lease times; see
+    :mod:`storage.lease`), or None where the database has none and the caller's clock is bound
+    as a parameter instead (SQLite)."""
+    skip_locked: ClassVar[str] = ""
+    """What a claim's row selection ends with so that concurrent claims pass over each other's
+    rows (PostgreSQL: `` FOR UPDATE SKIP LOCKED``); empty where writes never run at once."""
 
     def quote(self, name: str) -> str:
         """An identifier, quoted."""

@@ -25,10 +25,11 @@ from typing import Any
 from storage.abc import Derived
 from storage.errors import QueryError
 from storage.events import MutationEvent, Record, WriteResult
+from storage.lease import Lease
 from storage.match import MatchExp
 from storage.migration import RelatedTotals
 from storage.schema import Schema
-from storage.sql import totals
+from storage.sql import leases, totals
 from storage.sql.cache import StatementCache
 from storage.sql.dialect import Dialect
 from storage.sql.driver import Driver, bind
@@ -190,6 +191,50 @@ class SQLSession:
         records without links); returns how many were deleted."""
         self.schema.record(name)
         return self._writer.delete_internal_where(name, match)
+
+    # -- leased rows (see storage.lease) -----------------------------------------------------
+
+    def insert_leased(self, name: str, values: Mapping[str, Any], lease: Lease) -> Any:
+        """Create one record *without* a mutation event, leased to ``lease.owner`` for
+        ``lease.duration`` seconds on the database clock; returns its id."""
+        self.schema.record(name)
+        return leases.insert_leased(self._writer, name, values, lease)
+
+    def write_leased(
+        self,
+        name: str,
+        match: MatchExp | Mapping[str, Any],
+        values: Mapping[str, Any],
+        lease: Lease,
+    ) -> int:
+        """Write ``values`` (maybe none) to every record matching ``match`` *without* an event
+        and lease it to ``lease.owner`` from now on the database clock; returns how many
+        matched (a renewal: ``match`` names the owner, and the count says who still holds)."""
+        self.schema.record(name)
+        return leases.write_leased(self._writer, name, match, values, lease)
+
+    def claim(
+        self,
+        name: str,
+        match: MatchExp | Mapping[str, Any] | None,
+        lease: Lease,
+        *,
+        limit: int,
+        fields: Sequence[str] = (),
+        values: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """Lease up to ``limit`` records matching ``match`` whose lease is free (no owner, or
+        expired on the database clock), lowest ids first, setting ``values`` on them too;
+        returns them (``id`` and ``fields``) in id order. One statement; rows a concurrent
+        claim holds are skipped, never waited for nor taken twice."""
+        self.schema.record(name)
+        return leases.claim(self._writer, name, match, lease, limit, fields, values or {})
+
+    def any_free(self, name: str, match: MatchExp | Mapping[str, Any] | None, lease: Lease) -> bool:
+        """Whether a record matching ``match`` has a free lease (a read; what a claim would
+        find, without taking anything)."""
+        self.schema.record(name)
+        return leases.any_free(self._writer, name, match, lease)
 
     # -- whole-table aggregates (recomputation; see storage.migration.RelatedTotals) ---------
 

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from storage.errors import NotSetUpError
 from storage.events import Record, WriteResult
+from storage.lease import Lease
 from storage.match import MatchExp
 from storage.migration import Operation
 from storage.schema import RecordType, Schema
@@ -251,3 +252,30 @@ class SQLStorage(Generic[D, S]):
     async def count(self, name: str, match: Match = None) -> int:
         """How many records match."""
         return await self.run(lambda tx: tx.count(name, match), write=False)
+
+    # -- several processes on one database (see storage.lease) -------------------------------
+
+    claim_reads_first: ClassVar[bool] = False
+    """Whether :meth:`claim` looks (in a read transaction) before it claims: where a write
+    transaction takes a database-wide lock (SQLite), a round with nothing to claim, the usual
+    case, then takes none."""
+
+    async def claim(
+        self,
+        name: str,
+        match: Match,
+        lease: Lease,
+        *,
+        limit: int,
+        fields: Sequence[str] = (),
+        values: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """Lease up to ``limit`` records matching ``match`` whose lease is free, lowest ids
+        first (see :meth:`SQLSession.claim`), in a transaction of its own."""
+        if self.claim_reads_first and not await self.run(
+            lambda tx: tx.any_free(name, match, lease), write=False
+        ):
+            return []
+        return await self.run(
+            lambda tx: tx.claim(name, match, lease, limit=limit, fields=fields, values=values)
+        )

@@ -54,10 +54,11 @@ from typing import Literal, TypeVar
 import aiosqlite
 
 from storage.errors import NotSetUpError, StorageBusyError, StorageError, TransactionError
+from storage.lease import Leader, Listening
 from storage.schema import Schema
 from storage.sql.cache import StatementCache
 from storage.sql.storage import SQLStorage
-from storage.sqlite import aio
+from storage.sqlite import aio, signals
 from storage.sqlite.ddl import SQLITE_DDL
 from storage.sqlite.dialect import SQLITE
 from storage.sqlite.session import SQLiteSession
@@ -146,6 +147,33 @@ class SQLiteStorage(SQLStorage[sqlite3.Connection, SQLiteSession]):
         self._handle: sqlite3.Connection | None = None  # its sqlite3 handle (storage.sqlite.aio)
         self._active = False
         self._active_thread: int | None = None
+        self._leaders: list[signals.FileLeader] = []
+
+    # -- several processes on one file (see storage.lease and storage.sqlite.signals) --------
+
+    claim_reads_first = True  # a write takes the file's lock: look before claiming
+
+    def _database_key(self) -> str | None:
+        """The file this storage is on (None: in memory, this storage's alone)."""
+        if self.path in _MEMORY or self.path.startswith("file::memory:"):
+            return None
+        return os.path.realpath(self.path)
+
+    async def notify(self, channel: str) -> None:
+        """Wake the listeners of ``channel`` on this database file in this process (other
+        processes on the file are not told: their polling finds the work)."""
+        signals.notify(self._database_key() or f"memory:{id(self)}", channel)
+
+    async def listen(self, channel: str, wake: Callable[[], None]) -> Listening:
+        """Call ``wake()`` on this loop when ``channel`` is notified in this process."""
+        return signals.Listener(self._database_key() or f"memory:{id(self)}", channel, wake)
+
+    def leader(self, name: str) -> Leader:
+        """Leadership of ``name`` among the processes on this file: an ``flock`` on
+        ``<path>.lead-<name>`` (an in-memory database always leads)."""
+        leader = signals.FileLeader(self._database_key(), name)
+        self._leaders.append(leader)
+        return leader
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -254,7 +282,11 @@ class SQLiteStorage(SQLStorage[sqlite3.Connection, SQLiteSession]):
         return self._write_fault
 
     async def close(self) -> None:
-        """Close the connection. Further use raises :class:`NotSetUpError`."""
+        """Close the connection and give up this storage's leaderships. Further use raises
+        :class:`NotSetUpError`."""
+        leaders, self._leaders = self._leaders, []
+        for leader in leaders:
+            await leader.resign()
         connection, self._connection, self._handle = self._connection, None, None
         if connection is not None:
             await connection.close()
