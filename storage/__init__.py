@@ -5,8 +5,9 @@ runs its computations through a backend's synchronous session inside one transac
 Backends: :class:`SQLiteStorage` (the embedded default) and :class:`PostgresStorage` (its driver
 an extra, imported on use); :func:`from_url` picks one by URL.
 
-Public submodules: :mod:`storage.abc` (the backend interface) and :mod:`storage.migration`
-(schema changes as neutral values, for a migration planner above storage). Everything else is
+Public submodules: :mod:`storage.abc` (the backend interface), :mod:`storage.migration`
+(schema changes as neutral values, for a migration planner above storage) and
+:mod:`storage.outbox` (the outbox's values: positions, entries, rows). Everything else is
 internal to the package.
 """
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from storage.sql.codecs import Codecs
 from storage.sql.driver import Cursor
+from storage.sql.outbox import OutboxSQL
 
 __all__ = ["Dialect", "Violation", "quote"]
 
@@ -59,6 +60,8 @@ class Dialect:
     failure it handles (a link to a missing record) instead of carrying on after it."""
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     """The driver's exception classes for constraint failures (see :meth:`violation`)."""
+    outbox: ClassVar[OutboxSQL | None] = None
+    """The outbox's statements on this database (:mod:`storage.sql.outbox`); None: none."""
 
     def quote(self, name: str) -> str:
         """An identifier, quoted."""
