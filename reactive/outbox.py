@@ -64,7 +64,12 @@ PRUNE_EVERY = 10.0
 """Seconds between a follower's prunes."""
 BATCH = 1000
 """Rows a follower reads at once."""
-_FIRST_RETRY = 0.002
+MIN_GAP = 0.01
+"""Seconds at least between two reads of a follower: wake-ups that come faster (a commit in
+every process wakes every follower) are coalesced into one read."""
+MAX_WAIT_PENDING = 0.05
+"""Seconds at most between reads while committed rows wait behind the horizon (the
+transaction holding it back may end without a commit that notifies anyone)."""
 
 
 @attrs.frozen(eq=False)
@@ -133,6 +138,7 @@ class Follower:
         self._stop_listening: Callable[[], Any] | None = None
         self._next_store = 0.0
         self._next_prune = 0.0
+        self._closing = False
 
     async def start(self) -> None:
         """Register (from the last final row: what commits from now on is delivered), listen
@@ -151,10 +157,12 @@ class Follower:
         self._backend.outbox_notify()
 
     async def close(self) -> None:
-        """Stop following and unregister (this process no longer holds rows back)."""
+        """Stop following (after the read in progress, never inside its transaction) and
+        unregister (this process no longer holds rows back)."""
+        self._closing = True
+        self._wake.set()
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         stop, self._stop_listening = self._stop_listening, None
         if stop is not None:
@@ -165,12 +173,20 @@ class Follower:
             log.warning("could not unregister outbox reader %s: %s", self.name, exc)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         delay = 0.0
-        retry = _FIRST_RETRY
-        while True:
+        retry = MIN_GAP
+        last = loop.time()
+        while not self._closing:
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
+            gap = last + MIN_GAP - loop.time()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            if self._closing:
+                return
+            last = loop.time()
             self._wake.clear()
             try:
                 full, pending = await self._step()
@@ -183,9 +199,9 @@ class Follower:
             elif pending:
                 # Rows are committed after the cursor but an older transaction still runs:
                 # look again soon (it ends with a commit that may not notify anyone).
-                delay, retry = retry, min(retry * 2, self._poll)
+                delay, retry = retry, min(retry * 2, MAX_WAIT_PENDING, self._poll)
             else:
-                delay, retry = self._poll, _FIRST_RETRY
+                delay, retry = self._poll, MIN_GAP
 
     async def _step(self) -> tuple[bool, bool]:
         batch = await self._backend.outbox_read(self.position, BATCH)

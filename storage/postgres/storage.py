@@ -48,12 +48,15 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from storage.errors import NotSetUpError, StorageError, TransactionError
+from storage.outbox import OutboxBatch, OutboxPosition
 from storage.postgres import errors as pg_errors
 from storage.postgres.address import Address
 from storage.postgres.ddl import POSTGRES_DDL
 from storage.postgres.dialect import POSTGRES
+from storage.postgres.outbox import POSTGRES_OUTBOX
 from storage.postgres.session import PostgresSession
 from storage.schema import Schema
+from storage.sql import outbox as sql_outbox
 from storage.sql.cache import StatementCache
 from storage.sql.storage import SQLStorage
 
@@ -63,6 +66,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger("storage.postgres")
 _CHANNEL = "SELECT 'interaqt_outbox_' || md5(current_schema())"
+_NOTIFY_GAP = 0.005
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -309,6 +313,32 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
             except Exception as exc:  # a hint only: readers poll as well
                 log.warning("outbox NOTIFY failed (readers fall back to polling): %s", exc)
                 return
+            # At most one NOTIFY per gap: each is a commit that takes the server's notify
+            # lock; the commits meanwhile are told by the next one.
+            await asyncio.sleep(_NOTIFY_GAP)
+
+    async def outbox_read(self, after: OutboxPosition, limit: int) -> OutboxBatch:
+        """Up to ``limit`` final rows after ``after``: one statement on a pooled connection,
+        with no BEGIN/COMMIT around it (a single statement sees one snapshot by itself), so
+        a read costs one round trip."""
+        pool = self._pool
+        if pool is None:
+            raise NotSetUpError("PostgresStorage is not set up: await storage.setup(schema) first")
+        driver = _driver(self.address)
+        connection = await pool.acquire()
+        try:
+            batch: OutboxBatch = await driver.run_sync(
+                sql_outbox.read, connection.execute, POSTGRES_OUTBOX, after, limit
+            )
+            return batch
+        except StorageError:
+            raise
+        except Exception as exc:
+            if _driver_error(exc) is None:
+                raise
+            raise StorageError(self._explain(exc)) from exc
+        finally:
+            await pool.release(connection)
 
     def _session(
         self, schema: Schema, driver: Connection, statements: StatementCache

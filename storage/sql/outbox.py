@@ -13,7 +13,8 @@ Tables (the backend's own: ``inspect()`` leaves them out, a model cannot name th
 - ``_interaqt_outbox_reader(name, tx, seq, durable, lease, seen_at)``: readers and their
   stored cursors; ``seen_at`` is the database clock (seconds) of the last store.
 
-Costs: an append is one statement on PostgreSQL; a read is one statement; storing a cursor one;
+Costs: an append is one statement on PostgreSQL; a read is one statement (final rows only,
+plus at most one row saying whether others wait behind the horizon); storing a cursor one;
 register and prune three or four, and are rare.
 
 Register and prune exclude each other (PostgreSQL: a transaction-scoped advisory lock; SQLite:
@@ -65,6 +66,8 @@ class OutboxSQL:
 
 
 def install(run: Execute, sql: OutboxSQL) -> None:
+    if sql.lock is not None:
+        run(sql.lock, ())  # two processes starting at once must not both create a table
     for statement in sql.create:
         run(statement, ())
 
@@ -76,22 +79,27 @@ def append(run: Execute, sql: OutboxSQL, entries: Sequence[OutboxEntry]) -> None
 
 def read(run: Execute, sql: OutboxSQL, after: OutboxPosition, limit: int) -> OutboxBatch:
     check_limit(limit)
+    # Final rows only (a row not final yet is sent again at every read until it is, so
+    # none is sent), and one more row at most to say whether rows wait behind the horizon.
     rows = run(
-        f"SELECT tx, seq, record, record_id, version, type, payload, "
-        f"CASE WHEN tx < {sql.horizon} THEN 1 ELSE 0 END FROM {OUTBOX} "
-        f"WHERE (tx, seq) > (?, ?) ORDER BY tx, seq LIMIT ?",
-        (after.tx, after.seq, limit),
+        f"SELECT * FROM (SELECT tx, seq, record, record_id, version, type, payload, 1 AS final "
+        f"FROM {OUTBOX} WHERE (tx, seq) > (?, ?) AND tx < {sql.horizon} "
+        f"ORDER BY tx, seq LIMIT ?) AS ready "
+        f"UNION ALL SELECT * FROM (SELECT tx, seq, '', '', 0, '', '', 0 FROM {OUTBOX} "
+        f"WHERE (tx, seq) > (?, ?) AND tx >= {sql.horizon} LIMIT 1) AS waiting",
+        (after.tx, after.seq, limit, after.tx, after.seq),
     ).fetchall()
     ready: list[OutboxRow] = []
+    pending = False
     for tx, seq, record, record_id, version, type_, payload, final in rows:
         if not final:
-            # Rows are in (tx, seq) order and final exactly below the horizon: the final ones
-            # are a prefix, and this one and the rest wait for an older transaction to end.
-            return OutboxBatch(ready, True)
+            pending = True
+            continue
         ready.append(
             OutboxRow(OutboxPosition(tx, seq), record, record_id, int(version), type_, payload)
         )
-    return OutboxBatch(ready, False)
+    ready.sort(key=lambda row: row.position)  # a UNION ALL promises no order of its own
+    return OutboxBatch(ready, pending)
 
 
 def register(
