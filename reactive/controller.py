@@ -76,6 +76,10 @@ class Controller:
     side effects); ``controller.backend`` is the storage backend it was given (the
     :class:`storage.Storage` passed as ``storage``), whose own writes run no computation: for
     setup, transactions and operations, not for application data.
+
+    ``outbox=True`` makes ``mutations`` and ``stream`` the committed events of every process
+    on the database, read from the storage's outbox (see :mod:`reactive.outbox`);
+    ``outbox_poll`` is how often (seconds) a follower looks without a wake-up.
     """
 
     def __init__(

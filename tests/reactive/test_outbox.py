@@ -193,6 +193,20 @@ async def test_two_controllers_on_one_database_deliver_the_same_sequence(make: M
     assert sorted(versions) == list(range(1, 31))
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_notify_wakes_an_idle_follower_of_another_storage(make: Make) -> None:
+    """The listening follower polls once an hour here, so only the writer's NOTIFY (sent after
+    its commit, on its own storage's listening connection) can bring the event in time."""
+    writer = await make()
+    idle = await make(outbox_poll=3600)
+    got: list[r.MutationEvent] = []
+    idle.stream("Item", "create").subscribe(got.append)
+    await asyncio.sleep(0.3)  # the idle follower has made its first read and waits an hour
+    await writer.storage.create("Item", {"n": 1, "tag": "woken"})
+    await until(lambda: len(got) == 1, "the other storage's follower to be woken")
+    assert got[0].record["tag"] == "woken"
+
+
 async def test_durable_reader_replays_from_its_stored_cursor(make: Make, db_path: str) -> None:
     writer = await make()
     late = await writer.outbox_reader("late")
