@@ -1,13 +1,15 @@
 """One process of the outbox test (``test_outbox_processes.py``), run as
 ``python -m tests.reactive.outbox_worker CONFIG.json INDEX``.
 
-It opens a controller with ``outbox=True`` on the test's PostgreSQL schema (``concurrent_writes``,
-a pool of ``writers`` connections), subscribes four times (``mutations`` twice,
-``stream("Item")``, ``stream("Hot")``), writes ``INDEX/ready``, waits for ``go``, then runs
-``writers`` asyncio tasks of ``per_writer`` transactions each: a create of ``Item`` (``writer``,
-``n``), and every tenth one an update of one of the shared ``Hot`` records instead. A task
-prunes the outbox every 0.1 s meanwhile. Once its first subscriber has seen ``total`` events
-(every process's) and a little longer (a duplicate would show), it writes what each subscriber
+It opens a controller with ``outbox=True`` on the test's database: a PostgreSQL schema
+(``concurrent_writes``, a pool of ``writers`` connections) or an SQLite file (one connection;
+the other process's writes wait for the file's write lock). It subscribes four times
+(``mutations`` twice, ``stream("Item")``, ``stream("Hot")``), writes ``INDEX/ready``, waits for
+``go``, then runs ``writers`` asyncio tasks of ``per_writer`` transactions each: a create of
+``Item`` (``writer``, ``n``), and every tenth one an update of one of the shared ``Hot`` records
+instead. A task prunes the outbox every 0.1 s meanwhile. Once its first subscriber has seen
+``total`` events (every process's) and a little longer (a duplicate would show), it writes what
+each subscriber
 saw to ``INDEX/seen.json`` and exits 0.
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import reactive as r
-from storage import PostgresStorage
+from storage import PostgresStorage, SQLiteStorage, Storage
 from storage.abc import Outbox
 
 
@@ -48,9 +50,13 @@ async def main(config: dict[str, Any], index: int) -> None:
     here = Path(config["dir"]) / str(index)
     here.mkdir(parents=True, exist_ok=True)
     writers, per_writer = config["writers"], config["per_writer"]
-    storage = PostgresStorage(
-        config["dsn"], schema=config["schema"], pool_size=writers, concurrent_writes=True
-    )
+    storage: Storage
+    if config["sqlite"]:
+        storage = SQLiteStorage(config["sqlite"], busy_timeout=60)
+    else:
+        storage = PostgresStorage(
+            config["dsn"], schema=config["schema"], pool_size=writers, concurrent_writes=True
+        )
     controller = r.Controller(storage, model(), outbox=True, outbox_poll=0.5)
     await controller.setup(install=False)
     seen: dict[str, list[list[Any]]] = {"all": [], "all2": [], "items": [], "hot": []}

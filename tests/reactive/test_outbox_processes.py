@@ -1,7 +1,9 @@
-"""One committed stream for all processes: 2 real processes, 8 writers in all, one PostgreSQL.
+"""One committed stream for all processes: 2 real processes, 8 writers in all, one database.
 
-Each process (``outbox_worker.py``) runs 4 writer tasks on 4 connections
-(``concurrent_writes=True``) and four subscribers, and prunes the outbox every 0.1 s while it
+On PostgreSQL each process (``outbox_worker.py``) runs 4 writer tasks on 4 connections
+(``concurrent_writes=True``); on SQLite the same 4 tasks share the process's connection and
+the two processes take turns on the file's write lock (the outbox's order is then the
+``AUTOINCREMENT`` key's). Each runs four subscribers and prunes the outbox every 0.1 s while it
 writes. ``INTERAQT_OUTBOX_EVENTS`` events in all (a multiple of 80; default 800 so the test
 stays under 20 s on this loaded 2-core machine, where the two processes write about 140
 transactions/s together; ``INTERAQT_OUTBOX_EVENTS=7200`` runs the issue's figure, same shape):
@@ -28,16 +30,12 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 import reactive as r
-from storage import PostgresStorage
+from storage import PostgresStorage, SQLiteStorage
 from storage.abc import Outbox
-from tests.conftest import drop_schema
+from tests.conftest import StorageFactory
 
 from .outbox_worker import model
 
@@ -46,13 +44,6 @@ PROCESSES = 2
 WRITERS = 4  # per process: 8 in all
 TOTAL = int(os.environ.get("INTERAQT_OUTBOX_EVENTS", "800"))
 TIMEOUT = 90.0 + TOTAL / 50
-
-
-@pytest.fixture
-async def schema(postgres_url: str) -> Any:
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    yield name
-    await drop_schema(postgres_url, name)
 
 
 async def read_all(reader: r.OutboxReader, n: int) -> list[r.OutboxEvent]:
@@ -67,14 +58,15 @@ async def read_all(reader: r.OutboxReader, n: int) -> list[r.OutboxEvent]:
 
 
 async def test_every_process_delivers_every_event_once_in_one_order(
-    postgres_url: str, schema: str, tmp_path: Path
+    make_storage: StorageFactory, tmp_path: Path
 ) -> None:
     assert TOTAL % (PROCESSES * WRITERS * 10) == 0, "INTERAQT_OUTBOX_EVENTS: a multiple of 80"
     per_writer = TOTAL // (PROCESSES * WRITERS)
 
     # Install the model and the outbox once, register the late reader (on an empty outbox:
     # it starts before every row), and make the shared records (its first 4 events).
-    setup = r.Controller(PostgresStorage(postgres_url, schema=schema), model(), outbox=True)
+    store = make_storage("outbox.db")
+    setup = r.Controller(store, model(), outbox=True)
     await setup.setup()
     late = await setup.outbox_reader("late")
     assert late.position == late.committed == r.OutboxPosition(-1, 0)
@@ -82,8 +74,9 @@ async def test_every_process_delivers_every_event_once_in_one_order(
     await setup.close()
 
     config = {
-        "dsn": postgres_url,
-        "schema": schema,
+        "sqlite": store.path if isinstance(store, SQLiteStorage) else None,
+        "dsn": store.dsn if isinstance(store, PostgresStorage) else None,
+        "schema": store.schema_name if isinstance(store, PostgresStorage) else None,
         "dir": str(tmp_path),
         "writers": WRITERS,
         "per_writer": per_writer,
@@ -151,7 +144,7 @@ async def test_every_process_delivers_every_event_once_in_one_order(
     assert sum(1 for row in rows if row[1] == "Hot") == TOTAL // 10
 
     # The late reader: registered before, pruned around all along, replays everything.
-    again = r.Controller(PostgresStorage(postgres_url, schema=schema), model(), outbox=True)
+    again = r.Controller(make_storage("outbox.db"), model(), outbox=True)
     await again.setup(install=False)
     try:
         late = await again.outbox_reader("late")
@@ -163,7 +156,7 @@ async def test_every_process_delivers_every_event_once_in_one_order(
         await late.commit()
         await late.drop()
         await again.close()
-        again = r.Controller(PostgresStorage(postgres_url, schema=schema), model())
+        again = r.Controller(make_storage("outbox.db"), model())
         await again.setup(install=False)
         backend = again.backend
         assert isinstance(backend, Outbox)
