@@ -9,8 +9,7 @@ the other process's writes wait for the file's write lock). It subscribes four t
 ``Item`` (``writer``, ``n``), and every tenth one an update of one of the shared ``Hot`` records
 instead. A task prunes the outbox every 0.1 s meanwhile. Once its first subscriber has seen
 ``total`` events (every process's) and a little longer (a duplicate would show), it writes what
-each subscriber
-saw to ``INDEX/seen.json`` and exits 0.
+each subscriber saw to ``INDEX/seen.json`` and exits 0.
 """
 
 from __future__ import annotations
