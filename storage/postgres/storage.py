@@ -128,10 +128,10 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         self._writes = asyncio.Lock()
         self._pool: Pool | None = None
         self._write_fault: str | None = None
-        self._listener: Connection | None = None
-        self._channel = ""
-        self._notify_again = False
-        self._notifying: asyncio.Task[None] | None = None
+        self._outbox_listener: Connection | None = None
+        self._outbox_channel = ""
+        self._outbox_notify_again = False
+        self._outbox_notifying: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStorage({self.address}, pool_size={self.pool_size})"
@@ -165,7 +165,7 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
 
     async def close(self) -> None:
         """Close every connection. Further use raises :class:`NotSetUpError`."""
-        listener, self._listener = self._listener, None
+        listener, self._outbox_listener = self._outbox_listener, None
         if listener is not None and not listener.raw.is_closed():
             listener.raw.terminate()
         pool, self._pool = self._pool, None
@@ -275,12 +275,12 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         except BaseException:
             connection.raw.terminate()
             raise
-        self._listener, self._channel = connection, channel
+        self._outbox_listener, self._outbox_channel = connection, channel
 
         async def stop() -> None:
-            if self._listener is connection:
-                self._listener = None
-            task, self._notifying = self._notifying, None
+            if self._outbox_listener is connection:
+                self._outbox_listener = None
+            task, self._outbox_notifying = self._outbox_notifying, None
             if task is not None:
                 await asyncio.gather(task, return_exceptions=True)
             if not connection.raw.is_closed():
@@ -296,20 +296,21 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
     def outbox_notify(self) -> None:
         """Ask for a ``pg_notify`` on the outbox channel, sent after the caller's commit from
         the listening connection; coalesced (see the module). Without a listener, nothing."""
-        if self._listener is None:
+        if self._outbox_listener is None:
             return
-        self._notify_again = True
-        if self._notifying is None or self._notifying.done():
-            self._notifying = asyncio.get_running_loop().create_task(self._send_notifies())
+        self._outbox_notify_again = True
+        if self._outbox_notifying is None or self._outbox_notifying.done():
+            loop = asyncio.get_running_loop()
+            self._outbox_notifying = loop.create_task(self._send_outbox_notifies())
 
-    async def _send_notifies(self) -> None:
-        while self._notify_again:
-            self._notify_again = False
-            listener = self._listener
+    async def _send_outbox_notifies(self) -> None:
+        while self._outbox_notify_again:
+            self._outbox_notify_again = False
+            listener = self._outbox_listener
             if listener is None or listener.raw.is_closed():
                 return
             try:
-                await listener.raw.execute(f'NOTIFY "{self._channel}"')
+                await listener.raw.execute(f'NOTIFY "{self._outbox_channel}"')
             except Exception as exc:  # a hint only: readers poll as well
                 log.warning("outbox NOTIFY failed (readers fall back to polling): %s", exc)
                 return
