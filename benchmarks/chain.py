@@ -150,8 +150,12 @@ async def tts_side_effect(event: r.MutationEvent, controller: r.Controller) -> N
     await controller.transact(write)
 
 
-async def run_chain(storage: Storage, n: int, timer: Callable[[], Timer] = Timer) -> float:
-    """Seconds for ``n`` chains on ``storage`` (``timer`` times the chains alone)."""
+async def run_chain(
+    storage: Storage, n: int, timer: Callable[[], Timer] = Timer, *, outbox: bool = False
+) -> float:
+    """Seconds for ``n`` chains on ``storage`` (``timer`` times the chains alone). With
+    ``outbox``, the controller writes the outbox and the timed part lasts until its own
+    stream has delivered every event of the chains (one subscriber)."""
     entities, relations, interactions = chain_model()
     controller = r.Controller(
         storage,
@@ -161,19 +165,46 @@ async def run_chain(storage: Storage, n: int, timer: Callable[[], Timer] = Timer
         side_effects=[
             r.RecordMutationSideEffect("tts", "TTSCall", tts_side_effect, on=("create",))
         ],
+        outbox=outbox,
     )
     await controller.setup()
+    delivered: list[r.MutationEvent] = []
+    if outbox:
+        controller.mutations.subscribe(delivered.append)
+        # A reader registered before the chains holds their rows against pruning, so the
+        # outbox can say afterwards how many events they committed.
+        start = (await controller.outbox_reader("bench")).position
     with timer() as t:
         for i in range(n):
             result = await controller.dispatch("Greet", {"id": 1}, {"text": f"hello {i}"})
             assert result.error is None, result.error
         await controller.drain()
+        if outbox:
+            # Every event the chains committed (the dispatches' and the side effect's
+            # writes): the outbox's own count of them, then wait until all are delivered.
+            reader_total = await _outbox_total(controller, start)
+            for _ in range(3000):
+                if len(delivered) >= reader_total:
+                    break
+                await asyncio.sleep(0.002)
+            assert len(delivered) == reader_total, (len(delivered), reader_total)
     done = await controller.storage.count("TTSCall", {"status": "completed"})
     urls = await controller.storage.count("Greeting", r_match_not_null("voice_url"))
     pending = await controller.side_effects.pending()
     await controller.close()
     assert done == n and urls == n and not pending, (done, urls, len(pending))
     return t.seconds
+
+
+async def _outbox_total(controller: r.Controller, start: r.OutboxPosition) -> int:
+    """How many rows the outbox holds after ``start``, once all are final."""
+    backend: Any = controller.backend
+    for _ in range(3000):
+        batch = await backend.outbox_read(start, 1_000_000)
+        if not batch.pending:
+            break
+        await asyncio.sleep(0.002)
+    return len(batch.rows)
 
 
 def r_match_not_null(field: str) -> Any:

@@ -8,6 +8,13 @@ Workloads (the models and checks of ``benchmarks/chain.py``, run on ``PostgresSt
   first; ``transactions_per_chain``: its BEGINs).
 - ``pg_count_growth``: likes one at a time on one post, timed in a window around each mark.
 - ``pg_summation``: K items on one order, ``total`` a WeightedSummation.
+- ``pg_chain_outbox``: ``pg_chain`` with ``Controller(outbox=True)``, timed until the
+  controller's own stream has delivered every event from the outbox; taken in turns with
+  ``pg_chain`` (``ratio_to_pg_chain``: its seconds over the plain chain's). Its statements
+  include the follower's reads, cursor stores and the NOTIFYs (every statement on every
+  connection of the storage: the listening one too); ``plain_statements_per_chain`` is the
+  plain chain's count from the same turns. The appends are one statement per write
+  transaction that has events.
 Each ``pg_*_floor`` line is the same rows written by hand through the same driver (asyncpg, its
 prepared statements, one transaction per unit as the engine commits them) on tables shaped as
 the engine's; ``ratio_to_floor`` is engine seconds over floor seconds. Engine and floor runs
@@ -390,6 +397,20 @@ async def main() -> None:
             runs=RUNS,
         )
     report("pg_count_floor", window, floor, **_per(floor_sent, window, "like"), runs=RUNS)
+
+    (plain, plain_sent), (outbox, outbox_sent) = await _turns(
+        lambda: _timed_engine(lambda store, timer: run_chain(store, n, timer)),
+        lambda: _timed_engine(lambda store, timer: run_chain(store, n, timer, outbox=True)),
+    )
+    report(
+        "pg_chain_outbox",
+        n,
+        outbox,
+        ratio_to_pg_chain=round(outbox / plain, 2),
+        **_per(outbox_sent, n, "chain"),
+        plain_statements_per_chain=round(plain_sent[0] / n, 2),
+        runs=RUNS,
+    )
 
     k = scaled(500)
     (seconds, sent), (floor, floor_sent) = await _turns(

@@ -55,10 +55,12 @@ from reactive.interaction import (
 )
 from reactive.migration_plan import MigrationPlan
 from reactive.model import Dictionary, Entity, Property, Relation, record_name
+from reactive.outbox import OutboxEvent, OutboxReader
 from reactive.recompute import VerifyReport
 from reactive.server import create_app
 from reactive.side_effects import RecordMutationSideEffect, SideEffectLeases, SideEffectRun
 from storage import MutationEvent
+from storage.outbox import OutboxPosition
 
 __all__ = [
     "API",
@@ -85,6 +87,9 @@ __all__ = [
     "MigrationPlan",
     "ModelError",
     "MutationEvent",
+    "OutboxEvent",
+    "OutboxPosition",
+    "OutboxReader",
     "Param",
     "Payload",
     "PayloadItem",

@@ -1,10 +1,19 @@
-"""The Controller: the model compiled onto a storage, with dispatch, streams and side effects."""
+"""The Controller: the model compiled onto a storage, with dispatch, streams and side effects.
+
+Streams. ``controller.mutations`` delivers committed events on the event loop, in one order;
+``controller.stream(record, type)`` filters it. By default (one process) they are this
+process's own events, published right after each commit, in commit order. With
+``outbox=True`` they are the committed events of every process writing to the database, read
+from the outbox (see :mod:`reactive.outbox`): each exactly once, in the same order in every
+process, shortly after commit (also for this process's own events). The outbox costs one
+statement per write transaction on PostgreSQL, so it is opt-in.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar, cast
 
 import reactivex
 from reactivex import operators as ops
@@ -26,6 +35,7 @@ from reactive.interaction import (
 from reactive.manifest import MANIFEST_RECORD, MANIFEST_RECORD_TYPE
 from reactive.migration_plan import MigrationPlan
 from reactive.model import Dictionary, Entity, Relation, record_name
+from reactive.outbox import Follower, OutboxEvent, OutboxReader, entries
 from reactive.recompute import VerifyReport
 from reactive.side_effects import (
     SIDE_EFFECT_RECORD,
@@ -45,6 +55,7 @@ from storage import (
     StorageError,
     UniqueViolationError,
 )
+from storage.abc import Outbox, OutboxSession
 
 log = logging.getLogger("reactive.controller")
 T = TypeVar("T")
@@ -65,6 +76,10 @@ class Controller:
     side effects); ``controller.backend`` is the storage backend it was given (the
     :class:`storage.Storage` passed as ``storage``), whose own writes run no computation: for
     setup, transactions and operations, not for application data.
+
+    ``outbox=True`` makes ``mutations`` and ``stream`` the committed events of every process
+    on the database, read from the storage's outbox (see :mod:`reactive.outbox`);
+    ``outbox_poll`` is how often (seconds) a follower looks without a wake-up.
     """
 
     def __init__(
@@ -78,7 +93,24 @@ class Controller:
         *,
         side_effect_concurrency: int = 64,
         side_effect_leases: SideEffectLeases | None = None,
+        outbox: bool = False,
+        outbox_poll: float = 1.0,
     ) -> None:
+        if not isinstance(outbox, bool):
+            raise ModelError(f"Controller(outbox=...) must be True or False, got {outbox!r}")
+        if outbox and not isinstance(storage, Outbox):
+            raise ModelError(
+                f"Controller(outbox=True) needs a storage with an outbox (storage.abc.Outbox); "
+                f"{type(storage).__name__} has none"
+            )
+        if (
+            isinstance(outbox_poll, bool)
+            or not isinstance(outbox_poll, int | float)
+            or not 0 < outbox_poll <= 3600
+        ):
+            raise ModelError(
+                f"Controller(outbox_poll=...) must be seconds in (0, 3600], got {outbox_poll!r}"
+            )
         self.backend: Storage = storage
         """The storage backend given as ``storage`` (writes through it bypass the engine)."""
         self.engine = Engine(
@@ -99,6 +131,10 @@ class Controller:
         self._lookup_warnings = LookupWarnings(self.engine)
         self._subject: Subject[MutationEvent] = _IsolatingSubject()
         self._ready = False
+        self.outbox = outbox
+        """Whether the streams are the outbox's: every process's events (see the module)."""
+        self._outbox_poll = float(outbox_poll)
+        self._follower: Follower | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -121,6 +157,7 @@ class Controller:
         else:
             await self.backend.setup(self.engine.schema, install)
             await evolution.check_current(self)
+        await self._start_outbox()
         self._ready = True
         await self.side_effects.recover()
 
@@ -142,6 +179,7 @@ class Controller:
             plan = await evolution.plan_migration(self)
         await evolution.migrate(self, plan, allow_destructive)
         if not self._ready:
+            await self._start_outbox()
             self._ready = True
             await self.side_effects.recover()
         return plan
@@ -162,6 +200,9 @@ class Controller:
     async def close(self) -> None:
         """Stop side effects (pending ones resume at the next setup) and close the storage."""
         await self.side_effects.close()
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            await follower.close()
         self._subject.on_completed()
         await self.backend.close()
 
@@ -173,7 +214,11 @@ class Controller:
 
     @property
     def mutations(self) -> reactivex.Observable[MutationEvent]:
-        """Every committed mutation event, in commit order, delivered on the event loop."""
+        """Every committed mutation event, in commit order, delivered on the event loop.
+
+        With ``outbox=True``: the committed events of every process, each an
+        :class:`OutboxEvent` (with ``position`` and ``version``), in the outbox's order, the
+        same in every process (see the module)."""
         return self._subject
 
     def stream(
@@ -191,6 +236,29 @@ class Controller:
 
         return self._subject.pipe(ops.filter(wanted))
 
+    async def outbox_reader(self, name: str) -> OutboxReader:
+        """The durable outbox reader ``name`` (``outbox=True`` only): registered on first use
+        and kept across processes and restarts, it starts after its stored cursor (see
+        :class:`OutboxReader`)."""
+        if not self.outbox or not isinstance(self.backend, Outbox):
+            raise ModelError("outbox_reader needs Controller(..., outbox=True)")
+        if not self._ready:
+            raise ModelError("outbox_reader: await controller.setup() first")
+        position = await self.backend.outbox_register(name, durable=True)
+        return OutboxReader(self.backend, name, position)
+
+    async def _start_outbox(self) -> None:
+        backend = self.backend
+        if not self.outbox or self._follower is not None or not isinstance(backend, Outbox):
+            return
+        await backend.outbox_install()
+        follower = Follower(backend, self._publish_outbox, self._outbox_poll)
+        await follower.start()
+        self._follower = follower
+
+    def _publish_outbox(self, events: list[OutboxEvent]) -> None:
+        self._publish(events)
+
     # -- transactions ------------------------------------------------------------------------
 
     async def transact(
@@ -204,6 +272,7 @@ class Controller:
         self, body: Callable[[TransactionContext], T], user: Any, want_events: bool
     ) -> tuple[T, list[MutationEvent]]:
         public = self.engine.public_event
+        follower = self._follower
 
         def unit(session: Session) -> tuple[T, list[MutationEvent], Any]:
             ctx = TransactionContext(self.engine, session, self, user, self._lookup_warnings)
@@ -214,9 +283,20 @@ class Controller:
                 raise ctx.error
             events = [e for e in session.events if e.record_name not in _UNPUBLISHED]
             intents = self.side_effects.write_intents(session, events, public)
+            if follower is not None and events:
+                # Last in the body, outside any savepoint: a body run again (a retried
+                # transaction) appends its events once, with the write that caused them.
+                events = [public(e) for e in events]
+                cast(OutboxSession, session).outbox_append(entries(events))
             return result, events, intents
 
         result, events, intents = await self.backend.run(unit)
+        if follower is not None:
+            # The events reach subscribers from the outbox, in its order, in every process.
+            if events:
+                follower.committed()
+            self.side_effects.after_commit(events, intents)
+            return result, events
         # Subscribers and side effects see events without computations' internal state;
         # nobody needs them when nothing listens and the caller does not ask.
         if want_events or self._subject.observers or self.side_effects.effects:
@@ -225,7 +305,7 @@ class Controller:
             self.side_effects.after_commit(events, intents)
         return result, events
 
-    def _publish(self, events: list[MutationEvent]) -> None:
+    def _publish(self, events: Sequence[MutationEvent]) -> None:
         if not self._subject.observers:
             return
         for event in events:

@@ -7,8 +7,9 @@ an extra, imported on use); :func:`from_url` picks one by URL.
 
 Public submodules: :mod:`storage.abc` (the backend interface), :mod:`storage.migration`
 (schema changes as neutral values, for a migration planner above storage) and
-:mod:`storage.lease` (leases, wake-ups and leadership among processes on one database).
-Everything else is internal to the package.
+:mod:`storage.lease` (leases, wake-ups and leadership among processes on one database),
+:mod:`storage.outbox` (the outbox's values: positions, entries, rows). Everything else is
+internal to the package.
 """
 
 from storage.abc import Derived, DerivedKind, Match, Session, Storage

@@ -14,15 +14,19 @@ Both are :class:`typing.Protocol`\\ s: a backend conforms by shape, and code abo
 names these, never a backend class. Conformance is checked by the shared test suites, which run
 against every backend.
 
+A third, optional face: :class:`Outbox` (with :class:`OutboxSession` on its sessions), the
+storage primitives of one committed stream for all processes (see :mod:`storage.outbox`). A
+caller checks ``isinstance(backend, Outbox)``; both SQL backends have it.
+
 The ``*_internal`` writes are bookkeeping: validated and transactional like any write, but they
 emit no mutation event (a computation's running state, a side effect's intent and lease).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Literal, Protocol, TypeAlias, TypeVar
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import attrs
 
@@ -30,9 +34,10 @@ from storage.events import MutationEvent, Record, WriteResult
 from storage.lease import Leader, Lease, Listening
 from storage.match import MatchExp
 from storage.migration import Operation, RelatedTotals, TotalOutput
+from storage.outbox import OutboxBatch, OutboxEntry, OutboxPosition
 from storage.schema import RecordType, Schema
 
-__all__ = ["Derived", "DerivedKind", "Match", "Session", "Storage"]
+__all__ = ["Derived", "DerivedKind", "Match", "Outbox", "OutboxSession", "Session", "Storage"]
 
 T = TypeVar("T")
 Match = MatchExp | Mapping[str, Any] | None
@@ -377,4 +382,68 @@ class Storage(Protocol):
 
     def leader(self, name: str) -> Leader:
         """The leadership of ``name`` on this database (see :class:`storage.lease.Leader`)."""
+
+
+@runtime_checkable
+class OutboxSession(Protocol):
+    """The outbox's write, inside a running transaction."""
+
+    def outbox_append(self, entries: Sequence[OutboxEntry]) -> None:
+        """Append ``entries`` (in order) to the outbox in this transaction, giving each the
+        next version of its record. One statement on PostgreSQL whatever the number of
+        entries; nothing when ``entries`` is empty. Call it once per transaction, outside any
+        savepoint (after the body's writes), so a retried body appends them once."""
+        ...
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """The outbox's reads and bookkeeping: readers, their stored cursors, pruning, wake-ups.
+
+    A *reader* is a name with a stored cursor (a position). A durable reader keeps its
+    cursor until :meth:`outbox_unregister`; a live one (``durable=False``, a process's own
+    stream) also lapses when it has not stored its cursor for ``lease`` seconds (its process
+    died). :meth:`outbox_prune` deletes only rows every registered reader is past."""
+
+    async def outbox_install(self) -> None:
+        """Create the outbox's tables when missing (the backend's own: ``inspect()`` leaves
+        them out)."""
+        ...
+
+    async def outbox_register(
+        self, name: str, *, durable: bool, lease: float = 60.0
+    ) -> OutboxPosition:
+        """Register reader ``name`` and return its cursor: the stored one when it is
+        registered already, else the position of the last final row (it reads what commits
+        from now on)."""
+        ...
+
+    async def outbox_store(self, name: str, position: OutboxPosition) -> None:
+        """Store reader ``name``'s cursor (and renew a live reader's lease). Raises
+        :class:`~storage.outbox.OutboxError` when the reader is not registered (dropped, or a
+        live reader whose lease lapsed: rows it had not read may be pruned)."""
+        ...
+
+    async def outbox_unregister(self, name: str) -> bool:
+        """Forget reader ``name`` (its rows become prunable); whether it was registered."""
+        ...
+
+    async def outbox_read(self, after: OutboxPosition, limit: int) -> OutboxBatch:
+        """Up to ``limit`` final rows after ``after``, in order (one read transaction)."""
+        ...
+
+    async def outbox_prune(self) -> int:
+        """Forget lapsed live readers, then delete every row that all registered readers are
+        past (every final row when none is registered); returns how many rows it deleted."""
+        ...
+
+    async def outbox_listen(self, wake: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        """Call ``wake()`` (on the loop) whenever another process says it appended rows;
+        returns the coroutine function that stops listening. Where the backend has no such
+        signal, ``wake`` is never called and readers rely on polling."""
+        ...
+
+    def outbox_notify(self) -> None:
+        """Say, after a commit that appended rows, that there is something to read: a hint
+        sent outside the transaction (coalesced, never awaited by the writer)."""
         ...

@@ -53,6 +53,7 @@ def test_postgres_chain_benchmark_prints_json_lines(postgres_url: str) -> None:
     assert set(by_workload) == {
         "pg_chain",
         "pg_chain_floor",
+        "pg_chain_outbox",
         "pg_count_growth",
         "pg_count_floor",
         "pg_summation",
@@ -68,6 +69,11 @@ def test_postgres_chain_benchmark_prints_json_lines(postgres_url: str) -> None:
     # the engine's chain commits at least the floor's three transactions
     assert by_workload["pg_chain"]["transactions_per_chain"] >= 3
     assert by_workload["pg_chain"]["statements_per_chain"] >= 9
+    # the outbox adds its appends (and the follower's reads) to the same chain, which its run
+    # waited to see delivered from the outbox
+    outbox = by_workload["pg_chain_outbox"]
+    assert outbox["statements_per_chain"] > outbox["plain_statements_per_chain"] >= 9
+    assert outbox["ratio_to_pg_chain"] > 0
 
 
 def _json_lines(module: str, **env: str) -> list[dict[str, Any]]:

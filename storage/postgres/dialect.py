@@ -20,6 +20,7 @@ from typing import ClassVar
 
 from storage.postgres import codecs
 from storage.postgres.errors import sqlstate
+from storage.postgres.outbox import POSTGRES_OUTBOX
 from storage.sql.codecs import Codecs
 from storage.sql.dialect import Dialect, Violation
 
@@ -42,6 +43,7 @@ class PostgresDialect(Dialect):
     """PostgreSQL 13+ through asyncpg (``$n`` placeholders)."""
 
     name = "postgresql"
+    outbox = POSTGRES_OUTBOX
     codecs = Codecs(
         codecs.ENCODERS,
         codecs.DECODERS,

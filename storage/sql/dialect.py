@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from storage.sql.codecs import Codecs
 from storage.sql.driver import Cursor
+from storage.sql.outbox import OutboxSQL
 
 __all__ = ["Dialect", "Violation", "quote"]
 
@@ -84,6 +85,8 @@ class Dialect:
     skip_locked: ClassVar[str] = ""
     """What a claim's row selection ends with so that concurrent claims pass over each other's
     rows (PostgreSQL: `` FOR UPDATE SKIP LOCKED``); empty where writes never run at once."""
+    outbox: ClassVar[OutboxSQL | None] = None
+    """The outbox's statements on this database (:mod:`storage.sql.outbox`); None: none."""
 
     def quote(self, name: str) -> str:
         """An identifier, quoted."""

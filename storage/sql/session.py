@@ -28,8 +28,9 @@ from storage.events import MutationEvent, Record, WriteResult
 from storage.lease import Lease
 from storage.match import MatchExp
 from storage.migration import RelatedTotals
+from storage.outbox import OutboxEntry
 from storage.schema import Schema
-from storage.sql import leases, totals
+from storage.sql import leases, outbox, totals
 from storage.sql.cache import StatementCache
 from storage.sql.dialect import Dialect
 from storage.sql.driver import Driver, bind
@@ -271,6 +272,16 @@ class SQLSession:
         """The smallest and largest id of ``record`` (None when empty): batches walk it."""
         self.schema.record(record)
         return totals.id_bounds(self._reader.run, record)
+
+    # -- the outbox (storage.abc.OutboxSession) ------------------------------------------------
+
+    def outbox_append(self, entries: Sequence[OutboxEntry]) -> None:
+        """Append ``entries`` to the outbox in this transaction (see
+        :meth:`storage.abc.OutboxSession.outbox_append`): one statement on PostgreSQL."""
+        sql = self._reader.dialect.outbox
+        if sql is None:
+            raise NotImplementedError(f"{self._reader.dialect.name} has no outbox")
+        outbox.append(self._reader.run, sql, entries)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -11,7 +11,12 @@ through the backend's transaction. A backend subclasses :class:`SQLStorage`, set
 - ``async _transaction(write, work)``: run the synchronous ``work(driver)`` as one transaction
   (``BEGIN``/``COMMIT``, rollback on error, retries, error translation), one hop at most;
 - ``async close()`` and the ``write_fault`` property;
-- optionally ``_session(schema, driver, statements)`` for a session class of its own.
+- optionally ``_session(schema, driver, statements)`` for a session class of its own;
+- optionally ``outbox_listen`` and ``outbox_notify`` (wake-ups between processes; by default
+  there are none and readers poll).
+
+The outbox (:class:`storage.abc.Outbox`; :mod:`storage.sql.outbox`) is shared too: each
+operation is one transaction of the backend's, on the statements its dialect carries.
 
 The statement cache (:class:`~storage.sql.cache.StatementCache`) belongs to the storage: one
 per bound schema, made anew when :meth:`SQLStorage.migrate` binds another.
@@ -19,7 +24,7 @@ per bound schema, made anew when :meth:`SQLStorage.migrate` binds another.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -28,12 +33,15 @@ from storage.events import Record, WriteResult
 from storage.lease import Lease
 from storage.match import MatchExp
 from storage.migration import Operation
+from storage.outbox import OutboxBatch, OutboxPosition
 from storage.schema import RecordType, Schema
 from storage.sql import migrate
+from storage.sql import outbox as sql_outbox
 from storage.sql.cache import StatementCache
 from storage.sql.dialect import Dialect
 from storage.sql.driver import Driver
 from storage.sql.migrate import DDL
+from storage.sql.outbox import OWN_TABLES, OutboxSQL
 from storage.sql.session import SQLSession
 
 __all__ = ["SQLStorage"]
@@ -134,7 +142,8 @@ class SQLStorage(Generic[D, S]):
         """Every table of the database with its column names (opens the connection; needs no
         schema): what a migration planner compares a model with."""
         await self._connect()
-        return await self._transaction(False, lambda d: self.ddl.tables(d.execute))
+        tables = await self._transaction(False, lambda d: self.ddl.tables(d.execute))
+        return {name: columns for name, columns in tables.items() if name not in OWN_TABLES}
 
     async def peek(self, record: RecordType) -> list[Record]:
         """Every row of ``record`` (all fields), read with ``record`` as the only schema: for
@@ -279,3 +288,59 @@ class SQLStorage(Generic[D, S]):
         return await self.run(
             lambda tx: tx.claim(name, match, lease, limit=limit, fields=fields, values=values)
         )
+
+    # -- the outbox (storage.abc.Outbox; storage.sql.outbox) ---------------------------------
+
+    def _outbox_sql(self) -> OutboxSQL:
+        sql = self.dialect.outbox
+        if sql is None:
+            raise NotImplementedError(f"{type(self).__name__} has no outbox")
+        return sql
+
+    async def outbox_install(self) -> None:
+        """Create the outbox's tables when missing (one write transaction)."""
+        sql = self._outbox_sql()
+        await self._connect()
+        await self._transaction(True, lambda d: sql_outbox.install(d.execute, sql))
+
+    async def outbox_register(
+        self, name: str, *, durable: bool, lease: float = 60.0
+    ) -> OutboxPosition:
+        """Register reader ``name`` (see :class:`storage.abc.Outbox`); its cursor."""
+        sql = self._outbox_sql()
+        return await self._transaction(
+            True, lambda d: sql_outbox.register(d.execute, sql, name, durable, lease)
+        )
+
+    async def outbox_store(self, name: str, position: OutboxPosition) -> None:
+        """Store reader ``name``'s cursor; :class:`OutboxError` when it is not registered."""
+        sql = self._outbox_sql()
+        await self._transaction(True, lambda d: sql_outbox.store(d.execute, sql, name, position))
+
+    async def outbox_unregister(self, name: str) -> bool:
+        """Forget reader ``name``; whether it was registered."""
+        self._outbox_sql()
+        return await self._transaction(True, lambda d: sql_outbox.unregister(d.execute, name))
+
+    async def outbox_read(self, after: OutboxPosition, limit: int) -> OutboxBatch:
+        """Up to ``limit`` final rows after ``after`` (one read transaction, one statement)."""
+        sql = self._outbox_sql()
+        return await self._transaction(
+            False, lambda d: sql_outbox.read(d.execute, sql, after, limit)
+        )
+
+    async def outbox_prune(self) -> int:
+        """Delete the rows every registered reader is past; how many."""
+        sql = self._outbox_sql()
+        return await self._transaction(True, lambda d: sql_outbox.prune(d.execute, sql))
+
+    async def outbox_listen(self, wake: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        """No signal between processes here: ``wake`` is never called (readers poll)."""
+
+        async def stop() -> None:
+            return None
+
+        return stop
+
+    def outbox_notify(self) -> None:
+        """No signal between processes here: nothing to send."""

@@ -17,6 +17,7 @@ from typing import Any
 from storage.sql.codecs import Codecs
 from storage.sql.dialect import Dialect, Violation
 from storage.sql.driver import Cursor
+from storage.sqlite.outbox import SQLITE_OUTBOX
 from storage.types import DECODERS, ENCODERS, PLAIN
 
 __all__ = ["SQLITE", "SQLiteDialect"]
@@ -28,6 +29,7 @@ class SQLiteDialect(Dialect):
     """SQLite 3.35+ through :mod:`sqlite3` (``?`` placeholders, as the neutral form)."""
 
     name = "sqlite"
+    outbox = SQLITE_OUTBOX
     codecs = Codecs(ENCODERS, DECODERS, PLAIN, frozenset({"string", "number", "integer"}))
     true = "1"
     false = "0"

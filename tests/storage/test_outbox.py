@@ -1,0 +1,225 @@
+"""The outbox's storage primitives (``storage.abc.Outbox``) on both backends.
+
+Hypothesis drives interleavings of appends (transactions of several events over a few
+records), reads of several named readers, cursor stores, reopenings (a reader registered again
+starts at its stored cursor) and prunes, against a model of where each reader stands:
+
+- every read returns the next rows of the one sequence, in order (a prefix of them on
+  PostgreSQL, where a transaction elsewhere on the server may hold the horizon back);
+- after a prune every row some registered reader has not stored its cursor past is still
+  there, and on SQLite exactly those are;
+- each record's versions are 1, 2, 3, ... in append order, however the events of a
+  transaction interleave records.
+
+Plus: a rolled-back transaction appends nothing; a live reader whose lease lapsed is forgotten
+by the next prune (its rows no longer held back) and storing its cursor is refused; storing
+for an unknown reader is refused; ``inspect()`` leaves the outbox's tables out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from storage import Schema, Storage
+from storage.abc import Outbox, OutboxSession
+from storage.outbox import OutboxEntry, OutboxError, OutboxPosition, OutboxRow
+from tests.conftest import scratch_storage
+
+START = OutboxPosition(-1, 0)
+READERS = ("a", "b", "c")
+RECORDS = ("R1", "R2", "R3")
+
+
+async def open_outbox(store: Storage) -> Outbox:
+    await store.setup(Schema([]))
+    assert isinstance(store, Outbox)
+    await store.outbox_install()
+    return store
+
+
+async def append(store: Storage, entries: list[OutboxEntry]) -> None:
+    def body(session: Any) -> None:
+        assert isinstance(session, OutboxSession)
+        session.outbox_append(entries)
+
+    await store.run(body)
+
+
+async def final_rows(outbox: Outbox, after: OutboxPosition = START) -> list[OutboxRow]:
+    """Every row after ``after``, once each is final (on PostgreSQL a transaction elsewhere on
+    the server may hold the horizon back for a moment; bounded wait)."""
+    for _ in range(1000):
+        batch = await outbox.outbox_read(after, 10_000)
+        if not batch.pending:
+            return batch.rows
+        await asyncio.sleep(0.01)
+    raise AssertionError("rows stayed behind the horizon for 10 s")
+
+
+async def every_row(outbox: Outbox) -> list[str]:
+    return [row.payload for row in await final_rows(outbox)]
+
+
+def entry(record: str, payload: str) -> OutboxEntry:
+    return OutboxEntry("Thing", record, "update", payload)
+
+
+transactions = st.lists(st.sampled_from(RECORDS), min_size=1, max_size=4)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), transactions),
+        st.tuples(st.just("read"), st.sampled_from(READERS), st.integers(1, 4)),
+        st.tuples(st.just("store"), st.sampled_from(READERS)),
+        st.tuples(st.just("reopen"), st.sampled_from(READERS)),
+        st.tuples(st.just("prune")),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(ops=operations)
+async def test_readers_and_prunes_under_any_interleaving(
+    backend: str, ops: list[tuple[Any, ...]]
+) -> None:
+    async with scratch_storage(backend) as store:
+        outbox = await open_outbox(store)
+        sqlite = backend == "sqlite"
+        log: list[str] = []  # payloads in append order (one writer: the outbox order too)
+        versions: dict[str, list[int]] = {r: [] for r in RECORDS}
+        position = {n: await outbox.outbox_register(n, durable=True) for n in READERS}
+        at = {n: 0 for n in READERS}  # how far into log each reader has read
+        stored = dict(at)
+        stored_position = dict(position)
+        first_reads = 0
+        for op in ops:
+            if op[0] == "append":
+                batch = [entry(rec, uuid.uuid4().hex) for rec in op[1]]
+                await append(store, batch)
+                log += [e.payload for e in batch]
+            elif op[0] == "read":
+                name, limit = op[1], op[2]
+                got = await outbox.outbox_read(position[name], limit)
+                payloads = [row.payload for row in got.rows]
+                assert payloads == log[at[name] : at[name] + len(payloads)]
+                if sqlite:
+                    assert len(payloads) == min(limit, len(log) - at[name])
+                    assert got.pending is False
+                for row in got.rows:
+                    if at[name] == first_reads:  # the first time any reader reads this row
+                        versions[row.record_id].append(row.version)
+                        first_reads += 1
+                    at[name] += 1
+                if got.rows:
+                    position[name] = got.rows[-1].position
+            elif op[0] == "store":
+                await outbox.outbox_store(op[1], position[op[1]])
+                stored[op[1]], stored_position[op[1]] = at[op[1]], position[op[1]]
+            elif op[0] == "reopen":
+                again = await outbox.outbox_register(op[1], durable=True)
+                assert again == stored_position[op[1]]
+                position[op[1]], at[op[1]] = again, stored[op[1]]
+            else:
+                await outbox.outbox_prune()
+                kept = await every_row(outbox)
+                oldest = min(stored.values())
+                # Every row a reader has not stored its cursor past is kept (a prune on
+                # PostgreSQL may keep more: rows that were not final yet when it ran).
+                assert kept == log[len(log) - len(kept) :]
+                assert len(kept) >= len(log) - oldest
+                if sqlite:
+                    assert kept == log[oldest:]
+        for record, seen in versions.items():
+            assert seen == list(range(1, len(seen) + 1)), record
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(batches=st.lists(transactions, min_size=1, max_size=8))
+async def test_versions_count_each_records_events_in_append_order(
+    backend: str, batches: list[list[str]]
+) -> None:
+    async with scratch_storage(backend) as store:
+        outbox = await open_outbox(store)
+        for batch in batches:
+            await append(store, [entry(rec, rec) for rec in batch])
+        await every_row(outbox)
+        rows = (await outbox.outbox_read(START, 1000)).rows
+        assert [row.record_id for row in rows] == [rec for batch in batches for rec in batch]
+        counted: Counter[str] = Counter()
+        for row in rows:
+            counted[row.record_id] += 1
+            assert row.version == counted[row.record_id]
+        positions = [row.position for row in rows]
+        assert positions == sorted(positions) and len(set(positions)) == len(positions)
+
+
+async def test_rolled_back_transactions_append_nothing(make_storage: Any) -> None:
+    store = make_storage("outbox")
+    outbox = await open_outbox(store)
+
+    def failing(session: Any) -> None:
+        session.outbox_append([entry("R1", "lost")])
+        raise RuntimeError("the body failed after appending")
+
+    with pytest.raises(RuntimeError, match="failed after appending"):
+        await store.run(failing)
+    await append(store, [entry("R1", "kept")])
+    rows = await final_rows(outbox)
+    assert [(row.payload, row.version) for row in rows] == [("kept", 1)]
+    await append(store, [])  # nothing to append: no statement, no row
+    assert len(await final_rows(outbox)) == 1
+
+
+async def test_a_lapsed_live_reader_stops_holding_rows_back(make_storage: Any) -> None:
+    store = make_storage("outbox")
+    outbox = await open_outbox(store)
+    await outbox.outbox_register("dead", durable=False, lease=0.05)
+    await outbox.outbox_register("alive", durable=False, lease=60)
+    await append(store, [entry("R1", "one"), entry("R2", "two")])
+    rows = await final_rows(outbox)
+    assert await outbox.outbox_prune() == 0  # both readers stand before the rows
+    await outbox.outbox_store("alive", rows[-1].position)
+    await asyncio.sleep(0.2)  # "dead" stores nothing for longer than its lease
+    assert await outbox.outbox_prune() == 2
+    with pytest.raises(OutboxError, match="'dead' is not registered"):
+        await outbox.outbox_store("dead", rows[-1].position)
+    with pytest.raises(OutboxError, match="'ghost' is not registered"):
+        await outbox.outbox_store("ghost", START)
+    assert await outbox.outbox_unregister("alive") is True
+    assert await outbox.outbox_unregister("alive") is False
+    with pytest.raises(OutboxError, match="lease"):
+        await outbox.outbox_register("bad", durable=False, lease=0)
+
+
+async def test_no_reader_prunes_every_final_row_and_new_readers_start_after_them(
+    make_storage: Any,
+) -> None:
+    store = make_storage("outbox")
+    outbox = await open_outbox(store)
+    await append(store, [entry("R1", "one")])
+    await final_rows(outbox)
+    fresh = await outbox.outbox_register("fresh", durable=True)
+    assert await final_rows(outbox, fresh) == []  # it reads what commits from now on
+    await append(store, [entry("R1", "two")])
+    assert [row.payload for row in await final_rows(outbox, fresh)] == ["two"]
+    assert await outbox.outbox_prune() == 1  # "one": before the only reader
+    await outbox.outbox_unregister("fresh")
+    assert await outbox.outbox_prune() == 1
+    assert await final_rows(outbox) == []
+    assert not any(name.startswith("_interaqt_outbox") for name in await store.inspect())
