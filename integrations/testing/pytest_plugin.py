@@ -155,9 +155,7 @@ async def interaqt_controller(
         side_effects: Iterable[r.RecordMutationSideEffect] = (),
     ) -> r.Controller:
         # the test's interaqt_storage first; a second controller gets another fresh storage
-        backend = (
-            _interaqt_storages.new() if made else request.getfixturevalue("interaqt_storage")
-        )
+        backend = _interaqt_storages.new() if made else request.getfixturevalue("interaqt_storage")
         controller = r.Controller(
             backend, entities, relations, dictionaries, interactions, side_effects
         )
