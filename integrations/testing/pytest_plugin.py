@@ -8,7 +8,11 @@ a project that depends on interaqt-py has these fixtures without a ``conftest.py
   fresh storage (``interaqt_storage``); every controller it made is closed after the test.
 - ``interaqt_storage``: a fresh storage. In-memory SQLite by default; with
   ``--interaqt-backend=postgres`` the PostgreSQL backend, built by ``storage.from_url`` from
-  ``--interaqt-database-url`` (or ``INTERAQT_DATABASE_URL``).
+  ``--interaqt-database-url`` (or ``INTERAQT_DATABASE_URL``) in a PostgreSQL schema of the
+  test's own (``interaqt_<random>``, created at setup): after the test the storage is closed
+  and the schema dropped with everything in it, so tests neither see each other's rows nor
+  leave tables behind. Each controller ``interaqt_controller`` makes gets a storage (and so a
+  schema) of its own.
 - ``interaqt_clock``: a :class:`~integrations.testing.FakeClock` (time moves only when the test
   advances it).
 - ``interaqt_fake_provider``: a started :class:`~integrations.testing.FakeProvider` on
@@ -22,6 +26,7 @@ The async fixtures need ``pytest-asyncio`` (the ``testing`` extra installs it).
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -57,7 +62,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def make_storage(backend: str, url: str | None) -> Any:
-    """The storage the options ask for (see the module docstring)."""
+    """The storage the options ask for (see the module docstring); on PostgreSQL in a new
+    schema of its own (``storage.schema_name``)."""
     if backend == "sqlite":
         return storage.SQLiteStorage(":memory:")
     if backend != "postgres":
@@ -75,21 +81,70 @@ def make_storage(backend: str, url: str | None) -> Any:
             f"--interaqt-backend=postgres needs --interaqt-database-url or ${URL_ENV} "
             "(postgresql://user:password@host/database)"
         )
-    return from_url(url)
+    return from_url(url, schema=f"interaqt_{uuid.uuid4().hex[:16]}")
 
 
-@pytest.fixture
-def interaqt_storage(request: pytest.FixtureRequest) -> Any:
-    """A fresh, not yet set up storage (see the module docstring)."""
-    backend = request.config.getoption("--interaqt-backend")
-    url = request.config.getoption("--interaqt-database-url") or os.environ.get(URL_ENV)
-    return make_storage(backend, url)
+async def dispose(made: Any) -> None:
+    """Close a storage :func:`make_storage` made; on PostgreSQL drop its schema too (on a
+    connection of its own: the storage's pool is closed by then)."""
+    await made.close()
+    schema = getattr(made, "schema_name", None)
+    if not schema:
+        return
+    import asyncpg
+
+    connection = await asyncpg.connect(made.dsn, timeout=made.connect_timeout)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await connection.close()
+
+
+class _Storages:
+    """The storages of one test, disposed of after it."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.backend = config.getoption("--interaqt-backend")
+        self.url = config.getoption("--interaqt-database-url") or os.environ.get(URL_ENV)
+        self.made: list[Any] = []
+
+    def new(self) -> Any:
+        made = make_storage(self.backend, self.url)
+        self.made.append(made)
+        return made
+
+    async def dispose(self) -> None:
+        errors: list[BaseException] = []
+        for made in reversed(self.made):
+            try:
+                await dispose(made)
+            except Exception as exc:  # dispose of the others, then report
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 @pytest_asyncio.fixture
-async def interaqt_controller(request: pytest.FixtureRequest) -> AsyncIterator[MakeController]:
+async def _interaqt_storages(request: pytest.FixtureRequest) -> AsyncIterator[_Storages]:
+    storages = _Storages(request.config)
+    yield storages
+    await storages.dispose()
+
+
+@pytest.fixture
+def interaqt_storage(_interaqt_storages: _Storages) -> Any:
+    """A fresh, not yet set up storage (see the module docstring); closed after the test
+    (on PostgreSQL its schema dropped)."""
+    return _interaqt_storages.new()
+
+
+@pytest_asyncio.fixture
+async def interaqt_controller(
+    request: pytest.FixtureRequest, _interaqt_storages: _Storages
+) -> AsyncIterator[MakeController]:
     """``await interaqt_controller(entities, relations, ...)``: a set-up controller on a fresh
-    storage; all of them are closed after the test."""
+    storage (the test's ``interaqt_storage`` first, then one more each); all of them are
+    closed after the test."""
     made: list[r.Controller] = []
 
     async def factory(
@@ -99,10 +154,8 @@ async def interaqt_controller(request: pytest.FixtureRequest) -> AsyncIterator[M
         interactions: Iterable[r.Interaction] = (),
         side_effects: Iterable[r.RecordMutationSideEffect] = (),
     ) -> r.Controller:
-        backend = request.getfixturevalue("interaqt_storage") if not made else None
-        if backend is None:  # a second controller in one test: another fresh storage
-            url = request.config.getoption("--interaqt-database-url") or os.environ.get(URL_ENV)
-            backend = make_storage(request.config.getoption("--interaqt-backend"), url)
+        # the test's interaqt_storage first; a second controller gets another fresh storage
+        backend = _interaqt_storages.new() if made else request.getfixturevalue("interaqt_storage")
         controller = r.Controller(
             backend, entities, relations, dictionaries, interactions, side_effects
         )

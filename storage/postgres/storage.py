@@ -197,6 +197,14 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         self._outbox_notify_again = False
         self._outbox_notifying: asyncio.Task[None] | None = None
 
+    def _lock_migrations(self, driver: Connection) -> None:
+        """A transaction-scoped advisory lock per PostgreSQL schema: READ COMMITTED lets two
+        migrations read the same old manifest, and the second would then fail on the first's
+        DDL ("column already exists") instead of planning again."""
+        driver.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('interaqt:migrate:' || current_schema()))"
+        )
+
     def __repr__(self) -> str:
         return f"PostgresStorage({self.address}, pool_size={self.pool_size})"
 

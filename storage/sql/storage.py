@@ -192,6 +192,7 @@ class SQLStorage(Generic[D, S]):
         statements = self._statements if schema is self._schema else StatementCache()
 
         def work(driver: D) -> T:
+            self._lock_migrations(driver)
             if guard is not None:
                 guard(lambda record: self._peek(driver, record))
             migrate.apply(driver.execute, self.dialect, self.ddl, schema, list(operations))
@@ -200,6 +201,11 @@ class SQLStorage(Generic[D, S]):
         result = await self._transaction(True, work)
         self._schema, self._statements = schema, statements
         return result
+
+    def _lock_migrations(self, driver: D) -> None:
+        """Hold the database's migration lock until the transaction ends, before the guard
+        reads: two processes migrating at once take turns, and the second's guard sees what
+        the first committed. SQLite's write transaction already excludes every other writer."""
 
     # -- transactions ------------------------------------------------------------------------
 

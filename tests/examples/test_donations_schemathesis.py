@@ -3,7 +3,8 @@ generated requests per operation (valid and schema-breaking), signed in; no answ
 and every error uses the envelope.
 
 The application (with its fake providers) runs in a thread with its own event loop, because
-schemathesis calls synchronously.
+schemathesis calls synchronously. Both backends: the PostgreSQL run (a schema of its own,
+dropped afterwards) makes fewer requests (``EXAMPLE_FUZZ_PG_EXAMPLES``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 import socket
 import threading
 import unicodedata
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,15 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from examples.donations.__main__ import serve_locally
+from storage import PostgresStorage, Storage
+from tests.conftest import PG_URL, drop_schema
 from tests.server.test_schemathesis import envelope_on_errors
 
 EXAMPLES = int(os.environ.get("EXAMPLE_FUZZ_EXAMPLES", "15"))
+PG_EXAMPLES = int(os.environ.get("EXAMPLE_FUZZ_PG_EXAMPLES", "5"))
 # scrypt makes every accepted register/login cost ~0.4 s: fewer examples there.
 SLOW = {"/api/auth.register": 4, "/api/auth.login": 4}
+PG_SLOW = {"/api/auth.register": 2, "/api/auth.login": 2}
 # Webhooks read the raw body: any bytes are "valid", so only positive cases make sense.
 RAW = {"/api/stripe_payments.webhook", "/api/volc_tts.callback"}
 CHECKS = [not_a_server_error, content_type_conformance, envelope_on_errors, status_code_conformance]
@@ -72,7 +78,19 @@ POSITIVE_CHECKS = [*CHECKS, schema_valid_is_accepted]
 
 
 class Served:
-    def __init__(self, database: str) -> None:
+    """The example app on 127.0.0.1 in a background thread, on ``database`` (a SQLite path,
+    or a function making the storage, called in the thread; its JWT secret at ``secret``)."""
+
+    def __init__(
+        self,
+        database: str | Callable[[], Storage],
+        secret: Path | None = None,
+        examples: int = EXAMPLES,
+        slow: dict[str, int] | None = None,
+    ) -> None:
+        self.secret = secret
+        self.examples = examples
+        self.slow = SLOW if slow is None else slow
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port: int = sock.getsockname()[1]
@@ -97,7 +115,8 @@ class Served:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with serve_locally(self.port, self.database):
+        database = self.database if isinstance(self.database, str) else self.database()
+        async with serve_locally(self.port, database, secret=self.secret):
             self._ready.set()
             await self._stop.wait()
 
@@ -115,9 +134,23 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    with Served(str(tmp_path / "fuzz.db")) as served:
-        yield served
+def served(backend: str, tmp_path: Path) -> Iterator[Served]:
+    """The app on the test's backend (PostgreSQL: a schema of its own, dropped afterwards)."""
+    if backend == "sqlite":
+        with Served(str(tmp_path / "fuzz.db")) as served:
+            yield served
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    try:
+        with Served(
+            lambda: PostgresStorage(PG_URL, schema=schema),
+            secret=tmp_path / "jwt.secret",
+            examples=PG_EXAMPLES,
+            slow=PG_SLOW,
+        ) as served:
+            yield served
+    finally:
+        asyncio.run(drop_schema(PG_URL, schema))
 
 
 def test_the_example_app_never_answers_500(served: Served) -> None:
@@ -142,7 +175,7 @@ def test_the_example_app_never_answers_500(served: Served) -> None:
             checks = POSITIVE_CHECKS if mode is GenerationMode.POSITIVE else CHECKS
 
             @settings(
-                max_examples=SLOW.get(operation.path, EXAMPLES),
+                max_examples=served.slow.get(operation.path, served.examples),
                 deadline=None,
                 derandomize=True,
                 database=None,

@@ -100,6 +100,85 @@ def test_storage(interaqt_storage):
         result.stdout.fnmatch_lines(["*PostgreSQL backend not available*"])
 
 
+PG_USER_TESTS = """
+import json
+import pathlib
+
+import pytest
+import reactive as r
+
+post = r.Entity("Post", [r.Property("title")])
+SEEN = pathlib.Path("schemas.jsonl")
+
+
+async def note(controller):
+    rows = await controller.storage.find("Post", None, ["title"])
+    with SEEN.open("a") as out:
+        out.write(json.dumps({"schema": controller.backend.schema_name, "rows": len(rows)}) + "\\n")
+
+
+@pytest.mark.asyncio
+async def test_first(interaqt_controller):
+    c = await interaqt_controller([post])
+    await c.storage.create("Post", {"title": "a"})
+    await note(c)
+    other = await interaqt_controller([post])  # a second controller: a schema of its own
+    await note(other)
+
+
+@pytest.mark.asyncio
+async def test_second_sees_nothing_of_the_first(interaqt_controller, interaqt_storage):
+    c = await interaqt_controller([post])
+    assert c.backend is interaqt_storage
+    await note(c)
+
+
+@pytest.mark.asyncio
+async def test_a_failing_test_is_cleaned_up_too(interaqt_controller):
+    c = await interaqt_controller([post])
+    await c.storage.create("Post", {"title": "b"})
+    await note(c)
+    raise AssertionError("planted")
+"""
+
+
+def test_postgres_backend_gives_each_test_a_schema_and_drops_it(
+    pytester: pytest.Pytester, postgres_url: str
+) -> None:
+    """Against the real server: every controller is in a schema of its own (a test never
+    sees another's rows) and every schema is gone after the run, a failed test's too."""
+    import asyncio
+    import json
+
+    import asyncpg
+
+    pytester.makepyfile(test_user=PG_USER_TESTS)
+    result = pytester.runpytest_subprocess(
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--interaqt-backend=postgres",
+        f"--interaqt-database-url={postgres_url}",
+    )
+    result.assert_outcomes(passed=2, failed=1)
+    seen = [json.loads(line) for line in (pytester.path / "schemas.jsonl").read_text().splitlines()]
+    assert [s["rows"] for s in seen] == [1, 0, 0, 1]
+    schemas = [s["schema"] for s in seen]
+    assert len(set(schemas)) == 4 and all(s.startswith("interaqt_") for s in schemas)
+
+    async def left() -> list[str]:
+        connection = await asyncpg.connect(postgres_url, timeout=10)
+        try:
+            rows = await connection.fetch(
+                "SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[])", schemas
+            )
+        finally:
+            await connection.close()
+        return [row["nspname"] for row in rows]
+
+    assert asyncio.run(left()) == []
+
+
 def test_an_unknown_backend_is_refused(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user="def test_x():\n    pass\n")
     result = pytester.runpytest_subprocess("-q", "--interaqt-backend=oracle")

@@ -1,13 +1,13 @@
 """OpenAI-compatible translation end to end over loopback: the ``Translate`` interaction posted to
-the real server (``reactive.server.create_app``) creates a Document and its TranslationCall on a
-SQLite file; the integration calls the fake chat-completions server through the official
-``openai`` SDK; the fold and ``latest_call_value`` give the Document its translation."""
+the real server (``reactive.server.create_app``) creates a Document and its TranslationCall on
+each backend (a SQLite file, a PostgreSQL schema of the test's own); the integration calls the
+fake chat-completions server through the official ``openai`` SDK; the fold and
+``latest_call_value`` give the Document its translation."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -42,7 +42,7 @@ from integrations.providers.openai_translate.fake_server import (
     server_error,
 )
 from integrations.testing import FakeClock
-from storage import SQLiteStorage
+from tests.conftest import StorageFactory
 
 CALL = "TranslationCall"
 EVENT = "TranslationEvent"
@@ -139,7 +139,7 @@ MakeApp = Callable[..., Awaitable[App]]
 
 
 @pytest.fixture
-async def make_app(tmp_path: Path) -> AsyncIterator[MakeApp]:
+async def make_app(make_storage: StorageFactory) -> AsyncIterator[MakeApp]:
     opened: list[App] = []
 
     async def factory(
@@ -184,7 +184,7 @@ async def make_app(tmp_path: Path) -> AsyncIterator[MakeApp]:
         integration = OpenAITranslateIntegration(api, environ=environ, **options)
         await integration.configure()
         controller = r.Controller(
-            SQLiteStorage(str(tmp_path / f"app{len(opened)}.db")),
+            make_storage(f"app{len(opened)}.db"),
             [document, *api],
             [relation],
             interactions=[interaction],

@@ -1,8 +1,9 @@
 """Stripe PaymentIntents end to end over loopback: the ``PlaceOrder`` interaction posted to the
-real server (``reactive.server.create_app``) creates an Order and its PaymentCall on a SQLite
-file; the integration creates the PaymentIntent at the fake Stripe through the official
-``stripe`` SDK; the fake sends signed webhooks to ``/api/stripe_payments.webhook`` on the same
-server; the fold and ``latest_call_value`` give the Order its payment status."""
+real server (``reactive.server.create_app``) creates an Order and its PaymentCall on each
+backend (a SQLite file, a PostgreSQL schema of the test's own); the integration creates the
+PaymentIntent at the fake Stripe through the official ``stripe`` SDK; the fake sends signed
+webhooks to ``/api/stripe_payments.webhook`` on the same server; the fold and
+``latest_call_value`` give the Order its payment status."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -44,7 +44,7 @@ from integrations.providers.stripe_payments.fake_server import (
     server_error,
 )
 from integrations.providers.stripe_payments.fake_wire import decode_form, error_body
-from storage import SQLiteStorage
+from tests.conftest import StorageFactory
 
 CALL = "PaymentCall"
 EVENT = "PaymentEvent"
@@ -142,7 +142,7 @@ MakeApp = Callable[..., Awaitable[App]]
 
 
 @pytest.fixture
-async def make_app(tmp_path: Path) -> AsyncIterator[MakeApp]:
+async def make_app(make_storage: StorageFactory) -> AsyncIterator[MakeApp]:
     opened: list[App] = []
 
     async def factory(**options: Any) -> App:
@@ -188,7 +188,7 @@ async def make_app(tmp_path: Path) -> AsyncIterator[MakeApp]:
         integration = StripePaymentsIntegration(api, environ=environ, **options)
         await integration.configure()
         controller = r.Controller(
-            SQLiteStorage(str(tmp_path / f"app{len(opened)}.db")),
+            make_storage(f"app{len(opened)}.db"),
             [order, *api],
             [relation],
             interactions=[interaction],

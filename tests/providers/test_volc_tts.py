@@ -1,6 +1,7 @@
-"""Volcano Engine async TTS, end to end over loopback: a real Controller on a SQLite file, the
-real server (``reactive.server.create_app``) serving the integration's APIs, and the fake
-provider (``integrations.providers.volc_tts.fake_server``) speaking the documented wire format.
+"""Volcano Engine async TTS, end to end over loopback: a real Controller on each backend (a SQLite
+file, a PostgreSQL schema of the test's own), the real server (``reactive.server.create_app``)
+serving the integration's APIs, and the fake provider
+(``integrations.providers.volc_tts.fake_server``) speaking the documented wire format.
 
 Completion arrives by the signed callback webhook, the owner's manual query API or the poller;
 provider error codes fail the call; transient failures are retried under one idempotency key;
@@ -12,7 +13,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
@@ -41,7 +41,7 @@ from integrations.providers.volc_tts.fake_server import (
 )
 from integrations.testing import FakeClock
 from reactive.server import create_app
-from storage import SQLiteStorage
+from tests.conftest import StorageFactory
 
 # The contract's request keys ("user_id", "raw_body", "webhook") are strings; aiohttp warns once
 # per string key.
@@ -187,7 +187,7 @@ class MakeHarness(Protocol):
 
 
 @pytest.fixture
-async def make_harness(tmp_path: Path) -> AsyncIterator[MakeHarness]:
+async def make_harness(make_storage: StorageFactory) -> AsyncIterator[MakeHarness]:
     """``await make_harness(fake={FakeVolcTTS options}, **VolcTTSIntegration options)``; the
     environment comes from the fake unless ``environ`` is given. Retries back off 10 ms at
     most and the sweeper sleeps a day unless told otherwise."""
@@ -202,7 +202,7 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[MakeHarness]:
         integration = VolcTTSIntegration(model.api, **options)
         await integration.configure()
         controller = r.Controller(
-            SQLiteStorage(str(tmp_path / f"app{len(made)}.db")),
+            make_storage(f"app{len(made)}.db"),
             [model.greeting, model.api.call, model.api.event],
             [model.relation],
             side_effects=integration.create_side_effects(),

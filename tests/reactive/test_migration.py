@@ -3,6 +3,8 @@ a database without a manifest, recompute and verify."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,9 +13,29 @@ import reactive as r
 from reactive.engine import DICTIONARY_RECORD
 from reactive.fingerprint import fingerprint
 from storage import StorageError
-from tests.reactive.migration_helpers import dump, execute, open_controller
+from tests.reactive.migration_helpers import (
+    Database,
+    DatabaseFactory,
+    databases,
+    open_controller,
+)
 
 LINK = "User_posts_author_Post"
+SYSTEM_TABLES = {"_Model_", "_Dictionary_", "_Interaction_", "_SideEffect_"}
+
+
+@pytest.fixture
+async def make_db(backend: str, tmp_path: Path) -> AsyncIterator[DatabaseFactory]:
+    """``make_db(name)``: a database of the test's backend (a file in ``tmp_path``, or a
+    PostgreSQL schema of the test's own, dropped afterwards)."""
+    async with databases(backend, tmp_path) as make:
+        yield make
+
+
+@pytest.fixture
+def db(make_db: DatabaseFactory) -> Database:
+    """The test's database."""
+    return make_db("main")
 
 
 def blog(*user_props: r.Property, post_props: tuple[r.Property, ...] = ()) -> Any:
@@ -26,9 +48,9 @@ def count_posts() -> r.Property:
     return r.Property("n", "number", computation=r.Count(property="posts"))
 
 
-async def seed(path: str, posts: int = 2) -> None:
+async def seed(db: Database, posts: int = 2) -> None:
     """Version 1: a user with ``posts`` posts (scores 1, 2, ...), and a user without."""
-    c = await open_controller(path, *blog())
+    c = await open_controller(db, *blog())
     try:
         u = await c.storage.create("User", {"name": "ada"})
         await c.storage.create("User", {"name": "bob"})
@@ -40,9 +62,26 @@ async def seed(path: str, posts: int = 2) -> None:
         await c.close()
 
 
-async def test_the_issue_example_a_new_count_starts_from_the_stored_data(db_path: str) -> None:
-    await seed(db_path)
-    c = await open_controller(db_path, *blog(count_posts()))
+async def test_the_neutral_dump_holds_every_table_column_and_value(db: Database) -> None:
+    """What the refusal tests compare: the same content on both backends, and an edit behind
+    the engine's back shows in it."""
+    await seed(db, posts=1)
+    dumped = await db.dump()
+    assert dumped["User"] == (("id", "name"), [(1, "ada"), (2, "bob")])
+    assert dumped["Post"] == (("id", "title", "score"), [(1, "p0", 1)])
+    assert dumped[LINK] == (("id", "source", "target"), [(1, 1, 1)])
+    assert set(dumped) == {"User", "Post", LINK, *SYSTEM_TABLES}
+    (manifest,) = dumped["_Model_"][1]
+    assert '"User"' in manifest[1]
+    await db.execute('UPDATE "Post" SET score = 2.5')
+    changed = await db.dump()
+    assert changed["Post"] == (("id", "title", "score"), [(1, "p0", 2.5)])
+    assert {t for t in dumped if dumped[t] != changed[t]} == {"Post"}
+
+
+async def test_the_issue_example_a_new_count_starts_from_the_stored_data(db: Database) -> None:
+    await seed(db)
+    c = await open_controller(db, *blog(count_posts()))
     try:
         s = c.storage
         assert await s.find("User", None, ["n"]) == [{"id": 1, "n": 2}, {"id": 2, "n": 0}]
@@ -54,13 +93,13 @@ async def test_the_issue_example_a_new_count_starts_from_the_stored_data(db_path
         await c.close()
 
 
-async def test_the_plan_lists_the_changes_before_anything_is_touched(db_path: str) -> None:
-    await seed(db_path)
-    before = dump(db_path)
-    c = r.Controller(r_storage(db_path), *blog(count_posts(), r.Property("city")))
+async def test_the_plan_lists_the_changes_before_anything_is_touched(db: Database) -> None:
+    await seed(db)
+    before = await db.dump()
+    c = r.Controller(db.storage(), *blog(count_posts(), r.Property("city")))
     try:
         plan = await c.plan_migration()
-        assert dump(db_path) == before
+        assert await db.dump() == before
         kinds = {(ch.kind, ch.target, ch.safe) for ch in plan.changes}
         assert kinds == {
             ("add_field", "User.n", True),
@@ -76,30 +115,24 @@ async def test_the_plan_lists_the_changes_before_anything_is_touched(db_path: st
         await c.close()
 
 
-def r_storage(path: str) -> Any:
-    from storage import SQLiteStorage
-
-    return SQLiteStorage(path)
-
-
 # -- refusals: one test per unsafe change -----------------------------------------------------
 
 
-async def refused(path: str, *model: Any) -> r.MigrationError:
-    """Set up ``model`` on ``path``: it must be refused and leave the database unchanged."""
-    before = dump(path)
+async def refused(db: Database, *model: Any) -> r.MigrationError:
+    """Set up ``model`` on ``db``: it must be refused and leave the database unchanged."""
+    before = await db.dump()
     with pytest.raises(r.MigrationError) as info:
-        await open_controller(path, *model)
-    assert dump(path) == before
+        await open_controller(db, *model)
+    assert await db.dump() == before
     assert isinstance(info.value, r.SetupError)
     return info.value
 
 
-async def test_a_removed_field_with_data_is_refused(db_path: str) -> None:
-    await seed(db_path)
+async def test_a_removed_field_with_data_is_refused(db: Database) -> None:
+    await seed(db)
     user = r.Entity("User", [])
     post = r.Entity("Post", [r.Property("title"), r.Property("score", "number")])
-    error = await refused(db_path, [user, post], [r.Relation(user, "posts", post, "author", "1:n")])
+    error = await refused(db, [user, post], [r.Relation(user, "posts", post, "author", "1:n")])
     (change,) = error.changes
     assert (change.kind, change.target, change.safe) == ("remove_field", "User.name", False)
     message = str(error)
@@ -108,33 +141,33 @@ async def test_a_removed_field_with_data_is_refused(db_path: str) -> None:
     assert 'setup(migrate="apply")' in message and "allow_destructive=True" in message
 
 
-async def test_a_removed_record_type_with_data_is_refused(db_path: str) -> None:
-    await seed(db_path)
-    error = await refused(db_path, [r.Entity("User", [r.Property("name")])], [])
+async def test_a_removed_record_type_with_data_is_refused(db: Database) -> None:
+    await seed(db)
+    error = await refused(db, [r.Entity("User", [r.Property("name")])], [])
     targets = {(c.kind, c.target) for c in error.changes}
     assert targets == {("remove_record", "Post"), ("remove_relation", LINK)}
     assert "Entity(..., renamed_from='Post')" in str(error)
     assert 'setup(migrate="apply")' in str(error)
 
 
-async def test_a_type_change_is_refused(db_path: str) -> None:
-    await seed(db_path)
+async def test_a_type_change_is_refused(db: Database) -> None:
+    await seed(db)
     user = r.Entity("User", [r.Property("name", "number")])
     post = r.Entity("Post", [r.Property("title"), r.Property("score", "number")])
-    error = await refused(db_path, [user, post], [r.Relation(user, "posts", post, "author", "1:n")])
+    error = await refused(db, [user, post], [r.Relation(user, "posts", post, "author", "1:n")])
     (change,) = error.changes
     assert (change.kind, change.target) == ("change_type", "User.name")
     assert "string -> number" in str(error)
     assert "allow_destructive=True" in str(error)
 
 
-async def test_a_narrowed_cardinality_is_refused(db_path: str) -> None:
-    await seed(db_path)
+async def test_a_narrowed_cardinality_is_refused(db: Database) -> None:
+    await seed(db)
     user = r.Entity("User", [r.Property("name")])
     post = r.Entity("Post", [r.Property("title"), r.Property("score", "number")])
     # 1:n -> 1:1: a user may no longer have several posts
     error = await refused(
-        db_path,
+        db,
         [user, post],
         [r.Relation(user, "posts", post, "author", "1:1", name=LINK)],
     )
@@ -142,21 +175,21 @@ async def test_a_narrowed_cardinality_is_refused(db_path: str) -> None:
     assert (change.kind, change.target) == ("change_cardinality", LINK)
     assert "1:n -> 1:1" in str(error)
     # applied, the links are kept and the two posts of user 1 do not fit: nothing changes
-    before = dump(db_path)
+    before = await db.dump()
     with pytest.raises(StorageError, match="1:1"):
         await open_controller(
-            db_path,
+            db,
             [user, post],
             [r.Relation(user, "posts", post, "author", "1:1", name=LINK)],
             migrate="apply",
         )
-    assert dump(db_path) == before
+    assert await db.dump() == before
 
 
-async def test_a_rename_without_renamed_from_is_refused_and_suggests_it(db_path: str) -> None:
-    await seed(db_path)
+async def test_a_rename_without_renamed_from_is_refused_and_suggests_it(db: Database) -> None:
+    await seed(db)
     error = await refused(
-        db_path,
+        db,
         [r.Entity("User", [r.Property("full_name")]), *blog()[0][1:]],
         [],
     )
@@ -164,31 +197,31 @@ async def test_a_rename_without_renamed_from_is_refused_and_suggests_it(db_path:
     assert "Property('full_name', ..., renamed_from='name')" in str(error)
 
 
-async def test_a_removed_dictionary_with_a_value_is_refused(db_path: str) -> None:
-    c = await open_controller(db_path, dictionaries=[r.Dictionary("limit", "number", default=3)])
+async def test_a_removed_dictionary_with_a_value_is_refused(db: Database) -> None:
+    c = await open_controller(db, dictionaries=[r.Dictionary("limit", "number", default=3)])
     await c.close()
-    error = await refused(db_path)
+    error = await refused(db)
     (change,) = error.changes
     assert (change.kind, change.target) == ("remove_dictionary", "limit")
     assert "Dictionary(..., renamed_from='limit')" in str(error)
 
 
-async def test_several_unsafe_changes_are_all_listed(db_path: str) -> None:
-    await seed(db_path)
+async def test_several_unsafe_changes_are_all_listed(db: Database) -> None:
+    await seed(db)
     user = r.Entity("User", [r.Property("name", "boolean")])
-    error = await refused(db_path, [user], [])
+    error = await refused(db, [user], [])
     assert {c.target for c in error.changes} == {"User.name", "Post", LINK}
 
 
 # -- applying destructive changes ----------------------------------------------------------------
 
 
-async def test_migrate_apply_drops_what_it_was_told_to(db_path: str) -> None:
-    await seed(db_path)
+async def test_migrate_apply_drops_what_it_was_told_to(db: Database) -> None:
+    await seed(db)
     user = r.Entity("User", [])
     post = r.Entity("Post", [r.Property("title"), r.Property("score", "number")])
     model = ([user, post], [r.Relation(user, "posts", post, "author", "1:n")])
-    c = await open_controller(db_path, *model, migrate="apply")
+    c = await open_controller(db, *model, migrate="apply")
     try:
         assert await c.storage.find("User", None, ["*"]) == [{"id": 1}, {"id": 2}]
         assert (await c.plan_migration()).changes == []
@@ -196,9 +229,9 @@ async def test_migrate_apply_drops_what_it_was_told_to(db_path: str) -> None:
         await c.close()
 
 
-async def test_controller_migrate_with_allow_destructive(db_path: str) -> None:
-    await seed(db_path)
-    c = r.Controller(r_storage(db_path), [r.Entity("User", [r.Property("name")])])
+async def test_controller_migrate_with_allow_destructive(db: Database) -> None:
+    await seed(db)
+    c = r.Controller(db.storage(), [r.Entity("User", [r.Property("name")])])
     try:
         plan = await c.plan_migration()
         assert [ch.safe for ch in plan.changes] == [False, False]
@@ -206,31 +239,17 @@ async def test_controller_migrate_with_allow_destructive(db_path: str) -> None:
             await c.migrate(plan)
         await c.migrate(plan, allow_destructive=True)
         assert await c.storage.count("User") == 2
-        assert "Post" not in dump_tables(db_path)
+        assert "Post" not in await db.tables()
     finally:
         await c.close()
 
 
-def columns(path: str, table: str) -> list[str]:
-    import sqlite3
-
-    conn = sqlite3.connect(path)
-    try:
-        return [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
-    finally:
-        conn.close()
-
-
-def dump_tables(path: str) -> set[str]:
-    return {line.split('"')[1] for line in dump(path) if line.startswith("CREATE TABLE")}
-
-
-async def test_a_plan_made_before_another_migration_is_refused(db_path: str) -> None:
-    await seed(db_path)
+async def test_a_plan_made_before_another_migration_is_refused(db: Database) -> None:
+    await seed(db)
     model = blog(count_posts())
-    first = r.Controller(r_storage(db_path), *model)
+    first = r.Controller(db.storage(), *model)
     plan = await first.plan_migration()
-    second = await open_controller(db_path, *blog(count_posts()))
+    second = await open_controller(db, *blog(count_posts()))
     await second.close()
     try:
         with pytest.raises(r.MigrationError, match="changed after this plan"):
@@ -242,27 +261,27 @@ async def test_a_plan_made_before_another_migration_is_refused(db_path: str) -> 
 # -- safe removals and renames ---------------------------------------------------------------
 
 
-async def test_removing_an_empty_field_or_a_derived_one_is_safe(db_path: str) -> None:
-    c = await open_controller(db_path, *blog(count_posts(), r.Property("unused")))
+async def test_removing_an_empty_field_or_a_derived_one_is_safe(db: Database) -> None:
+    c = await open_controller(db, *blog(count_posts(), r.Property("unused")))
     await c.storage.create("User", {"name": "a"})
     await c.close()
-    c = await open_controller(db_path, *blog())
+    c = await open_controller(db, *blog())
     try:
         assert await c.storage.find("User", None, ["*"]) == [{"id": 1, "name": "a"}]
-        assert columns(db_path, "User") == ["id", "name"]
+        assert await db.columns("User") == ["id", "name"]
     finally:
         await c.close()
 
 
-async def seed_with_count(path: str) -> None:
+async def seed_with_count(db: Database) -> None:
     """Version 1's data under version 2 (User.n counts the posts)."""
-    await seed(path)
-    c = await open_controller(path, *blog(count_posts()))
+    await seed(db)
+    c = await open_controller(db, *blog(count_posts()))
     await c.close()
 
 
-async def test_renames_keep_the_data(db_path: str) -> None:
-    await seed_with_count(db_path)
+async def test_renames_keep_the_data(db: Database) -> None:
+    await seed_with_count(db)
     person = r.Entity(
         "Person",
         [
@@ -276,7 +295,7 @@ async def test_renames_keep_the_data(db_path: str) -> None:
     post = r.Entity("Post", [r.Property("title"), r.Property("score", "number")])
     # The relation's default name changes with its end's: it follows without renamed_from.
     relation = r.Relation(person, "posts", post, "author", "1:n")
-    planner_only = r.Controller(r_storage(db_path), [person, post], [relation])
+    planner_only = r.Controller(db.storage(), [person, post], [relation])
     try:
         plan_changes = {
             (ch.kind, ch.target) for ch in (await planner_only.plan_migration()).changes
@@ -284,7 +303,7 @@ async def test_renames_keep_the_data(db_path: str) -> None:
     finally:
         await planner_only.close()
     assert ("rename_record", "Person_posts_author_Post") in plan_changes
-    c = await open_controller(db_path, [person, post], [relation])
+    c = await open_controller(db, [person, post], [relation])
     try:
         people = await c.storage.find(
             "Person", None, ["full_name", "post_count", ("posts", ["title"])]
@@ -300,21 +319,21 @@ async def test_renames_keep_the_data(db_path: str) -> None:
         await c.close()
 
 
-async def test_a_renamed_dictionary_keeps_its_value(db_path: str) -> None:
-    c = await open_controller(db_path, dictionaries=[r.Dictionary("limit", "number", default=3)])
+async def test_a_renamed_dictionary_keeps_its_value(db: Database) -> None:
+    c = await open_controller(db, dictionaries=[r.Dictionary("limit", "number", default=3)])
     await c.storage.set_dict("limit", 7)
     await c.close()
     renamed = r.Dictionary("max_items", "number", default=3, renamed_from="limit")
-    c = await open_controller(db_path, dictionaries=[renamed])
+    c = await open_controller(db, dictionaries=[renamed])
     try:
         assert await c.storage.get_dict("max_items") == 7
     finally:
         await c.close()
 
 
-async def test_a_new_field_gives_existing_rows_its_default(db_path: str) -> None:
-    await seed(db_path)
-    c = await open_controller(db_path, *blog(r.Property("city", default="Paris")))
+async def test_a_new_field_gives_existing_rows_its_default(db: Database) -> None:
+    await seed(db)
+    c = await open_controller(db, *blog(r.Property("city", default="Paris")))
     try:
         assert [u["city"] for u in await c.storage.find("User", None, ["city"])] == [
             "Paris",
@@ -327,8 +346,8 @@ async def test_a_new_field_gives_existing_rows_its_default(db_path: str) -> None
 # -- the backfill of each computation kind ------------------------------------------------------
 
 
-async def test_every_aggregate_kind_is_backfilled_with_its_running_state(db_path: str) -> None:
-    await seed(db_path, posts=3)  # scores 1, 2, 3 for user 1
+async def test_every_aggregate_kind_is_backfilled_with_its_running_state(db: Database) -> None:
+    await seed(db, posts=3)  # scores 1, 2, 3 for user 1
     props = [
         r.Property(
             "avg", "number", computation=r.Average(property="posts", attribute_query=["score"])
@@ -369,7 +388,7 @@ async def test_every_aggregate_kind_is_backfilled_with_its_running_state(db_path
             ),
         ),
     ]
-    c = await open_controller(db_path, *blog(*props), dictionaries)
+    c = await open_controller(db, *blog(*props), dictionaries)
     try:
         s = c.storage
         query = [
@@ -412,11 +431,11 @@ def summary_entity(callback: Any) -> r.Entity:
 
 
 async def test_an_added_transform_derives_rows_and_a_changed_one_updates_them_in_place(
-    db_path: str,
+    db: Database,
 ) -> None:
-    await seed(db_path)
+    await seed(db)
     entities, relations = blog()
-    c = await open_controller(db_path, [*entities, summary_entity(summary_of)], relations)
+    c = await open_controller(db, [*entities, summary_entity(summary_of)], relations)
     try:
         rows = await c.storage.find("Summary", None, ["title_upper", "post_ref"])
         assert rows == [
@@ -430,7 +449,7 @@ async def test_an_added_transform_derives_rows_and_a_changed_one_updates_them_in
         return {"title_upper": (post["title"] or "").lower(), "post_ref": post["id"]}
 
     entities, relations = blog()
-    c = await open_controller(db_path, [*entities, summary_entity(lower)], relations)
+    c = await open_controller(db, [*entities, summary_entity(lower)], relations)
     try:
         plan_kinds = [ch.kind for ch in (await c.plan_migration()).changes]
         assert plan_kinds == []
@@ -447,8 +466,8 @@ async def test_an_added_transform_derives_rows_and_a_changed_one_updates_them_in
         await c.close()
 
 
-async def test_a_state_machine_added_to_existing_records(db_path: str) -> None:
-    await seed(db_path, posts=3)
+async def test_a_state_machine_added_to_existing_records(db: Database) -> None:
+    await seed(db, posts=3)
     low, high = r.StateNode("low"), r.StateNode("high")
 
     def post_itself(event: r.MutationEvent) -> Any:
@@ -463,7 +482,7 @@ async def test_a_state_machine_added_to_existing_records(db_path: str) -> None:
         initial=lambda post: "high" if post["score"] >= 2 else low,
     )
     entities, relations = blog(post_props=(r.Property("level", computation=machine),))
-    c = await open_controller(db_path, entities, relations)
+    c = await open_controller(db, entities, relations)
     try:
         rows = await c.storage.find("Post", None, ["score", "level"], order_by={"id": "asc"})
         assert [p["level"] for p in rows] == ["low", "high", "high"]
@@ -475,8 +494,8 @@ async def test_a_state_machine_added_to_existing_records(db_path: str) -> None:
         await c.close()
 
 
-async def test_an_added_custom_and_computed_property(db_path: str) -> None:
-    await seed(db_path)
+async def test_an_added_custom_and_computed_property(db: Database) -> None:
+    await seed(db)
     custom = r.Custom(
         compute=lambda last, event: (last or 0) + 1,
         triggers=[r.Trigger("Post", "update")],
@@ -489,7 +508,7 @@ async def test_an_added_custom_and_computed_property(db_path: str) -> None:
             r.Property("shout", computed=lambda p: (p.get("title") or "").upper()),
         )
     )
-    c = await open_controller(db_path, entities, relations)
+    c = await open_controller(db, entities, relations)
     try:
         rows = await c.storage.find("Post", None, ["edits", "shout"], order_by={"id": "asc"})
         assert [(p["edits"], p["shout"]) for p in rows] == [(0, "P0"), (0, "P1")]
@@ -499,8 +518,8 @@ async def test_an_added_custom_and_computed_property(db_path: str) -> None:
         await c.close()
 
 
-async def test_a_changed_callback_is_recomputed(db_path: str) -> None:
-    await seed(db_path, posts=3)
+async def test_a_changed_callback_is_recomputed(db: Database) -> None:
+    await seed(db, posts=3)
 
     def big(limit: int) -> r.Property:
         return r.Property(
@@ -511,10 +530,10 @@ async def test_a_changed_callback_is_recomputed(db_path: str) -> None:
             ),
         )
 
-    c = await open_controller(db_path, *blog(big(2)))
+    c = await open_controller(db, *blog(big(2)))
     assert (await c.storage.find_one("User", {"id": 1}, ["big"]))["big"] == 2
     await c.close()
-    c = await open_controller(db_path, *blog(big(3)))
+    c = await open_controller(db, *blog(big(3)))
     try:
         assert (await c.storage.find_one("User", {"id": 1}, ["big"]))["big"] == 1
     finally:
@@ -524,15 +543,15 @@ async def test_a_changed_callback_is_recomputed(db_path: str) -> None:
 # -- a database without a manifest --------------------------------------------------------------
 
 
-async def test_a_database_without_a_manifest_is_adopted_and_recomputed(db_path: str) -> None:
+async def test_a_database_without_a_manifest_is_adopted_and_recomputed(db: Database) -> None:
     """A database from before manifests: set up the old way (the count column was added by
     the old setup() and left NULL). The first setup recomputes every computation."""
-    await seed(db_path)
-    c = await open_controller(db_path, *blog(count_posts()))
+    await seed(db)
+    c = await open_controller(db, *blog(count_posts()))
     await c.close()
-    execute(db_path, 'DROP TABLE "_Model_"')
-    execute(db_path, 'UPDATE "User" SET n = NULL, _n_bound_total = NULL, _n_bound_count = NULL')
-    c = r.Controller(r_storage(db_path), *blog(count_posts()))
+    await db.execute('DROP TABLE "_Model_"')
+    await db.execute('UPDATE "User" SET n = NULL, _n_bound_total = NULL, _n_bound_count = NULL')
+    c = r.Controller(db.storage(), *blog(count_posts()))
     try:
         plan = await c.plan_migration()
         assert plan.mode == "adopt"
@@ -549,9 +568,9 @@ async def test_a_database_without_a_manifest_is_adopted_and_recomputed(db_path: 
 
 
 async def test_verify_reports_exactly_the_values_edited_behind_the_engines_back(
-    db_path: str,
+    db: Database,
 ) -> None:
-    await seed(db_path, posts=3)
+    await seed(db, posts=3)
     total = r.Dictionary("posts", "number", computation=r.Count(record="Post"))
     props = (
         count_posts(),
@@ -559,12 +578,12 @@ async def test_verify_reports_exactly_the_values_edited_behind_the_engines_back(
             "s", "number", computation=r.Summation(property="posts", attribute_query=["score"])
         ),
     )
-    c = await open_controller(db_path, *blog(*props), [total])
+    c = await open_controller(db, *blog(*props), [total])
     try:
         assert (await c.verify()).ok
-        execute(db_path, 'UPDATE "User" SET n = 7 WHERE id = 2')
-        execute(db_path, 'UPDATE "User" SET _s_bound_count = 1 WHERE id = 1')
-        execute(db_path, """UPDATE "_Dictionary_" SET value = '9' WHERE key = 'posts'""")
+        await db.execute('UPDATE "User" SET n = 7 WHERE id = 2')
+        await db.execute('UPDATE "User" SET _s_bound_count = 1 WHERE id = 1')
+        await db.execute("""UPDATE "_Dictionary_" SET value = '9' WHERE key = 'posts'""")
         report = await c.verify()
         assert not report.ok
         found = {(d.record, d.id, d.field, d.stored, d.expected) for d in report.differences}
@@ -585,8 +604,8 @@ async def test_verify_reports_exactly_the_values_edited_behind_the_engines_back(
         await c.close()
 
 
-async def test_recompute_names_an_unknown_target(db_path: str) -> None:
-    c = await open_controller(db_path, *blog(count_posts()))
+async def test_recompute_names_an_unknown_target(db: Database) -> None:
+    c = await open_controller(db, *blog(count_posts()))
     try:
         with pytest.raises(r.ModelError, match=r"'User\.nope' is not a computation.*User\.n"):
             await c.recompute("User.nope")
@@ -596,14 +615,14 @@ async def test_recompute_names_an_unknown_target(db_path: str) -> None:
         await c.close()
 
 
-async def test_recompute_in_batches_over_many_hosts(db_path: str) -> None:
-    c = await open_controller(db_path, *blog(count_posts()))
+async def test_recompute_in_batches_over_many_hosts(db: Database) -> None:
+    c = await open_controller(db, *blog(count_posts()))
     try:
         for i in range(7):
             u = await c.storage.create("User", {"name": str(i)})
             for _ in range(i):
                 await c.storage.create("Post", {"title": "t", "author": {"id": u["id"]}})
-        execute(db_path, 'UPDATE "User" SET n = -1, _n_bound_total = 0')
+        await db.execute('UPDATE "User" SET n = -1, _n_bound_total = 0')
         assert len((await c.verify()).differences) == 13  # 7 values, 6 totals (0 is right)
         await c.recompute("User.n", batch_size=3)
         rows = await c.storage.find("User", None, ["n"], order_by={"id": "asc"})
@@ -643,17 +662,16 @@ def test_fingerprints_follow_code_closures_and_globals() -> None:
 # -- more changes ---------------------------------------------------------------------------
 
 
-async def test_two_processes_starting_the_new_model_at_once_both_succeed(db_path: str) -> None:
+async def test_two_processes_starting_the_new_model_at_once_both_succeed(db: Database) -> None:
     """Both plan against the old manifest; the second to apply finds the model migrated,
     plans again (nothing to do) and starts."""
     import asyncio
 
-    await seed(db_path)
-    from storage import SQLiteStorage
-
-    # The thread executor yields to the loop at every step: the two interleave.
-    first = r.Controller(SQLiteStorage(db_path, executor="thread"), *blog(count_posts()))
-    second = r.Controller(SQLiteStorage(db_path, executor="thread"), *blog(count_posts()))
+    await seed(db)
+    # SQLite's thread executor yields to the loop at every step, and PostgreSQL's statements
+    # await the server: the two interleave.
+    first = r.Controller(db.storage(executor="thread"), *blog(count_posts()))
+    second = r.Controller(db.storage(executor="thread"), *blog(count_posts()))
     try:
         await asyncio.gather(first.setup(), second.setup())
         for c in (first, second):
@@ -666,12 +684,12 @@ async def test_two_processes_starting_the_new_model_at_once_both_succeed(db_path
         await second.close()
 
 
-async def test_a_type_change_applied_drops_the_values(db_path: str) -> None:
-    await seed(db_path)
+async def test_a_type_change_applied_drops_the_values(db: Database) -> None:
+    await seed(db)
     entities, relations = blog()
     entities[0] = r.Entity("User", [r.Property("name", "number", index=True)])
     relations = [r.Relation(entities[0], "posts", entities[1], "author", "1:n")]
-    c = await open_controller(db_path, entities, relations, migrate="apply")
+    c = await open_controller(db, entities, relations, migrate="apply")
     try:
         assert await c.storage.find("User", None, ["name"]) == [
             {"id": 1, "name": None},
@@ -683,25 +701,25 @@ async def test_a_type_change_applied_drops_the_values(db_path: str) -> None:
         await c.close()
 
 
-async def test_a_removed_computation_leaves_its_values_as_data(db_path: str) -> None:
-    await seed_with_count(db_path)
-    c = await open_controller(db_path, *blog(r.Property("n", "number")))
+async def test_a_removed_computation_leaves_its_values_as_data(db: Database) -> None:
+    await seed_with_count(db)
+    c = await open_controller(db, *blog(r.Property("n", "number")))
     try:
         assert await c.storage.find("User", None, ["n"]) == [{"id": 1, "n": 2}, {"id": 2, "n": 0}]
-        assert columns(db_path, "User") == ["id", "name", "n"]  # its running totals are gone
+        assert await db.columns("User") == ["id", "name", "n"]  # its running totals are gone
         await c.storage.update("User", {"id": 1}, {"n": 40})  # a plain field now
         assert (await c.storage.find_one("User", {"id": 1}, ["n"]))["n"] == 40
     finally:
         await c.close()
 
 
-async def test_verify_and_recompute_a_transform(db_path: str) -> None:
-    await seed(db_path)
+async def test_verify_and_recompute_a_transform(db: Database) -> None:
+    await seed(db)
     entities, relations = blog()
-    c = await open_controller(db_path, [*entities, summary_entity(summary_of)], relations)
+    c = await open_controller(db, [*entities, summary_entity(summary_of)], relations)
     try:
-        execute(db_path, """UPDATE "Summary" SET title_upper = 'EDITED' WHERE id = 2""")
-        execute(db_path, """DELETE FROM "Summary" WHERE id = 1""")
+        await db.execute("""UPDATE "Summary" SET title_upper = 'EDITED' WHERE id = 2""")
+        await db.execute("""DELETE FROM "Summary" WHERE id = 1""")
         report = await c.verify()
         found = {(d.record, d.id, d.field, d.stored) for d in report.differences}
         assert found == {("Summary", 2, "title_upper", "EDITED"), ("Summary", None, "*", None)}
@@ -714,7 +732,7 @@ async def test_verify_and_recompute_a_transform(db_path: str) -> None:
         await c.close()
 
 
-async def test_aggregates_over_a_symmetric_relation_in_batches(db_path: str) -> None:
+async def test_aggregates_over_a_symmetric_relation_in_batches(db: Database) -> None:
     """Friends (symmetric n:n, a link to oneself counts once): a Count and a Summation (SQL)
     and an Every with a callback (per item in Python), backfilled, then recomputed in batches
     of 2 after an edit behind the engine's back."""
@@ -742,7 +760,7 @@ async def test_aggregates_over_a_symmetric_relation_in_batches(db_path: str) -> 
         user = r.Entity("User", props)
         return [user], [r.Relation(user, "friends", user, "friends", "n:n")]
 
-    c = await open_controller(db_path, *model(False))
+    c = await open_controller(db, *model(False))
     ages = [30, 10, 40, 50, 20]
     for age in ages:
         await c.storage.create("User", {"age": age})
@@ -759,13 +777,13 @@ async def test_aggregates_over_a_symmetric_relation_in_batches(db_path: str) -> 
         )
         for u in range(1, 6)
     ]
-    c = await open_controller(db_path, *model(True))
+    c = await open_controller(db, *model(True))
     try:
         query = ["friend_count", "ages", "all_adults"]
         rows = await c.storage.find("User", None, query, order_by={"id": "asc"})
         assert [(u["friend_count"], u["ages"], u["all_adults"]) for u in rows] == expected
-        execute(db_path, 'UPDATE "User" SET all_adults = 0, _all_adults_bound_count = 9')
-        execute(db_path, 'UPDATE "User" SET friend_count = 0, ages = 0')
+        await db.execute('UPDATE "User" SET all_adults = FALSE, _all_adults_bound_count = 9')
+        await db.execute('UPDATE "User" SET friend_count = 0, ages = 0')
         assert not (await c.verify()).ok
         await c.recompute(batch_size=2)
         rows = await c.storage.find("User", None, query, order_by={"id": "asc"})
@@ -775,10 +793,10 @@ async def test_aggregates_over_a_symmetric_relation_in_batches(db_path: str) -> 
         await c.close()
 
 
-async def test_attaching_without_install_to_another_model_is_refused(db_path: str) -> None:
-    c = await open_controller(db_path, *blog(count_posts()))
+async def test_attaching_without_install_to_another_model_is_refused(db: Database) -> None:
+    c = await open_controller(db, *blog(count_posts()))
     await c.close()
-    again = await open_controller(db_path, *blog(count_posts()), install=False)
+    again = await open_controller(db, *blog(count_posts()), install=False)
     await again.close()
     changed = r.Property(  # same columns, another callback: values would follow the wrong one
         "n",
@@ -786,23 +804,25 @@ async def test_attaching_without_install_to_another_model_is_refused(db_path: st
         computation=r.Count(property="posts", callback=lambda p: True, attribute_query=[]),
     )
     with pytest.raises(r.MigrationError, match="another version of the model") as info:
-        await open_controller(db_path, *blog(changed), install=False)
+        await open_controller(db, *blog(changed), install=False)
     assert "change_computation" in str(info.value) and "install=True" in str(info.value)
 
 
-async def test_renamed_from_a_name_still_declared_is_not_a_rename(db_path: str) -> None:
+async def test_renamed_from_a_name_still_declared_is_not_a_rename(
+    db: Database, make_db: DatabaseFactory
+) -> None:
     """``renamed_from`` naming a field, record or dictionary that is still declared adds the
     new one beside it (the old keeps its data)."""
-    c = await open_controller(db_path, dictionaries=[r.Dictionary("a", "number", default=1)])
+    c = await open_controller(db, dictionaries=[r.Dictionary("a", "number", default=1)])
     await c.storage.set_dict("a", 5)
     await c.close()
     both = [r.Dictionary("a", "number"), r.Dictionary("b", "number", default=2, renamed_from="a")]
-    c = await open_controller(db_path, dictionaries=both)
+    c = await open_controller(db, dictionaries=both)
     try:
         assert (await c.storage.get_dict("a"), await c.storage.get_dict("b")) == (5, 2)
     finally:
         await c.close()
-    other = db_path + ".records"
+    other = make_db("records")
     await seed(other)
     entities, relations = blog()
     copy = r.Entity(
@@ -822,8 +842,8 @@ async def test_renamed_from_a_name_still_declared_is_not_a_rename(db_path: str) 
         await c.close()
 
 
-async def test_a_backfill_that_fails_on_the_stored_data_changes_nothing(db_path: str) -> None:
-    await seed(db_path)
+async def test_a_backfill_that_fails_on_the_stored_data_changes_nothing(db: Database) -> None:
+    await seed(db)
 
     def fragile(post: dict[str, Any]) -> tuple[int, int]:
         if post["score"] == 2:
@@ -837,34 +857,34 @@ async def test_a_backfill_that_fails_on_the_stored_data_changes_nothing(db_path:
             property="posts", callback=fragile, attribute_query=["score"]
         ),
     )
-    before = dump(db_path)
+    before = await db.dump()
     with pytest.raises(r.MigrationError, match=r"backfill of User\.w failed.*score 2") as info:
-        await open_controller(db_path, *blog(weighted))
+        await open_controller(db, *blog(weighted))
     assert isinstance(info.value.__cause__, ValueError)
-    assert dump(db_path) == before
+    assert await db.dump() == before
 
     only = r.StateNode("a")
     machine = r.StateMachine(
         states=[only], transfers=[], initial_state=only, initial=lambda post: "nowhere"
     )
     with pytest.raises(r.MigrationError, match="'nowhere', which is not one of its states"):
-        await open_controller(db_path, *blog(post_props=(r.Property("s", computation=machine),)))
-    assert dump(db_path) == before
+        await open_controller(db, *blog(post_props=(r.Property("s", computation=machine),)))
+    assert await db.dump() == before
 
 
-async def test_a_database_holding_only_system_tables_is_adopted(db_path: str) -> None:
+async def test_a_database_holding_only_system_tables_is_adopted(db: Database) -> None:
     """Tables the engine created before manifests (here only its dictionary table, without a
     column a newer engine has) are kept and completed, not created again."""
     from storage import Field, RecordType, Schema
 
     old_dictionary_table = RecordType(DICTIONARY_RECORD, [Field("key"), Field("value", "json")])
-    storage = r_storage(db_path)
+    storage = db.storage()
     await storage.setup(Schema([old_dictionary_table]))
     await storage.run(lambda s: s.insert_internal(DICTIONARY_RECORD, {"key": "x", "value": 4}))
     await storage.close()
-    c = await open_controller(db_path, *blog(), [r.Dictionary("x", "number", default=1)])
+    c = await open_controller(db, *blog(), [r.Dictionary("x", "number", default=1)])
     try:
         assert await c.storage.get_dict("x") == 4
-        assert "state" in columns(db_path, DICTIONARY_RECORD)
+        assert "state" in await db.columns(DICTIONARY_RECORD)
     finally:
         await c.close()

@@ -1,5 +1,9 @@
 """A process killed (SIGKILL) in the middle of a migration's backfill leaves the old model's
-data intact, and the next ``setup()`` completes the migration. Real processes, a real file."""
+data intact, and the next ``setup()`` completes the migration. Real processes, a real file.
+
+SQLite only: the property is the file's (a writer killed inside its write transaction leaves
+the journal to roll back, and the dump is sqlite3's own, the schema's SQL included). The
+behaviour-level migration tests (tests/reactive/test_migration*.py) run on both backends."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import reactive as r
-from tests.reactive.migration_helpers import dump, open_controller
+from tests.reactive.migration_helpers import Database, open_controller, sqlite_dump
 from tests.reactive.migration_worker import model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +28,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
 
 async def seed(path: str) -> None:
-    c = await open_controller(path, *model(False))
+    c = await open_controller(Database("sqlite", path), *model(False))
     try:
 
         def body(ctx: r.TransactionContext) -> None:
@@ -69,7 +73,7 @@ async def test_a_kill_in_the_middle_of_a_backfill_changes_nothing_and_setup_fini
 ) -> None:
     path = str(tmp_path / "app.db")
     await seed(path)
-    before = dump(path)
+    before = sqlite_dump(path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.reactive.migration_worker", path],
         cwd=ROOT,
@@ -89,9 +93,9 @@ async def test_a_kill_in_the_middle_of_a_backfill_changes_nothing_and_setup_fini
         if proc.stdout is not None:
             proc.stdout.close()
 
-    assert dump(path) == before  # the old model's tables, rows and manifest, untouched
+    assert sqlite_dump(path) == before  # the old model's tables, rows and manifest, untouched
 
-    c = await open_controller(path, *model(True))
+    c = await open_controller(Database("sqlite", path), *model(True))
     try:
         hosts = await c.storage.find("Host", None, ["name", "n", "w"], order_by={"id": "asc"})
         assert [(h["n"], h["w"]) for h in hosts] == [(k, 2 * sum(range(k))) for k in range(20)]

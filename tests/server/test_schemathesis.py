@@ -3,7 +3,9 @@ operation (valid ones and ones that break the schema), each answer checked: no 5
 status, content type and body schema, invalid data rejected, and every error in the envelope.
 
 The server runs in a thread with its own event loop (schemathesis calls over ``requests``,
-synchronously); the document is the one the app serves at ``/openapi.json``.
+synchronously); the document is the one the app serves at ``/openapi.json``. Both backends:
+the PostgreSQL run (a schema of its own, dropped afterwards) makes fewer requests
+(``SERVER_FUZZ_PG_EXAMPLES``), since what it adds is the storage under the same answers.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import reactive as r
+from storage import PostgresStorage, Storage
+from tests.conftest import PG_URL, drop_schema
 
 from .app import build_app, build_controller, seed
 from .helpers import AUTH, quiet_request_keys
@@ -40,6 +45,7 @@ pytestmark = quiet_request_keys
 
 # Per operation and generation mode; SERVER_FUZZ_EXAMPLES=1000 for a longer hunt.
 EXAMPLES = int(os.environ.get("SERVER_FUZZ_EXAMPLES", "30"))
+PG_EXAMPLES = int(os.environ.get("SERVER_FUZZ_PG_EXAMPLES", "8"))
 # Deliberately broken to test the 500 path; fuzzing them proves nothing.
 SKIP = {"/api/explode", "/api/bad.answer", "/interaction/Broken"}
 # Nothing in them can break a schema: any body (raw) or no input at all.
@@ -47,11 +53,13 @@ POSITIVE_ONLY = {"/api/echo.raw", "/health"}
 
 
 class Served:
-    """The test app on 127.0.0.1 in a background thread; ``final`` holds the database's counts
-    read after the server stopped."""
+    """The test app on 127.0.0.1 in a background thread, on ``database`` (a SQLite path, or
+    a function making the storage, called in the thread); ``final`` holds the database's
+    counts read after the server stopped."""
 
-    def __init__(self, db_path: str):
-        self.db_path = db_path
+    def __init__(self, database: str | Callable[[], Storage], examples: int = EXAMPLES):
+        self.database = database
+        self.examples = examples
         self.port = 0
         self.final: dict[str, Any] = {}
         self._ready = threading.Event()
@@ -74,7 +82,8 @@ class Served:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        controller = build_controller(self.db_path)
+        database = self.database
+        controller = build_controller(database if isinstance(database, str) else database())
         await controller.setup()
         await seed(controller)
         runner = web.AppRunner(build_app(controller, anonymous_interactions={"Ping"}))
@@ -113,9 +122,18 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    with Served(str(tmp_path / "fuzz.db")) as served:
-        yield served
+def served(backend: str, tmp_path: Path) -> Iterator[Served]:
+    """The app on the test's backend (PostgreSQL: a schema of its own, dropped afterwards)."""
+    if backend == "sqlite":
+        with Served(str(tmp_path / "fuzz.db")) as served:
+            yield served
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    try:
+        with Served(lambda: PostgresStorage(PG_URL, schema=schema), PG_EXAMPLES) as served:
+            yield served
+    finally:
+        asyncio.run(drop_schema(PG_URL, schema))
 
 
 def envelope_on_errors(ctx: Any, response: Any, case: Any) -> bool | None:
@@ -179,7 +197,7 @@ def test_generated_requests_get_documented_answers_and_never_500(served: Served)
             checks = POSITIVE_CHECKS if mode is GenerationMode.POSITIVE else CHECKS
 
             @settings(
-                max_examples=EXAMPLES,
+                max_examples=served.examples,
                 deadline=None,
                 derandomize=True,
                 database=None,

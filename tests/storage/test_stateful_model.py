@@ -42,6 +42,17 @@ it and store nothing, and matches generated at random (atoms over fields, ids, r
 dotted paths, combined with ``&``, ``|``, ``~``, or given as dicts) must select the model's ids,
 also through ``count`` and through ``order_by``/``limit``/``offset``.
 
+Not on ``reactive.testing``'s ModelMachine, on purpose: the machine works a level up (a
+Controller: interactions, computations, side effects) and its oracle is ``verify()``, which
+recomputes derived values. This test is about the storage below the engine (no controller, no
+computation, so ``verify()`` would check nothing) and its oracle is :class:`Model`, an exact
+Python model of the storage contract (ids, displaced links, cascades, events, matches) that
+every step updates; a ModelMachine invariant sees only the controller, never such a model,
+and its write strategies (``strategies.writes``) draw plain creates, updates, deletes and
+links, not the nested creates, ``"&"`` link fields, savepoints, bad values and random matches
+this test needs. The engine's own oracle (tests/reactive/test_oracle.py) is the stateful test
+that fits the toolkit, and checks ``reactive.testing.verify`` after every step.
+
 Runs in about 20-30 s (100 examples of up to 30 steps); to hunt for bugs, run it with more
 examples, e.g. ``settings(max_examples=1000, stateful_step_count=60)``.
 """
