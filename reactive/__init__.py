@@ -19,6 +19,8 @@ transaction). ``controller.backend`` is the storage backend the controller was g
 
 from reactive.api import API, APIContext, APIError, Param
 from reactive.computations import (
+    DELETED_STATE,
+    NON_DELETED_STATE,
     UNCHANGED,
     Any,
     Average,
@@ -54,14 +56,27 @@ from reactive.interaction import (
     PayloadItem,
 )
 from reactive.migration_plan import MigrationPlan
-from reactive.model import Dictionary, Entity, Property, Relation, record_name
+from reactive.model import (
+    HARD_DELETION_PROPERTY,
+    Dictionary,
+    Entity,
+    HardDeletionProperty,
+    Property,
+    Relation,
+    record_name,
+)
 from reactive.recompute import VerifyReport
 from reactive.server import create_app
 from reactive.side_effects import RecordMutationSideEffect, SideEffectLeases, SideEffectRun
+from reactive.views import TYPE_FIELD
 from storage import MutationEvent
 
 __all__ = [
     "API",
+    "DELETED_STATE",
+    "HARD_DELETION_PROPERTY",
+    "NON_DELETED_STATE",
+    "TYPE_FIELD",
     "INTERACTION_EVENT",
     "UNCHANGED",
     "APIContext",
@@ -80,6 +95,7 @@ __all__ = [
     "DispatchResult",
     "Entity",
     "Every",
+    "HardDeletionProperty",
     "Interaction",
     "MigrationError",
     "MigrationPlan",

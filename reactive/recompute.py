@@ -116,6 +116,14 @@ def _in_range(key: str, id_range: IdRange | None) -> MatchExp | None:
     return MatchExp.atom(key, ">=", id_range[0]) & MatchExp.atom(key, "<", id_range[1])
 
 
+def stored_sources(engine: Engine, name: str) -> list[str]:
+    """The stored records a record or view reads (itself when stored)."""
+    view = engine.views.get(name)
+    if view is None:
+        return [name]
+    return [s for source in view.sources for s in stored_sources(engine, source)]
+
+
 class Recomputation:
     """One computation's recomputation. ``batch_record``: the record whose id ranges split the
     work into transactions (None: one transaction)."""
@@ -263,13 +271,19 @@ class _DictionaryAggregate(Recomputation):
         self.h = handle
         self.key = handle.target
         self.outputs = frozenset({(DICTIONARY_RECORD, handle.target)})
+        # Over a view: what it reads is its stored sources' (a view has no rows of its own).
+        sources = stored_sources(engine, handle.source)
         self.inputs = frozenset(
-            {(handle.source, "#rows")} | {(handle.source, f) for f in handle.fields}
+            {(s, "#rows") for s in sources} | {(s, f) for s in sources for f in handle.fields}
         )
         fold = handle.fold
-        self.sql = fold.callback is None and (
-            fold.path is None
-            or (len(fold.path) == 1 and _summable(engine, handle.source, fold.path[0]))
+        self.sql = (
+            handle.source not in engine.views
+            and fold.callback is None
+            and (
+                fold.path is None
+                or (len(fold.path) == 1 and _summable(engine, handle.source, fold.path[0]))
+            )
         )
 
     def expected(self, ctx: TransactionContext) -> tuple[Any, dict[str, Any]]:
