@@ -10,6 +10,7 @@ import pytest
 
 import reactive as r
 from storage import MatchExp, MutationEvent, StorageError
+from tests.conftest import StorageFactory
 
 from .conftest import MakeController
 
@@ -524,3 +525,54 @@ def r_storage() -> Any:
     from storage import SQLiteStorage
 
     return SQLiteStorage(":memory:")
+
+
+# -- model evolution -----------------------------------------------------------------------------
+
+
+async def test_adding_a_view_needs_no_table_and_an_aggregate_over_it_starts_from_the_data(
+    make: MakeController, make_storage: StorageFactory
+) -> None:
+    user, _ = users_model()
+    c = await make([user], path="evolve")
+    for i, active in enumerate([True, False, True]):
+        await c.storage.create("User", {"name": f"u{i}", "active": active, "salary": 10 * i})
+    await c.close()
+
+    user, active = users_model()
+    n = r.Dictionary("n", "integer", computation=r.Count(record=active))
+    planner = r.Controller(make_storage("evolve"), [user, active], [], [n])
+    plan = await planner.plan_migration()
+    assert [(ch.kind, ch.target) for ch in plan.changes] == [("add_dictionary", "n")], str(plan)
+    assert "ActiveUser" not in str(plan)
+    assert plan.operations(False) == []  # no table, no column: the view is no schema change
+    await planner.close()
+
+    c = await make([user, active], [], [n], path="evolve")
+    assert await c.storage.get_dict("n") == 2  # backfilled from the stored users
+    assert await c.storage.find("ActiveUser", None, ["name"]) == [
+        {"id": 1, "name": "u0"},
+        {"id": 3, "name": "u2"},
+    ]
+    await c.storage.update("User", {"id": 2}, {"active": True})
+    assert await c.storage.get_dict("n") == 3
+    assert (await c.verify()).ok
+
+
+async def test_changing_a_views_match_recomputes_the_aggregates_over_it(
+    make: MakeController,
+) -> None:
+    user, active = users_model()
+    n = r.Dictionary("n", "integer", computation=r.Count(record=active))
+    c = await make([user, active], [], [n], path="evolve")
+    for salary in (5, 50, 500):
+        await c.storage.create("User", {"name": "u", "active": True, "salary": salary})
+    assert await c.storage.get_dict("n") == 3
+    await c.close()
+
+    user, _ = users_model()
+    rich = r.Entity("ActiveUser", base=user, match=ACTIVE & MatchExp.atom("salary", ">", 10))
+    n = r.Dictionary("n", "integer", computation=r.Count(record=rich))
+    c = await make([user, rich], [], [n], path="evolve")
+    assert await c.storage.get_dict("n") == 2
+    assert (await c.verify()).ok
