@@ -23,7 +23,7 @@ from reactive.computations import (
     Transform,
     _Aggregate,
 )
-from reactive.errors import ComputationError, ModelError, describe
+from reactive.errors import ComputationError, ModelError, SetupError, describe
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
 from reactive.handles.base import Handle
 from reactive.handles.state_machine import CustomHandle, StateMachineHandle
@@ -166,6 +166,7 @@ class Engine:
         preliminary = self._schema([], [])
         stored = list(preliminary.records)
         views = compile_views(declared_views, stored, preliminary, {})
+        _aggregates_over_views(handles, views)
         for handle in handles:
             handle.bind(_with_views(preliminary, views))
         hidden = [pair for h in handles for pair in h.hidden_fields()]
@@ -426,6 +427,30 @@ class Engine:
                 raise ModelError(f"{name}.{key} is internal state of a computation")
             if any(key == p for p, _ in info.computed):
                 raise ModelError(f"{name}.{key} is computed from the record's own fields")
+
+
+def _aggregates_over_views(handles: Iterable[Handle], views: Mapping[str, View]) -> None:
+    """Point each property aggregate over a filtered relation (``record=`` a view) at the
+    stored relation under it; its items are the view's link records."""
+    for handle in handles:
+        if not isinstance(handle, PropertyAggregate) or handle.decl.record is None:
+            continue
+        name = record_name(handle.decl.record)
+        view = views.get(name)
+        if view is None:
+            continue
+        under = view
+        while under.base is not None and under.base in views:
+            under = views[under.base]
+        if not view.is_link or under.base is None:
+            raise SetupError(
+                f"{handle.name}: record={name} is a merged view; a property aggregate runs "
+                "over one relation (or a filtered view of one)"
+                if view.is_link
+                else f"{handle.name}: record={name} is an entity view; on a property, record= "
+                "must be a relation (or a filtered view of one)"
+            )
+        handle.view, handle.view_link = name, under.base
 
 
 def _with_views(schema: Schema, views: Mapping[str, View]) -> Schema:

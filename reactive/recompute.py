@@ -157,15 +157,18 @@ class _PropertyAggregate(Recomputation):
         self.key = f"{handle.host_record}.{handle.target}"
         self.batch_record = handle.host_record
         attribute = handle.bound_attribute()
-        self.link = attribute.link.name
+        # Over a filtered relation the links are read through the view (its match ANDed in).
+        self.link = handle.links
+        stored = attribute.link.name
         self.related = attribute.related
         self.outputs = frozenset({(handle.host_record, handle.target)})
         self.inputs = frozenset(
-            {(self.link, "#rows")}
+            {(stored, "#rows")}
             | {(self.related, f) for f in handle.fields}
-            | {(self.link, f) for f in handle.link_fields}
+            | {(stored, f) for f in handle.link_fields}
+            | ({(stored, f) for f in engine.views[handle.view].fields} if handle.view else set())
         )
-        self.spec = self._sql_spec(engine)
+        self.spec = None if handle.view else self._sql_spec(engine)
 
     def _sql_spec(self, engine: Engine) -> RelatedTotals | None:
         fold, attribute = self.h.fold, self.h.bound_attribute()
