@@ -36,7 +36,7 @@ from reactive.model import (
     Relation,
     record_name,
 )
-from reactive.views import View, check_not_view_end, compile_views
+from reactive.views import TYPE_FIELD, View, check_not_view_end, compile_views, has_merged_ids
 from storage import Field, Index, LinkType, MutationEvent, RecordType, Schema
 
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
@@ -433,6 +433,10 @@ def _aggregates_over_views(handles: Iterable[Handle], views: Mapping[str, View])
     """Point each property aggregate over a filtered relation (``record=`` a view) at the
     stored relation under it; its items are the view's link records."""
     for handle in handles:
+        if isinstance(handle, TransformHandle) and handle.source in views:
+            if has_merged_ids(handle.source, views):
+                handle.source_id_type = "string"  # ids like "Customer:1"
+            continue
         if not isinstance(handle, PropertyAggregate) or handle.decl.record is None:
             continue
         name = record_name(handle.decl.record)
@@ -459,7 +463,13 @@ def _with_views(schema: Schema, views: Mapping[str, View]) -> Schema:
     if not views:
         return schema
     plain = [r for r in schema.records.values() if not isinstance(r, LinkType)]
-    extra = [RecordType(v.name, list(v.fields.values())) for v in views.values()]
+    extra = [
+        RecordType(
+            v.name,
+            [*v.fields.values(), *([Field(TYPE_FIELD)] if has_merged_ids(v.name, views) else [])],
+        )
+        for v in views.values()
+    ]
     return Schema([*plain, *extra], schema.links.values())
 
 

@@ -44,6 +44,7 @@ from reactive.errors import ComputationError
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
 from reactive.handles.state_machine import CustomHandle, StateMachineHandle
 from reactive.handles.transform import TransformHandle
+from reactive.views import has_merged_ids
 from storage import MatchExp
 from storage.migration import RelatedTotals
 
@@ -330,13 +331,18 @@ class _DictionaryAggregate(Recomputation):
 
 
 class _Transform(Recomputation):
-    def __init__(self, handle: TransformHandle):
+    def __init__(self, handle: TransformHandle, engine: Engine):
         self.h = handle
         self.key = handle.output
-        self.batch_record = handle.source
+        sources = stored_sources(engine, handle.source)
+        # Batched by id ranges of the source, or of the stored base of a filtered view (its
+        # ids); a merged view's ids are no range: one transaction.
+        self.batch_record = sources[0]
+        if handle.source in engine.views and has_merged_ids(handle.source, engine.views):
+            self.batch_record = None
         self.outputs = frozenset({(handle.output, "*")})
         self.inputs = frozenset(
-            {(handle.source, "#rows")} | {(handle.source, f) for f in handle.watched}
+            {(s, "#rows") for s in sources} | {(s, f) for s in sources for f in handle.watched}
         )
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
@@ -524,7 +530,7 @@ def recomputations(engine: Engine) -> dict[str, Recomputation]:
         elif isinstance(handle, DictionaryAggregate):
             rec = _DictionaryAggregate(handle, engine)
         elif isinstance(handle, TransformHandle):
-            rec = _Transform(handle)
+            rec = _Transform(handle, engine)
         elif isinstance(handle, StateMachineHandle):
             rec = _StateMachine(handle)
         elif isinstance(handle, CustomHandle):

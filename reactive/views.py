@@ -124,7 +124,7 @@ class View:
     def _own(self, record: Mapping[str, Any]) -> Record:
         """``record`` limited to the view's fields (a base's hidden state stays out)."""
         fields = self.fields
-        out = {k: v for k, v in record.items() if k in fields or k == "id"}
+        out = {k: v for k, v in record.items() if k in fields or k in ("id", TYPE_FIELD)}
         if self.is_link:
             for end in _ENDS:
                 if end in record:
@@ -143,6 +143,15 @@ class View:
 
     def _tagged(self, source: str, record: Mapping[str, Any]) -> Record:
         return {**self._own(record), "id": merged_id(source, record["id"]), TYPE_FIELD: source}
+
+
+def has_merged_ids(name: str, views: Mapping[str, View]) -> bool:
+    """Whether the records of view ``name`` have a merged view's ids (it is a merged view, or
+    filters one)."""
+    view = views[name]
+    while view.base is not None and view.base in views:
+        view = views[view.base]
+    return view.base is None
 
 
 def merged_id(source: str, record_id: Any) -> str:

@@ -476,6 +476,53 @@ async def test_a_merged_view_of_filtered_views(make: MakeController) -> None:
     assert await c.storage.count("LiveContact") == 0
 
 
+async def test_a_transform_over_a_merged_entity(make: MakeController) -> None:
+    customer, vendor, contact = contacts_model()
+    card = r.Entity(
+        "Card",
+        [r.Property("text")],
+        computation=r.Transform(contact, lambda x: {"text": f"{x[r.TYPE_FIELD]} {x['name']}"}),
+    )
+    c = await make([customer, vendor, contact, card])
+    await c.storage.create("Customer", {"name": "a"})
+    v = await c.storage.create("Vendor", {"name": "b"})
+    assert await c.storage.find("Card", None, ["text"]) == [
+        {"id": 1, "text": "Customer a"},
+        {"id": 2, "text": "Vendor b"},
+    ]
+    await c.storage.update("Vendor", {"id": v["id"]}, {"name": "c"})
+    assert await c.storage.find("Card", None, ["text"]) == [
+        {"id": 1, "text": "Customer a"},
+        {"id": 2, "text": "Vendor c"},
+    ]
+    await c.storage.delete("Vendor", {"id": v["id"]})
+    assert await c.storage.count("Card") == 1
+    assert (await c.verify()).ok
+    assert await c.recompute("Card") == ["Card"]
+    assert await c.storage.find("Card", None, ["text"]) == [{"id": 1, "text": "Customer a"}]
+
+
+async def test_recomputing_a_transform_over_a_filtered_entity(make: MakeController) -> None:
+    user, active = users_model()
+    badge = r.Entity(
+        "Badge",
+        [r.Property("label")],
+        computation=r.Transform(active, lambda u: {"label": u["name"]}),
+    )
+    c = await make([user, active, badge])
+    for i in range(5):
+        await c.storage.create("User", {"name": f"u{i}", "active": i % 2 == 0})
+    await c.backend.run(lambda s: s.write_internal("Badge", 1, {"label": "wrong"}))
+    assert not (await c.verify(batch_size=2)).ok
+    await c.recompute("Badge", batch_size=2)
+    assert [b["label"] for b in await c.storage.find("Badge", None, ["label"])] == [
+        "u0",
+        "u2",
+        "u4",
+    ]
+    assert (await c.verify(batch_size=2)).ok
+
+
 async def test_a_merged_relation(make: MakeController) -> None:
     user = r.Entity("User", [r.Property("name")])
     team = r.Entity("Team", [r.Property("name")])
