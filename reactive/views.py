@@ -91,6 +91,11 @@ class View:
             )
         self.fields = common or {}
 
+    def holds(self, record: Mapping[str, Any]) -> bool:
+        """Whether a record of the base satisfies this filtered view's match (in Python, as
+        its events judge it)."""
+        return self._test(record)
+
     # -- events ----------------------------------------------------------------------------
 
     def derive(self, event: MutationEvent) -> MutationEvent | None:

@@ -702,3 +702,23 @@ async def test_changing_a_views_match_recomputes_the_aggregates_over_it(
     c = await make([user, rich], [], [n], path="evolve")
     assert await c.storage.get_dict("n") == 2
     assert (await c.verify()).ok
+
+
+async def test_verify_reports_a_membership_judged_otherwise_than_the_database(
+    make: MakeController,
+) -> None:
+    """verify() compares each filtered view's members (the database's match) with the ones
+    its events are judged on (the match in Python): a disagreement would make every
+    aggregate over the view drift, so it is reported. Injected here by a wrong judgement."""
+    user, active = users_model()
+    rich = r.Entity("RichActiveUser", base=active, match=MatchExp.atom("salary", ">", 5))
+    c = await make([user, active, rich])
+    for i in range(5):
+        await c.storage.create("User", {"name": f"u{i}", "active": i != 1, "salary": i * 3})
+    assert (await c.verify(batch_size=2)).ok
+    view = c.engine.views["RichActiveUser"]
+    view._test = lambda record: record["salary"] >= 0  # wrong for u0 (active, salary 0)
+    report = await c.verify(batch_size=2)
+    assert [(d.record, d.id, d.field, d.stored, d.expected) for d in report.differences] == [
+        ("RichActiveUser", 1, "(member)", False, True)
+    ]
