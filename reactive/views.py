@@ -115,6 +115,8 @@ class View:
         was, now = test(old), test(new)
         if was and now:
             record = self._own(event.record)
+            if len(record) == 1 and not self.is_link:
+                return None  # only a computation's internal state was written: not the view's
             keys = tuple(k for k in event.keys or () if k in self.fields)
             return MutationEvent(self.name, "update", record, self._own(old), keys)
         if now:

@@ -722,3 +722,38 @@ async def test_verify_reports_a_membership_judged_otherwise_than_the_database(
     assert [(d.record, d.id, d.field, d.stored, d.expected) for d in report.differences] == [
         ("RichActiveUser", 1, "(member)", False, True)
     ]
+
+
+async def test_a_side_effect_on_a_view_runs_after_commit_for_records_entering_it(
+    make: MakeController,
+) -> None:
+    user, active = users_model()
+    welcomed: list[Any] = []
+
+    async def welcome(event: MutationEvent, controller: r.Controller) -> None:
+        welcomed.append((event.record_name, event.type, event.record["name"]))
+
+    effect = r.RecordMutationSideEffect("welcome", active, welcome, on=("create",))
+    c = await make([user, active], side_effects=[effect])
+    u = await c.storage.create("User", {"name": "a", "active": False})
+    await c.drain()
+    assert welcomed == []
+    await c.storage.update("User", {"id": u["id"]}, {"active": True})
+    await c.drain()
+    assert welcomed == [("ActiveUser", "create", "a")]
+
+
+async def test_a_view_update_carries_no_internal_state_of_the_base(
+    make: MakeController,
+) -> None:
+    user, active = users_model()
+    post = r.Entity("Post", [r.Property("title")])
+    posts = r.Relation(user, "posts", post, "author", "1:n")
+    user.properties.append(r.Property("n", "integer", computation=r.Count(property="posts")))
+    c = await make([user, active, post], [posts])
+    u = await c.storage.create("User", {"name": "a", "active": True})
+    seen: list[MutationEvent] = []
+    c.stream(active).subscribe(seen.append)
+    await c.storage.create("Post", {"title": "p", "author": {"id": u["id"]}})
+    # the user's count is a field of the view: one update, with it and nothing internal
+    assert [(e.type, e.record) for e in seen] == [("update", {"id": u["id"], "n": 1})]
