@@ -329,10 +329,14 @@ def HardDeletionProperty(computation: Computation | None = None) -> Property:
     """The property that deletes its record: when a write (typically a StateMachine moving to
     :data:`~reactive.DELETED_STATE`) gives it a true value, the record is deleted instead of
     updated, with the usual delete events (its links first) and everything that follows them.
+    While the record exists it reads False. For example::
 
-    >>> Property = HardDeletionProperty(StateMachine(states=[NON_DELETED_STATE, DELETED_STATE],
-    ...     transfers=[StateTransfer(NON_DELETED_STATE, DELETED_STATE, trigger, target)],
-    ...     initial_state=NON_DELETED_STATE))"""
+        HardDeletionProperty(StateMachine(
+            states=[NON_DELETED_STATE, DELETED_STATE],
+            transfers=[StateTransfer(NON_DELETED_STATE, DELETED_STATE, trigger, target)],
+            initial_state=NON_DELETED_STATE,
+        ))
+    """
     return Property(HARD_DELETION_PROPERTY, "boolean", computation=computation)
 
 
