@@ -37,7 +37,7 @@ from typing import Any
 from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError, CycleError, ModelError, describe
 from reactive.model import HARD_DELETION_PROPERTY, Entity, Relation, record_name
-from reactive.views import ViewReads
+from reactive.view_reads import ViewReads
 from storage import MatchExp, MutationEvent, Record, Session, StorageError
 
 Match = MatchExp | Mapping[str, Any] | None

@@ -34,7 +34,7 @@ from reactive.side_effects import (
     SideEffectLeases,
     SideEffectQueue,
 )
-from reactive.views import ViewReads
+from reactive.view_reads import ViewReads
 from storage import (
     FieldTypeError,
     InvalidDataError,

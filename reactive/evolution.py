@@ -38,7 +38,8 @@ from reactive.recompute import (
     ordered,
     recomputations,
 )
-from reactive.views import ViewReads, has_merged_ids
+from reactive.view_reads import ViewReads
+from reactive.views import has_merged_ids
 from storage import Field, MatchExp, Record, RecordType, Session, StorageError
 
 if TYPE_CHECKING:
