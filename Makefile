@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.login_flood
 	$(BIN)/python -m benchmarks.lock_latency
 	$(BIN)/python -m benchmarks.migration_backfill
+	$(BIN)/python -m benchmarks.filtered_count
 	$(BIN)/python -m benchmarks.pg_driver
 	$(BIN)/python -m benchmarks.pg_chain
 

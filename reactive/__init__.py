@@ -19,6 +19,8 @@ transaction). ``controller.backend`` is the storage backend the controller was g
 
 from reactive.api import API, APIContext, APIError, Param
 from reactive.computations import (
+    DELETED_STATE,
+    NON_DELETED_STATE,
     UNCHANGED,
     Any,
     Average,
@@ -54,17 +56,30 @@ from reactive.interaction import (
     PayloadItem,
 )
 from reactive.migration_plan import MigrationPlan
-from reactive.model import Dictionary, Entity, Property, Relation, record_name
+from reactive.model import (
+    HARD_DELETION_PROPERTY,
+    Dictionary,
+    Entity,
+    HardDeletionProperty,
+    Property,
+    Relation,
+    record_name,
+)
 from reactive.outbox import OutboxEvent, OutboxReader
 from reactive.recompute import VerifyReport
 from reactive.server import create_app
 from reactive.side_effects import RecordMutationSideEffect, SideEffectLeases, SideEffectRun
+from reactive.views import TYPE_FIELD
 from storage import MutationEvent
 from storage.outbox import OutboxPosition
 
 __all__ = [
     "API",
+    "DELETED_STATE",
+    "HARD_DELETION_PROPERTY",
     "INTERACTION_EVENT",
+    "NON_DELETED_STATE",
+    "TYPE_FIELD",
     "UNCHANGED",
     "APIContext",
     "APIError",
@@ -82,6 +97,7 @@ __all__ = [
     "DispatchResult",
     "Entity",
     "Every",
+    "HardDeletionProperty",
     "Interaction",
     "MigrationError",
     "MigrationPlan",

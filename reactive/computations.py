@@ -180,6 +180,20 @@ class StateNode:
     compute_value: Callable[..., typing.Any] | None = None
 
 
+def _false(last_value: typing.Any, event: typing.Any) -> bool:
+    return False
+
+
+def _true(last_value: typing.Any, event: typing.Any) -> bool:
+    return True
+
+
+NON_DELETED_STATE = StateNode("non_deleted", compute_value=_false)
+"""The state of a record that exists (the hard-deletion property's value: False)."""
+DELETED_STATE = StateNode("deleted", compute_value=_true)
+"""Entering it deletes the record (the hard-deletion property's value: True)."""
+
+
 @attrs.define(eq=False)
 class StateTransfer:
     """A transition ``current -> next`` taken when ``trigger`` matches an event.

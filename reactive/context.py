@@ -37,7 +37,8 @@ from typing import Any
 
 from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError, CycleError, ModelError, describe
-from reactive.model import Entity, Relation, record_name
+from reactive.model import HARD_DELETION_PROPERTY, Entity, Relation, record_name
+from reactive.view_reads import ViewReads
 from storage import Derived, MatchExp, MutationEvent, Record, Session, StorageError
 
 Match = MatchExp | Mapping[str, Any] | None
@@ -105,9 +106,16 @@ class TransactionContext:
         self.trail: list[str] = []
         self.error: BaseException | None = None
         self._lookup_warnings = lookups
-        # Reads with nothing to remember (a list may change with any write): the session's own.
-        self.find = session.find
-        self.count = session.count
+        # Reads with nothing to remember (a list may change with any write): the session's own,
+        # or through the views when the model has some.
+        self.views: ViewReads | None = None
+        if engine.views:
+            self.views = ViewReads(engine.views, session.find, session.count)
+            self.find = self.views.find
+            self.count = self.views.count
+        else:
+            self.find = session.find
+            self.count = session.count
         # Snapshots of records deleted in this transaction: one storage delete removes links
         # and records together, so a computation reacting to a link's deletion reads the
         # record that went with it from here.
@@ -144,6 +152,8 @@ class TransactionContext:
 
     def propagate(self, events: Sequence[MutationEvent]) -> None:
         """Push events to the computations that derive from them, depth-first."""
+        if self.engine.view_sources:
+            events = self._with_views(events)
         routes = self.engine.routes
         fresh = self.fresh
         items = self.engine.item_records
@@ -183,6 +193,34 @@ class TransactionContext:
                 raise self.error
             if len(self.trail) > 200:
                 del self.trail[:100]
+
+    def _with_views(self, events: Sequence[MutationEvent]) -> Sequence[MutationEvent]:
+        """``events`` with the events of the views they change (see :mod:`reactive.views`),
+        each beside its cause: after it, or before it for a delete (a view's member leaves
+        before its record goes). The view events join the transaction's events (committed,
+        published and seen by side effects like any); O(views of the record) per event."""
+        sources = self.engine.view_sources
+        if not any(e.record_name in sources for e in events):
+            return events
+        out: list[MutationEvent] = []
+        for event in events:
+            derived: list[MutationEvent] = []
+            pending = [event]
+            while pending:
+                cause = pending.pop()
+                for view in sources.get(cause.record_name, ()):
+                    found = view.derive(cause)
+                    if found is not None:
+                        derived.append(found)
+                        pending.append(found)
+            if event.type == "delete":
+                out.extend(derived)
+                out.append(event)
+            else:
+                out.append(event)
+                out.extend(derived)
+            self.session.events.extend(derived)
+        return out
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -266,6 +304,8 @@ class TransactionContext:
         memory until one of the transaction's events could change the answer (a record of that
         type created or deleted, or a matched field written): a computation finding its target
         by ``external_id`` on every event of a call asks once."""
+        if self.views is not None and name in self.engine.views:
+            return self.views.find_one(name, match, attribute_query, order_by)
         if type(match) is dict:
             if self._lookup_warnings is not None:
                 self._lookup_warnings.check(name, match)
@@ -356,6 +396,9 @@ class TransactionContext:
         computations' own writes) costs one statement and no read."""
         if type(data) is not dict and isinstance(data, Mapping):
             data = dict(data)
+        if name in self.engine.hard_deletion and data.get(HARD_DELETION_PROPERTY):
+            # The hard-deletion property set true: the record goes instead (delete events).
+            return self.delete(name, match)
         info = self.engine.records.get(name)
         computed: Computed = ()
         if info is not None:
@@ -672,18 +715,22 @@ class EngineStorage:
     def create(self, name: RecordRef, data: Mapping[str, Any]) -> Record:
         """Create a record (with nested records and links); returns it with its ``id``."""
         rec = record_name(name)
+        _check_not_view(self._ctx.engine, rec, "create")
         _check_user_payload(self._ctx.engine, rec, data)
         return self._ctx.create(rec, data)
 
     def update(self, name: RecordRef, match: Match, data: Mapping[str, Any]) -> list[Record]:
         """Update every matching record; returns their new values."""
         rec = record_name(name)
+        _check_not_view(self._ctx.engine, rec, "update")
         self._ctx.engine.check_writable(rec, data)
         return self._ctx.update(rec, match, data)
 
     def delete(self, name: RecordRef, match: Match) -> list[Record]:
         """Delete every matching record (with its links); returns what was deleted."""
-        return self._ctx.delete(record_name(name), match)
+        rec = record_name(name)
+        _check_not_view(self._ctx.engine, rec, "delete")
+        return self._ctx.delete(rec, match)
 
     def find(
         self,
@@ -740,6 +787,15 @@ def _dictionary(engine: Engine, name: str) -> Any:
     except KeyError:
         known = ", ".join(sorted(engine.dictionaries)) or "none"
         raise ModelError(f"unknown dictionary {name!r} (known: {known})") from None
+
+
+def _check_not_view(engine: Engine, name: str, verb: str) -> None:
+    view = engine.views.get(name)
+    if view is not None:
+        raise ModelError(
+            f"cannot {verb} {name}: it is a view of {', '.join(view.sources)} (no records of "
+            f"its own); {verb} {' or '.join(view.sources)} instead"
+        )
 
 
 def _check_user_payload(engine: Engine, name: str, data: Mapping[str, Any]) -> None:

@@ -44,6 +44,7 @@ from reactive.side_effects import (
     SideEffectLeases,
     SideEffectQueue,
 )
+from reactive.view_reads import ViewReads
 from storage import (
     FieldTypeError,
     InvalidDataError,
@@ -124,7 +125,7 @@ class Controller:
         self.side_effects = SideEffectQueue(
             self, side_effects, side_effect_concurrency, side_effect_leases
         )
-        self.side_effects.check(self.engine.schema.records)
+        self.side_effects.check([*self.engine.schema.records, *self.engine.views])
         self.storage = ControllerStorage(self)
         """The facade for application reads and writes (the same methods as ``ctx.storage``,
         async)."""
@@ -226,7 +227,7 @@ class Controller:
     ) -> reactivex.Observable[MutationEvent]:
         """Committed events of one record type (and optionally one event type)."""
         name = record_name(record)
-        if name not in self.engine.schema.records:
+        if name not in self.engine.schema.records and name not in self.engine.views:
             raise ModelError(f"stream: unknown record {name!r}")
         if type is not None and type not in ("create", "update", "delete"):
             raise ModelError(f"stream: type must be create, update or delete, got {type!r}")
@@ -469,6 +470,8 @@ class ControllerStorage:
     ) -> list[Record]:
         rec = record_name(name)
         query = self._controller.engine.public_query(rec, attribute_query)
+        if rec in self._controller.engine.views:
+            return await self._views(lambda v: v.find(rec, match, query, order_by, limit, offset))
         return await self._controller.backend.find(rec, match, query, order_by, limit, offset)
 
     async def find_one(
@@ -480,10 +483,22 @@ class ControllerStorage:
     ) -> Record | None:
         rec = record_name(name)
         query = self._controller.engine.public_query(rec, attribute_query)
+        if rec in self._controller.engine.views:
+            return await self._views(lambda v: v.find_one(rec, match, query, order_by))
         return await self._controller.backend.find_one(rec, match, query, order_by)
 
     async def count(self, name: RecordRef, match: Match = None) -> int:
-        return await self._controller.backend.count(record_name(name), match)
+        rec = record_name(name)
+        if rec in self._controller.engine.views:
+            return await self._views(lambda v: v.count(rec, match))
+        return await self._controller.backend.count(rec, match)
+
+    async def _views(self, read: Callable[[ViewReads], T]) -> T:
+        """A read of a view (filtered or merged), in a read transaction of its own."""
+        views = self._controller.engine.views
+        return await self._controller.backend.run(
+            lambda session: read(ViewReads(views, session.find, session.count)), write=False
+        )
 
     async def get_dict(self, name: str) -> Any:
         """A dictionary's value (its default when never set)."""

@@ -23,12 +23,20 @@ from reactive.computations import (
     Transform,
     _Aggregate,
 )
-from reactive.errors import ComputationError, ModelError, describe
+from reactive.errors import ComputationError, ModelError, SetupError, describe
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
 from reactive.handles.base import Handle
 from reactive.handles.state_machine import CustomHandle, StateMachineHandle
 from reactive.handles.transform import TransformHandle
-from reactive.model import Dictionary, Entity, Property, Relation, record_name
+from reactive.model import (
+    HARD_DELETION_PROPERTY,
+    Dictionary,
+    Entity,
+    Property,
+    Relation,
+    record_name,
+)
+from reactive.views import TYPE_FIELD, View, check_not_view_end, compile_views, has_merged_ids
 from storage import Field, Index, LinkType, MutationEvent, RecordType, Schema
 
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
@@ -127,6 +135,9 @@ class Engine:
     item_records: frozenset[str]
     leading_fields: Mapping[str, frozenset[str]]
     routes: Mapping[tuple[str, str], RouteSubject]
+    views: Mapping[str, View]
+    view_sources: Mapping[str, tuple[View, ...]]
+    hard_deletion: frozenset[str]
 
     def __init__(
         self,
@@ -136,28 +147,45 @@ class Engine:
         extra_records: Iterable[RecordType] = (),
     ):
         init = partial(object.__setattr__, self)
-        init("entities", tuple(entities))
-        init("relations", tuple(relations))
+        entities, relations = list(entities), list(relations)
+        declared_views: list[Entity | Relation] = [
+            *(e for e in entities if e.is_view),
+            *(r for r in relations if r.is_view),
+        ]
+        init("entities", tuple(e for e in entities if not e.is_view))
+        init("relations", tuple(r for r in relations if not r.is_view))
         init("dictionaries", MappingProxyType({d.name: d for d in dictionaries}))
         init("extra_records", tuple(extra_records))
-        self._check_names()
+        self._check_names(declared_views)
         owned: dict[str, dict[str, Handle]] = {}
         handles = tuple(self._create_handles(owned))
         init("handles", handles)
         # Handles need the schema (relation attributes) to know their hidden fields; those
         # fields never change attributes, so bind against a first schema, then build the final.
+        # Views are bound with the schema: handles over a view see its fields like a record's.
         preliminary = self._schema([], [])
+        stored = list(preliminary.records)
+        views = compile_views(declared_views, stored, preliminary, {})
+        _aggregates_over_views(handles, views)
         for handle in handles:
-            handle.bind(preliminary)
+            handle.bind(_with_views(preliminary, views))
         hidden = [pair for h in handles for pair in h.hidden_fields()]
         indexes = [pair for h in handles for pair in h.indexes()]
         schema = self._schema(hidden, indexes)
         init("schema", schema)
-        for handle in handles:
-            handle.bind(schema)
         hidden_of: dict[str, set[str]] = {}
         for record, field in hidden:
             hidden_of.setdefault(record, set()).add(field.name)
+        views = compile_views(declared_views, stored, schema, hidden_of)
+        init("views", MappingProxyType(views))
+        sources: dict[str, list[View]] = {}
+        for view in views.values():
+            for source in view.sources:
+                sources.setdefault(source, []).append(view)
+        init("view_sources", MappingProxyType({k: tuple(v) for k, v in sources.items()}))
+        bound = _with_views(schema, views)
+        for handle in handles:
+            handle.bind(bound)
         records = {
             e.name: RecordInfo(
                 e.name,
@@ -180,6 +208,12 @@ class Engine:
                 schema.attributes(name),
             )
         init("records", MappingProxyType(records))
+        init(
+            "hard_deletion",
+            frozenset(
+                name for name, info in records.items() if HARD_DELETION_PROPERTY in info.properties
+            ),
+        )
         # Records whose values aggregates read as items: created ones are kept in memory for
         # the rest of their transaction (see TransactionContext.fresh).
         init(
@@ -214,12 +248,13 @@ class Engine:
 
     # -- compile -----------------------------------------------------------------------------
 
-    def _check_names(self) -> None:
+    def _check_names(self, views: list[Entity | Relation]) -> None:
         seen: dict[str, str] = {}
         system = {r.name for r in SYSTEM_RECORDS} | {r.name for r in self.extra_records}
         for kind, name in [
             *(("entity", e.name) for e in self.entities),
             *(("relation", r.relation_name) for r in self.relations),
+            *(("view", record_name(v)) for v in views),
         ]:
             if name in system:
                 raise ModelError(f"{kind} name {name!r} is reserved for a system record")
@@ -233,6 +268,7 @@ class Engine:
                         f"relation {relation.relation_name} refers to {record_name(end)!r}, "
                         "which is not among the controller's entities and relations"
                     )
+        check_not_view_end(self.relations, [record_name(v) for v in views])
 
     def _create_handles(self, owned: dict[str, dict[str, Handle]]) -> list[Handle]:
         dictionary_handles: list[Handle] = []
@@ -314,6 +350,9 @@ class Engine:
     def public_query(self, name: str, query: Any) -> Any:
         """``query`` with every ``"*"`` limited to the fields users declared: a computation's
         internal state stays out of reads unless asked for by name."""
+        view = self.views.get(name)
+        if view is not None and view.base is not None:
+            return self.public_query(view.base, query)  # a filtered view reads its base
         if not isinstance(query, _SEQUENCES) or name not in self.schema.records:
             return query
         out: list[Any] = []
@@ -388,6 +427,50 @@ class Engine:
                 raise ModelError(f"{name}.{key} is internal state of a computation")
             if any(key == p for p, _ in info.computed):
                 raise ModelError(f"{name}.{key} is computed from the record's own fields")
+
+
+def _aggregates_over_views(handles: Iterable[Handle], views: Mapping[str, View]) -> None:
+    """Point each property aggregate over a filtered relation (``record=`` a view) at the
+    stored relation under it; its items are the view's link records."""
+    for handle in handles:
+        if isinstance(handle, TransformHandle) and handle.source in views:
+            if has_merged_ids(handle.source, views):
+                handle.source_id_type = "string"  # ids like "Customer:1"
+            continue
+        if not isinstance(handle, PropertyAggregate) or handle.decl.record is None:
+            continue
+        name = record_name(handle.decl.record)
+        view = views.get(name)
+        if view is None:
+            continue
+        under = view
+        while under.base is not None and under.base in views:
+            under = views[under.base]
+        if not view.is_link or under.base is None:
+            raise SetupError(
+                f"{handle.name}: record={name} is a merged view; a property aggregate runs "
+                "over one relation (or a filtered view of one)"
+                if view.is_link
+                else f"{handle.name}: record={name} is an entity view; on a property, record= "
+                "must be a relation (or a filtered view of one)"
+            )
+        handle.view, handle.view_link = name, under.base
+
+
+def _with_views(schema: Schema, views: Mapping[str, View]) -> Schema:
+    """``schema`` with every view as a record type of its fields: what handles bind against
+    (a view has no table; storage never sees this schema)."""
+    if not views:
+        return schema
+    plain = [r for r in schema.records.values() if not isinstance(r, LinkType)]
+    extra = [
+        RecordType(
+            v.name,
+            [*v.fields.values(), *([Field(TYPE_FIELD)] if has_merged_ids(v.name, views) else [])],
+        )
+        for v in views.values()
+    ]
+    return Schema([*plain, *extra], schema.links.values())
 
 
 def _property_handle(prop: Property, host: str) -> Handle:

@@ -62,7 +62,19 @@ def _plain(value: Any) -> Any:
 
 
 def _name(record: Any) -> Any:
-    return None if record is None else record_name(record)
+    """A computation's record: its name, or for a view its definition too (a changed match
+    changes what every computation over the view computes)."""
+    if record is None:
+        return None
+    if isinstance(record, Entity | Relation) and record.is_view:
+        if record.base is not None:
+            return {
+                "view": record_name(record),
+                "base": _name(record.base),
+                "match": repr(record.match),
+            }
+        return {"view": record_name(record), "inputs": [_name(i) for i in record.inputs or ()]}
+    return record_name(record)
 
 
 def _trigger(trigger: Trigger) -> dict[str, Any]:

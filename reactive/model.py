@@ -9,9 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import attrs
 
 from reactive.errors import ModelError
+from storage import MatchExp
+from storage.match import to_match
 
 if TYPE_CHECKING:
     from reactive.computations import Computation
+
+_UNSET: Any = None  # a relation view's ends and type come from its base or inputs
 
 PropertyType: TypeAlias = Literal["string", "number", "integer", "boolean", "json", "timestamp"]
 RelationType: TypeAlias = Literal["1:1", "1:n", "n:1", "n:n"]
@@ -67,20 +71,47 @@ class Property:
         return self.default() if callable(self.default) else self.default
 
 
+def _match(value: Any) -> MatchExp | None:
+    if value is None:
+        return None
+    try:
+        return to_match(value)
+    except Exception as exc:  # a MatchError: say which declaration it belongs to
+        raise ModelError(f"match must be a MatchExp or a dict of equalities: {exc}") from None
+
+
 @attrs.define(eq=False)
 class Entity:
     """A record type. ``computation`` may be a Transform (or Custom) that produces its records.
     ``renamed_from`` names the record type this one was called before (its table is renamed
-    and keeps its rows)."""
+    and keeps its rows).
+
+    Two kinds of entity are *views* with no table of their own (see :mod:`reactive.views`):
+
+    - filtered: ``Entity("ActiveUser", base=user, match=MatchExp.atom("status", "=",
+      "active"))`` — the records of ``base`` that match, live;
+    - merged: ``Entity("Customer", inputs=[person, company])`` — the records of every input,
+      with the fields they have in common.
+
+    A view declares no properties, computation or rename of its own."""
 
     name: str
     properties: list[Property] = attrs.field(factory=list, converter=_list)
     computation: Computation | None = None
     renamed_from: str | None = None
+    base: Entity | None = None
+    match: MatchExp | None = attrs.field(default=None, converter=_match)
+    inputs: list[Entity] | None = None
 
     def __attrs_post_init__(self) -> None:
         _check_name("entity", self.name)
         _check_properties(self.name, self.properties, ("id",))
+        _check_view(self, Entity, "entity")
+
+    @property
+    def is_view(self) -> bool:
+        """Whether this entity is a filtered or merged view (no table of its own)."""
+        return self.base is not None or self.inputs is not None
 
     def property(self, name: str) -> Property:
         for prop in self.properties:
@@ -97,21 +128,44 @@ class Relation:
     "1:n")`` a user has many posts and a post has one author. A relation whose source and target
     are the same with the same property on both ends is symmetric (``n:n`` only).
     ``renamed_from`` names the relation (its storage name) this one was called before.
+
+    A relation may be a view, like an entity: ``Relation(name="CloseFriendship",
+    base=friendship, match=...)`` (its link records that match) or ``Relation(name="Tie",
+    inputs=[friendship, colleague])`` (the link records of every input, which must join the
+    same ends). A view takes its ends and type from its base (or first input), needs a
+    ``name``, and adds no relation attribute to its ends: aggregate over it with ``record=``.
     """
 
-    source: Entity | Relation
-    source_property: str
-    target: Entity | Relation
-    target_property: str
-    type: RelationType
+    source: Entity | Relation = _UNSET
+    source_property: str = _UNSET
+    target: Entity | Relation = _UNSET
+    target_property: str = _UNSET
+    type: RelationType = _UNSET
     name: str | None = None
     properties: list[Property] = attrs.field(factory=list, converter=_list)
     computation: Computation | None = None
     symmetric: bool = False
     cascade: bool = False
     renamed_from: str | None = None
+    base: Relation | None = None
+    match: MatchExp | None = attrs.field(default=None, converter=_match)
+    inputs: list[Relation] | None = None
+
+    @property
+    def is_view(self) -> bool:
+        """Whether this relation is a filtered or merged view (no table of its own)."""
+        return self.base is not None or self.inputs is not None
 
     def __attrs_post_init__(self) -> None:
+        if self.is_view:
+            self._inherit_ends()
+        missing = [
+            n
+            for n in ("source", "source_property", "target", "target_property", "type")
+            if getattr(self, n) is None
+        ]
+        if missing:
+            raise ModelError(f"relation {self.name or '?'} needs {', '.join(missing)}")
         for end in (self.source, self.target):
             if not isinstance(end, Entity | Relation):
                 raise ModelError(f"relation ends must be Entity or Relation objects, got {end!r}")
@@ -130,6 +184,45 @@ class Relation:
         if self.symmetric and self.type != "n:n":
             raise ModelError(f"symmetric relation {self.name} must be n:n, not {self.type}")
         _check_properties(self.name, self.properties, ("id", "source", "target"))
+        _check_view(self, Relation, "relation")
+
+    def _inherit_ends(self) -> None:
+        label = f"relation {self.name or '?'}"
+        if self.name is None:
+            raise ModelError(f"{label}: a relation view (base= or inputs=) needs a name")
+        first: Any = self.base
+        if first is None and self.inputs:
+            first = self.inputs[0]
+        if not isinstance(first, Relation):
+            raise ModelError(
+                f"{label}: base= and inputs= take Relation objects, got {first!r} "
+                "(inputs=[] has no records to merge)"
+            )
+        for key in ("source_property", "target_property"):
+            if getattr(self, key) is not None:
+                raise ModelError(
+                    f"{label}.{key}: a relation view adds no relation attribute to its ends "
+                    "(aggregate over it with record=)"
+                )
+        for key in ("source", "target", "type"):
+            own, inherited = getattr(self, key), getattr(first, key)
+            if own is not None and own is not inherited and own != inherited:
+                raise ModelError(
+                    f"{label}.{key}: a relation view takes {key} from "
+                    f"{first.relation_name} ({_label(inherited)}), not {_label(own)}"
+                )
+            setattr(self, key, inherited)
+        for other in self.inputs or ():
+            if other.source is not first.source or other.target is not first.target:
+                raise ModelError(
+                    f"{label}: merged relations must join the same ends; "
+                    f"{other.relation_name} joins {_label(other.source)} and "
+                    f"{_label(other.target)}, {first.relation_name} joins "
+                    f"{_label(first.source)} and {_label(first.target)}"
+                )
+        self.source_property = first.source_property
+        self.target_property = first.target_property
+        self.symmetric = first.symmetric
 
     @property
     def relation_name(self) -> str:
@@ -163,6 +256,57 @@ class Dictionary:
         return self.default() if callable(self.default) else self.default
 
 
+def _label(value: Any) -> str:
+    return record_name(value) if isinstance(value, Entity | Relation) else repr(value)
+
+
+def _check_view(record: Entity | Relation, kind: type, label: str) -> None:
+    """A view's declaration: base with match, or inputs; nothing stored of its own."""
+    name = record.name
+    if record.match is not None and record.base is None:
+        raise ModelError(f"{label} {name}: match= filters a base; give base= too")
+    if record.base is None and record.inputs is None:
+        return
+    if record.base is not None and record.inputs is not None:
+        raise ModelError(
+            f"{label} {name}: base= (a filtered view) and inputs= (a merged view) "
+            "exclude each other"
+        )
+    if record.base is not None:
+        if not isinstance(record.base, kind):
+            raise ModelError(f"{label} {name}: base must be a {kind.__name__}, got {record.base!r}")
+        if record.match is None:
+            raise ModelError(
+                f"{label} {name}: a filtered view needs match= (which records "
+                f"of {_label(record.base)} it holds)"
+            )
+    else:
+        inputs = record.inputs
+        if isinstance(inputs, str) or not isinstance(inputs, list | tuple) or not inputs:
+            raise ModelError(
+                f"{label} {name}: inputs= must be a non-empty list of "
+                f"{kind.__name__} objects, got {inputs!r}"
+            )
+        for item in inputs:
+            if not isinstance(item, kind):
+                raise ModelError(
+                    f"{label} {name}: inputs must be {kind.__name__} objects, got {item!r}"
+                )
+        if len({id(i) for i in inputs}) != len(inputs):
+            raise ModelError(f"{label} {name}: inputs name the same {label} twice")
+        record.inputs = list(inputs)  # type: ignore[assignment]  # checked just above
+    for what, present in (
+        ("properties", bool(record.properties)),
+        ("computation", record.computation is not None),
+        ("renamed_from", record.renamed_from is not None),
+    ):
+        if present:
+            raise ModelError(
+                f"{label} {name}: a view has no {what} of its own (its records "
+                "are those of its base or inputs; declare them there)"
+            )
+
+
 def _check_properties(owner: str, properties: list[Property], reserved: tuple[str, ...]) -> None:
     seen: set[str] = set()
     for prop in properties:
@@ -176,6 +320,24 @@ def _check_properties(owner: str, properties: list[Property], reserved: tuple[st
 
 
 Record: TypeAlias = Entity | Relation
+
+HARD_DELETION_PROPERTY = "_isDeleted_"
+"""The name of the hard-deletion property (the original framework's, so ported patterns match)."""
+
+
+def HardDeletionProperty(computation: Computation | None = None) -> Property:
+    """The property that deletes its record: when a write (typically a StateMachine moving to
+    :data:`~reactive.DELETED_STATE`) gives it a true value, the record is deleted instead of
+    updated, with the usual delete events (its links first) and everything that follows them.
+    While the record exists it reads False. For example::
+
+        HardDeletionProperty(StateMachine(
+            states=[NON_DELETED_STATE, DELETED_STATE],
+            transfers=[StateTransfer(NON_DELETED_STATE, DELETED_STATE, trigger, target)],
+            initial_state=NON_DELETED_STATE,
+        ))
+    """
+    return Property(HARD_DELETION_PROPERTY, "boolean", computation=computation)
 
 
 def record_name(record: Entity | Relation | str) -> str:

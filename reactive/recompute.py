@@ -53,6 +53,7 @@ from reactive.errors import ComputationError
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
 from reactive.handles.state_machine import CustomHandle, StateMachineHandle
 from reactive.handles.transform import TransformHandle
+from reactive.views import has_merged_ids
 from storage import MatchExp
 from storage.migration import RelatedTotals
 
@@ -125,6 +126,14 @@ def _in_range(key: str, id_range: IdRange | None) -> MatchExp | None:
     return MatchExp.atom(key, ">=", id_range[0]) & MatchExp.atom(key, "<", id_range[1])
 
 
+def stored_sources(engine: Engine, name: str) -> list[str]:
+    """The stored records a record or view reads (itself when stored)."""
+    view = engine.views.get(name)
+    if view is None:
+        return [name]
+    return [s for source in view.sources for s in stored_sources(engine, source)]
+
+
 class Recomputation:
     """One computation's recomputation. ``batch_record``: the record whose id ranges split the
     work into transactions (None: one transaction)."""
@@ -158,15 +167,18 @@ class _PropertyAggregate(Recomputation):
         self.key = f"{handle.host_record}.{handle.target}"
         self.batch_record = handle.host_record
         attribute = handle.bound_attribute()
-        self.link = attribute.link.name
+        # Over a filtered relation the links are read through the view (its match ANDed in).
+        self.link = handle.links
+        stored = attribute.link.name
         self.related = attribute.related
         self.outputs = frozenset({(handle.host_record, handle.target)})
         self.inputs = frozenset(
-            {(self.link, "#rows")}
+            {(stored, "#rows")}
             | {(self.related, f) for f in handle.fields}
-            | {(self.link, f) for f in handle.link_fields}
+            | {(stored, f) for f in handle.link_fields}
+            | ({(stored, f) for f in engine.views[handle.view].fields} if handle.view else set())
         )
-        self.spec = self._sql_spec(engine)
+        self.spec = None if handle.view else self._sql_spec(engine)
 
     def _sql_spec(self, engine: Engine) -> RelatedTotals | None:
         fold, attribute = self.h.fold, self.h.bound_attribute()
@@ -274,13 +286,19 @@ class _DictionaryAggregate(Recomputation):
         self.h = handle
         self.key = handle.target
         self.outputs = frozenset({(DICTIONARY_RECORD, handle.target)})
+        # Over a view: what it reads is its stored sources' (a view has no rows of its own).
+        sources = stored_sources(engine, handle.source)
         self.inputs = frozenset(
-            {(handle.source, "#rows")} | {(handle.source, f) for f in handle.fields}
+            {(s, "#rows") for s in sources} | {(s, f) for s in sources for f in handle.fields}
         )
         fold = handle.fold
-        self.sql = fold.callback is None and (
-            fold.path is None
-            or (len(fold.path) == 1 and _summable(engine, handle.source, fold.path[0]))
+        self.sql = (
+            handle.source not in engine.views
+            and fold.callback is None
+            and (
+                fold.path is None
+                or (len(fold.path) == 1 and _summable(engine, handle.source, fold.path[0]))
+            )
         )
 
     def expected(self, ctx: TransactionContext) -> tuple[Any, dict[str, Any]]:
@@ -325,13 +343,18 @@ class _DictionaryAggregate(Recomputation):
 
 
 class _Transform(Recomputation):
-    def __init__(self, handle: TransformHandle):
+    def __init__(self, handle: TransformHandle, engine: Engine):
         self.h = handle
         self.key = handle.output
-        self.batch_record = handle.source
+        sources = stored_sources(engine, handle.source)
+        # Batched by id ranges of the source, or of the stored base of a filtered view (its
+        # ids); a merged view's ids are no range: one transaction.
+        self.batch_record = sources[0]
+        if handle.source in engine.views and has_merged_ids(handle.source, engine.views):
+            self.batch_record = None
         self.outputs = frozenset({(handle.output, "*")})
         self.inputs = frozenset(
-            {(handle.source, "#rows")} | {(handle.source, f) for f in handle.watched}
+            {(s, "#rows") for s in sources} | {(s, f) for s in sources for f in handle.watched}
         )
 
     def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
@@ -519,7 +542,7 @@ def recomputations(engine: Engine) -> dict[str, Recomputation]:
         elif isinstance(handle, DictionaryAggregate):
             rec = _DictionaryAggregate(handle, engine)
         elif isinstance(handle, TransformHandle):
-            rec = _Transform(handle)
+            rec = _Transform(handle, engine)
         elif isinstance(handle, StateMachineHandle):
             rec = _StateMachine(handle)
         elif isinstance(handle, CustomHandle):

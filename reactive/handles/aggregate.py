@@ -117,11 +117,17 @@ class PropertyAggregate(Handle):
         self.integer = False  # the target is an "integer" property (known once bound)
         # The target as the database derives it from the running totals on every delta.
         self.derived = {prop: Derived(self.fold.kind, self.total_field, self.count_field)}
+        # record= a filtered relation (a view): its stored link, set by the engine before bind;
+        # the items are then the view's link records, followed through the view's events.
+        self.view: str | None = None
+        self.view_link: str | None = None
+        self.links = ""  # the record whose events are the links: the relation, or its view
 
     # -- declaration ------------------------------------------------------------------------
 
     def bind(self, schema: Schema) -> None:
         self.attribute = self._find_attribute(schema)
+        self.links = self.view or self.attribute.link.name
         target = schema.fields(self.host_record).get(self.target)
         self.integer = target is not None and target.type == "integer"
         related_fields = schema.fields(self.attribute.related)
@@ -153,7 +159,7 @@ class PropertyAggregate(Handle):
                 )
             return attribute
         assert decl.record is not None
-        link_name = record_name(decl.record)
+        link_name = self.view_link or record_name(decl.record)
         if link_name not in schema.links:
             raise SetupError(f"{self.name}: on a property, record= must be a Relation")
         candidates = [a for a in attributes.values() if a.via_link and a.link.name == link_name]
@@ -174,7 +180,7 @@ class PropertyAggregate(Handle):
 
     def routes(self) -> list[Route]:
         attribute = self.bound_attribute()
-        link = attribute.link.name
+        link = self.links
         routes: list[Route] = [(link, "create"), (link, "delete")]
         if self.link_fields:
             routes.append((link, "update"))
@@ -208,8 +214,7 @@ class PropertyAggregate(Handle):
         return [(target, source)]
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
-        attribute = self.bound_attribute()
-        if event.record_name == attribute.link.name:
+        if event.record_name == self.links:
             if event.type == "create":
                 self._link_changed(event.record, 1, ctx)
             elif event.type == "delete":
@@ -237,7 +242,7 @@ class PropertyAggregate(Handle):
         attribute = self.bound_attribute()
         related_id = event.record["id"]
         old_related, new_related = event.old_record or {}, event.merged
-        link = attribute.link.name
+        link = self.links
         query = ["source", "target", *self.link_fields]
         sides = ("source", "target") if attribute.symmetric else (attribute.other,)
         # The links as they were at this event: the same update may re-link the record after

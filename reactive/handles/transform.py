@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from reactive.callables import adapt
 from reactive.computations import Transform
@@ -30,6 +30,9 @@ class TransformHandle(Handle):
         self.name = f"{output} (Transform of {self.source})"
         self.callback = adapt(decl.callback, 1, f"{self.name} callback")
         self.source_field = f"_{output}_bound_source"
+        # The type of the source's ids: "string" over a merged view ("Customer:1"), set by the
+        # engine before the schema is built.
+        self.source_id_type: Literal["number", "string"] = "number"
         self.index_field = f"_{output}_bound_index"
         self.query: list[str] = ["*"]
         if decl.attribute_query is not None:
@@ -50,7 +53,7 @@ class TransformHandle(Handle):
 
     def hidden_fields(self) -> list[tuple[str, Field]]:
         return [
-            (self.output, Field(self.source_field, "number")),
+            (self.output, Field(self.source_field, self.source_id_type)),
             (self.output, Field(self.index_field, "number")),
         ]
 
