@@ -17,7 +17,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 # The example application keeps its data in ./donations.db (DATABASE=path or
 # DATABASE_URL=sqlite:///path to choose another file) and its JWT secret beside it;
-# DATABASE_URL=postgresql://user@host:port/database keeps it on PostgreSQL.
+# DATABASE_URL=postgresql://user@host:port/database keeps it on PostgreSQL; there WORKERS=n
+# serves it from n processes on the one port (the parent binds it and runs the fake providers;
+# SQLite refuses WORKERS > 1).
 run: $(STAMP)
 	$(BIN)/python -m examples.donations
 
