@@ -2,18 +2,21 @@
 processes behind one port. Several donations made through the port each complete once: the fake
 Stripe (in the parent) received one PaymentIntent creation per donation, each with its own
 idempotency key; every donation's calls are completed; both workers answered requests
-(``X-Worker``); Ctrl-C stops everything with exit status 0. WORKERS>1 on SQLite is refused with
-one line."""
+(``X-Worker``); Ctrl-C stops everything with exit status 0. A worker that dies stops the other
+and the parent exits 1 naming it. WORKERS>1 on SQLite is refused with one line."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.conftest import drop_schema
 from tests.examples.test_donations import CREDENTIALS, free_port, until_settled
@@ -128,5 +131,34 @@ async def test_two_workers_on_one_port_complete_each_donation_once(
             await connection.close()
         assert donations == DONATIONS
         assert len(intents) == DONATIONS and len({row[0] for row in intents}) == DONATIONS
+    finally:
+        await drop_schema(postgres_url, schema)
+
+
+async def test_a_worker_that_dies_stops_the_others_and_the_parent_exits_1(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        await connection.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await connection.close()
+    url = f"{postgres_url}?search_path={schema}"
+    try:
+        env = example_env(PORT=str(free_port()), DATABASE_URL=url, WORKERS="2")
+        served = await Served.start(env, cwd=tmp_path)
+        first, second = re.search(r"pids (\d+), (\d+)\)", served.banner).groups()  # type: ignore[union-attr]
+        os.kill(int(first), signal.SIGKILL)
+        async with asyncio.timeout(60):
+            status = await served.process.wait()
+        assert status == 1
+        assert served.process.stderr is not None
+        error = (await served.process.stderr.read()).decode()
+        assert f"worker pid {first} exited with status -9; stopped the others" in error, error
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(second), 0)  # the other worker is gone too
     finally:
         await drop_schema(postgres_url, schema)
