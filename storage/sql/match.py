@@ -13,7 +13,7 @@ Semantics, chosen to read like Python rather than like SQL's three-valued logic:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from storage.errors import FieldTypeError, MatchError
@@ -281,14 +281,14 @@ def _ids(record: str, path: str) -> Callable[[Any], Any]:
 
 
 def _unwrap_refs(record: str, path: str, value: Any) -> Any:
-    """Allow ``{"author": {"id": 3}}`` as shorthand for ``{"author.id": 3}``."""
+    """Allow ``{"author": {"id": 3}}`` (or a whole record read back) for ``{"author.id": 3}``."""
 
     def one(v: Any) -> Any:
-        if isinstance(v, dict):
-            if set(v) != {"id"}:
+        if isinstance(v, Mapping):
+            # a whole record (as read from find) stands for its id; its other keys are ignored
+            if "id" not in v:
                 raise MatchError(
-                    f"match on {record}.{path}: a record reference must be {{'id': ...}}, "
-                    f"got {v!r}",
+                    f"match on {record}.{path}: a record reference must have an 'id', got {v!r}",
                     record=record,
                     field=path,
                 )
