@@ -27,7 +27,7 @@ from storage.errors import (
     UnknownRecordError,
 )
 from storage.events import MutationEvent, MutationType, Record, WriteResult
-from storage.match import MatchExp
+from storage.match import FieldRef, MatchExp
 from storage.postgres import PostgresStorage
 from storage.schema import (
     LINK_FIELDS_KEY,
@@ -45,6 +45,7 @@ from storage.url import from_url
 __all__ = [
     "LINK_FIELDS_KEY",
     "Field",
+    "FieldRef",
     "FieldTypeError",
     "Index",
     "InvalidDataError",
