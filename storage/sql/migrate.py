@@ -164,7 +164,8 @@ def _link_indexes(link: LinkType) -> list[Index]:
 def _describe(op: m.Operation) -> str:
     if isinstance(op, m.AddIndex):
         kind = "unique index" if op.index.unique else "index"
-        return f"the {kind} on {op.record}({', '.join(op.index.fields)})"
+        named = f" {op.index.name}" if op.index.name else ""
+        return f"the {kind}{named} on {op.record}({', '.join(op.index.fields)})"
     if isinstance(op, m.AlterLink):
         return f"the cardinality {op.new.cardinality} of {op.new.name}"
     return type(op).__name__
