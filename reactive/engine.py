@@ -323,6 +323,7 @@ class Engine:
                     c.fields,
                     unique=True,
                     name=c.name or f"{entity.name}_{'_'.join(c.fields)}_unique",
+                    where=c.where or {},
                 )
                 for c in entity.constraints
             ]

@@ -95,6 +95,10 @@ class UniqueConstraint:
 
     fields: tuple[str, ...] = attrs.field(converter=_names)
     name: str | None = None
+    where: dict[str, Any] | None = None
+    """A partial constraint: only records whose properties equal these values (``None``: is
+    null) are constrained, e.g. ``where={"deleted": False}``. Values are strings, numbers or
+    booleans."""
 
     def __attrs_post_init__(self) -> None:
         if not self.fields or len(set(self.fields)) != len(self.fields):
@@ -103,6 +107,11 @@ class UniqueConstraint:
             )
         if self.name is not None:
             _check_name("constraint", self.name)
+        if self.where is not None and not isinstance(self.where, dict):
+            raise ModelError(
+                f"UniqueConstraint {list(self.fields)}: where must be a dict of property "
+                f"values, got {self.where!r}"
+            )
 
 
 def _constraints(value: Any) -> list[UniqueConstraint]:
@@ -149,7 +158,7 @@ class Entity:
                 raise ModelError(
                     f"{self.name}: a view declares no constraints (declare them on its base)"
                 )
-            for field in constraint.fields:
+            for field in (*constraint.fields, *(constraint.where or {})):
                 if field not in known:
                     raise ModelError(
                         f"{self.name}: unique constraint "

@@ -114,3 +114,78 @@ async def test_adding_a_constraint_is_planned_applied_or_refused(
 def test_bad_constraint_declarations_fail_naming_what_is_wrong(build: Any, fragment: str) -> None:
     with pytest.raises(r.ModelError, match=fragment.replace("(", r"\(")):
         build()
+
+
+async def test_a_partial_unique_constraint_binds_only_the_rows_it_selects(
+    make: MakeController,
+) -> None:
+    """The original's soft-deletion pattern: a holder's name is unique among live seats."""
+    seat = r.Entity(
+        "Seat",
+        [r.Property("holder"), r.Property("gone", "boolean"), r.Property("row")],
+        constraints=[
+            r.UniqueConstraint(["holder"], name="live_holder", where={"gone": False}),
+            r.UniqueConstraint(["holder", "row"], name="row_o_holder", where={"row": "O'B"}),
+        ],
+    )
+    c = await make([seat])
+    first = await c.storage.create("Seat", {"holder": "ada", "gone": False})
+    await c.storage.create("Seat", {"holder": "ada", "gone": True})
+    await c.storage.create("Seat", {"holder": "ada", "gone": True})
+    with pytest.raises(UniqueViolationError) as info:
+        await c.storage.create("Seat", {"holder": "ada", "gone": False})
+    assert info.value.constraint == "live_holder" and info.value.fields == ("holder",)
+    # leaving the selected rows frees the value
+    await c.storage.update("Seat", {"id": first["id"]}, {"gone": True})
+    await c.storage.create("Seat", {"holder": "ada", "gone": False})
+    # a string literal with a quote in it, and rows outside the partial constraint
+    await c.storage.create("Seat", {"holder": "bob", "row": "O'B"})
+    await c.storage.create("Seat", {"holder": "bob", "row": "A"})
+    await c.storage.create("Seat", {"holder": "bob", "row": "A"})
+    with pytest.raises(UniqueViolationError, match="row_o_holder"):
+        await c.storage.create("Seat", {"holder": "bob", "row": "O'B"})
+    assert await c.storage.count("Seat") == 7
+
+
+async def test_a_changed_where_is_planned_as_a_new_index(make_storage: StorageFactory) -> None:
+    def model(where: dict[str, Any]) -> r.Entity:
+        return r.Entity(
+            "Seat",
+            [r.Property("holder"), r.Property("gone", "boolean")],
+            constraints=[r.UniqueConstraint(["holder"], name="live", where=where)],
+        )
+
+    first = r.Controller(make_storage("db"), [model({"gone": False})])
+    await first.setup()
+    try:
+        await first.storage.create("Seat", {"holder": "ada", "gone": True})
+        await first.storage.create("Seat", {"holder": "ada", "gone": True})
+    finally:
+        await first.close()
+    again = r.Controller(make_storage("db"), [model({"gone": False})])
+    try:
+        assert str(await again.plan_migration()) == "Migration plan: nothing to change."
+    finally:
+        await again.close()
+    # constraining the gone rows instead: they repeat "ada", so it is refused, changing nothing
+    flipped = r.Controller(make_storage("db"), [model({"gone": True})])
+    try:
+        plan = await flipped.plan_migration()
+        assert sorted(ch.kind for ch in plan.changes) == ["add_index", "remove_index"]
+        with pytest.raises(SchemaError, match="unique index live on Seat"):
+            await flipped.setup()
+    finally:
+        await flipped.close()
+    kept = r.Controller(make_storage("db"), [model({"gone": False})])
+    await kept.setup()
+    try:
+        await kept.storage.create("Seat", {"holder": "ada", "gone": False})
+        with pytest.raises(UniqueViolationError, match="live"):
+            await kept.storage.create("Seat", {"holder": "ada", "gone": False})
+    finally:
+        await kept.close()
+
+
+def test_a_where_naming_an_unknown_property_fails_at_construction() -> None:
+    with pytest.raises(r.ModelError, match=r"Seat: unique constraint .* names 'deleted'"):
+        seat_model(r.UniqueConstraint(["row"], where={"deleted": False}))
