@@ -465,7 +465,7 @@ CASES = [
         "bad-operator",
     ),
     case(
-        lambda s: s.find("User", MatchExp.atom("age", "contains", 1)),
+        lambda s: s.find("User", MatchExp.atom("age", "includes", 1)),
         MatchError,
         None,
         None,
