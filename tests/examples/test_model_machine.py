@@ -3,10 +3,11 @@ in copies of its model (tests/examples/planted.py) are found within the default 
 examples, shrunk to a handful of steps, and printed as a test that reproduces them.
 
 The runs use the machine's default settings (``INTERAQT_MAX_EXAMPLES``, default 100) and no
-example database. Finding is checked on several hunts per bug, each from its own fixed seed
-and the generate phase alone (with random seeds the bugs showed within the first 5-20 examples
-in every measured run, but one hunt in a full run missed; fixed seeds keep it reproducible). Shrinking replays a few hundred examples, so it runs once per bug, derandomized (the
-default number of examples, a fixed seed): the asserted length cannot flake.
+example database. Finding is checked on several hunts per bug, each from its own fixed seed and the
+generate phase alone (with random seeds the bugs showed within the first 5-20 examples in every
+measured run, but one hunt in a full run missed; fixed seeds keep it reproducible). Shrinking
+replays a few hundred examples, so it runs once per bug, derandomized (the default number of
+examples, a fixed seed): the asserted length cannot flake.
 """
 
 from __future__ import annotations
