@@ -63,6 +63,7 @@ from reactive.model import (
     HardDeletionProperty,
     Property,
     Relation,
+    UniqueConstraint,
     record_name,
 )
 from reactive.outbox import OutboxEvent, OutboxReader
@@ -123,6 +124,7 @@ __all__ = [
     "TransactionContext",
     "Transform",
     "Trigger",
+    "UniqueConstraint",
     "VerifyReport",
     "WeightedSummation",
     "create_app",

@@ -316,8 +316,21 @@ class Engine:
             own = [Index((p.name,), unique=p.unique) for p in properties if p.index or p.unique]
             return own + extra_indexes.get(name, [])
 
+        def entity_indexes(entity: Entity) -> list[Index]:
+            own = indexes_of(entity.name, entity.properties)
+            own += [
+                Index(
+                    c.fields,
+                    unique=True,
+                    name=c.name or f"{entity.name}_{'_'.join(c.fields)}_unique",
+                    where=c.where or {},
+                )
+                for c in entity.constraints
+            ]
+            return own
+
         records = [
-            RecordType(e.name, fields_of(e.name, e.properties), indexes_of(e.name, e.properties))
+            RecordType(e.name, fields_of(e.name, e.properties), entity_indexes(e))
             for e in self.entities
         ]
         for system in [*SYSTEM_RECORDS, *self.extra_records]:

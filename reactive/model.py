@@ -80,6 +80,48 @@ def _match(value: Any) -> MatchExp | None:
         raise ModelError(f"match must be a MatchExp or a dict of equalities: {exc}") from None
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ModelError(f"UniqueConstraint fields must be a list of property names, got {value!r}")
+    return tuple(value)
+
+
+@attrs.frozen
+class UniqueConstraint:
+    """No two records of the entity hold the same values of ``fields`` (enforced by a unique
+    index in the database, on both backends; a violating write raises ``UniqueViolationError``
+    naming the constraint and its fields, and changes nothing). As in SQL, records with a None
+    in one of the fields never collide. ``name`` defaults to ``<Entity>_<field>_..._unique``."""
+
+    fields: tuple[str, ...] = attrs.field(converter=_names)
+    name: str | None = None
+    where: dict[str, Any] | None = None
+    """A partial constraint: only records whose properties equal these values (``None``: is
+    null) are constrained, e.g. ``where={"deleted": False}``. Values are strings, numbers or
+    booleans."""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.fields or len(set(self.fields)) != len(self.fields):
+            raise ModelError(
+                f"UniqueConstraint needs distinct property names, got {list(self.fields)}"
+            )
+        if self.name is not None:
+            _check_name("constraint", self.name)
+        if self.where is not None and not isinstance(self.where, dict):
+            raise ModelError(
+                f"UniqueConstraint {list(self.fields)}: where must be a dict of property "
+                f"values, got {self.where!r}"
+            )
+
+
+def _constraints(value: Any) -> list[UniqueConstraint]:
+    items = list(value)
+    for item in items:
+        if not isinstance(item, UniqueConstraint):
+            raise ModelError(f"constraints must be UniqueConstraint objects, got {item!r}")
+    return items
+
+
 @attrs.define(eq=False)
 class Entity:
     """A record type. ``computation`` may be a Transform (or Custom) that produces its records.
@@ -93,7 +135,9 @@ class Entity:
     - merged: ``Entity("Customer", inputs=[person, company])`` — the records of every input,
       with the fields they have in common.
 
-    A view declares no properties, computation or rename of its own."""
+    A view declares no properties, computation or rename of its own.
+
+    ``constraints`` lists :class:`UniqueConstraint` objects over the entity's properties."""
 
     name: str
     properties: list[Property] = attrs.field(factory=list, converter=_list)
@@ -102,11 +146,25 @@ class Entity:
     base: Entity | None = None
     match: MatchExp | None = attrs.field(default=None, converter=_match)
     inputs: list[Entity] | None = None
+    constraints: list[UniqueConstraint] = attrs.field(factory=list, converter=_constraints)
 
     def __attrs_post_init__(self) -> None:
         _check_name("entity", self.name)
         _check_properties(self.name, self.properties, ("id",))
         _check_view(self, Entity, "entity")
+        known = {p.name for p in self.properties}
+        for constraint in self.constraints:
+            if self.is_view:
+                raise ModelError(
+                    f"{self.name}: a view declares no constraints (declare them on its base)"
+                )
+            for field in (*constraint.fields, *(constraint.where or {})):
+                if field not in known:
+                    raise ModelError(
+                        f"{self.name}: unique constraint "
+                        f"{constraint.name or list(constraint.fields)} names {field!r}, which is "
+                        f"not a property of {self.name} ({', '.join(sorted(known)) or 'none'})"
+                    )
 
     @property
     def is_view(self) -> bool:

@@ -156,7 +156,12 @@ def _adopted(
         entry: dict[str, Any] = {
             "fields": [[c, types.get(c, "string")] for c in present],
             "indexes": [
-                [list(i.fields), i.unique, i.name]
+                [
+                    list(i.fields),
+                    i.unique,
+                    i.name,
+                    *([[list(w) for w in i.where]] if i.where else []),
+                ]
                 for i in declared_record.indexes
                 if all(f in present for f in i.fields)
             ],
@@ -469,8 +474,8 @@ def _index_changes(
 ) -> list[_Draft]:
     drafts: list[_Draft] = []
 
-    def key(index: Index) -> tuple[tuple[str, ...], bool, str | None]:
-        return (index.fields, index.unique, index.name)
+    def key(index: Index) -> tuple[tuple[str, ...], bool, str | None, tuple[Any, ...]]:
+        return (index.fields, index.unique, index.name, index.where)
 
     if old_table != new.name:
         return []  # a renamed table gets all its indexes anew (RenameTable)

@@ -38,7 +38,7 @@ from typing import Any
 
 from reactive.errors import ModelError, SetupError
 from reactive.model import Entity, Relation, record_name
-from storage import Field, MatchExp, MutationEvent, Record, Schema
+from storage import Field, FieldRef, MatchExp, MutationEvent, Record, Schema
 
 TYPE_FIELD = "__type"
 """The field of a merged view's records naming the input each comes from."""
@@ -218,6 +218,25 @@ def _compile(
 
 
 def atom_test(key: str, op: str, operand: Any) -> Callable[[Mapping[str, Any]], bool]:
+    """One atom on a record's own values, as the database judges it (storage.sql.match)."""
+    if isinstance(operand, FieldRef):
+        other = operand.field
+        if op in ("=", "!="):
+            same: Callable[[Mapping[str, Any]], bool] = lambda r: bool(  # noqa: E731
+                r.get(key) == r.get(other)
+            )
+            return same if op == "=" else lambda r: not same(r)
+        compare_fields = _ORDER[op]
+        return lambda r: (
+            r.get(key) is not None
+            and r.get(other) is not None
+            and bool(compare_fields(r[key], r[other]))
+        )
+    if op == "between":
+        low, high = operand
+        return lambda r: r.get(key) is not None and bool(low <= r[key] <= high)
+    if op == "contains":
+        return lambda r: isinstance(r.get(key), str) and operand in r[key]
     if op == "is null":
         return lambda r: r.get(key) is None
     if op == "is not null":

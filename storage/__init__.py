@@ -32,7 +32,7 @@ from storage.errors import (
 )
 from storage.events import MutationEvent, MutationType, Record, WriteResult
 from storage.lease import Leader, Lease, Listening
-from storage.match import MatchExp
+from storage.match import FieldRef, MatchExp
 from storage.postgres import PostgresStorage
 from storage.schema import (
     LINK_FIELDS_KEY,
@@ -53,6 +53,7 @@ __all__ = [
     "Derived",
     "DerivedKind",
     "Field",
+    "FieldRef",
     "FieldTypeError",
     "Index",
     "InvalidDataError",

@@ -99,14 +99,23 @@ class MissingReferenceError(StorageError, LookupError):
 class UniqueViolationError(StorageError):
     """A write would give two records the same value(s) for a unique field set."""
 
-    def __init__(self, record: str, fields: tuple[str, ...], values: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        record: str,
+        fields: tuple[str, ...],
+        values: dict[str, Any] | None = None,
+        constraint: str | None = None,
+    ):
         shown = f" (values {values!r})" if values else ""
+        named = f" (unique constraint {constraint})" if constraint else ""
         super().__init__(
-            f"{record}: another record already has the same {', '.join(fields)}{shown}",
+            f"{record}: another record already has the same {', '.join(fields)}{shown}{named}",
             record=record,
             field=fields[0] if len(fields) == 1 else None,
         )
         self.fields = fields
+        self.constraint = constraint
+        """The declared name of the unique index violated, when it has one."""
 
 
 class TransactionError(StorageError, RuntimeError):

@@ -29,10 +29,32 @@ OPERATORS: tuple[str, ...] = (
     "like",
     "is null",
     "is not null",
+    "between",
+    "contains",
+    "exist",
 )
 _LIST_OPERATORS = frozenset({"in", "not in"})
 _NULL_OPERATORS = frozenset({"is null", "is not null"})
 _ORDER_OPERATORS = frozenset({"<", "<=", ">", ">="})
+REFERABLE_OPERATORS = frozenset({"=", "!=", "<", "<=", ">", ">="})
+"""The operators whose operand may be a :class:`FieldRef` (another field of the same record)."""
+
+
+@attrs.frozen(eq=True)
+class FieldRef:
+    """An operand that is another value field of the record the atom's key ends on (the
+    original's ``isReferenceValue``): ``MatchExp.atom("spent", ">", FieldRef("budget"))``.
+    Compared like two Python values: ``=`` holds for two ``None``, ordering never holds when
+    either is ``None``."""
+
+    field: str
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.field, str) or not self.field or "." in self.field:
+            raise MatchError(
+                f"FieldRef names one value field of the same record, got {self.field!r}"
+            )
+
 
 NodeKind: TypeAlias = Literal["atom", "and", "or", "not"]
 
@@ -51,8 +73,13 @@ class MatchExp:
     def atom(cls, key: str, op: str, value: Any = None) -> MatchExp:
         """A single condition ``key op value``.
 
-        ``op`` is one of ``=, !=, <, <=, >, >=, in, not in, like, is null, is not null``
-        (case-insensitive). ``= None`` means ``is null`` and ``!= None`` ``is not null``.
+        ``op`` is one of ``=, !=, <, <=, >, >=, in, not in, like, is null, is not null,
+        between, contains, exist`` (case-insensitive). ``= None`` means ``is null`` and
+        ``!= None`` ``is not null``. ``between`` takes ``[low, high]`` (both included, neither
+        None); ``contains`` tests a substring of a string field or an element of a json array;
+        ``exist`` is on a relation key and takes a match on the related record (a dict, a
+        MatchExp, or None for "any"): some related record matches it, and its negation is
+        "none does". A :class:`FieldRef` operand compares with another field of the record.
         """
         if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
             raise MatchError(f"match key must be a non-empty (dotted) field path, got {key!r}")
@@ -63,11 +90,40 @@ class MatchExp:
             raise MatchError(
                 f"unknown match operator {op!r} for {key!r}; use one of {', '.join(OPERATORS)}"
             )
-        if normal == "=" and value is None:
+        if normal == "=" and value is None and not isinstance(value, FieldRef):
             normal = "is null"
         elif normal == "!=" and value is None:
             normal = "is not null"
-        if normal in _LIST_OPERATORS:
+        if isinstance(value, FieldRef):
+            if normal not in REFERABLE_OPERATORS:
+                raise MatchError(
+                    f"{key!r} {normal}: a FieldRef operand needs one of "
+                    f"{', '.join(sorted(REFERABLE_OPERATORS))}"
+                )
+        elif normal == "between":
+            if (
+                not isinstance(value, list | tuple)
+                or len(value) != 2
+                or any(v is None or isinstance(v, FieldRef) for v in value)
+            ):
+                raise MatchError(f"{key!r} between needs [low, high], neither None, got {value!r}")
+            value = tuple(value)
+        elif normal == "contains":
+            if not isinstance(value, str | int | float) and value is not None:
+                raise MatchError(
+                    f"{key!r} contains needs a string, number, boolean or None, got {value!r}"
+                )
+        elif normal == "exist":
+            if value is None:
+                value = cls("and")  # any related record
+            elif isinstance(value, Mapping):
+                value = cls.from_dict(value)
+            elif not isinstance(value, MatchExp):
+                raise MatchError(
+                    f"{key!r} exist needs a match on the related record (MatchExp, dict or "
+                    f"None), got {value!r}"
+                )
+        elif normal in _LIST_OPERATORS:
             if isinstance(value, str | bytes | Mapping) or not isinstance(
                 value, list | tuple | set | frozenset
             ):

@@ -138,7 +138,15 @@ def schema_to_json(schema: Schema) -> dict[str, Any]:
     for name, record in schema.records.items():
         entry: dict[str, Any] = {
             "fields": [[f.name, f.type] for f in record.fields],
-            "indexes": [[list(i.fields), i.unique, i.name] for i in record.indexes],
+            "indexes": [
+                [
+                    list(i.fields),
+                    i.unique,
+                    i.name,
+                    *([[list(w) for w in i.where]] if i.where else []),
+                ]
+                for i in record.indexes
+            ],
         }
         if isinstance(record, LinkType):
             entry["link"] = {
@@ -157,7 +165,10 @@ def schema_to_json(schema: Schema) -> dict[str, Any]:
 def record_from_json(name: str, entry: dict[str, Any]) -> AnyRecordType:
     """One record or link type of :func:`schema_to_json`'s output."""
     fields = [Field(f, t) for f, t in entry["fields"]]
-    indexes = [Index(tuple(f), unique=u, name=n) for f, u, n in entry["indexes"]]
+    indexes = [
+        Index(tuple(f), unique=u, name=n, where=[tuple(w) for w in rest[0]] if rest else ())
+        for f, u, n, *rest in entry["indexes"]
+    ]
     link = entry.get("link")
     if link is None:
         return RecordType(name, fields, indexes)

@@ -12,9 +12,10 @@ records on the other side.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
@@ -64,6 +65,11 @@ def _tuple_of_names(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _where_pairs(value: Any) -> tuple[tuple[str, Any], ...]:
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple((k, v) for k, v in items)
+
+
 @attrs.frozen
 class Index:
     """An index over one or more fields; ``unique=True`` makes it a unique constraint."""
@@ -71,10 +77,23 @@ class Index:
     fields: tuple[str, ...] = attrs.field(converter=_tuple_of_names)
     unique: bool = False
     name: str | None = None
+    where: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_where_pairs)
+    """A partial index: only rows whose fields equal these values (``None``: is null) are
+    indexed, so a unique one constrains only them. Values are strings, numbers or booleans."""
 
     def __attrs_post_init__(self) -> None:
         if not self.fields:
             raise SchemaError("an index needs at least one field")
+        for field, value in self.where:
+            if not isinstance(field, str) or not (
+                value is None
+                or isinstance(value, str | bool | int)
+                or (isinstance(value, float) and math.isfinite(value))
+            ):
+                raise SchemaError(
+                    f"index over {self.fields!r}: where {field!r} = {value!r} must compare a "
+                    "field with a string, a finite number, a boolean or None"
+                )
         if len(set(self.fields)) != len(self.fields):
             raise SchemaError(f"index over {self.fields!r} repeats a field")
         if self.name is not None:

@@ -77,8 +77,9 @@ def test_postgres_chain_benchmark_prints_json_lines(postgres_url: str) -> None:
     # the floor's statements are known: 3 transactions of 7, 13 and 3 (BEGIN, COMMIT included)
     assert by_workload["pg_chain_floor"]["statements_per_chain"] == 23
     assert by_workload["pg_chain_floor"]["transactions_per_chain"] == 3
-    # the engine's chain commits at least the floor's three transactions
-    assert by_workload["pg_chain"]["transactions_per_chain"] >= 3
+    # the engine's chain sends BEGIN for the dispatch and the side effect's events; removing
+    # the finished intent is one statement sent alone (a transaction without BEGIN)
+    assert by_workload["pg_chain"]["transactions_per_chain"] >= 2
     assert by_workload["pg_chain"]["statements_per_chain"] >= 9
     # the outbox adds its appends (and the follower's reads) to the same chain, which its run
     # waited to see delivered from the outbox

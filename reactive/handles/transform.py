@@ -115,13 +115,18 @@ class TransformHandle(Handle):
 
         The source is read with a row lock (``SELECT ... FOR UPDATE`` on PostgreSQL): two
         transactions refreshing one source's records take turns, and the second derives from
-        what the first committed."""
-        held = ctx.snapshot(self.source, source_id, lock=True)
-        if held is None:
-            rows: list[dict[str, Any]] = []
+        what the first committed. A view (filtered or merged entity) has no row of its own to
+        lock: its source is read through the view, unlocked."""
+        rows: list[dict[str, Any]]
+        if self.source in ctx.engine.views:
+            rows = self.derived_rows(source_id, ctx)
         else:
-            source = {"id": held["id"], **{f: held.get(f) for f in self.watched}}
-            rows = self.derived_rows(source_id, ctx, source=source)
+            held = ctx.snapshot(self.source, source_id, lock=True)
+            if held is None:
+                rows = []
+            else:
+                source = {"id": held["id"], **{f: held.get(f) for f in self.watched}}
+                rows = self.derived_rows(source_id, ctx, source=source)
         fields = [k for k in ctx.schema.fields(self.output)]
         existing = ctx.find(
             self.output, {self.source_field: source_id}, fields, order_by={self.index_field: "asc"}

@@ -15,8 +15,9 @@ nothing has run that could raise one).
 
 from __future__ import annotations
 
+import json
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from storage.postgres import codecs
 from storage.postgres.errors import sqlstate
@@ -93,6 +94,20 @@ class PostgresDialect(Dialect):
     def like(self, column: str) -> str:
         # PostgreSQL's LIKE escapes with a backslash unless told otherwise; SQLite's has none.
         return f"{column} LIKE ? ESCAPE ''"
+
+    def contains_text(self, column: str) -> str:
+        return f"strpos({column}, ?) > 0"
+
+    def json_array_has(self, column: str) -> str:
+        # json is stored as text (see ddl.py); jsonb equality compares 1 and 1.0 as equal and
+        # keeps true, 1 and "1" apart, as json_array_param's type classes do on SQLite.
+        return (
+            f"(jsonb_typeof({column}::jsonb) = 'array' AND EXISTS (SELECT 1 FROM "
+            f"jsonb_array_elements({column}::jsonb) e WHERE e = ?::jsonb))"
+        )
+
+    def json_array_param(self, value: Any) -> list[Any]:
+        return [json.dumps(value)]
 
     def violation(self, error: BaseException) -> Violation:
         state = sqlstate(error)

@@ -115,6 +115,29 @@ class Dialect:
         ``LIKE`` is that with ``case_sensitive_like`` on; PostgreSQL's needs ``ESCAPE ''``."""
         return f"{column} LIKE ?"
 
+    def contains_text(self, column: str) -> str:
+        """The string ``column`` holds the parameter ``?`` as a substring (case-sensitive)."""
+        return f"instr({column}, ?) > 0"
+
+    def json_array_has(self, column: str) -> str:
+        """The JSON text ``column`` is an array with an element equal to the parameters: a JSON
+        type class (``text``, ``number``, ``true``, ``false``, ``null``) and the value."""
+        return (
+            f"(json_type({column}) = 'array' AND EXISTS (SELECT 1 FROM json_each({column}) e "
+            "WHERE (CASE WHEN e.type IN ('integer', 'real') THEN 'number' ELSE e.type END) = ? "
+            "AND e.value IS ?))"
+        )
+
+    def json_array_param(self, value: Any) -> list[Any]:
+        """The parameters of :meth:`json_array_has` for the element ``value``."""
+        if value is None:
+            return ["null", None]
+        if value is True or value is False:
+            return ["true" if value else "false", 1 if value else 0]
+        if isinstance(value, str):
+            return ["text", value]
+        return ["number", value]
+
     def number_or_zero(self, expression: str) -> str:
         """``expression`` where it holds a number, else 0 (a sum counts only numbers)."""
         return expression

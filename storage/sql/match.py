@@ -13,11 +13,11 @@ Semantics, chosen to read like Python rather than like SQL's three-valued logic:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from storage.errors import FieldTypeError, MatchError
-from storage.match import MatchExp
+from storage.match import FieldRef, MatchExp
 from storage.schema import LINK_FIELDS_KEY, RelationAttribute, Schema
 from storage.sql.dialect import Dialect
 from storage.types import is_id
@@ -76,6 +76,12 @@ class MatchCompiler:
         fields = self.schema.fields(record)
         attributes = self.schema.attributes(record)
         if head == "id" and not rest:
+            if op in ("contains", "exist") or isinstance(value, FieldRef):
+                raise MatchError(
+                    f"match on {record}.{path}: {op!r} with {value!r} does not apply to an id",
+                    record=record,
+                    field="id",
+                )
             return self._compare(f"{alias}.id", op, value, negate, params, _ids(record, path))
         if head in fields and not rest:
             type_name = fields[head].type
@@ -99,11 +105,31 @@ class MatchCompiler:
                     record=record,
                     field=head,
                 )
-            return self._compare(
-                f"{alias}.{self.dialect.quote(head)}", op, value, negate, params, encoder
-            )
+            column = f"{alias}.{self.dialect.quote(head)}"
+            if isinstance(value, FieldRef):
+                return self._field_ref(record, path, column, op, value, type_name, alias, negate)
+            if op == "exist":
+                raise MatchError(
+                    f"match on {record}.{path}: 'exist' needs a relation, {head!r} is a field",
+                    record=record,
+                    field=head,
+                )
+            if op == "contains":
+                return self._contains(record, path, column, type_name, value, negate, params)
+            return self._compare(column, op, value, negate, params, encoder)
         if head in attributes:
             attribute = attributes[head]
+            if not rest and op == "exist":
+                assert isinstance(value, MatchExp)
+                exists = self._exists(attribute, alias, _Nested(self, value), params)
+                return f"NOT {exists}" if negate else exists
+            if not rest and (op in ("between", "contains") or isinstance(value, FieldRef)):
+                raise MatchError(
+                    f"match on {record}.{path}: {op!r} with {value!r} does not apply to a "
+                    f"relation (name one of {attribute.related}'s fields, or use 'exist')",
+                    record=record,
+                    field=head,
+                )
             if not rest:
                 rest = ["id"]
                 if op not in ("is null", "is not null"):
@@ -138,11 +164,81 @@ class MatchCompiler:
             field=head,
         )
 
+    def _field_ref(
+        self,
+        record: str,
+        path: str,
+        column: str,
+        op: str,
+        ref: FieldRef,
+        type_name: str,
+        alias: str,
+        negate: bool,
+    ) -> str:
+        """``column op`` another value field of the same record, compared like two Python
+        values: ``=`` holds for two None, ``!=`` for one None, ordering never with a None."""
+        fields = self.schema.fields(record)
+        other = fields.get(ref.field)
+        other_type = None if other is None else other.type
+        if other_type == "integer":
+            other_type = "number"
+        if other_type is None or other_type != type_name or type_name == "json":
+            reason = "no such field" if other is None else f"a {other_type} field"
+            raise MatchError(
+                f"match on {record}.{path}: FieldRef({ref.field!r}) is {reason}; it must name "
+                f"a value field of {record} of the same type ({type_name}, not json)",
+                record=record,
+                field=ref.field,
+            )
+        right = f"{alias}.{self.dialect.quote(ref.field)}"
+        both = f"{column} IS NOT NULL AND {right} IS NOT NULL"
+        same = f"(({both} AND {column} = {right}) OR ({column} IS NULL AND {right} IS NULL))"
+        if op in ("=", "!="):
+            return same if (op == "=") != negate else f"NOT {same}"
+        held = f"({both} AND {column} {op} {right})"
+        return f"NOT {held}" if negate else held
+
+    def _contains(
+        self,
+        record: str,
+        path: str,
+        column: str,
+        type_name: str,
+        value: Any,
+        negate: bool,
+        params: list[Any],
+    ) -> str:
+        """A substring of a string field, or an element of a json array (JSON equality: 1 and
+        1.0 are equal, true and 1 are not)."""
+        if type_name == "string":
+            if not isinstance(value, str):
+                raise MatchError(
+                    f"match on {record}.{path}: contains on a string field needs a string, "
+                    f"got {value!r}",
+                    record=record,
+                    field=path,
+                )
+            params.append(value)
+            held = f"({column} IS NOT NULL AND {self.dialect.contains_text(column)})"
+        elif type_name == "json":
+            if isinstance(value, float) and value != value:
+                raise MatchError(f"match on {record}.{path}: NaN is not JSON", record=record)
+            params.extend(self.dialect.json_array_param(value))
+            held = f"({column} IS NOT NULL AND {self.dialect.json_array_has(column)})"
+        else:
+            raise MatchError(
+                f"match on {record}.{path}: 'contains' needs a string or json field, not "
+                f"{type_name}",
+                record=record,
+                field=path,
+            )
+        return f"NOT {held}" if negate else held
+
     def _exists(
         self,
         attribute: RelationAttribute,
         alias: str,
-        inner: _Pending | None,
+        inner: _Pending | _Nested | None,
         params: list[Any],
     ) -> str:
         """``alias`` has a related record (through ``attribute``) that satisfies ``inner``.
@@ -196,6 +292,13 @@ class MatchCompiler:
             concrete = [encoder(v) for v in values if v is not None]
             member = self._membership(column, concrete, with_null, params)
             return member if (op == "in") != negate else f"NOT {member}"
+        if op == "between":
+            low, high = (encoder(v) for v in value)
+            if negate:
+                params.extend([low, high])
+                return f"({column} IS NULL OR {column} < {p} OR {column} > {p})"
+            params.extend([low, high])
+            return f"({column} >= {p} AND {column} <= {p})"
         if op == "like":
             params.append(encoder(value))
             if negate:
@@ -267,6 +370,17 @@ class _Pending:
         )
 
 
+class _Nested:
+    """An ``exist`` atom's match, compiled on the related record once its alias is known."""
+
+    def __init__(self, compiler: MatchCompiler, match: MatchExp):
+        self.compiler = compiler
+        self.match = match
+
+    def sql(self, related: str, alias: str, link_alias: str | None, params: list[Any]) -> str:
+        return self.compiler._node(related, self.match, alias, False, params)
+
+
 def _ids(record: str, path: str) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if not is_id(value):
@@ -281,14 +395,14 @@ def _ids(record: str, path: str) -> Callable[[Any], Any]:
 
 
 def _unwrap_refs(record: str, path: str, value: Any) -> Any:
-    """Allow ``{"author": {"id": 3}}`` as shorthand for ``{"author.id": 3}``."""
+    """Allow ``{"author": {"id": 3}}`` (or a whole record read back) for ``{"author.id": 3}``."""
 
     def one(v: Any) -> Any:
-        if isinstance(v, dict):
-            if set(v) != {"id"}:
+        if isinstance(v, Mapping):
+            # a whole record (as read from find) stands for its id; its other keys are ignored
+            if "id" not in v:
                 raise MatchError(
-                    f"match on {record}.{path}: a record reference must be {{'id': ...}}, "
-                    f"got {v!r}",
+                    f"match on {record}.{path}: a record reference must have an 'id', got {v!r}",
                     record=record,
                     field=path,
                 )

@@ -87,7 +87,27 @@ def create_index(run: Execute, table: str, index: Index) -> None:
     name = index_name(table, index)
     unique = "UNIQUE " if index.unique else ""
     columns = ", ".join(quote(f) for f in index.fields)
-    run(f"CREATE {unique}INDEX IF NOT EXISTS {quote(name)} ON {quote(table)} ({columns})", ())
+    where = ""
+    if index.where:
+        where = " WHERE " + " AND ".join(_equals(f, v) for f, v in index.where)
+    run(
+        f"CREATE {unique}INDEX IF NOT EXISTS {quote(name)} ON {quote(table)} ({columns}){where}",
+        (),
+    )
+
+
+def _equals(field: str, value: object) -> str:
+    """``field = value`` with the value as a literal (an index's WHERE takes no parameters);
+    values are checked by :class:`Index` (strings, finite numbers, booleans, None)."""
+    if value is None:
+        return f"{quote(field)} IS NULL"
+    if isinstance(value, bool):
+        literal = "TRUE" if value else "FALSE"
+    elif isinstance(value, int | float):
+        literal = repr(value)
+    else:
+        literal = "'" + str(value).replace("'", "''") + "'"
+    return f"{quote(field)} = {literal}"
 
 
 def install(run: Execute, ddl: DDL, schema: Schema) -> None:
@@ -164,7 +184,8 @@ def _link_indexes(link: LinkType) -> list[Index]:
 def _describe(op: m.Operation) -> str:
     if isinstance(op, m.AddIndex):
         kind = "unique index" if op.index.unique else "index"
-        return f"the {kind} on {op.record}({', '.join(op.index.fields)})"
+        named = f" {op.index.name}" if op.index.name else ""
+        return f"the {kind}{named} on {op.record}({', '.join(op.index.fields)})"
     if isinstance(op, m.AlterLink):
         return f"the cardinality {op.new.cardinality} of {op.new.name}"
     return type(op).__name__

@@ -387,14 +387,9 @@ class Planner:
                 link_values[key] = self.codecs.encode(link_name, key, link_fields[key].type, v)
         rest = {k: v for k, v in value.items() if k != LINK_FIELDS_KEY}
         if "id" in rest:
-            if len(rest) != 1:
-                raise InvalidDataError(
-                    f"{name}.{attribute.name}: a reference {{'id': ...}} cannot carry other "
-                    f"fields ({', '.join(k for k in rest if k != 'id')}); update the related "
-                    "record separately",
-                    record=name,
-                    field=attribute.name,
-                )
+            # A whole record with an id (as read from find) is a reference to it: its other
+            # keys are ignored, as the original framework does; a related record's fields
+            # change through an update of that record, never through a reference.
             ref = rest["id"]
             if not is_id(ref):
                 raise InvalidDataError(

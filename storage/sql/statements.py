@@ -88,6 +88,17 @@ class Statements:
         except self.dialect.integrity_errors as exc:
             raise self._integrity_error(name, exc, values) from None
 
+    def _unique_name(self, name: str, fields: tuple[str, ...]) -> str | None:
+        """The declared name of ``name``'s unique index over exactly ``fields``, if it has one."""
+        try:
+            record = self.schema.record(name)
+        except StorageError:
+            return None
+        for index in record.indexes:
+            if index.unique and index.name and set(index.fields) == set(fields):
+                return index.name
+        return None
+
     def _integrity_error(
         self, name: str, exc: BaseException, values: Mapping[str, Any]
     ) -> StorageError:
@@ -95,7 +106,9 @@ class Statements:
         violation = self.dialect.violation(exc)
         if violation.kind == "unique":
             shown = {f: values[f] for f in violation.fields if f in values}
-            return UniqueViolationError(name, violation.fields, shown or None)
+            return UniqueViolationError(
+                name, violation.fields, shown or None, self._unique_name(name, violation.fields)
+            )
         return StorageError(
             f"{name}: the write violates a database constraint ({violation.message})",
             record=name,

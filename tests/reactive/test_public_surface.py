@@ -49,6 +49,7 @@ CONTRACT = {
     "Summation",
     "Transform",
     "Trigger",
+    "UniqueConstraint",
     "WeightedSummation",
     "create_app",
 }

@@ -13,14 +13,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
-from storage import MatchExp
+from storage import FieldRef, MatchExp
 from tests.conftest import scratch_storage
 
 EXAMPLES = int(os.environ.get("INTERAQT_MAX_EXAMPLES", "40"))
 
 # NULLs on purpose: ~(salary < 10) holds for a NULL salary, status in [a, None] for a NULL one.
 KEPT = MatchExp.atom("active", "=", True) & ~MatchExp.atom("salary", "<", 10)
-TAGGED = MatchExp.atom("status", "in", ["a", None]) | MatchExp.atom("name", "like", "x%")
+TAGGED = (
+    MatchExp.atom("status", "in", ["a", None])
+    | MatchExp.atom("name", "like", "x%")
+    | MatchExp.atom("name", "contains", "y")
+    | (
+        MatchExp.atom("salary", "between", [3, 7])
+        & MatchExp.atom("status", "=", FieldRef("status"))
+    )
+)
 
 
 def kept(u: dict[str, Any]) -> bool:
@@ -28,7 +36,12 @@ def kept(u: dict[str, Any]) -> bool:
 
 
 def tagged(u: dict[str, Any]) -> bool:
-    return u["status"] in ("a", None) or (u["name"] or "").startswith("x")
+    return (
+        u["status"] in ("a", None)
+        or (u["name"] or "").startswith("x")
+        or "y" in (u["name"] or "")
+        or (u["salary"] is not None and 3 <= u["salary"] <= 7)
+    )
 
 
 SALARY = st.one_of(st.none(), st.integers(0, 20))

@@ -416,12 +416,12 @@ CASES = [
         "delete-huge-id",
     ),
     case(
-        lambda s: s.find("Post", {"author": {"id": 1, "name": "x"}}),
+        lambda s: s.find("Post", {"author": {"name": "x"}}),
         MatchError,
         "Post",
         "author",
-        "a record reference must be",
-        "match-ref-extra-keys",
+        "must have an 'id'",
+        "match-ref-without-id",
     ),
     case(
         lambda s: s.find("Post", {"author": 2**70}),
@@ -465,7 +465,7 @@ CASES = [
         "bad-operator",
     ),
     case(
-        lambda s: s.find("User", MatchExp.atom("age", "contains", 1)),
+        lambda s: s.find("User", MatchExp.atom("age", "includes", 1)),
         MatchError,
         None,
         None,
@@ -651,22 +651,6 @@ CASES = [
     ),
     # -- malformed references and payloads
     case(
-        lambda s: s.create("Post", {"author": {"id": 1, "name": "ada"}}),
-        InvalidDataError,
-        "Post",
-        "author",
-        "cannot carry other fields",
-        "ref-extra-fields",
-    ),
-    case(
-        lambda s: s.update("Post", {"id": 1}, {"tags": [{"id": 1, "label": "t"}]}),
-        InvalidDataError,
-        "Post",
-        "tags",
-        "cannot carry other fields",
-        "update-ref-extra-fields",
-    ),
-    case(
         lambda s: s.create("Post", {"author": {"id": 1.0}}),
         InvalidDataError,
         "Post",
@@ -753,14 +737,6 @@ CASES = [
         "id",
         "'id' is assigned by the storage",
         "id-in-create",
-    ),
-    case(
-        lambda s: s.create("User", {"posts": [{"id": 1, "title": "x"}]}),
-        InvalidDataError,
-        "User",
-        "posts",
-        "cannot carry",
-        "id-with-fields-nested",
     ),
     case(
         lambda s: s.update("User", {"id": 1}, {"id": 7}),

@@ -1,5 +1,8 @@
 """MatchExp: every operator against a plain-Python oracle, None semantics, ``~`` as an exact
-complement, dotted paths through relations in both directions, combinators and shorthands."""
+complement, dotted paths through relations in both directions, combinators and shorthands.
+The original framework's ``between``, ``contains`` (strings and json arrays), ``exist`` (a
+related record matches a nested match) and reference-value comparison (:class:`FieldRef`) are
+in the same oracle and the same random-expression test."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from storage import MatchError, MatchExp, SQLiteStorage
+from storage import FieldRef, MatchError, MatchExp, SQLiteStorage
 
 from .helpers import FRIENDS, TAGS
 
@@ -22,7 +25,7 @@ USERS: list[dict[str, Any]] = [
     {"name": "ada", "age": 36, "active": True, "meta": {"k": 1}, "joined": T1},
     {"name": "bob", "age": 20, "active": False},
     {"name": "Cyd", "active": None, "meta": [1, 2], "joined": T2},
-    {"age": 20.5, "active": True},
+    {"age": 20.5, "active": True, "meta": ["ada", True, 2.0, None, [1], "1"]},
     {"name": "adam", "age": 0, "active": False, "meta": {"k": 2}},
 ]
 
@@ -70,8 +73,21 @@ def _like(pattern: str) -> re.Pattern[str]:
     return re.compile(regex, re.DOTALL)
 
 
+def _json_equal(a: Any, b: Any) -> bool:
+    """JSON equality: 1 and 1.0 are equal, true and 1 are not."""
+    return (type(a) is bool) == (type(b) is bool) and bool(a == b)
+
+
 def oracle(value: Any, op: str, operand: Any) -> bool:
     """What an atom means, in plain Python (``None`` compares like Python's ``None``)."""
+    if op == "between":
+        return value is not None and bool(operand[0] <= value <= operand[1])
+    if op == "contains":
+        if isinstance(value, str):
+            return operand in value
+        return isinstance(value, list) and any(_json_equal(e, operand) for e in value)
+    if op in ("<", "<=", ">", ">=") and operand is None:
+        return False  # a FieldRef to a None: ordering never holds
     if op == "is null":
         return value is None
     if op == "is not null":
@@ -147,6 +163,27 @@ VALUE_ATOMS: list[tuple[str, str, Any]] = [
     ("id", ">", 2),
     ("id", "in", [1, 3, 99]),
     ("id", "not in", [1, 3]),
+    ("age", "between", [0, 20]),
+    ("age", "between", [20.25, 36]),
+    ("age", "between", [5, 1]),
+    ("id", "between", [2, 4]),
+    ("name", "between", ["Cyd", "adam"]),
+    ("joined", "between", [T1, T2]),
+    ("name", "contains", "d"),
+    ("name", "contains", "ad"),
+    ("name", "contains", "D"),
+    ("name", "contains", ""),
+    ("meta", "contains", 1),
+    ("meta", "contains", 2),
+    ("meta", "contains", "ada"),
+    ("meta", "contains", "1"),
+    ("meta", "contains", True),
+    ("meta", "contains", None),
+    ("meta", "contains", "k"),
+    ("age", "=", FieldRef("age")),
+    ("age", "!=", FieldRef("age")),
+    ("name", ">=", FieldRef("name")),
+    ("joined", "<", FieldRef("joined")),
 ]
 
 
@@ -159,7 +196,7 @@ async def test_operator_matches_python_semantics(
     await _data(storage)
     rows = await storage.find("User", None, ["*"])
     assert len(rows) == len(USERS)
-    expected = {r["id"] for r in rows if oracle(r[key], op, value)}
+    expected = {r["id"] for r in rows if oracle(r[key], op, _operand(value, r))}
     atom = MatchExp.atom(key, op, value)
     assert await ids(storage, "User", atom) == expected
     # ~ is the exact complement
@@ -400,18 +437,48 @@ def test_match_repr_and_no_truth_value() -> None:
             pass
 
 
+def _operand(value: Any, row: Mapping[str, Any]) -> Any:
+    return row[value.field] if isinstance(value, FieldRef) else value
+
+
 def _evaluate(match: MatchExp, row: Mapping[str, Any]) -> bool:
     if match.kind == "atom":
         assert match.key is not None and match.op is not None
-        return oracle(row[match.key], match.op, match.value)
+        if match.op == "exist":
+            return any(_evaluate(match.value, related) for related in row[match.key])
+        return oracle(row[match.key], match.op, _operand(match.value, row))
     if match.kind == "not":
         return not _evaluate(match.children[0], row)
     results = [_evaluate(child, row) for child in match.children]
     return all(results) if match.kind == "and" else any(results)
 
 
+POST_ATOMS: list[tuple[str, str, Any]] = [
+    ("title", "contains", "a"),
+    ("title", "=", "beta"),
+    ("title", ">=", FieldRef("title")),
+    ("score", "between", [1, 5]),
+    ("score", ">", 2),
+    ("score", "is null", None),
+]
+
+
+def _random_post_match(rng: random.Random, depth: int) -> MatchExp:
+    if depth == 0 or rng.random() < 0.4:
+        return MatchExp.atom(*rng.choice(POST_ATOMS))
+    kind = rng.choice(["and", "or", "not"])
+    if kind == "not":
+        return ~_random_post_match(rng, depth - 1)
+    left, right = _random_post_match(rng, depth - 1), _random_post_match(rng, depth - 1)
+    return left & right if kind == "and" else left | right
+
+
 def _random_match(rng: random.Random, depth: int) -> MatchExp:
     if depth == 0 or rng.random() < 0.3:
+        if rng.random() < 0.15:
+            # a user has a post matching a random nested match (None: any post)
+            inner = None if rng.random() < 0.2 else _random_post_match(rng, 2)
+            return MatchExp.atom("posts", "exist", inner)
         key, op, value = rng.choice(VALUE_ATOMS)
         return MatchExp.atom(key, op, value)
     kind = rng.choice(["and", "or", "not"])
@@ -423,7 +490,7 @@ def _random_match(rng: random.Random, depth: int) -> MatchExp:
 
 async def test_random_expressions_agree_with_python(storage: SQLiteStorage) -> None:
     await _data(storage)
-    rows = await storage.find("User", None, ["*"])
+    rows = await storage.find("User", None, ["*", ("posts", ["*"])])
     rng = random.Random(20240501)
     for _ in range(150):
         match = _random_match(rng, 3)
@@ -499,3 +566,86 @@ async def test_remembered_dict_shapes_stay_right_when_the_memory_starts_over(
         assert await ids(storage, record, match) == await ids(
             storage, record, MatchExp.from_dict(match)
         ), match
+
+
+# -- the original framework's between / contains / exist / reference values, spelled out ---------
+
+
+async def test_exist_quantifies_per_record_and_nests(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    # ada (1) has Alpha (score 5) and beta; bob (2) has gamma (score 1)
+    assert await ids(storage, "User", MatchExp.atom("posts", "exist", {"score": 5})) == {1}
+    assert await ids(storage, "User", MatchExp.atom("posts", "exist", None)) == {1, 2}
+    both = MatchExp.atom("title", "=", "beta") & MatchExp.atom("score", "is null")
+    assert await ids(storage, "User", MatchExp.atom("posts", "exist", both)) == {1}
+    # negation is "no related record matches": users without posts included
+    assert await ids(storage, "User", ~MatchExp.atom("posts", "exist", {"score": 5})) == {
+        2,
+        3,
+        4,
+        5,
+    }
+    # nested: a user with a post that has a tag of weight 9 on its link
+    tagged = MatchExp.atom("tags", "exist", MatchExp.atom("label", "=", "y"))
+    assert await ids(storage, "User", MatchExp.atom("posts", "exist", tagged)) == {1, 2}
+    # at the end of a path: posts whose author has a post scored 1
+    path = MatchExp.atom("author.posts", "exist", {"score": 1})
+    assert await ids(storage, "Post", path) == {3}
+    # a symmetric relation, from either end
+    assert await ids(storage, "User", MatchExp.atom("friends", "exist", {"name": "Cyd"})) == {2}
+
+
+async def test_between_contains_and_field_refs_spelled_out(storage: SQLiteStorage) -> None:
+    await _data(storage)
+    assert await ids(storage, "User", MatchExp.atom("age", "between", (20, 20.5))) == {2, 4}
+    assert await ids(storage, "User", ~MatchExp.atom("age", "between", [20, 20.5])) == {1, 3, 5}
+    assert await ids(storage, "Post", MatchExp.atom("title", "contains", "lph")) == {1}
+    # a json array holds "1" and 2.0 but not the number 1 (only inside a nested array)
+    assert await ids(storage, "User", MatchExp.atom("meta", "contains", "1")) == {4}
+    assert await ids(storage, "User", MatchExp.atom("meta", "contains", 2)) == {3, 4}
+    assert await ids(storage, "User", MatchExp.atom("meta", "contains", 1)) == {3}
+    # a json object is no array: {"k": 1} contains nothing
+    assert 1 not in await ids(storage, "User", MatchExp.atom("meta", "contains", "k"))
+    # a reference value: ``=`` holds for two None, ordering never with a None
+    assert await ids(storage, "User", MatchExp.atom("age", "=", FieldRef("age"))) == {1, 2, 3, 4, 5}
+    assert await ids(storage, "User", MatchExp.atom("age", "<=", FieldRef("age"))) == {1, 2, 4, 5}
+    assert await ids(storage, "Post", {"tags.&.weight": 9}) == {3}
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda: MatchExp.atom("age", "between", [1]), "between needs [low, high]"),
+        (lambda: MatchExp.atom("age", "between", [None, 3]), "neither None"),
+        (lambda: MatchExp.atom("age", "between", 3), "between needs"),
+        (lambda: MatchExp.atom("meta", "contains", {"k": 1}), "contains needs a string"),
+        (lambda: MatchExp.atom("posts", "exist", 3), "exist needs a match"),
+        (lambda: MatchExp.atom("age", "in", FieldRef("age")), "FieldRef operand needs"),
+        (lambda: FieldRef("author.name"), "FieldRef names one value field"),
+    ],
+)
+def test_new_operators_refuse_bad_operands(make: Any, fragment: str) -> None:
+    with pytest.raises(MatchError, match=re.escape(fragment)):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("match", "fragment"),
+    [
+        (MatchExp.atom("age", "contains", 3), "'contains' needs a string or json field"),
+        (MatchExp.atom("name", "contains", 3), "contains on a string field needs a string"),
+        (MatchExp.atom("name", "exist", None), "'exist' needs a relation"),
+        (MatchExp.atom("posts", "between", [1, 2]), "does not apply to a relation"),
+        (MatchExp.atom("age", "<", FieldRef("name")), "is a string field"),
+        (MatchExp.atom("age", "<", FieldRef("nope")), "is no such field"),
+        (MatchExp.atom("meta", "=", FieldRef("meta")), "not json"),
+        (MatchExp.atom("id", "contains", 1), "does not apply to an id"),
+        (MatchExp.atom("posts", "exist", {"nope": 1}), "nope"),
+    ],
+)
+async def test_new_operators_refuse_what_the_schema_rules_out(
+    storage: SQLiteStorage, match: MatchExp, fragment: str
+) -> None:
+    await _data(storage)
+    with pytest.raises(MatchError, match=re.escape(fragment)):
+        await storage.find("User", match)
