@@ -17,7 +17,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 # The example application keeps its data in ./donations.db (DATABASE=path or
 # DATABASE_URL=sqlite:///path to choose another file) and its JWT secret beside it;
-# DATABASE_URL=postgresql://user@host:port/database keeps it on PostgreSQL.
+# DATABASE_URL=postgresql://user@host:port/database keeps it on PostgreSQL; there WORKERS=n
+# serves it from n processes on the one port (the parent binds it and runs the fake providers;
+# SQLite refuses WORKERS > 1).
 run: $(STAMP)
 	$(BIN)/python -m examples.donations
 
@@ -52,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.filtered_count
 	$(BIN)/python -m benchmarks.pg_driver
 	$(BIN)/python -m benchmarks.pg_chain
+	$(BIN)/python -m benchmarks.cluster_chain
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -88,6 +88,19 @@ def test_postgres_chain_benchmark_prints_json_lines(postgres_url: str) -> None:
     assert outbox["ratio_to_pg_chain"] > 0
 
 
+def test_cluster_chain_benchmark_prints_a_line_per_process_count(postgres_url: str) -> None:
+    """The chain from 1, 2 and 4 real processes on one PostgreSQL (needs the server); each run
+    verified every chain completed in the database before its line was printed."""
+    lines = _json_lines("benchmarks.cluster_chain", INTERAQT_TEST_PG=postgres_url, CLUSTER_RUNS="1")
+    assert [line["workload"] for line in lines] == ["cluster_chain"] * 3
+    assert [line["processes"] for line in lines] == [1, 2, 4]
+    assert len({line["n"] for line in lines}) == 1
+    assert lines[0]["ratio_to_one_process"] == 1.0
+    for line in lines:
+        assert line["n"] > 0 and line["seconds"] > 0 and line["ratio_to_one_process"] > 0
+        assert line["runs"] == 1 and line["load_average"] >= 0
+
+
 def _json_lines(module: str, **env: str) -> list[dict[str, Any]]:
     """Run a benchmark module at a tiny scale; its JSON lines (it must exit 0)."""
     done = subprocess.run(

@@ -1,7 +1,8 @@
 """``make run``: the donation application with local fake providers, on 127.0.0.1.
 
-Environment: ``PORT`` (default 8080); ``DATABASE`` (a SQLite file, default ``donations.db`` in
-the current folder) or ``DATABASE_URL`` (``sqlite:///relative.db``, ``sqlite:////absolute.db``,
+Environment: ``PORT`` (default 8080); ``WORKERS`` (default 1: the processes serving the one
+port, PostgreSQL only; see :mod:`examples.donations.workers`); ``DATABASE`` (a SQLite file,
+default ``donations.db`` in the current folder) or ``DATABASE_URL`` (``sqlite:///relative.db``, ``sqlite:////absolute.db``,
 or ``postgresql://user@host:port/database`` to keep the data on PostgreSQL).
 The data and the JWT secret kept beside the database survive restarts;
 ``python -m examples.donations reset`` (``make reset``) removes them.
@@ -27,6 +28,13 @@ from examples.donations.local import (
     port_from,
     reset,
     serve_locally,
+)
+from examples.donations.workers import (
+    WORKER_FLAG,
+    check_workers,
+    run_worker,
+    serve_workers,
+    workers_from,
 )
 
 __all__ = ["instructions", "main", "serve_locally"]
@@ -80,6 +88,13 @@ async def serve(port: int, database: Path | str) -> None:
         await stop.wait()
 
 
+async def _serve_workers(port: int, database: str, workers: int) -> int:
+    """``WORKERS`` > 1: the parent of the worker processes (see examples.donations.workers)."""
+    existed = jwt_secret_path(database).exists()
+    banner = instructions(f"http://{HOST}:{port}", _without_password(database), existed)
+    return await serve_workers(port, database, workers, banner)
+
+
 def _without_password(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``: it is printed."""
     parts = urlsplit(url)
@@ -91,6 +106,8 @@ def _without_password(url: str) -> str:
 
 def main(argv: list[str]) -> int:
     """Serve (no arguments) or ``reset``; returns the exit status."""
+    if argv == [WORKER_FLAG]:
+        return run_worker()
     try:
         database = database_from(os.environ)
         if argv == ["reset"]:
@@ -100,6 +117,11 @@ def main(argv: list[str]) -> int:
         if argv:
             raise ExampleError(f"unknown arguments {argv}: run with none, or with reset")
         port = port_from(os.environ)
+        workers = workers_from(os.environ)
+        check_workers(workers, database)
+        if workers > 1:
+            assert isinstance(database, str)
+            return asyncio.run(_serve_workers(port, database, workers))
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(port, database))
     except ExampleError as exc:

@@ -51,11 +51,16 @@ __all__ = [
     "HOST",
     "ExampleError",
     "Pacing",
+    "Providers",
     "database_from",
+    "fake_providers",
+    "jwt_secret",
     "jwt_secret_path",
     "listen",
+    "pace_providers",
     "port_from",
     "reset",
+    "serve_app",
     "serve_locally",
 ]
 
@@ -153,7 +158,7 @@ def jwt_secret_path(database: Path | str, cwd: Path | None = None) -> Path:
     return database.with_name(database.name + SECRET_SUFFIX)
 
 
-def _jwt_secret(path: Path) -> str:
+def jwt_secret(path: Path) -> str:
     """The demo's JWT signing secret: read from ``path``, or created there once (mode 0600,
     atomically: two starts at once agree on one secret)."""
     try:
@@ -232,46 +237,92 @@ async def serve_locally(
             raise ExampleError("serve_locally on a storage needs secret=, the JWT secret's path")
         secret = jwt_secret_path(database if "://" in database else Path(database))
     sock = listen(port)
-    base = f"http://{HOST}:{port}"
-    callback_secret = generate_standard_secret()
     try:
-        jwt_secret = _jwt_secret(secret)
+        signing = jwt_secret(secret)
         async with (
-            # A new fake numbers its tasks from 1 again: a prefix of its own keeps task ids (and
-            # the dedup keys of their callbacks) apart from those of earlier runs on the database.
-            FakeVolcTTS(
-                callback_secret=callback_secret,
-                finish_after=pacing.voice_finished,
-                task_prefix=f"volc-{secrets.token_hex(4)}-",
-            ) as volc,
-            FakeOpenAI() as openai,
-            FakeStripe(webhook_url=f"{base}/api/stripe_payments.webhook") as stripe,
+            fake_providers(port, signing, pacing) as providers,
+            serve_app(sock, database, providers.environ) as app,
         ):
-            environ = {
-                "AUTH_JWT_SECRET": jwt_secret,
-                **volc.environ(VOLC_TTS_CALLBACK_URL=f"{base}/api/volc_tts.callback"),
-                "OPENAI_API_KEY": openai.api_key or "",
-                "OPENAI_BASE_URL": openai.base_url,
-                "OPENAI_MODEL": "gpt-4o-mini",
-                "STRIPE_SECRET_KEY": stripe.secret_key,
-                "STRIPE_WEBHOOK_SECRET": str(stripe.webhook_secret),
-                "STRIPE_API_BASE": stripe.url,
-            }
-            app = await build(database, environ, cookie_secure=False)
             pacer = _Pacer()
-            _pace_payments(app.controller, stripe, pacing, pacer)
-            _pace_voices(app.controller, volc, pacing, pacer)
-            runner = web.AppRunner(app.web, access_log=None)
-            await runner.setup()
+            _pace_payments(app.controller, providers.stripe, pacing, pacer)
+            _pace_voices(app.controller, providers.volc, pacing, pacer)
             try:
-                await web.SockSite(runner, sock).start()
                 yield app
             finally:
                 await pacer.close()
-                await runner.cleanup()
-                await app.close()
     finally:
         sock.close()
+
+
+@attrs.frozen
+class Providers:
+    """The running fake providers and the settings (``environ``) that point the application at
+    them: what :func:`build` reads, for every process serving the application."""
+
+    stripe: FakeStripe
+    openai: FakeOpenAI
+    volc: FakeVolcTTS
+    environ: dict[str, str]
+
+
+@contextlib.asynccontextmanager
+async def fake_providers(port: int, jwt_secret: str, pacing: Pacing) -> AsyncIterator[Providers]:
+    """The fake providers on loopback, their webhooks and callbacks aimed at the application on
+    ``127.0.0.1:port``; ``environ`` holds their settings and ``jwt_secret``. Started once per
+    machine (in the parent when several workers serve the application)."""
+    base = f"http://{HOST}:{port}"
+    callback_secret = generate_standard_secret()
+    async with (
+        # A new fake numbers its tasks from 1 again: a prefix of its own keeps task ids (and
+        # the dedup keys of their callbacks) apart from those of earlier runs on the database.
+        FakeVolcTTS(
+            callback_secret=callback_secret,
+            finish_after=pacing.voice_finished,
+            task_prefix=f"volc-{secrets.token_hex(4)}-",
+        ) as volc,
+        FakeOpenAI() as openai,
+        FakeStripe(webhook_url=f"{base}/api/stripe_payments.webhook") as stripe,
+    ):
+        environ = {
+            "AUTH_JWT_SECRET": jwt_secret,
+            **volc.environ(VOLC_TTS_CALLBACK_URL=f"{base}/api/volc_tts.callback"),
+            "OPENAI_API_KEY": openai.api_key or "",
+            "OPENAI_BASE_URL": openai.base_url,
+            "OPENAI_MODEL": "gpt-4o-mini",
+            "STRIPE_SECRET_KEY": stripe.secret_key,
+            "STRIPE_WEBHOOK_SECRET": str(stripe.webhook_secret),
+            "STRIPE_API_BASE": stripe.url,
+        }
+        yield Providers(stripe, openai, volc, environ)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(
+    sock: socket.socket,
+    database: str | Storage,
+    environ: Mapping[str, str],
+    *,
+    worker_header: bool = False,
+) -> AsyncIterator[DonationApp]:
+    """The application built from ``environ`` on ``database``, serving on the bound ``sock``
+    (which stays the caller's to close). ``worker_header``: every response carries
+    ``X-Worker: <pid>``, saying which of several worker processes answered."""
+    app = await build(database, environ, cookie_secure=False)
+    if worker_header:
+        pid = str(os.getpid())
+
+        async def tag(request: web.Request, response: web.StreamResponse) -> None:
+            response.headers["X-Worker"] = pid
+
+        app.web.on_response_prepare.append(tag)
+    runner = web.AppRunner(app.web, access_log=None)
+    try:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        yield app
+    finally:
+        await runner.cleanup()
+        await app.close()
 
 
 _Step = tuple[float, Callable[[], Awaitable[object]]]
@@ -321,20 +372,25 @@ def _on_linked(controller: r.Controller, call: str, react: Callable[[str], None]
     controller.stream(call, "update").subscribe(on_update)
 
 
+def _payment_steps(stripe: FakeStripe, pacing: Pacing, intent_id: str) -> list[_Step]:
+    """The fake customer confirms the payment, which Stripe then reports processing and later
+    succeeded."""
+    steps: list[_Step] = []
+    if pacing.payment_processing is not None:
+        steps.append((pacing.payment_processing, lambda: stripe.process(intent_id)))
+    steps.append((pacing.payment_succeeded, lambda: stripe.succeed(intent_id)))
+    return steps
+
+
 def _pace_payments(
     controller: r.Controller, stripe: FakeStripe, pacing: Pacing, pacer: _Pacer
 ) -> None:
-    """The fake customer confirms each payment, which Stripe then reports processing and later
-    succeeded."""
-
-    def react(intent_id: str) -> None:
-        steps: list[_Step] = []
-        if pacing.payment_processing is not None:
-            steps.append((pacing.payment_processing, lambda: stripe.process(intent_id)))
-        steps.append((pacing.payment_succeeded, lambda: stripe.succeed(intent_id)))
-        pacer.play(intent_id, steps)
-
-    _on_linked(controller, "PaymentCall", react)
+    """Each payment is paced from the moment its PaymentCall is linked to the intent."""
+    _on_linked(
+        controller,
+        "PaymentCall",
+        lambda intent_id: pacer.play(intent_id, _payment_steps(stripe, pacing, intent_id)),
+    )
 
 
 def _pace_voices(
@@ -349,3 +405,40 @@ def _pace_voices(
         "VoiceCall",
         lambda task_id: pacer.play(task_id, [(running, lambda: volc.notify(task_id))]),
     )
+
+
+def _notifier(volc: FakeVolcTTS, task_id: str) -> Callable[[], Awaitable[object]]:
+    """The running callback of ``task_id``, as a pacer step."""
+    return lambda: volc.notify(task_id)
+
+
+WATCH_EVERY = 0.05
+"""Seconds between two looks at the fakes' records in :func:`pace_providers`."""
+
+
+@contextlib.asynccontextmanager
+async def pace_providers(providers: Providers, pacing: Pacing) -> AsyncIterator[None]:
+    """The demo pace driven from the fakes' own records, for a process that runs the fakes but
+    not the application (the parent of several workers, which sees no worker's events): each
+    PaymentIntent and each text-to-speech task is paced from the moment the fake created it
+    (milliseconds before the worker that asked links its call to it). One look every
+    :data:`WATCH_EVERY` seconds until the block ends."""
+    pacer = _Pacer()
+    running = pacing.voice_running
+
+    async def watch() -> None:
+        while True:
+            for intent_id in list(providers.stripe.intents):
+                pacer.play(intent_id, _payment_steps(providers.stripe, pacing, intent_id))
+            if running is not None:
+                for task_id in list(providers.volc.tasks):
+                    pacer.play(task_id, [(running, _notifier(providers.volc, task_id))])
+            await asyncio.sleep(WATCH_EVERY)
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await pacer.close()
