@@ -178,17 +178,12 @@ class Deltas(Links):
         if shape is None or shape.derived != derived_items:
             shape = self._delta_shape(name, key, derived_items)
         values = list(deltas.values())
-        encoded: list[Any] = []
-        guards: list[str] = []
-        for encoder, field, delta in zip(shape.encoders, shape.fields, values, strict=True):
-            encoded.append(encoder(name, field, delta))
-            # Which guard the delta needs: a float's total must stay finite, an int's within
-            # 64 bits on the side it moves to.
-            guards.append(
-                "finite"
-                if type(delta) is float
-                else ("up" if delta > 0 else ("down" if delta < 0 else "none"))
-            )
+        # Encoding checks each delta against its field (a bool, a NaN, a float for an integer
+        # field are refused) on every backend, before anything is written.
+        encoded = [
+            encoder(name, field, delta)
+            for encoder, field, delta in zip(shape.encoders, shape.fields, values, strict=True)
+        ]
         for target, source in shape.integer_targets:
             if type(values[source]) is float:
                 raise FieldTypeError(
@@ -198,6 +193,12 @@ class Deltas(Links):
             return WriteResult([], [])  # nothing to add: nothing changes
         if self.dialect.serializes_writers:
             return self._read_and_write(name, record_id, shape, values)
+        # Which guard each delta needs in the UPDATE: a float's total must stay finite, an
+        # int's within 64 bits on the side it moves to.
+        guards = [
+            "finite" if type(d) is float else ("up" if d > 0 else ("down" if d < 0 else "none"))
+            for d in values
+        ]
         found = shape.statements.get(tuple(guards))
         sql, layout = found if found is not None else shape.statement(self.dialect, tuple(guards))
         params: list[Any] = []
