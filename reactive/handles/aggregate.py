@@ -309,7 +309,6 @@ class PropertyAggregate(Handle):
     def _apply(self, host_id: Any, delta: float, count_delta: int, ctx: TransactionContext) -> None:
         if delta == 0 and count_delta == 0:
             return
-        target = f"{self.host_record}.{self.target}"
         if type(delta) is int and not _INT64[0] <= delta <= _INT64[1]:
             # A delta beyond 64 bits (a WeightedSummation's product) cannot be sent as one.
             # Refused when the total would leave 64 bits; otherwise it goes in two halves,
@@ -318,7 +317,8 @@ class PropertyAggregate(Handle):
             current = ctx.get(self.host_record, host_id, [self.total_field])
             if current is None:
                 return
-            check_total(self.name, target, (current[self.total_field] or 0) + delta, self.integer)
+            total = (current[self.total_field] or 0) + delta
+            check_total(self.name, self._target_name(), total, self.integer)
             half = delta // 2
             self._apply(host_id, half, count_delta, ctx)
             self._apply(host_id, delta - half, 0, ctx)
@@ -328,7 +328,8 @@ class PropertyAggregate(Handle):
             current = ctx.get(self.host_record, host_id, [self.total_field])
             if current is None:
                 return  # the host is gone
-            check_total(self.name, target, (current[self.total_field] or 0) + delta, True)
+            total = (current[self.total_field] or 0) + delta
+            check_total(self.name, self._target_name(), total, True)
         try:
             ctx.apply_deltas(
                 self.host_record,
@@ -337,8 +338,13 @@ class PropertyAggregate(Handle):
                 self.derived,
             )
         except TotalRangeError as exc:
+            target = self._target_name()
             check_total(self.name, target, exc.total, self.integer)
             raise ComputationError(self.name, f"{target}: {exc}") from exc
+
+    def _target_name(self) -> str:
+        """``Record.property``, as a refusal names it (only worked out for one)."""
+        return f"{self.host_record}.{self.target}"
 
 
 class DictionaryAggregate(Handle):

@@ -60,5 +60,5 @@ class StatementCache:
         self.updates: dict[Any, str] = {}  # (record, columns) -> UPDATE ... WHERE id = ?
         self.plains: dict[Any, Any] = {}  # (record, columns) -> decoders (() for none)
         self.encoders: dict[str, dict[str, Any]] = {}  # record -> {field: encoder}
-        self.deltas: dict[Any, Any] = {}  # (record, fields and guards, derived) -> statement
+        self.deltas: dict[Any, Any] = {}  # (record, delta fields, derived items) -> DeltaShape
         self.planner: Any = None  # the storage.sql.plans.Planner over this memory (made once)

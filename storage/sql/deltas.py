@@ -71,10 +71,14 @@ class DeltaShape:
         "in_python",
         "in_sql",
         "integer_targets",
+        "keys",
         "name",
         "positions",
         "statements",
         "types",
+        "write_derived",
+        "write_sql",
+        "write_totals",
     )
 
     def __init__(self, writer: Deltas, name: str, fields: tuple[str, ...], derived: Any) -> None:
@@ -115,6 +119,25 @@ class DeltaShape:
         # Where each delta field sits in a returned row (after the id).
         self.positions = [1 + self.columns.index(f) for f in fields]
         self.statements: dict[tuple[str, ...], tuple[str, list[tuple[str, int]]]] = {}
+        self.keys = (*fields, *self.derived_names)
+        """The update event's keys: the totals, then the derived fields."""
+        # The read-and-write plan (dialects that serialize writers): one UPDATE of the totals
+        # and the derived fields, in that order, and what each column's value needs before it
+        # is sent. A total is a number already checked against its range (finite, 64 bits):
+        # where its field's type is an identity type it goes as it is (None: no encoder).
+        # A derived value is always encoded (a float total into an integer field is refused
+        # there, a boolean or json value converted).
+        self.write_sql = ""
+        self.write_totals: list[Any] = []
+        self.write_derived: list[tuple[str, Derived, Any]] = []
+        if writer.dialect.serializes_writers:
+            identity = writer.dialect.codecs.identity
+            self.write_sql = writer.planner.update_sql(name, self.keys)
+            self.write_totals = [
+                None if known[f].type in identity else encoder
+                for f, encoder in zip(fields, self.encoders, strict=True)
+            ]
+            self.write_derived = [(f, d, all_encoders[f]) for f, d in derived]
 
     def statement(
         self, dialect: Dialect, guards: tuple[str, ...]
@@ -170,20 +193,20 @@ class Deltas(Links):
         derived: Mapping[str, Derived],
     ) -> WriteResult:
         """See :meth:`storage.abc.Session.apply_deltas` and the module."""
+        # Keyed by the delta fields and the derived fields with their (hashable) functions.
         derived_items = tuple(derived.items())
-        # Keyed by names; the Derived values are compared on a hit (the same objects every
-        # time for a handle: the tuple comparison stops at identity).
-        key = (name, tuple(deltas), tuple(derived))
+        key = (name, tuple(deltas), derived_items)
         shape: DeltaShape | None = self._cache.deltas.get(key)
-        if shape is None or shape.derived != derived_items:
+        if shape is None:
             shape = self._delta_shape(name, key, derived_items)
         values = list(deltas.values())
         # Encoding checks each delta against its field (a bool, a NaN, a float for an integer
         # field are refused) on every backend, before anything is written.
-        encoded = [
-            encoder(name, field, delta)
-            for encoder, field, delta in zip(shape.encoders, shape.fields, values, strict=True)
-        ]
+        # (A plain loop: cheaper than a comprehension over zip(strict=True); the shape was made
+        # from these very keys, so the lengths agree.)
+        encoded: list[Any] = []
+        for encoder, field, delta in zip(shape.encoders, shape.fields, values):  # noqa: B905
+            encoded.append(encoder(name, field, delta))
         for target, source in shape.integer_targets:
             if type(values[source]) is float:
                 raise FieldTypeError(
@@ -254,12 +277,14 @@ class Deltas(Links):
         UPDATE measured cheaper there than an ``UPDATE ... RETURNING``). Atomic all the same:
         no other transaction can write the row between this read and the commit (a write
         transaction whose read went stale cannot write at all). The old values are the ones
-        read, exactly."""
+        read, exactly. The UPDATE and what each value needs are the shape's (worked out once):
+        a call adds, checks the range, and sends."""
         old = self.reader.snapshot(name, record_id)
         if old is None:
             return WriteResult([], [])
         written: Record = {"id": old["id"]}
-        for field, delta in zip(shape.fields, values, strict=True):
+        params: list[Any] = []
+        for field, delta, encoder in zip(shape.fields, values, shape.write_totals):  # noqa: B905
             stored = old[field]
             total = (0 if stored is None else stored) + delta  # a float 0.0 stays a float
             if type(total) is float:
@@ -268,21 +293,21 @@ class Deltas(Links):
             elif not INT64_MIN <= total <= INT64_MAX:
                 raise TotalRangeError(name, field, total)
             written[field] = total
-        for field, fold in shape.derived:
-            written[field] = fold.value(written[fold.total], written[fold.count])
-        encoders = self.planner.encoders(name)
-        store = {
-            f: None if v is None else encoders[f](name, f, v)
-            for f, v in written.items()
-            if f != "id"
-        }
-        sql = self.planner.update_sql(name, tuple(store))
-        self._execute(name, sql, [*store.values(), record_id], store)
-        written.update(self._plain(name, {f: store[f] for f in shape.in_python}))
+            params.append(total if encoder is None else encoder(name, field, total))
+        for field, fold, encoder in shape.write_derived:
+            value = fold.value(written[fold.total], written[fold.count])
+            written[field] = value
+            params.append(None if value is None else encoder(name, field, value))
+        params.append(record_id)
+        self._execute(name, shape.write_sql, params, written)
+        if shape.in_python:
+            # json or string fields: as a read returns them (decoded from what was stored)
+            sent = dict(zip(shape.keys, params))  # noqa: B905 (the id is left over)
+            written.update(self._plain(name, {f: sent[f] for f in shape.in_python}))
         new = {**old, **written}
         for field, fold in shape.derived:  # as documented: the function of the old totals
             old[field] = fold.value(old[fold.total], old[fold.count])
-        event = MutationEvent(name, "update", written, old, (*shape.fields, *shape.derived_names))
+        event = MutationEvent(name, "update", written, old, shape.keys)
         self.events.append(event)
         return WriteResult([new], [event])
 

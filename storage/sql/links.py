@@ -127,8 +127,12 @@ class Links(Statements):
             self._unlink_where(link, "target", target)
         if link.target_is_exclusive and "source" not in fresh_sides:
             self._unlink_where(link, "source", source)
-        columns = {"source": source, "target": target, **values}
-        sql = self.planner.insert_sql(link.name, tuple(columns))
+        if values:
+            columns = {"source": source, "target": target, **values}
+            sql = self.planner.insert_sql(link.name, tuple(columns))
+        else:  # the common link, its two ends alone
+            columns = {"source": source, "target": target}
+            sql = self.planner.insert_sql(link.name, _ENDS)
         if self.dialect.failed_statement_aborts and not self._whole:
             link_id = self._insert_link_guarded(link, sql, columns, values, origin)
         else:
@@ -136,12 +140,9 @@ class Links(Statements):
                 link_id = self._inserted_id(self.run(sql, list(columns.values())))
             except self.dialect.integrity_errors as exc:
                 raise self._link_error(link, exc, columns, values, origin) from None
-        record = {
-            "id": link_id,
-            "source": {"id": source},
-            "target": {"id": target},
-            **self._plain(link.name, values),
-        }
+        record = {"id": link_id, "source": {"id": source}, "target": {"id": target}}
+        if values:
+            record.update(self._plain(link.name, values))
         self.events.append(MutationEvent(link.name, "create", dict(record)))
         return record
 
@@ -274,6 +275,7 @@ class Links(Statements):
 _NO_SIDE: frozenset[str] = frozenset()
 _SIDE = {"source": frozenset({"source"}), "target": frozenset({"target"})}
 _BOTH_SIDES = frozenset({"source", "target"})
+_ENDS = ("source", "target")  # the columns of a link without fields
 
 
 def _other_end(row: Record, record_id: Any) -> Any:

@@ -149,8 +149,8 @@ class SQLSession:
     ) -> WriteResult:
         """Add ``deltas`` to number fields of one record and set the ``derived`` fields from
         the new totals, atomically in one ``UPDATE ... RETURNING`` (see
-        :meth:`storage.abc.Session.apply_deltas` and :mod:`storage.sql.deltas`)."""
-        self.schema.record(name)
+        :meth:`storage.abc.Session.apply_deltas` and :mod:`storage.sql.deltas`; an unknown
+        record is refused there, on its first sight)."""
         return self._writer.apply_deltas(name, record_id, deltas, derived)
 
     def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
