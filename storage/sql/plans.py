@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from storage.errors import InvalidDataError
 from storage.schema import LINK_FIELDS_KEY, LinkType, RelationAttribute, Schema
@@ -193,7 +193,14 @@ class Planner:
     def plan(self, kind: Kind, name: str, data: Mapping[str, Any]) -> Plan:
         """The plan of a ``kind`` ("create" or "update") of ``name`` with ``data``, validated
         and encoded; a payload's first error in key order is raised."""
-        shape = self._shape_of(kind, name, data)
+        # The remembered shape of the payload's keys (worked out on first sight), inline: this
+        # is every write's path. Anything but a mapping is refused.
+        if type(data) is not dict and not isinstance(data, Mapping):
+            self._refuse_data(kind, name, data)
+        keys = tuple(data)
+        shape: Shape | None = self._cache.shapes.get((kind, name, keys))
+        if shape is None:
+            shape = self._shape(kind, name, keys)
         steps = shape.steps
         if shape.values_only:
             return Plan(shape, data, _encode(name, data, steps))
@@ -266,19 +273,12 @@ class Planner:
             plan.relations = relations
         return plan
 
-    def _shape_of(self, kind: Kind, name: str, data: Mapping[str, Any]) -> Shape:
-        """The remembered shape of ``data`` (worked out on first sight); anything but a
-        mapping is refused."""
-        if type(data) is not dict and not isinstance(data, Mapping):
-            self.schema.record(name)  # raises for an unknown record first
-            raise InvalidDataError(
-                f"{kind} {name}: data must be a dict, got {type(data).__name__}", record=name
-            )
-        keys = tuple(data)
-        shape: Shape | None = self._cache.shapes.get((kind, name, keys))
-        if shape is None:
-            shape = self._shape(kind, name, keys)
-        return shape
+    def _refuse_data(self, kind: Kind, name: str, data: Any) -> NoReturn:
+        """Refuse a payload that is not a mapping (an unknown record first)."""
+        self.schema.record(name)
+        raise InvalidDataError(
+            f"{kind} {name}: data must be a dict, got {type(data).__name__}", record=name
+        )
 
     def _shape(self, kind: Kind, name: str, keys: tuple[str, ...]) -> Shape:
         """Work out (and remember) the :class:`Shape` of a payload of exactly these keys."""
