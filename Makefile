@@ -55,6 +55,9 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.pg_driver
 	$(BIN)/python -m benchmarks.pg_chain
 	$(BIN)/python -m benchmarks.cluster_chain
+	@# SEAM_BASE=path/to/another/checkout (with its own .venv): the SQLite chain, count and
+	@# summation of both, in CPU time, in turns (issue 11: the seam must not cost SQLite).
+	@if [ -n "$(SEAM_BASE)" ]; then $(BIN)/python -m benchmarks.seam_cost "$(SEAM_BASE)"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -101,10 +101,25 @@ def test_cluster_chain_benchmark_prints_a_line_per_process_count(postgres_url: s
         assert line["runs"] == 1 and line["load_average"] >= 0
 
 
-def _json_lines(module: str, **env: str) -> list[dict[str, Any]]:
+def test_seam_cost_compares_two_checkouts() -> None:
+    """The SQLite seam-cost comparison, here of this checkout with itself: per workload one
+    line per checkout, each with its CPU per op, its ratio to its floor and to the other."""
+    lines = _json_lines("benchmarks.seam_cost", args=(str(ROOT), "--turns", "1"))
+    assert [(line["workload"], line["checkout"]) for line in lines] == [
+        (f"seam_cost_{workload}", checkout)
+        for workload in ("chain", "count", "summation")
+        for checkout in ("this", "other")
+    ]
+    for line in lines:
+        assert line["n"] > 0 and line["seconds"] > 0 and line["turns"] == 1
+        assert line["cpu_us_per_op"] > 0 and line["floor_cpu_us_per_op"] > 0
+        assert line["ratio_to_floor"] > 0 and line["ratio_to_other"] > 0
+
+
+def _json_lines(module: str, args: tuple[str, ...] = (), **env: str) -> list[dict[str, Any]]:
     """Run a benchmark module at a tiny scale; its JSON lines (it must exit 0)."""
     done = subprocess.run(
-        [sys.executable, "-m", module],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env={**os.environ, "BENCH_SCALE": "0.02", **env},
         capture_output=True,

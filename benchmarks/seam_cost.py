@@ -1,0 +1,144 @@
+"""What this checkout costs on SQLite next to another checkout (issue 11: "the seam must not
+cost SQLite anything"), in CPU time, measured in turns in one run.
+
+``python -m benchmarks.seam_cost /path/to/other/checkout [--turns 7]`` runs the SQLite
+``chain``, ``count`` (likes on one post) and ``summation`` workloads of ``benchmarks.chain`` in
+each checkout, with that checkout's own code and virtualenv (``<checkout>/.venv/bin/python``),
+one process per workload per checkout per turn, the checkouts alternating within each turn.
+Each process also runs the workload's plain-sqlite3 floor, so every turn gives both checkouts a
+ratio to a floor measured moments apart.
+
+CPU time (``time.process_time``, every thread of the process: the storage's worker included)
+is the measure, not wall time: this machine is shared, and CPU time is what another process
+taking the cores does not inflate much. Per workload and checkout the line carries the median
+CPU microseconds per op over the turns, the median ratio to the floor, and this checkout's
+ratio to the other's (``ratio_to_other``: its median per op over the other's); ``seconds`` and
+``ops_per_second`` are in CPU time too. ``BENCH_SCALE`` scales every n.
+
+Works on checkouts from before the seam (whose workloads take a path) and after (a storage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.common import report, scaled
+
+# The body of one measuring process, run with the checkout's own interpreter in its directory:
+# argv is the workload and n; prints one JSON object {"engine": cpu seconds, "floor": ...}.
+_TURN = r"""
+import asyncio, inspect, json, statistics, sys, tempfile, time
+from pathlib import Path
+import benchmarks.chain as bc
+
+class CPUTimer:
+    def __enter__(self):
+        self._start = time.process_time()
+        return self
+    def __exit__(self, *exc):
+        self.seconds = time.process_time() - self._start
+
+bc.Timer = CPUTimer  # the workloads' own timed regions, in CPU time
+workload, n = sys.argv[1], int(sys.argv[2])
+
+def storage_for(fn, path):
+    first = next(iter(inspect.signature(fn).parameters))
+    if first == "path":
+        return path  # before the seam: the workload opens the file itself
+    from storage import SQLiteStorage
+    return SQLiteStorage(str(path))
+
+def engine(fn, path, *args):
+    extra = {"timer": CPUTimer} if "timer" in inspect.signature(fn).parameters else {}
+    return asyncio.run(fn(storage_for(fn, path), *args, **extra))
+
+def floor(fn, path, n):
+    start = time.process_time()
+    fn(path, n)  # the floor's own wall timer is not used: the whole call is its statements
+    return time.process_time() - start
+
+with tempfile.TemporaryDirectory() as tmp:
+    root = Path(tmp)
+    if workload == "chain":
+        seconds = engine(bc.run_chain, root / "e.db", n)
+        base = floor(bc.chain_floor, root / "f.db", n)
+    elif workload == "summation":
+        seconds = engine(bc.run_summation, root / "e.db", n)
+        base = floor(bc.summation_floor, root / "f.db", n)
+    else:  # count: n likes on one post (after a warm-up of n on another), timed like by like
+        ((_, seconds, _, _),) = engine(bc.run_count_growth, root / "e.db", [n], n)
+        base = floor(bc.count_floor, root / "f.db", n)
+print(json.dumps({"engine": seconds, "floor": base}))
+"""
+
+WORKLOADS = (("chain", 300), ("count", 400), ("summation", 1000))
+"""Each workload and its n per process (the count's: likes on the big post)."""
+
+
+def turn(checkout: Path, workload: str, n: int) -> dict[str, float]:
+    """One process of ``checkout`` running ``workload``: its engine and floor CPU seconds.
+    The checkout's own ``.venv`` runs it (this interpreter where it has none)."""
+    python = checkout / ".venv" / "bin" / "python"
+    if not python.exists():
+        python = Path(sys.executable)
+    done = subprocess.run(
+        [str(python), "-c", _TURN, workload, str(n)],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{checkout} {workload} failed:\n{done.stderr}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("other", type=Path, help="the other checkout (with its own .venv)")
+    parser.add_argument("--turns", type=int, default=7)
+    args = parser.parse_args()
+    here = Path(__file__).resolve().parent.parent
+    checkouts = {"this": here, "other": args.other.resolve()}
+    for workload, base_n in WORKLOADS:
+        n = max(10, scaled(base_n))
+        runs: dict[str, list[dict[str, float]]] = {label: [] for label in checkouts}
+        for i in range(args.turns):
+            # Alternate which goes first, so neither always follows the other.
+            order = list(checkouts) if i % 2 == 0 else list(reversed(checkouts))
+            for label in order:
+                runs[label].append(turn(checkouts[label], workload, n))
+        per_op = {
+            label: statistics.median(r["engine"] for r in results) / n
+            for label, results in runs.items()
+        }
+        for label, results in runs.items():
+            report(
+                f"seam_cost_{workload}",
+                n,
+                per_op[label] * n,  # CPU seconds (the median turn's), not wall time
+                checkout=label,
+                path=str(checkouts[label]),
+                turns=args.turns,
+                cpu_us_per_op=round(per_op[label] * 1e6, 1),
+                floor_cpu_us_per_op=round(
+                    statistics.median(r["floor"] for r in results) / n * 1e6, 1
+                ),
+                ratio_to_floor=round(
+                    statistics.median(r["engine"] / r["floor"] for r in results), 2
+                ),
+                ratio_to_other=round(
+                    per_op[label] / per_op["other" if label == "this" else "this"], 3
+                ),
+            )
+
+
+if __name__ == "__main__":
+    main()
