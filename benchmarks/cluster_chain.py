@@ -54,7 +54,9 @@ from storage import PostgresStorage
 
 URL = os.environ.get("INTERAQT_TEST_PG", "").strip() or "postgresql://postgres@127.0.0.1:5432/test"
 PROCESSES = (1, 2, 4)
-CONCURRENCY = 4
+CONCURRENCY = max(1, int(os.environ.get("CLUSTER_CONCURRENCY", "4")))
+"""Dispatch loops per process (``CLUSTER_CONCURRENCY``, default 4; the pool has two more
+connections)."""
 RUNS = max(1, int(os.environ.get("CLUSTER_RUNS", "2")))
 """Runs of each process count (``CLUSTER_RUNS``, default 2; the smoke test runs one)."""
 TICKS = os.sysconf("SC_CLK_TCK")
