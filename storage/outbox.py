@@ -19,7 +19,11 @@ row gets an :class:`OutboxPosition` and the record's ``version``:
   in one row per record that the appending transaction updates atomically. Two transactions
   that change one record take turns on its row lock, so its versions follow the order in which
   the changes really happened (which ``tx`` order need not): consumers order per record by it.
-  The version rows are never pruned (one small row per record that ever had an event).
+  The version rows are the counters themselves, so they stay while their record may get
+  events: one small row per record that has had an event and was not deleted (O(records),
+  not O(events)). A record's row is pruned with its ``delete`` event (once every reader is
+  past it, and only while that event is the record's last); a record created later under the
+  same id counts from 1 again, after that delete in every reader's order.
 
 The payload is the engine's wire form of the event (JSON text); storage never reads it.
 """

@@ -99,6 +99,11 @@ def test_cluster_chain_benchmark_prints_a_line_per_process_count(postgres_url: s
     for line in lines:
         assert line["n"] > 0 and line["seconds"] > 0 and line["ratio_to_one_process"] > 0
         assert line["runs"] == 1 and line["load_average"] >= 0
+        assert line["worker_cpu_ms_per_chain"] > 0 and 0 <= line["machine_busy"] <= 1
+        # The server's CPU is read in /proc only where the server runs on this machine.
+        assert line.get("postgres_cpu_ms_per_chain", 1) > 0
+    if "postgres_cpu_ms_per_chain" in lines[0]:
+        assert lines[0]["ratio_ceiling"] >= 1
 
 
 def test_seam_cost_compares_two_checkouts() -> None:

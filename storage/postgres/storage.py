@@ -51,13 +51,15 @@ database) and a missing driver are one :class:`StorageError` naming host, port, 
 user, never the password.
 
 Outbox (:class:`storage.abc.Outbox`, statements in :mod:`.outbox`): wake-ups between
-processes are LISTEN/NOTIFY on a channel of the schema. :meth:`PostgresStorage.outbox_listen`
-opens one dedicated connection (outside the pool) that listens; :meth:`~PostgresStorage.
-outbox_notify` sends ``pg_notify`` on that connection *after* a commit, never inside the writing
-transaction (a ``pg_notify`` in every transaction cut commit throughput by 35-43%: it takes a
-global lock at commit), coalesced: while one is on its way, further calls only ask for one
-more. A notification is a hint; readers poll slowly as well, so a lost one (or a lost
-connection) delays the stream by at most the poll interval.
+processes are the storage's own LISTEN/NOTIFY (:meth:`PostgresStorage.listen`,
+:meth:`PostgresStorage.notify`, :mod:`.signals`) on the channel ``outbox`` of the schema:
+:meth:`PostgresStorage.outbox_listen` registers on the storage's one listening connection
+(reopened with backoff when it drops, every listener then woken once), and
+:meth:`~PostgresStorage.outbox_notify` has the notifier send ``pg_notify`` *after* the commit,
+never inside the writing transaction (a ``pg_notify`` in every transaction cut commit
+throughput by 35-43%: it takes a global lock at commit), coalesced. A notification is a hint;
+readers poll slowly as well, so a lost one (or a lost connection) delays the stream by at most
+the poll interval.
 
 The driver is imported when the storage is set up, not when this module is: ``from storage
 import PostgresStorage`` works without the ``postgres`` extra.
@@ -95,8 +97,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("storage.postgres")
-_CHANNEL = "SELECT 'interaqt_outbox_' || md5(current_schema())"
-_NOTIFY_GAP = 0.005
+_OUTBOX_CHANNEL = "outbox"
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 Isolation = Literal["read committed", "serializable"]
 _BEGIN_WRITE: dict[str, str] = {
@@ -192,10 +193,6 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         self._notifier: Notifier | None = None
         self._listeners: Listeners | None = None
         self._leaders: list[AdvisoryLeader] = []
-        self._outbox_listener: Connection | None = None
-        self._outbox_channel = ""
-        self._outbox_notify_again = False
-        self._outbox_notifying: asyncio.Task[None] | None = None
 
     def _lock_migrations(self, driver: Connection) -> None:
         """A transaction-scoped advisory lock per PostgreSQL schema: READ COMMITTED lets two
@@ -237,7 +234,7 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
 
     async def close(self) -> None:
         """Close every connection (the pool's, and those of notifications, listeners,
-        leaderships, which gives the leaderships up, and the outbox's listener). Further use
+        leaderships, which gives the leaderships up). Further use
         raises :class:`NotSetUpError`."""
         notifier, self._notifier = self._notifier, None
         listeners, self._listeners = self._listeners, None
@@ -248,9 +245,6 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
             await listeners.close()
         for leader in leaders:
             await leader.resign()
-        listener, self._outbox_listener = self._outbox_listener, None
-        if listener is not None and not listener.raw.is_closed():
-            listener.raw.terminate()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -430,63 +424,25 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
             self._write_fault = None
         return result
 
-    # -- outbox wake-ups (LISTEN/NOTIFY; see the module) --------------------------------------
+    # -- outbox wake-ups (the storage's LISTEN/NOTIFY; see the module) ------------------------
 
     async def outbox_listen(self, wake: Callable[[], None]) -> Callable[[], Awaitable[None]]:
-        """Listen on this schema's outbox channel on a dedicated connection and call
-        ``wake()`` on every notification; returns the coroutine function that stops."""
-        pool = self._pool
-        if pool is None:
-            raise NotSetUpError("PostgresStorage is not set up: await storage.setup(schema) first")
-        connection = await pool.open_one()
-        try:
-            channel = str(await connection.raw.fetchval(_CHANNEL))
-            await connection.raw.add_listener(channel, lambda *_: wake())
-        except BaseException:
-            connection.raw.terminate()
-            raise
-        self._outbox_listener, self._outbox_channel = connection, channel
-
-        async def stop() -> None:
-            if self._outbox_listener is connection:
-                self._outbox_listener = None
-            task, self._outbox_notifying = self._outbox_notifying, None
-            if task is not None:
-                await asyncio.gather(task, return_exceptions=True)
-            if not connection.raw.is_closed():
-                try:
-                    await asyncio.wait_for(connection.raw.close(), 5)
-                except (TimeoutError, OSError, StorageError):
-                    connection.raw.terminate()
-                except Exception:  # the driver's own errors: the connection goes either way
-                    connection.raw.terminate()
-
-        return stop
+        """Call ``wake()`` at every notification of this schema's outbox channel (and once
+        after the listening connection was reopened); returns the coroutine function that
+        stops. Registered on the storage's listening connection (:meth:`listen`)."""
+        listening = await self.listen(_OUTBOX_CHANNEL, wake)
+        return listening.close
 
     def outbox_notify(self) -> None:
-        """Ask for a ``pg_notify`` on the outbox channel, sent after the caller's commit from
-        the listening connection; coalesced (see the module). Without a listener, nothing."""
-        if self._outbox_listener is None:
-            return
-        self._outbox_notify_again = True
-        if self._outbox_notifying is None or self._outbox_notifying.done():
-            loop = asyncio.get_running_loop()
-            self._outbox_notifying = loop.create_task(self._send_outbox_notifies())
+        """Ask for a ``pg_notify`` on the outbox channel, sent after the caller's commit by the
+        storage's notifier (:meth:`notify`: a dedicated connection, coalesced)."""
+        from storage.postgres.signals import Notifier
 
-    async def _send_outbox_notifies(self) -> None:
-        while self._outbox_notify_again:
-            self._outbox_notify_again = False
-            listener = self._outbox_listener
-            if listener is None or listener.raw.is_closed():
-                return
-            try:
-                await listener.raw.execute(f'NOTIFY "{self._outbox_channel}"')
-            except Exception as exc:  # a hint only: readers poll as well
-                log.warning("outbox NOTIFY failed (readers fall back to polling): %s", exc)
-                return
-            # At most one NOTIFY per gap: each is a commit that takes the server's notify
-            # lock; the commits meanwhile are told by the next one.
-            await asyncio.sleep(_NOTIFY_GAP)
+        if self._pool is None:
+            return  # closed: nobody is told, the readers' polling remains
+        if self._notifier is None:
+            self._notifier = Notifier(self._open_dedicated, self.schema_name)
+        self._notifier.notify(_OUTBOX_CHANNEL)
 
     async def outbox_read(self, after: OutboxPosition, limit: int) -> OutboxBatch:
         """Up to ``limit`` final rows after ``after``: one statement on a pooled connection,

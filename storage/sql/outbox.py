@@ -9,13 +9,16 @@ Everything here runs inside a transaction the backend began, on its statement ru
 Tables (the backend's own: ``inspect()`` leaves them out, a model cannot name them):
 
 - ``_interaqt_outbox(tx, seq, record, record_id, version, type, payload)``, key ``(tx, seq)``;
-- ``_interaqt_outbox_version(record, record_id, version)``: each record's latest version;
+- ``_interaqt_outbox_version(record, record_id, version)``: each record's latest version; a
+  prune deletes a record's row together with the record's delete event (while that event is
+  its last), so there is one row per record that exists or whose delete is not pruned yet;
 - ``_interaqt_outbox_reader(name, tx, seq, durable, lease, seen_at)``: readers and their
   stored cursors; ``seen_at`` is the database clock (seconds) of the last store.
 
 Costs: an append is one statement on PostgreSQL; a read is one statement (final rows only,
 plus at most one row saying whether others wait behind the horizon); storing a cursor one;
-register and prune three or four, and are rare.
+register three or four; prune five (one of them deletes the version rows of the deleted
+records it prunes the events of), and it is rare.
 
 Register and prune exclude each other (PostgreSQL: a transaction-scoped advisory lock; SQLite:
 write transactions are serial already). Otherwise a prune that had not seen a new reader could
@@ -155,13 +158,21 @@ def prune(run: Execute, sql: OutboxSQL) -> int:
         run(sql.lock, ())
     run(f"DELETE FROM {READERS} WHERE durable = 0 AND seen_at + lease < {sql.now}", ())
     least = run(f"SELECT tx, seq FROM {READERS} ORDER BY tx, seq LIMIT 1", ()).fetchone()
+    bounds: tuple[int, ...]
     if least is None:
-        cursor = run(f"DELETE FROM {OUTBOX} WHERE tx < {sql.horizon}", ())
+        prunable, bounds = f"tx < {sql.horizon}", ()
     else:
-        cursor = run(
-            f"DELETE FROM {OUTBOX} WHERE (tx, seq) <= (?, ?) AND tx < {sql.horizon}",
-            (least[0], least[1]),
-        )
+        prunable, bounds = f"(tx, seq) <= (?, ?) AND tx < {sql.horizon}", (least[0], least[1])
+    # A deleted record's version row goes with its delete event: only while that event is
+    # still its last one (the version matches), so a record re-created under the same id
+    # meanwhile (its version row updated, or locked and then updated: PostgreSQL re-checks
+    # the condition on the new row) keeps counting. Version rows are then O(live records).
+    run(
+        f"DELETE FROM {VERSIONS} WHERE (record, record_id, version) IN "
+        f"(SELECT record, record_id, version FROM {OUTBOX} WHERE type = 'delete' AND {prunable})",
+        bounds,
+    )
+    cursor = run(f"DELETE FROM {OUTBOX} WHERE {prunable}", bounds)
     return max(cursor.rowcount, 0)
 
 

@@ -207,6 +207,59 @@ async def test_a_notify_wakes_an_idle_follower_of_another_storage(make: Make) ->
     assert got[0].record["tag"] == "woken"
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_follower_is_woken_after_its_listening_connection_was_killed(
+    make: Make,
+) -> None:
+    """The follower listens through the storage's listeners, which reopen a dropped
+    connection and LISTEN again: after the server killed it (``pg_terminate_backend``), an
+    event committed elsewhere still wakes a follower that would otherwise look once an hour."""
+    import asyncpg
+
+    from tests.conftest import PG_URL
+
+    writer = await make()
+    idle = await make(outbox_poll=3600)
+    got: list[r.MutationEvent] = []
+    idle.stream("Item", "create").subscribe(got.append)
+    await writer.storage.create("Item", {"n": 0, "tag": "before"})
+    await until(lambda: len(got) == 1, "the first event")
+
+    # The listening connection is the storage's own (not the pool's): its server process.
+    listeners = idle.backend._listeners  # type: ignore[attr-defined]
+    old = listeners._raw
+    old_pid = old.get_server_pid()
+    admin = await asyncpg.connect(PG_URL)
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", old_pid) is True
+        await until(lambda: old.is_closed(), "the killed connection to be seen closed")
+
+        async def listening_again() -> bool:
+            raw = listeners._raw
+            if raw is None or raw is old or raw.is_closed():
+                return False
+            query = await admin.fetchval(
+                "SELECT query FROM pg_stat_activity WHERE pid = $1", raw.get_server_pid()
+            )
+            return isinstance(query, str) and query.startswith("LISTEN")
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while not await listening_again():
+            assert loop.time() < deadline, "the listening connection was not reopened"
+            await asyncio.sleep(0.05)
+        assert listeners._raw.get_server_pid() != old_pid
+    finally:
+        await admin.close()
+
+    await asyncio.sleep(0.2)  # the reopening's wake-up read is done (it found nothing new)
+    assert [e.record["tag"] for e in got] == ["before"]
+    for n in range(1, 4):
+        await writer.storage.create("Item", {"n": n, "tag": f"after {n}"})
+    await until(lambda: len(got) == 4, "events after the reconnection to wake the follower")
+    assert [e.record["tag"] for e in got] == ["before", "after 1", "after 2", "after 3"]
+
+
 async def test_durable_reader_replays_from_its_stored_cursor(make: Make, db_path: str) -> None:
     writer = await make()
     late = await writer.outbox_reader("late")
@@ -240,6 +293,47 @@ async def test_durable_reader_replays_from_its_stored_cursor(make: Make, db_path
         await late3.drop()
     with pytest.raises(OutboxError, match="'late' is not registered"):
         await late3.commit()
+
+
+async def test_the_followers_prune_rows_once_every_registered_reader_is_past_them(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes' followers (two storages) and a durable reader: the followers' own
+    periodic prunes delete nothing the durable reader has not committed past, and everything
+    once it has."""
+    import reactive.outbox as outbox_module
+
+    monkeypatch.setattr(outbox_module, "STORE_EVERY", 0.05)
+    monkeypatch.setattr(outbox_module, "PRUNE_EVERY", 0.1)
+    first, second = await make(), await make()
+    billing = await first.outbox_reader("billing")
+    got: dict[str, list[r.MutationEvent]] = {"first": [], "second": []}
+    first.mutations.subscribe(got["first"].append)
+    second.mutations.subscribe(got["second"].append)
+    for n in range(5):
+        await (first if n % 2 else second).storage.create("Item", {"n": n})
+    await until(lambda: len(got["first"]) == len(got["second"]) == 10, "both streams")
+    assert isinstance(first.backend, Outbox)
+    backend = first.backend
+
+    async def stored_rows() -> int:
+        return len((await backend.outbox_read(OutboxPosition(-1, 0), 1000)).rows)
+
+    await asyncio.sleep(0.5)  # several prunes of both followers, both past every row
+    assert await stored_rows() == 10  # held back by the durable reader
+    events = await read_n(billing, 10)
+    await billing.commit(events[3].position)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while await stored_rows() != 6:
+        assert loop.time() < deadline, "the rows before the reader's cursor were not pruned"
+        await asyncio.sleep(0.05)
+    await billing.commit()
+    while await stored_rows() != 0:
+        assert loop.time() < deadline, "the rows every reader is past were not pruned"
+        await asyncio.sleep(0.05)
+    await first.storage.create("Item", {"n": 99})  # the stream goes on after the prunes
+    await until(lambda: len(got["first"]) == len(got["second"]) == 12, "both streams again")
 
 
 async def test_bad_input_is_refused_with_the_thing_at_fault(

@@ -223,3 +223,53 @@ async def test_no_reader_prunes_every_final_row_and_new_readers_start_after_them
     assert await outbox.outbox_prune() == 1
     assert await final_rows(outbox) == []
     assert not any(name.startswith("_interaqt_outbox") for name in await store.inspect())
+
+
+async def version_rows(store: Storage) -> int:
+    """Rows of the per-record version table (the backend's own table: read through the
+    storage's transaction, as the outbox's statements are)."""
+    count: int = await store._transaction(  # type: ignore[attr-defined]
+        False,
+        lambda d: d.execute("SELECT count(*) FROM _interaqt_outbox_version", ()).fetchone()[0],
+    )
+    return int(count)
+
+
+async def test_a_prune_forgets_deleted_records_versions_with_their_delete_event(
+    make_storage: Any,
+) -> None:
+    """Version rows are the per-record counters: they stay while the record lives, and go
+    with its delete event once every reader is past it (so they are O(live records))."""
+    store = make_storage("outbox")
+    outbox = await open_outbox(store)
+    reader = await outbox.outbox_register("r", durable=True)
+
+    def change(record: str, type_: str = "update") -> OutboxEntry:
+        return OutboxEntry("Thing", record, type_, f"{record} {type_}")
+
+    await append(store, [change("R1", "create"), change("R2", "create"), change("R3", "create")])
+    await append(store, [change("R1"), change("R1", "delete"), change("R2", "delete")])
+    await append(store, [change("R2", "create")])  # R2 is created again under its id
+    rows = await final_rows(outbox, reader)
+    assert [(r.record_id, r.type, r.version) for r in rows] == [
+        ("R1", "create", 1),
+        ("R2", "create", 1),
+        ("R3", "create", 1),
+        ("R1", "update", 2),
+        ("R1", "delete", 3),
+        ("R2", "delete", 2),
+        ("R2", "create", 3),
+    ]
+    assert await version_rows(store) == 3
+    assert await outbox.outbox_prune() == 0  # the reader stands before every row
+    assert await version_rows(store) == 3
+
+    await outbox.outbox_store("r", rows[-1].position)
+    assert await outbox.outbox_prune() == 7
+    # R1's delete was its last event: its row is gone. R2's delete was not (it was created
+    # again): its row keeps counting. R3 lives.
+    assert await version_rows(store) == 2
+    await append(store, [change("R1", "create"), change("R2"), change("R3")])
+    again = await final_rows(outbox, rows[-1].position)
+    assert [(r.record_id, r.version) for r in again] == [("R1", 1), ("R2", 4), ("R3", 2)]
+    assert await version_rows(store) == 3
