@@ -172,6 +172,22 @@ def split_merged_id(value: Any, inputs: Sequence[str]) -> tuple[str, Any] | None
     return source, int(raw) if raw.lstrip("-").isdigit() else raw
 
 
+def stored_record(name: str, record_id: Any, views: Mapping[str, View]) -> tuple[str, Any] | None:
+    """The stored record behind record ``record_id`` of ``name`` (a view or a stored record
+    type), as (record type, id): a filtered view's record is its base's (same id), a merged
+    view's the input's its id names. None when a merged id names none of the inputs."""
+    while name in views:
+        view = views[name]
+        if view.base is not None:
+            name = view.base
+            continue
+        found = split_merged_id(record_id, view.inputs)
+        if found is None:
+            return None
+        name, record_id = found
+    return name, record_id
+
+
 # -- membership in Python (the SQL match's semantics: storage.sql.match) -----------------------
 
 _ORDER: dict[str, Callable[[Any, Any], bool]] = {
