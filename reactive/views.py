@@ -79,7 +79,10 @@ class View:
             if common is None:
                 common = dict(fields)
             else:
-                common = {k: f for k, f in common.items() if fields.get(k) == f}
+                # Same name and type (one input's field may be non-null, another's not).
+                common = {
+                    k: f for k, f in common.items() if k in fields and fields[k].type == f.type
+                }
         if not common and not self.is_link:
             raise SetupError(
                 f"merged entity {self.name}: its inputs {', '.join(self.inputs)} have no value "

@@ -249,6 +249,21 @@ async def test_renamed_and_dropped_non_null_fields_keep_the_constraint_right(
         await second.close()
 
 
+async def test_a_merged_view_keeps_a_field_non_null_in_one_input_only(
+    make: MakeController,
+) -> None:
+    person = r.Entity("Person", [r.Property("name")], constraints=[r.NonNullConstraint("name")])
+    company = r.Entity("Company", [r.Property("name")])
+    contact = r.Entity("Contact", inputs=[person, company])
+    c = await make([person, company, contact])
+    await c.storage.create("Person", {"name": "ada"})
+    await c.storage.create("Company", {})
+    with pytest.raises(NonNullViolationError, match=r"Person\.name"):
+        await c.storage.create("Person", {})
+    rows = await c.storage.find("Contact", None, ["name"], order_by={"id": "asc"})
+    assert [(x["id"], x["name"]) for x in rows] == [("Person:1", "ada"), ("Company:1", None)]
+
+
 @pytest.mark.parametrize(
     ("build", "fragment"),
     [
