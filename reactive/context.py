@@ -408,7 +408,11 @@ class TransactionContext:
         record_id = match.get("id") if type(match) is dict and len(match) == 1 else None
         if type(record_id) is int and type(data) is dict:
             old = self._snapshots.get((name, record_id))
-            if computed and (old is None or (self._locks_rows and not self._is_locked(name, old))):
+            if old is not None and self._locks_rows and not self._is_locked(name, old):
+                # Read unlocked earlier in this transaction: another may have changed the row
+                # since. Read it again, locked (below, or in the storage's own update).
+                old = None
+            if computed and old is None:
                 # One read, not kept: one user write per record is the common case, and a kept
                 # snapshot costs every later event. Locked: the computed values are derived
                 # from it, and no other writer may change it before they are written.

@@ -50,6 +50,7 @@ from storage import (
     InvalidDataError,
     MissingReferenceError,
     MutationEvent,
+    NonNullViolationError,
     Record,
     Session,
     Storage,
@@ -418,6 +419,7 @@ _DATA_ERROR_CODES: tuple[tuple[type[StorageError], str], ...] = (
     (InvalidDataError, "invalid_value"),
     (MissingReferenceError, "missing_reference"),
     (UniqueViolationError, "not_unique"),
+    (NonNullViolationError, "missing_value"),
 )
 
 

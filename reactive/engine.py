@@ -13,6 +13,7 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
+import attrs
 from reactivex.subject import Subject
 
 from reactive.callables import adapt
@@ -32,8 +33,10 @@ from reactive.model import (
     HARD_DELETION_PROPERTY,
     Dictionary,
     Entity,
+    NonNullConstraint,
     Property,
     Relation,
+    UniqueConstraint,
     record_name,
 )
 from reactive.views import TYPE_FIELD, View, check_not_view_end, compile_views, has_merged_ids
@@ -326,13 +329,18 @@ class Engine:
                     where=c.where or {},
                 )
                 for c in entity.constraints
+                if isinstance(c, UniqueConstraint)
             ]
             return own
 
-        records = [
-            RecordType(e.name, fields_of(e.name, e.properties), entity_indexes(e))
-            for e in self.entities
-        ]
+        def entity_fields(entity: Entity) -> list[Field]:
+            non_null = {c.field for c in entity.constraints if isinstance(c, NonNullConstraint)}
+            return [
+                attrs.evolve(f, non_null=True) if f.name in non_null else f
+                for f in fields_of(entity.name, entity.properties)
+            ]
+
+        records = [RecordType(e.name, entity_fields(e), entity_indexes(e)) for e in self.entities]
         for system in [*SYSTEM_RECORDS, *self.extra_records]:
             records.append(
                 RecordType(

@@ -114,11 +114,35 @@ class UniqueConstraint:
             )
 
 
-def _constraints(value: Any) -> list[UniqueConstraint]:
+@attrs.frozen
+class NonNullConstraint:
+    """Every record of the entity holds a value for ``field``: the database refuses a write
+    that leaves it None (a create without it and without a default, an update to None) and
+    the write raises ``NonNullViolationError`` naming the entity and field, changing nothing.
+    Enforced on both backends (a NOT NULL column on PostgreSQL, triggers on SQLite).
+
+    The field may be computed: its value (a computation's initial value, what ``computed``
+    returns) is checked like any other, so a computation that yields None fails the write
+    that caused it. Adding the constraint to stored rows that hold no value is refused by
+    ``setup()``; a new non-null property on a table with rows needs a ``default``."""
+
+    field: str
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.field, str):
+            raise ModelError(f"NonNullConstraint takes one property name, got {self.field!r}")
+
+
+Constraint: TypeAlias = UniqueConstraint | NonNullConstraint
+
+
+def _constraints(value: Any) -> list[Constraint]:
     items = list(value)
     for item in items:
-        if not isinstance(item, UniqueConstraint):
-            raise ModelError(f"constraints must be UniqueConstraint objects, got {item!r}")
+        if not isinstance(item, UniqueConstraint | NonNullConstraint):
+            raise ModelError(
+                f"constraints must be UniqueConstraint or NonNullConstraint objects, got {item!r}"
+            )
     return items
 
 
@@ -137,7 +161,8 @@ class Entity:
 
     A view declares no properties, computation or rename of its own.
 
-    ``constraints`` lists :class:`UniqueConstraint` objects over the entity's properties."""
+    ``constraints`` lists :class:`UniqueConstraint` and :class:`NonNullConstraint` objects
+    over the entity's properties."""
 
     name: str
     properties: list[Property] = attrs.field(factory=list, converter=_list)
@@ -146,7 +171,7 @@ class Entity:
     base: Entity | None = None
     match: MatchExp | None = attrs.field(default=None, converter=_match)
     inputs: list[Entity] | None = None
-    constraints: list[UniqueConstraint] = attrs.field(factory=list, converter=_constraints)
+    constraints: list[Constraint] = attrs.field(factory=list, converter=_constraints)
 
     def __attrs_post_init__(self) -> None:
         _check_name("entity", self.name)
@@ -158,12 +183,17 @@ class Entity:
                 raise ModelError(
                     f"{self.name}: a view declares no constraints (declare them on its base)"
                 )
-            for field in (*constraint.fields, *(constraint.where or {})):
+            fields: tuple[str, ...]
+            if isinstance(constraint, NonNullConstraint):
+                label, fields = "non-null constraint", (constraint.field,)
+            else:
+                label = f"unique constraint {constraint.name or list(constraint.fields)}"
+                fields = (*constraint.fields, *(constraint.where or {}))
+            for field in fields:
                 if field not in known:
                     raise ModelError(
-                        f"{self.name}: unique constraint "
-                        f"{constraint.name or list(constraint.fields)} names {field!r}, which is "
-                        f"not a property of {self.name} ({', '.join(sorted(known)) or 'none'})"
+                        f"{self.name}: {label} names {field!r}, which is not a property of "
+                        f"{self.name} ({', '.join(sorted(known)) or 'none'})"
                     )
 
     @property

@@ -397,9 +397,24 @@ def _field_changes(
             drafts.append(_Draft("add_state", f"{name}.{field}", "add column", [op], internal=True))
             continue
         action = "add column"
-        if spec["computation"] is None and spec["computed"] is None and spec["default"] is not None:
+        plain = spec["computation"] is None and spec["computed"] is None
+        if plain and spec["default"] is not None:
             action += "; existing rows get the default"
-        drafts.append(_Draft("add_field", f"{name}.{field}", action, [op]))
+        draft = _Draft("add_field", f"{name}.{field}", action, [op])
+        if new_fields[field].non_null:
+            draft.action += "; non-null"
+            if plain and spec["default"] is None:
+                # Nothing would give the existing rows a value: refused if there are any.
+                draft.check = (old_table, None)
+                draft.unsafe_action = (
+                    "a new non-null property without a default, on a table that holds rows "
+                    "(they would have no value)"
+                )
+                draft.fix = (
+                    "give the property a default= (the existing rows get it), or add it "
+                    "without the NonNullConstraint, fill it, then add the constraint"
+                )
+        drafts.append(draft)
     for field, old_field in old_fields.items():
         if field in column_renames:
             continue
@@ -450,6 +465,16 @@ def _field_changes(
                     fix=f"add a new field and copy the values yourself; to drop the values: "
                     f"{APPLY}",
                     always_unsafe=False,
+                )
+            )
+        if new_field.non_null != old_field.non_null:
+            drafts.append(
+                _Draft(
+                    "add_constraint" if new_field.non_null else "remove_constraint",
+                    f"{name}.{field}",
+                    "non-null (fails, changing nothing, if a stored row holds no value)"
+                    if new_field.non_null
+                    else "no longer non-null",
                 )
             )
         old_spec, new_spec = old_props.get(field), new_props.get(field)

@@ -41,7 +41,8 @@ dispatches) with a real status code:
     415  a JSON body without ``Content-Type: application/json`` (``unsupported_media_type``)
     422  the engine rejected the dispatch: a condition (``condition_rejected`` or the condition's
          own code), a computation (``computation_error``) or the data (``invalid_value``,
-         ``missing_reference``); messages say what was wrong in words, never a class name
+         ``missing_reference``, ``missing_value``: a non-null field left without a value);
+         messages say what was wrong in words, never a class name
     500  anything unexpected (``internal_error``): the traceback is logged on the
          ``reactive.server`` logger, the answer says nothing more. A condition or ``resolve``
          that *raised* is such a bug too (``condition_error``, ``resolve_error``).

@@ -79,7 +79,10 @@ class View:
             if common is None:
                 common = dict(fields)
             else:
-                common = {k: f for k, f in common.items() if fields.get(k) == f}
+                # Same name and type (one input's field may be non-null, another's not).
+                common = {
+                    k: f for k, f in common.items() if k in fields and fields[k].type == f.type
+                }
         if not common and not self.is_link:
             raise SetupError(
                 f"merged entity {self.name}: its inputs {', '.join(self.inputs)} have no value "
@@ -170,6 +173,22 @@ def split_merged_id(value: Any, inputs: Sequence[str]) -> tuple[str, Any] | None
     if source not in inputs:
         return None
     return source, int(raw) if raw.lstrip("-").isdigit() else raw
+
+
+def stored_record(name: str, record_id: Any, views: Mapping[str, View]) -> tuple[str, Any] | None:
+    """The stored record behind record ``record_id`` of ``name`` (a view or a stored record
+    type), as (record type, id): a filtered view's record is its base's (same id), a merged
+    view's the input's its id names. None when a merged id names none of the inputs."""
+    while name in views:
+        view = views[name]
+        if view.base is not None:
+            name = view.base
+            continue
+        found = split_merged_id(record_id, view.inputs)
+        if found is None:
+            return None
+        name, record_id = found
+    return name, record_id
 
 
 # -- membership in Python (the SQL match's semantics: storage.sql.match) -----------------------

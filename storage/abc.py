@@ -304,7 +304,8 @@ class Storage(Protocol):
         guard: Callable[[Callable[[RecordType], list[Record]]], None] | None = None,
     ) -> T:
         """One write transaction: ``guard(peek)``, the schema ``operations``, then
-        ``body(session)`` on ``schema``; all of it commits or none, and ``schema`` is bound."""
+        ``body(session)`` on ``schema``, then the new non-null fields; all of it commits or
+        none, and ``schema`` is bound."""
         ...
 
     async def run(self, body: Callable[[Session], T], *, write: bool = True) -> T:

@@ -118,6 +118,19 @@ class UniqueViolationError(StorageError):
         """The declared name of the unique index violated, when it has one."""
 
 
+class NonNullViolationError(StorageError, ValueError):
+    """A write would leave a non-null field without a value (a create that leaves it out and
+    has no default for it, an update to None). Nothing of the write is stored."""
+
+    def __init__(self, record: str, field: str):
+        super().__init__(
+            f"{record}.{field} is non-null: the write leaves it without a value; nothing was "
+            "written",
+            record=record,
+            field=field,
+        )
+
+
 class TransactionError(StorageError, RuntimeError):
     """A transaction was misused (nested ``run`` on the same storage, savepoint misuse)."""
 

@@ -137,7 +137,9 @@ def schema_to_json(schema: Schema) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, record in schema.records.items():
         entry: dict[str, Any] = {
-            "fields": [[f.name, f.type] for f in record.fields],
+            "fields": [
+                [f.name, f.type, *(["non_null"] if f.non_null else [])] for f in record.fields
+            ],
             "indexes": [
                 [
                     list(i.fields),
@@ -164,7 +166,7 @@ def schema_to_json(schema: Schema) -> dict[str, Any]:
 
 def record_from_json(name: str, entry: dict[str, Any]) -> AnyRecordType:
     """One record or link type of :func:`schema_to_json`'s output."""
-    fields = [Field(f, t) for f, t in entry["fields"]]
+    fields = [Field(f, t, non_null="non_null" in flags) for f, t, *flags in entry["fields"]]
     indexes = [
         Index(tuple(f), unique=u, name=n, where=[tuple(w) for w in rest[0]] if rest else ())
         for f, u, n, *rest in entry["indexes"]

@@ -44,10 +44,14 @@ def _check_name(kind: str, name: object) -> None:
 
 @attrs.frozen
 class Field:
-    """A typed value field of a record type. Every field may hold ``None``."""
+    """A typed value field of a record type. A field may hold ``None`` unless ``non_null``:
+    then the database refuses a write that leaves it without a value (a NOT NULL column on
+    PostgreSQL, a pair of triggers on SQLite, whose columns cannot change in place), and the
+    write raises :class:`~storage.errors.NonNullViolationError`."""
 
     name: str
     type: FieldTypeName = "string"
+    non_null: bool = False
 
     def __attrs_post_init__(self) -> None:
         _check_name("field", self.name)

@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
         "benchmarks.login_flood",
         "benchmarks.lock_latency",
         "benchmarks.migration_backfill",
-        "benchmarks.filtered_count",
     ],
 )
 def test_benchmark_prints_json_lines(module: str) -> None:
@@ -38,14 +37,31 @@ def test_benchmark_prints_json_lines(module: str) -> None:
         assert line["n"] > 0 and line["seconds"] > 0
 
 
-def test_filtered_count_reports_each_base_size() -> None:
-    lines = _json_lines("benchmarks.filtered_count")
+def _filtered_count_lines(lines: list[dict[str, Any]], backend: str) -> None:
+    lines = [line for line in lines if line["backend"] == backend]
     assert [line["workload"] for line in lines] == ["filtered_count"] * 3
     sizes = [line["base_records"] for line in lines]
     assert sizes == sorted(sizes) and len(set(sizes)) == 3
     assert lines[0]["cost_ratio_to_smallest"] == 1.0
     for line in lines:
+        assert {"workload", "n", "seconds", "ops_per_second"} <= set(line)
+        assert line["n"] > 0 and line["seconds"] > 0
         assert line["median_write_us"] > 0 and line["cost_ratio_to_smallest"] > 0
+
+
+def test_filtered_count_reports_each_base_size() -> None:
+    lines = _json_lines("benchmarks.filtered_count", FILTERED_COUNT_BACKENDS="sqlite")
+    _filtered_count_lines(lines, "sqlite")
+
+
+def test_filtered_count_on_postgres_reports_each_base_size(postgres_url: str) -> None:
+    lines = _json_lines(
+        "benchmarks.filtered_count",
+        FILTERED_COUNT_BACKENDS="postgres",
+        INTERAQT_TEST_PG=postgres_url,
+    )
+    assert {line["backend"] for line in lines} == {"postgres"}
+    _filtered_count_lines(lines, "postgres")
 
 
 def test_postgres_driver_benchmark_prints_json_lines(postgres_url: str) -> None:

@@ -10,6 +10,7 @@ from reactive.computations import Transform
 from reactive.errors import ComputationError, SetupError
 from reactive.handles.base import Handle, Route
 from reactive.model import record_name
+from reactive.views import stored_record
 from storage import Field, Index, MutationEvent, Schema
 
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
@@ -115,10 +116,17 @@ class TransformHandle(Handle):
 
         The source is read with a row lock (``SELECT ... FOR UPDATE`` on PostgreSQL): two
         transactions refreshing one source's records take turns, and the second derives from
-        what the first committed. A view (filtered or merged entity) has no row of its own to
-        lock: its source is read through the view, unlocked."""
+        what the first committed. A view (filtered or merged entity) has no row of its own:
+        the stored row behind the source (a filtered view's base record, a merged view's
+        input record) is locked first, then the source is read through the view, so a
+        concurrent write that moves it into or out of the view, or changes it, waits for this
+        transaction (or committed before the read)."""
         rows: list[dict[str, Any]]
-        if self.source in ctx.engine.views:
+        views = ctx.engine.views
+        if self.source in views:
+            behind = stored_record(self.source, source_id, views)
+            if behind is not None:
+                ctx.snapshot(behind[0], behind[1], lock=True)
             rows = self.derived_rows(source_id, ctx)
         else:
             held = ctx.snapshot(self.source, source_id, lock=True)

@@ -70,6 +70,14 @@ _INDEXES = (
 )
 
 
+_NON_NULL = (
+    "SELECT c.relname, a.attname FROM pg_class c "
+    "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+    "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' "
+    "AND a.attnotnull AND a.attname <> 'id'"
+)
+
+
 class PostgresDDL:
     """Column types, the id column, name rules and the catalogue, PostgreSQL's way."""
 
@@ -97,6 +105,19 @@ class PostgresDDL:
 
     def index_names(self, run: Execute, table: str) -> list[str]:
         return [row[0] for row in run(_INDEXES, (table,)).fetchall()]
+
+    def non_null_fields(self, run: Execute) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for table, column in run(_NON_NULL, ()).fetchall():
+            found.setdefault(table, set()).add(column)
+        return found
+
+    def set_non_null(self, run: Execute, table: str, field: str, on: bool) -> None:
+        change = "SET" if on else "DROP"
+        run(f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(field)} {change} NOT NULL", ())
+
+    def release_non_null(self, run: Execute, table: str, field: str | None) -> None:
+        """Nothing: a NOT NULL column keeps it through renames and goes with a drop."""
 
     def check_names(self, schema: Schema) -> None:
         """Refuse record and field names PostgreSQL would cut, and index names that would be

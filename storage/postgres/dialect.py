@@ -119,6 +119,10 @@ class PostgresDialect(Dialect):
             return Violation("unique", tuple(c.strip().strip('"') for c in columns), message)
         if state == "23503":
             return Violation("foreign key", _reference_column(error), message)
+        if state == "23502":  # not_null_violation: the driver names the column and table
+            column = getattr(error, "column_name", None)
+            table = getattr(error, "table_name", None)
+            return Violation("non-null", (column,) if column else (), message, table)
         return Violation("other", (), message)
 
 

@@ -34,7 +34,9 @@ Isolation and several processes. Write transactions run READ COMMITTED (``isolat
 committed when it began, so a body that reads a row and writes what it derived from it must lock
 the row first: :meth:`Session.snapshot` with ``lock=True`` is ``SELECT ... FOR UPDATE`` here (the
 engine's StateMachine, Custom and Transform read their host that way; the aggregates apply their
-deltas in one atomic UPDATE, which takes the row lock itself). After the lock, every later
+deltas in one atomic UPDATE, which takes the row lock itself). An update or delete reads the
+rows it writes that way too, so its events' old values are the rows as it changed them (a
+filtered view's membership and the deltas are judged from them). After the lock, every later
 statement of the body sees what earlier holders of the lock committed, which is why a computation
 reading many rows (a Custom over a collection) stays right without SERIALIZABLE: its host is locked
 before it reads. SERIALIZABLE would not help against READ COMMITTED writers anyway (PostgreSQL

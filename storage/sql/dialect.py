@@ -31,12 +31,14 @@ def quote(name: str) -> str:
 @dataclass(frozen=True)
 class Violation:
     """What a constraint failure of the database was about: ``kind`` ``"unique"`` (with the
-    ``fields`` of the unique index when the message names them), ``"foreign key"``, or
-    ``"other"``; ``message`` is the database's own text."""
+    ``fields`` of the unique index when the message names them), ``"non-null"`` (the field,
+    and in ``table`` the table the database names), ``"foreign key"``, or ``"other"``;
+    ``message`` is the database's own text."""
 
-    kind: Literal["unique", "foreign key", "other"]
+    kind: Literal["unique", "non-null", "foreign key", "other"]
     fields: tuple[str, ...] = ()
     message: str = ""
+    table: str | None = None
 
 
 class Dialect:

@@ -24,6 +24,7 @@ __all__ = [
     "DDL",
     "apply",
     "create_index",
+    "enforce_non_null",
     "holds_data",
     "index_name",
     "indexes_of",
@@ -59,6 +60,22 @@ class DDL(Protocol):
 
     def index_names(self, run: Execute, table: str) -> list[str]:
         """The names of the indexes on ``table`` (the backend's own left out)."""
+        ...
+
+    def non_null_fields(self, run: Execute) -> dict[str, set[str]]:
+        """Per table, the columns the database keeps non-null (``id`` left out)."""
+        ...
+
+    def set_non_null(self, run: Execute, table: str, field: str, on: bool) -> None:
+        """Make the database refuse (``on``) or accept again a NULL in ``table.field``; a
+        NULL already stored is the caller's to rule out first."""
+        ...
+
+    def release_non_null(self, run: Execute, table: str, field: str | None) -> None:
+        """Drop what keeps ``table.field`` (every field when None) non-null where it would
+        block or outlive a rename or drop of that column or table; :func:`enforce_non_null`
+        puts it back under the new names. (SQLite's triggers; PostgreSQL's NOT NULL moves
+        with its column.)"""
         ...
 
 
@@ -110,8 +127,9 @@ def _equals(field: str, value: object) -> str:
     return f"{quote(field)} = {literal}"
 
 
-def install(run: Execute, ddl: DDL, schema: Schema) -> None:
-    """Create missing tables, columns and indexes (idempotent; never drops anything)."""
+def install(run: Execute, ddl: DDL, schema: Schema, non_null: bool = True) -> None:
+    """Create missing tables, columns and indexes (idempotent; never drops anything), and
+    with ``non_null`` make the non-null fields so (:func:`enforce_non_null`)."""
     ddl.check_names(schema)
     for record in schema.records.values():
         columns = ddl.columns(run, record.name)
@@ -126,6 +144,34 @@ def install(run: Execute, ddl: DDL, schema: Schema) -> None:
     for record in schema.records.values():
         for index in indexes_of(record):
             create_index(run, record.name, index)
+    enforce_non_null(run, ddl, schema, add=non_null)
+
+
+def enforce_non_null(run: Execute, ddl: DDL, schema: Schema, add: bool = True) -> None:
+    """Make the database keep exactly the ``non_null`` fields of ``schema`` non-null: release
+    the others, and (with ``add``) enforce the new ones, each after checking that no stored
+    row holds a NULL there (a :class:`SchemaError` naming the field and the count otherwise;
+    the caller's transaction then rolls back whole). One catalogue read; a full scan of a
+    table only for a field that becomes non-null."""
+    present = ddl.non_null_fields(run)
+    for name, record in schema.records.items():
+        held = present.get(name, set())
+        for field in record.fields:
+            if not field.non_null and field.name in held:
+                ddl.set_non_null(run, name, field.name, False)
+            elif add and field.non_null and field.name not in held:
+                nulls = run(
+                    f"SELECT count(*) FROM {quote(name)} WHERE {quote(field.name)} IS NULL", ()
+                ).fetchone()[0]
+                if nulls:
+                    raise SchemaError(
+                        f"{name}.{field.name} is declared non-null, but {nulls} stored row(s) "
+                        "hold no value there: give the property a default (the rows that gain "
+                        "the field get it) or fill them first; nothing was changed",
+                        record=name,
+                        field=field.name,
+                    )
+                ddl.set_non_null(run, name, field.name, True)
 
 
 def apply(
@@ -133,7 +179,9 @@ def apply(
 ) -> None:
     """Run ``operations`` in order, then create whatever else ``schema`` needs (idempotent).
     An operation the stored rows refuse (a unique index over duplicates) raises
-    :class:`SchemaError` naming it; the caller's transaction is then rolled back whole."""
+    :class:`SchemaError` naming it; the caller's transaction is then rolled back whole.
+    Fields stop being non-null here; new non-null ones are the caller's to enforce once the
+    rows are filled (:func:`enforce_non_null`, after a migration's defaults and backfill)."""
     for operation in operations:
         try:
             _apply(run, ddl, operation)
@@ -143,7 +191,7 @@ def apply(
                 "the rows that violate it first)",
                 record=_record_of(operation),
             ) from exc
-    install(run, ddl, schema)
+    install(run, ddl, schema, non_null=False)
 
 
 def _apply(run: Execute, ddl: DDL, op: m.Operation) -> None:
@@ -152,6 +200,7 @@ def _apply(run: Execute, ddl: DDL, op: m.Operation) -> None:
     elif isinstance(op, m.DropTable):
         run(f"DROP TABLE IF EXISTS {quote(op.name)}", ())
     elif isinstance(op, m.RenameTable):
+        ddl.release_non_null(run, op.old.name, None)
         for name in ddl.index_names(run, op.old.name):
             run(f"DROP INDEX {quote(name)}", ())
         # Index names carry the table's name: the new ones are created with the rest of the
@@ -161,8 +210,10 @@ def _apply(run: Execute, ddl: DDL, op: m.Operation) -> None:
         definition = ddl.column(op.field.name, op.field.type)
         run(f"ALTER TABLE {quote(op.record)} ADD COLUMN {definition}", ())
     elif isinstance(op, m.DropColumn):
+        ddl.release_non_null(run, op.record, op.field)
         run(f"ALTER TABLE {quote(op.record)} DROP COLUMN {quote(op.field)}", ())
     elif isinstance(op, m.RenameColumn):
+        ddl.release_non_null(run, op.record, op.old)
         run(f"ALTER TABLE {quote(op.record)} RENAME COLUMN {quote(op.old)} TO {quote(op.new)}", ())
     elif isinstance(op, m.AddIndex):
         create_index(run, op.record, op.index)

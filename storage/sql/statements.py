@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from storage.errors import StorageError, UniqueViolationError
+from storage.errors import NonNullViolationError, StorageError, UniqueViolationError
 from storage.events import MutationEvent, Record
 from storage.sql.cache import StatementCache
 from storage.sql.dialect import Dialect
@@ -109,6 +109,8 @@ class Statements:
             return UniqueViolationError(
                 name, violation.fields, shown or None, self._unique_name(name, violation.fields)
             )
+        if violation.kind == "non-null" and violation.fields:
+            return NonNullViolationError(violation.table or name, violation.fields[0])
         return StorageError(
             f"{name}: the write violates a database constraint ({violation.message})",
             record=name,

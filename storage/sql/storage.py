@@ -184,8 +184,9 @@ class SQLStorage(Generic[D, S]):
         """One write transaction: ``guard(peek)`` first (``peek(record_type)`` reads that
         record type's rows as :meth:`peek` does; raise to stop before anything changed), then
         ``operations`` (and whatever else ``schema`` lacks), then ``body(session)`` on
-        ``schema`` (a backfill). All of it commits, or none of it: the tables and rows stay as
-        they were and the old schema stays bound."""
+        ``schema`` (a backfill), then the new non-null fields (refused, with a
+        :class:`SchemaError`, where a row still holds no value). All of it commits, or none
+        of it: the tables and rows stay as they were and the old schema stays bound."""
         if not isinstance(schema, Schema):
             raise TypeError(f"migrate() needs a storage.Schema, got {type(schema).__name__}")
         await self._connect()
@@ -196,7 +197,10 @@ class SQLStorage(Generic[D, S]):
             if guard is not None:
                 guard(lambda record: self._peek(driver, record))
             migrate.apply(driver.execute, self.dialect, self.ddl, schema, list(operations))
-            return body(self._session(schema, driver, statements))
+            result = body(self._session(schema, driver, statements))
+            # New non-null fields last: the body gave the existing rows their values.
+            migrate.enforce_non_null(driver.execute, self.ddl, schema)
+            return result
 
         result = await self._transaction(True, work)
         self._schema, self._statements = schema, statements

@@ -152,13 +152,17 @@ class Writer(Deltas):
         plan = self.planner.plan("update", name, data)  # bad input fails before anything is read
         start = len(self.events)
         record_id = match.get("id") if type(match) is dict and len(match) == 1 else None
+        # The rows are read locked where writers run at once (PostgreSQL: FOR UPDATE, the lock
+        # the UPDATE takes anyway, taken at the read): the event's old values are the row as
+        # it is when written, not as another transaction left it before committing a change
+        # (a view's membership and every delta are judged from them).
         if type(record_id) is int and INT64_MIN <= record_id <= INT64_MAX:
             # One record named by its id: one read of its snapshot (other ids: the match
             # compiler's error).
-            old = self.reader.snapshot(name, record_id)
+            old = self.reader.snapshot(name, record_id, lock=True)
             old_rows = [old] if old is not None else []
         else:
-            old_rows = self.reader.snapshots(name, match)
+            old_rows = self.reader.snapshots(name, match, lock=True)
         if not old_rows:
             return WriteResult([], [])
         if len(old_rows) > 1 or plan.relations:
@@ -215,7 +219,7 @@ class Writer(Deltas):
 
     def delete(self, name: str, match: MatchExp | Mapping[str, Any] | None) -> WriteResult:
         start = len(self.events)
-        rows = self.reader.snapshots(name, match)
+        rows = self.reader.snapshots(name, match, lock=True)  # locked, as update's (above)
         deleted: set[tuple[str, Any]] = set()
         # One row of a record type no link touches is a single DELETE: atomic by itself.
         several = len(rows) > 1 or (bool(rows) and bool(self.schema.links_touching(name)))

@@ -17,6 +17,9 @@ from storage.sql.migrate import index_name, indexes_of
 
 __all__ = ["COLUMN_TYPES", "SQLITE_DDL", "SQLiteDDL"]
 
+_INSERT = "__non_null_insert"
+_UPDATE = "__non_null_update"
+
 COLUMN_TYPES = {
     "string": "TEXT",
     "number": "",
@@ -62,6 +65,44 @@ class SQLiteDDL:
             for row in run(f"PRAGMA index_list({quote(table)})", ()).fetchall()
             if not row[1].startswith("sqlite_")
         ]
+
+    # Non-null fields: SQLite cannot add or drop a column's NOT NULL in place (only by
+    # rebuilding the table, which its foreign keys make unsafe inside a transaction), so a
+    # pair of triggers refuses the NULL instead, with SQLite's own NOT NULL message.
+
+    def non_null_fields(self, run: Execute) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        rows = run("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'", ())
+        for table, name in rows.fetchall():
+            prefix = f"{table}__"
+            if name.startswith(prefix) and name.endswith(_INSERT):
+                found.setdefault(table, set()).add(name[len(prefix) : -len(_INSERT)])
+        return found
+
+    def set_non_null(self, run: Execute, table: str, field: str, on: bool) -> None:
+        if not on:
+            self.release_non_null(run, table, field)
+            return
+        refuse = (
+            f"FOR EACH ROW WHEN NEW.{quote(field)} IS NULL BEGIN SELECT RAISE(ABORT, "
+            f"'NOT NULL constraint failed: {table}.{field}'); END"
+        )
+        run(
+            f"CREATE TRIGGER {quote(table + '__' + field + _INSERT)} BEFORE INSERT ON "
+            f"{quote(table)} {refuse}",
+            (),
+        )
+        run(
+            f"CREATE TRIGGER {quote(table + '__' + field + _UPDATE)} BEFORE UPDATE OF "
+            f"{quote(field)} ON {quote(table)} {refuse}",
+            (),
+        )
+
+    def release_non_null(self, run: Execute, table: str, field: str | None) -> None:
+        fields = [field] if field is not None else self.non_null_fields(run).get(table, set())
+        for name in fields:
+            for suffix in (_INSERT, _UPDATE):
+                run(f"DROP TRIGGER IF EXISTS {quote(table + '__' + name + suffix)}", ())
 
     def check_names(self, schema: Schema) -> None:
         """Refuse names SQLite cannot tell apart: it ignores case in identifiers, and tables

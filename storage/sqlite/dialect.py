@@ -23,6 +23,8 @@ from storage.types import DECODERS, ENCODERS, PLAIN
 __all__ = ["SQLITE", "SQLiteDialect"]
 
 _UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)")
+# SQLite's own text, which the non-null triggers of ddl.py raise too.
+_NON_NULL = re.compile(r"NOT NULL constraint failed: (?:(?P<table>[^.]+)\.)?(?P<field>\S+)")
 
 
 class SQLiteDialect(Dialect):
@@ -60,6 +62,9 @@ class SQLiteDialect(Dialect):
         if found:
             fields = tuple(part.strip().split(".", 1)[-1] for part in found.group(1).split(","))
             return Violation("unique", fields, message)
+        found = _NON_NULL.search(message)
+        if found:
+            return Violation("non-null", (found["field"],), message, found["table"])
         if "FOREIGN KEY" in message:
             return Violation("foreign key", (), message)
         return Violation("other", (), message)

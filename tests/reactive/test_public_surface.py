@@ -50,6 +50,7 @@ CONTRACT = {
     "Transform",
     "Trigger",
     "UniqueConstraint",
+    "NonNullConstraint",
     "WeightedSummation",
     "create_app",
 }

@@ -425,7 +425,8 @@ async def test_the_dialect_reads_constraint_failures_of_the_server(
     assert POSTGRES.violation(missing).kind == "foreign key"
 
     null = await _refusal(pg, f'INSERT INTO "{POSTS}" (source, target) VALUES (NULL, $1)', [ada])
-    assert POSTGRES.violation(null).kind == "other"
+    assert POSTGRES.violation(null).kind == "non-null"
+    assert (POSTGRES.violation(null).fields, POSTGRES.violation(null).table) == (("source",), POSTS)
 
 
 def test_placeholders_are_numbered_outside_quotes() -> None:
