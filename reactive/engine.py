@@ -160,6 +160,9 @@ class Engine:
         owned: dict[str, dict[str, Handle]] = {}
         handles = tuple(self._create_handles(owned))
         init("handles", handles)
+        for handle in handles:  # data_deps name dictionaries of this model (reactive.deps)
+            if isinstance(handle, PropertyAggregate | DictionaryAggregate):
+                handle.resolve_deps(self.dictionaries, DICTIONARY_RECORD)
         # Handles need the schema (relation attributes) to know their hidden fields; those
         # fields never change attributes, so bind against a first schema, then build the final.
         # Views are bound with the schema: handles over a view see its fields like a record's.
