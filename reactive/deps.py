@@ -24,7 +24,11 @@ recount, O(hosts x related items) reads, a write per value that moves). An item'
 stays O(1): its delta under the current values. The concurrent item write that read the old
 value is held off by the row lock above.
 
-Costs: reading the values is one row per dictionary per transaction (then cached).
+Costs: reading the values is one row per dictionary per transaction (then cached). On
+PostgreSQL the lock above means that the writes of items of aggregates with the same
+dependency take turns on the dictionary's row (as the writes to one host's total do).
+Not supported (refused at setup): a dependency on a dictionary derived from the records the
+aggregate itself reads (a Count of items above their average): one write would move both.
 """
 
 from __future__ import annotations

@@ -237,6 +237,7 @@ class Engine:
                 }
             ),
         )
+        _check_dep_sources(handles)
         routes: dict[tuple[str, str], RouteSubject] = {}
         for handle in handles:
             for route in handle.routes():
@@ -471,6 +472,32 @@ def _aggregates_over_views(handles: Iterable[Handle], views: Mapping[str, View])
                 "must be a relation (or a filtered view of one)"
             )
         handle.view, handle.view_link = name, under.base
+
+
+def _check_dep_sources(handles: Iterable[Handle]) -> None:
+    """Refuse an aggregate whose ``data_deps`` name a dictionary kept by a computation that
+    follows the same records as the aggregate: one write would move the dictionary and the
+    items at once, and the recount on the dictionary's change would meet items whose own
+    events are still pending (counted twice)."""
+    by_dictionary = {
+        h.target: h for h in handles if h.host is None and not isinstance(h, TransformHandle)
+    }
+    for handle in handles:
+        if not isinstance(handle, PropertyAggregate | DictionaryAggregate) or not handle.deps:
+            continue
+        own = {record for record, _ in handle.routes() if record != handle.dictionary_record}
+        for alias, name in handle.deps.items():
+            keeper = by_dictionary.get(name)
+            if keeper is None:
+                continue
+            shared = sorted(own & {record for record, _ in keeper.routes()})
+            if shared:
+                raise ModelError(
+                    f"{handle.name}: data_deps[{alias!r}] is dictionary {name!r}, which "
+                    f"{keeper.name} derives from {', '.join(shared)}, as this aggregate reads "
+                    "them: a write there would change both at once, which data_deps do not "
+                    "support (depend on a dictionary set by other events)"
+                )
 
 
 def _with_views(schema: Schema, views: Mapping[str, View]) -> Schema:

@@ -166,12 +166,14 @@ class PropertyAggregate(Handle):
         self.view: str | None = None
         self.view_link: str | None = None
         self.links = ""  # the record whose events are the links: the relation, or its view
+        self.related = ""  # the items' record (known once bound)
 
     # -- declaration ------------------------------------------------------------------------
 
     def bind(self, schema: Schema) -> None:
         self.attribute = self._find_attribute(schema)
         self.links = self.view or self.attribute.link.name
+        self.related = self.attribute.related
         target = schema.fields(self.host_record).get(self.target)
         self.integer = target is not None and target.type == "integer"
         related_fields = schema.fields(self.attribute.related)
@@ -277,11 +279,7 @@ class PropertyAggregate(Handle):
                 self._link_changed(event.record, -1, ctx)
             elif self.fold.needs_item and _changed(event, self.link_fields):
                 self._link_fields_changed(event, ctx)
-        elif (
-            event.type == "update"
-            and name == self.bound_attribute().related
-            and _changed(event, self.fields)
-        ):
+        elif event.type == "update" and name == self.related and _changed(event, self.fields):
             self._related_changed(event, ctx)
         if self.deep and self.fold.needs_item:
             for item_id, old, new in _deep_changes(self.deep, event, ctx):

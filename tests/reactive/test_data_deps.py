@@ -238,6 +238,29 @@ async def test_nested_create_and_same_write_changes(make: MakeController) -> Non
     await check(c)
 
 
+async def test_added_to_a_model_with_data_the_values_are_backfilled(
+    make: MakeController,
+) -> None:
+    """Adding these aggregates to a database that holds data: ``setup()`` computes them from
+    the stored records, the dictionary's value and the authors' fields; then they follow."""
+    entities, relations, dictionaries = model()
+    for entity in entities:
+        entity.properties[:] = [p for p in entity.properties if p.computation is None]
+    plain = await make(entities, relations, [d for d in dictionaries if d.computation is None])
+    ann = await plain.storage.create("User", {"name": "ann", "status": "active"})
+    for price in (5, 15, 25):
+        await plain.storage.create("Post", {"price": price, "owner": ann, "author": ann})
+    await plain.storage.set_dict("threshold", 12)
+    await plain.close()
+    c = await make(*model())
+    found = await c.storage.find_one("User", {"id": ann["id"]}, ["expensive", "by_active"])
+    assert (found["expensive"], found["by_active"]) == (2, 3)
+    assert await c.storage.get_dict("n_both") == 2
+    await c.storage.set_dict("threshold", 20)
+    assert await c.storage.get_dict("n_both") == 1
+    await check(c)
+
+
 @pytest.mark.parametrize(
     ("build", "words"),
     [
@@ -317,6 +340,32 @@ def test_a_dictionary_cannot_depend_on_itself() -> None:
     )
     with pytest.raises(ModelError, match=r"own .*itself keeps"):
         r.Controller(SQLiteStorage(":memory:"), entities, relations, [own])
+
+
+def test_a_dependency_on_a_dictionary_derived_from_the_same_items_is_refused() -> None:
+    """A Count of posts above their average price would move with every post twice (the
+    average and the item at once): refused at setup, naming both computations."""
+    entities, relations, dictionaries = model()
+    post = entities[1]
+    dictionaries.append(
+        r.Dictionary("avg", "number", computation=r.Average(record=post, attribute_query=["price"]))
+    )
+    entities[0].properties.append(
+        r.Property(
+            "above_avg",
+            "integer",
+            computation=r.Count(
+                property="posts",
+                attribute_query=["price"],
+                data_deps={"t": r.DictionaryDep("avg")},
+                callback=above,
+            ),
+        )
+    )
+    with pytest.raises(ModelError) as info:
+        r.Controller(SQLiteStorage(":memory:"), entities, relations, dictionaries)
+    for word in ["User.above_avg", "'avg'", "avg (Average over Post)", "Post"]:
+        assert word in str(info.value)
 
 
 # -- random sequences -------------------------------------------------------------------------
