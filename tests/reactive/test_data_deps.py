@@ -48,7 +48,7 @@ def model() -> tuple[list[r.Entity], list[r.Relation], list[r.Dictionary]]:
     owns = r.Relation(user, "posts", post, "owner", "1:n")
     authored = r.Relation(post, "author", user, "authored", "n:1")
     t = {"t": r.DictionaryDep("threshold")}
-    deep = ["price", ("author", ["status"])]
+    deep = ["price", ["author", ["status"]]]  # a list entry, as ported code writes it
     user.properties += [
         r.Property(
             "expensive",
@@ -258,6 +258,34 @@ async def test_added_to_a_model_with_data_the_values_are_backfilled(
     assert await c.storage.get_dict("n_both") == 2
     await c.storage.set_dict("threshold", 20)
     assert await c.storage.get_dict("n_both") == 1
+    await check(c)
+
+
+async def test_verify_recounts_with_the_dictionary_and_the_authors(
+    make: MakeController,
+) -> None:
+    """``verify()`` judges the stored values with the dictionary's value and the authors'
+    fields as stored: a dictionary or an author changed behind the engine's back (no events)
+    shows as differences, and ``recompute()`` brings the values to them."""
+    c = await make(*model())
+    ann = await c.storage.create("User", {"name": "ann", "status": "active"})
+    for price in (5, 15, 25):
+        await c.storage.create("Post", {"price": price, "owner": ann, "author": ann})
+    assert (await c.verify()).ok
+    row = await c.storage.find_one("_Dictionary_", {"key": "threshold"}, ["id"])
+    await c.backend.run(lambda s: s.write_internal("_Dictionary_", row["id"], {"value": 20}))
+    report = await c.verify()
+    wrong = {(d.record, d.id, d.field) for d in report.differences}
+    assert ("User", ann["id"], "expensive") in wrong
+    assert ("_Dictionary_", "n_above", "value") in wrong
+    await c.recompute()
+    found = await c.storage.find_one("User", {"id": ann["id"]}, ["expensive", "by_active"])
+    assert (found["expensive"], found["by_active"]) == (1, 3)
+    await c.backend.run(lambda s: s.write_internal("User", ann["id"], {"status": "idle"}))
+    wrong = {(d.record, d.id, d.field) for d in (await c.verify()).differences}
+    assert ("User", ann["id"], "by_active") in wrong
+    assert ("_Dictionary_", "every_by_active", "value") in wrong
+    await c.recompute()
     await check(c)
 
 
