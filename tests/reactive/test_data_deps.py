@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import reactive as r
 from reactive.errors import ModelError
 from storage import SQLiteStorage
-from tests.conftest import scratch_storage
+from tests.conftest import dispose_postgres, open_postgres, scratch_storage
 from tests.reactive.conftest import MakeController
 
 EXAMPLES = int(os.environ.get("INTERAQT_MAX_EXAMPLES", "30"))
@@ -487,3 +487,32 @@ def test_random_writes_equal_a_recount_on_postgresql(
     postgres_url: str, writes: list[tuple[Any, ...]]
 ) -> None:
     asyncio.run(follows(writes, "postgres"))
+
+
+async def test_concurrent_items_and_threshold_changes_lose_nothing(postgres_url: str) -> None:
+    """PostgreSQL, transactions at once on several connections: tasks create and reprice
+    posts of one user while another moves the threshold. An item write reads the threshold
+    with its row locked, so no item is counted under a value replaced in between: the stored
+    values equal a recount (and ``verify()``) however they interleave."""
+    storage = await open_postgres(postgres_url, concurrent_writes=True, pool_size=4)
+    controller = r.Controller(storage, *model())
+    try:
+        await controller.setup()
+        host = await controller.storage.create("User", {"name": "host", "status": "active"})
+
+        async def items(i: int) -> None:
+            for k in range(12):
+                post = await controller.storage.create(
+                    "Post", {"price": (i * 7 + k * 5) % 30, "owner": host, "author": host}
+                )
+                await controller.storage.update("Post", {"id": post["id"]}, {"price": k * 3})
+
+        async def thresholds() -> None:
+            for k in range(12):
+                await controller.storage.set_dict("threshold", (k * 11) % 30)
+
+        await asyncio.gather(*(items(i) for i in range(3)), thresholds())
+        await check(controller)
+    finally:
+        await controller.close()
+        await dispose_postgres(storage)
