@@ -21,6 +21,15 @@ every delta relative to what the totals hold at that point.
 
 Costs: a deeper record's update costs one read of its links to items plus, per linked item,
 the reads of a direct item change (O(items linked to it)); a link change costs one item.
+
+Concurrent writers (PostgreSQL, a known limit): the deeper record is read without a lock. A
+transaction that links an item to an author (or changes the item) while another changes that
+author's queried fields, both uncommitted, can count the item under the author's old fields:
+the author's change did not see the new link, the item's write read the old fields. The value
+is then off until the next change of that item or author; ``verify()`` reports it and
+``recompute()`` repairs it. Reading the author locked closes the race but, taken in handler
+order after other aggregate rows, makes such pairs deadlock (retried, but under steady
+contention they run out of attempts); a fix needs the locks taken in one order per write.
 """
 
 from __future__ import annotations
@@ -108,7 +117,8 @@ class DeepPath:
         return list(rows.values())
 
     def deeper(self, record_id: Any, ctx: TransactionContext) -> dict[str, Any] | None:
-        """The deeper record ``record_id`` as at the current event."""
+        """The deeper record ``record_id`` as at the current event (read without a lock: see
+        the module's note on concurrent writers)."""
         found: Mapping[str, Any] | None = ctx.get(self.record, record_id, self.fields)
         if found is None:
             found = ctx.deleted.get((self.record, record_id))
