@@ -11,7 +11,9 @@ Contract (for every computation that takes ``data_deps``):
 - the values are read inside the write transaction; on PostgreSQL the dictionary's row is read
   locked (``FOR UPDATE``) by a write that uses it, so a concurrent change of the dictionary
   waits for that write (and the other way round) and no item is counted under a value that
-  was replaced in between;
+  was replaced in between. A write locks those rows before any computation runs
+  (``Engine.dep_locks``, taken in ``TransactionContext.propagate``), so the dictionary's row
+  always comes before the aggregates' rows and the two kinds of writes do not deadlock;
 - declarations are checked when the model is compiled (``Controller(...)``): an unknown
   dictionary, an alias that is not an identifier, a value that is not a DictionaryDep, a
   computation without a callback to feed, or a dependency of a computation on its own

@@ -135,6 +135,7 @@ class Engine:
     item_records: frozenset[str]
     leading_fields: Mapping[str, frozenset[str]]
     routes: Mapping[tuple[str, str], RouteSubject]
+    dep_locks: Mapping[tuple[str, str], tuple[str, ...]]
     views: Mapping[str, View]
     view_sources: Mapping[str, tuple[View, ...]]
     hard_deletion: frozenset[str]
@@ -243,6 +244,20 @@ class Engine:
             for route in handle.routes():
                 routes.setdefault(route, RouteSubject()).attach(_observer(handle))
         init("routes", MappingProxyType(routes))
+        # (record, event type) -> the dictionaries read as data_deps by the aggregates that
+        # follow it: a write locks their rows before any computation runs (see
+        # TransactionContext.propagate), so every write takes them first.
+        dep_locks: dict[tuple[str, str], list[str]] = {}
+        for handle in handles:
+            if isinstance(handle, PropertyAggregate | DictionaryAggregate) and handle.deps:
+                for route in handle.routes():
+                    if route[0] != DICTIONARY_RECORD:
+                        names = dep_locks.setdefault(route, [])
+                        names.extend(n for n in handle.deps.values() if n not in names)
+        init(
+            "dep_locks",
+            MappingProxyType({k: tuple(sorted(v)) for k, v in dep_locks.items()}),
+        )
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"the compiled model is frozen: cannot set {name!r}")

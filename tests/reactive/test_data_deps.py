@@ -50,6 +50,9 @@ def model() -> tuple[list[r.Entity], list[r.Relation], list[r.Dictionary]]:
     t = {"t": r.DictionaryDep("threshold")}
     deep = ["price", ["author", ["status"]]]  # a list entry, as ported code writes it
     user.properties += [
+        # A plain Count first: it locks the host's row before the aggregates with data deps
+        # run (the order in which concurrent writes must not deadlock).
+        r.Property("n_posts", "integer", computation=r.Count(property="posts")),
         r.Property(
             "expensive",
             "integer",
@@ -128,6 +131,7 @@ async def expected(c: r.Controller) -> tuple[dict[Any, dict[str, Any]], dict[str
     for u in users:
         own = [p for p in posts if (p["owner"] or {}).get("id") == u["id"]]
         hosts[u["id"]] = {
+            "n_posts": len(own),
             "expensive": sum(1 for p in own if above(p, deps)),
             "by_active": sum(1 for p in own if by_active(p)),
             "weighted": sum(w * v for w, v in (weighted(p, deps) for p in own)),
@@ -145,7 +149,7 @@ async def expected(c: r.Controller) -> tuple[dict[Any, dict[str, Any]], dict[str
 
 async def check(c: r.Controller) -> None:
     hosts, globals_ = await expected(c)
-    fields = ["expensive", "by_active", "weighted", "all_above", "any_both"]
+    fields = ["n_posts", "expensive", "by_active", "weighted", "all_above", "any_both"]
     stored = {u["id"]: u for u in await c.storage.find("User", None, fields)}
     for user_id, values in hosts.items():
         assert {f: stored[user_id][f] for f in fields} == values, user_id
