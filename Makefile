@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.lock_latency
 	$(BIN)/python -m benchmarks.migration_backfill
 	$(BIN)/python -m benchmarks.filtered_count
+	$(BIN)/python -m benchmarks.data_deps
 	$(BIN)/python -m benchmarks.pg_driver
 	$(BIN)/python -m benchmarks.pg_chain
 	$(BIN)/python -m benchmarks.cluster_chain

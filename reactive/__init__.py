@@ -38,6 +38,7 @@ from reactive.computations import (
 )
 from reactive.context import TransactionContext
 from reactive.controller import Controller
+from reactive.deps import DictionaryDep
 from reactive.engine import INTERACTION_EVENT
 from reactive.errors import (
     ComputationError,
@@ -95,6 +96,7 @@ __all__ = [
     "Custom",
     "CycleError",
     "Dictionary",
+    "DictionaryDep",
     "DispatchError",
     "DispatchResult",
     "Entity",

@@ -33,11 +33,25 @@ class Computation:
 
 @attrs.define(eq=False)
 class _Aggregate(Computation):
+    """What every aggregate takes.
+
+    ``attribute_query`` names what the callback reads of each item: its fields, link fields
+    under ``"&"`` (``("&", ["weight"])``), and fields of a record the item links to through a
+    to-one relation (``("author", ["status"])``: ``item["author"]`` is ``{"id", "status"}``
+    or None), followed when that record or the item's link to it changes
+    (:mod:`reactive.handles.deep`). ``data_deps={"t": DictionaryDep("threshold")}`` gives
+    the callback dictionary values, ``callback(item, deps)``, followed when they change (a
+    recount: O(hosts x items) per change of the dictionary; see :mod:`reactive.deps`).
+    """
+
     record: Entity | Relation | str | None = None
     property: str | None = None
     callback: Callable[..., typing.Any] | None = None
     attribute_query: list[typing.Any] | None = attrs.field(default=None, converter=_query)
     direction: Literal["source", "target"] | None = None
+    # {alias: reactive.deps.DictionaryDep}: global values the callback reads (checked, with
+    # the host's name in the errors, when the model is compiled; see reactive.deps).
+    data_deps: Mapping[str, typing.Any] | None = None
 
     def __attrs_post_init__(self) -> None:
         if (self.record is None) == (self.property is None):

@@ -176,6 +176,14 @@ class TransactionContext:
                 self.deleted[key] = event.record
                 fresh.pop(key, None)
                 snapshots.pop(key, None)
+        dep_locks = self.engine.dep_locks
+        if dep_locks:
+            # The data_deps dictionaries of the aggregates these events reach, locked before
+            # any computation locks a row of its own: every write takes them first, so a
+            # write and a change of the dictionary never wait for each other in a cycle.
+            for event in events:
+                for name in dep_locks.get((event.record_name, event.type), ()):
+                    self.dictionary_row(name, lock=True)
         for index, event in enumerate(events):
             subject = routes.get((event.record_name, event.type))
             if subject is None:

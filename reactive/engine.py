@@ -138,6 +138,7 @@ class Engine:
     item_records: frozenset[str]
     leading_fields: Mapping[str, frozenset[str]]
     routes: Mapping[tuple[str, str], RouteSubject]
+    dep_locks: Mapping[tuple[str, str], tuple[str, ...]]
     views: Mapping[str, View]
     view_sources: Mapping[str, tuple[View, ...]]
     hard_deletion: frozenset[str]
@@ -163,6 +164,9 @@ class Engine:
         owned: dict[str, dict[str, Handle]] = {}
         handles = tuple(self._create_handles(owned))
         init("handles", handles)
+        for handle in handles:  # data_deps name dictionaries of this model (reactive.deps)
+            if isinstance(handle, PropertyAggregate | DictionaryAggregate):
+                handle.resolve_deps(self.dictionaries, DICTIONARY_RECORD)
         # Handles need the schema (relation attributes) to know their hidden fields; those
         # fields never change attributes, so bind against a first schema, then build the final.
         # Views are bound with the schema: handles over a view see its fields like a record's.
@@ -237,11 +241,26 @@ class Engine:
                 }
             ),
         )
+        _check_dep_sources(handles)
         routes: dict[tuple[str, str], RouteSubject] = {}
         for handle in handles:
             for route in handle.routes():
                 routes.setdefault(route, RouteSubject()).attach(_observer(handle))
         init("routes", MappingProxyType(routes))
+        # (record, event type) -> the dictionaries read as data_deps by the aggregates that
+        # follow it: a write locks their rows before any computation runs (see
+        # TransactionContext.propagate), so every write takes them first.
+        dep_locks: dict[tuple[str, str], list[str]] = {}
+        for handle in handles:
+            if isinstance(handle, PropertyAggregate | DictionaryAggregate) and handle.deps:
+                for route in handle.routes():
+                    if route[0] != DICTIONARY_RECORD:
+                        names = dep_locks.setdefault(route, [])
+                        names.extend(n for n in handle.deps.values() if n not in names)
+        init(
+            "dep_locks",
+            MappingProxyType({k: tuple(sorted(v)) for k, v in dep_locks.items()}),
+        )
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"the compiled model is frozen: cannot set {name!r}")
@@ -476,6 +495,32 @@ def _aggregates_over_views(handles: Iterable[Handle], views: Mapping[str, View])
                 "must be a relation (or a filtered view of one)"
             )
         handle.view, handle.view_link = name, under.base
+
+
+def _check_dep_sources(handles: Iterable[Handle]) -> None:
+    """Refuse an aggregate whose ``data_deps`` name a dictionary kept by a computation that
+    follows the same records as the aggregate: one write would move the dictionary and the
+    items at once, and the recount on the dictionary's change would meet items whose own
+    events are still pending (counted twice)."""
+    by_dictionary = {
+        h.target: h for h in handles if h.host is None and not isinstance(h, TransformHandle)
+    }
+    for handle in handles:
+        if not isinstance(handle, PropertyAggregate | DictionaryAggregate) or not handle.deps:
+            continue
+        own = {record for record, _ in handle.routes() if record != handle.dictionary_record}
+        for alias, name in handle.deps.items():
+            keeper = by_dictionary.get(name)
+            if keeper is None:
+                continue
+            shared = sorted(own & {record for record, _ in keeper.routes()})
+            if shared:
+                raise ModelError(
+                    f"{handle.name}: data_deps[{alias!r}] is dictionary {name!r}, which "
+                    f"{keeper.name} derives from {', '.join(shared)}, as this aggregate reads "
+                    "them: a write there would change both at once, which data_deps do not "
+                    "support (depend on a dictionary set by other events)"
+                )
 
 
 def _with_views(schema: Schema, views: Mapping[str, View]) -> Schema:

@@ -101,6 +101,11 @@ def identity(computation: Computation | None) -> dict[str, Any] | None:
         )
         if isinstance(computation, EveryDecl):
             out["not_empty"] = computation.not_empty
+        if computation.data_deps:  # only when declared: older manifests stay as they were
+            out["data_deps"] = {
+                str(alias): getattr(dep, "dictionary", repr(dep))
+                for alias, dep in computation.data_deps.items()
+            }
     elif isinstance(computation, Transform):
         out.update(
             record=_name(computation.record),

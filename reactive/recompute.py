@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from reactive import deps
 from reactive.computations import StateNode
 from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError
@@ -177,6 +178,7 @@ class _PropertyAggregate(Recomputation):
             | {(self.related, f) for f in handle.fields}
             | {(stored, f) for f in handle.link_fields}
             | ({(stored, f) for f in engine.views[handle.view].fields} if handle.view else set())
+            | _deep_inputs(handle)
         )
         self.spec = None if handle.view else self._sql_spec(engine)
 
@@ -222,21 +224,12 @@ class _PropertyAggregate(Recomputation):
             for side in sides:
                 one = MatchExp.atom(f"{side}.id", ">=", lo) & MatchExp.atom(f"{side}.id", "<", hi)
                 match = one if match is None else match | one
-        links = ctx.find(self.link, match, ["source", "target", *h.link_fields])
-        items: dict[Any, Any] = {}
-        if h.reads_items:
-            ids = {end for row in links for _, end in h.ends(row)}
-            where = None if len(ids) > 5000 else MatchExp.atom("id", "in", sorted(ids))
-            items = {r["id"]: r for r in ctx.find(self.related, where, h.fields)}
         out: dict[Any, list[Any]] = {}
-        for row in links:
-            for host_id, related_id in h.ends(row):
-                if id_range is not None and not id_range[0] <= host_id < id_range[1]:
-                    continue
-                related = items.get(related_id) if h.reads_items else {"id": related_id}
-                entry = out.setdefault(host_id, [0, 0])
-                entry[0] += h.contribution(related, row, ctx)
-                entry[1] += 1
+        dep_values = deps.values(h.deps, ctx, lock=False)  # verify() reads in a read-only one
+        for host_id, related, row in h.items(ctx, match, id_range):
+            entry = out.setdefault(host_id, [0, 0])
+            entry[0] += h.contribution(related, row, ctx, dep_values)
+            entry[1] += 1
         return {k: (v[0], v[1]) for k, v in out.items()}
 
     def _compare(
@@ -281,6 +274,15 @@ class _PropertyAggregate(Recomputation):
         ]
 
 
+def _deep_inputs(handle: PropertyAggregate | DictionaryAggregate) -> set[Key]:
+    """What an aggregate reads beyond its items: the records and links of its deep paths and
+    the dictionaries of its data deps."""
+    out: set[Key] = {(DICTIONARY_RECORD, name) for name in handle.deps.values()}
+    for path in handle.deep:
+        out |= {(path.link, "#rows")} | {(path.record, f) for f in path.fields}
+    return out
+
+
 class _DictionaryAggregate(Recomputation):
     def __init__(self, handle: DictionaryAggregate, engine: Engine):
         self.h = handle
@@ -289,7 +291,9 @@ class _DictionaryAggregate(Recomputation):
         # Over a view: what it reads is its stored sources' (a view has no rows of its own).
         sources = stored_sources(engine, handle.source)
         self.inputs = frozenset(
-            {(s, "#rows") for s in sources} | {(s, f) for s in sources for f in handle.fields}
+            {(s, "#rows") for s in sources}
+            | {(s, f) for s in sources for f in handle.fields}
+            | _deep_inputs(handle)
         )
         fold = handle.fold
         self.sql = (
@@ -308,8 +312,9 @@ class _DictionaryAggregate(Recomputation):
             total, count = ctx.session.record_totals(h.source, field)
         else:
             total, count = 0, 0
-            for record in ctx.find(h.source, None, h.fields):
-                total += h.contribution(record, ctx)
+            dep_values = deps.values(h.deps, ctx, lock=False)
+            for record in h.records(ctx):
+                total += h.contribution(record, ctx, dep_values)
                 count += 1
         return h.fold.value(total, count), {"total": total, "count": count}
 

@@ -37,16 +37,19 @@ def _number(value: Any) -> float:
 class Fold:
     """Contribution of one item and the value of the totals for one aggregate declaration."""
 
-    def __init__(self, decl: _Aggregate, callback: Callable[..., Any] | None):
+    def __init__(
+        self, decl: _Aggregate, callback: Callable[..., Any] | None, with_deps: bool = False
+    ):
         self.decl = decl
         self.callback = callback
+        self.with_deps = with_deps  # the callback takes (item, deps, ctx)
         self.path = _value_path(decl) if isinstance(decl, Summation | Average) else None
         self.needs_item = callback is not None or self.path is not None
         self._value = self._value_function()  # chosen once: value() runs on every step
         self.kind = self._kind()
         self._weighted = isinstance(decl, WeightedSummation)
 
-    def contribution(self, item: dict[str, Any] | None, ctx: Any) -> float:
+    def contribution(self, item: dict[str, Any] | None, ctx: Any, deps: Any = None) -> float:
         if not self.needs_item:
             return 1
         if item is None:
@@ -57,7 +60,7 @@ class Fold:
                 value = value.get(part) if isinstance(value, dict) else None
             return _number(value)
         assert self.callback is not None
-        result = self.callback(item, ctx)
+        result = self.callback(item, deps, ctx) if self.with_deps else self.callback(item, ctx)
         if self._weighted:
             if not isinstance(result, tuple | list) or len(result) != 2:
                 raise ModelError(
