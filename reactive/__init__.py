@@ -38,7 +38,6 @@ from reactive.computations import (
 )
 from reactive.context import TransactionContext
 from reactive.controller import Controller
-from reactive.engine import INTERACTION_EVENT
 from reactive.errors import (
     ComputationError,
     CycleError,
@@ -48,6 +47,7 @@ from reactive.errors import (
     SetupError,
 )
 from reactive.interaction import (
+    INTERACTION_EVENT,
     Condition,
     DispatchError,
     DispatchResult,

@@ -14,7 +14,8 @@ from typing import Literal
 import attrs
 
 from reactive.errors import ModelError
-from reactive.model import Entity, Relation
+from reactive.interaction import INTERACTION_EVENT, Interaction
+from reactive.model import Entity, Relation, record_name
 
 
 def _query(value: typing.Any) -> list[typing.Any] | None:
@@ -131,30 +132,64 @@ class Any(_Aggregate):
 
 @attrs.define(eq=False)
 class Transform(Computation):
-    """Derive records of the host entity/relation from the records of ``record``.
+    """Derive records of the host entity/relation from the records of ``record``, or from the
+    mutation events named by ``event_deps`` (exactly one of the two).
 
-    ``callback(source)`` returns a dict, a list of dicts, or None. Derived records follow their
-    source: created with it, updated in place (same ids) when a queried field changes, deleted
-    with it.
+    Over ``record``: ``callback(source)`` returns a dict, a list of dicts, or None. Derived
+    records follow their source: created with it, updated in place (same ids) when a queried
+    field changes, deleted with it.
+
+    Over ``event_deps`` (a list of :class:`Trigger`): ``callback(event)`` (a
+    :class:`~storage.MutationEvent`; the interaction event of a dispatch is the ``create`` of
+    an ``_Interaction_`` record) returns what to create, as above, once per matching event.
+    Those records are history, tied to no source: nothing updates or deletes them afterwards
+    (users may), and ``verify()``/``recompute()`` cannot derive them again (they are listed in
+    ``VerifyReport.skipped``). Cost per matching event: the callback and one create per
+    record it returns; ``attribute_query`` is not taken.
     """
 
-    record: Entity | Relation | str
-    callback: Callable[..., typing.Any]
+    record: Entity | Relation | str | None = None
+    callback: Callable[..., typing.Any] | None = None
     attribute_query: list[typing.Any] | None = attrs.field(default=None, converter=_query)
+    event_deps: list[Trigger] | None = None
     kind = "Transform"
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.callback):
             raise ModelError("Transform callback must be callable")
+        if (self.record is None) == (self.event_deps is None):
+            raise ModelError(
+                "Transform needs exactly one of record= (derive from the records of an entity "
+                "or relation) or event_deps= (derive from mutation events)"
+            )
+        if self.event_deps is not None:
+            if isinstance(self.event_deps, Trigger) or not isinstance(self.event_deps, list):
+                raise ModelError("Transform event_deps must be a list of Trigger objects")
+            if not self.event_deps:
+                raise ModelError("Transform event_deps must name at least one Trigger")
+            for trigger in self.event_deps:
+                if not isinstance(trigger, Trigger):
+                    raise ModelError(
+                        f"Transform event_deps must be Trigger objects, got {trigger!r}"
+                    )
+            if self.attribute_query is not None:
+                raise ModelError(
+                    "Transform over event_deps takes no attribute_query: the callback gets "
+                    "the whole event"
+                )
 
 
 @attrs.define(eq=False)
 class Trigger:
     """A pattern over mutation events: ``record`` and ``type`` must match, ``fields`` is an
     equality pattern on the record (merged old+new for updates), ``keys`` must all be written by
-    the update."""
+    the update.
 
-    record: Entity | Relation | str
+    ``record`` may be an :class:`~reactive.Interaction`: the trigger then matches the
+    interaction events of that interaction (the ``create`` of an ``_Interaction_`` record
+    whose ``interaction_name`` is its name); ``type`` must be ``"create"``."""
+
+    record: Entity | Relation | str | Interaction
     type: Literal["create", "update", "delete"] = "create"
     fields: Mapping[str, typing.Any] | None = None
     keys: Sequence[str] | None = None
@@ -164,11 +199,28 @@ class Trigger:
             raise ModelError(f"Trigger type must be create, update or delete, got {self.type!r}")
         if self.fields is not None and not isinstance(self.fields, Mapping):
             raise ModelError("Trigger fields must be a dict pattern")
+        if isinstance(self.record, Interaction):
+            # Interaction events are only ever created: a dispatch writes one record.
+            if self.type != "create":
+                raise ModelError(
+                    f"Trigger on interaction {self.record.name}: interaction events are only "
+                    f"created, so type must be 'create', got {self.type!r}"
+                )
+            self.fields = {"interaction_name": self.record.name, **(self.fields or {})}
+            self.record = INTERACTION_EVENT
         if self.keys is not None:
             if self.type != "update":
                 raise ModelError("Trigger keys only make sense for type='update'")
             if isinstance(self.keys, str) or not list(self.keys):
                 raise ModelError("Trigger keys must be a non-empty list of field names")
+
+    @property
+    def record_name(self) -> str:
+        """The name of the record whose events it matches (``_Interaction_`` for an
+        interaction)."""
+        record = self.record
+        assert not isinstance(record, Interaction)  # replaced by its record at construction
+        return record_name(record)
 
 
 @attrs.define(eq=False)

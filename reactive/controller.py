@@ -22,9 +22,10 @@ from reactivex.subject import Subject
 from reactive import evolution
 from reactive.callables import adapt
 from reactive.context import LookupWarnings, Match, RecordRef, TransactionContext
-from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT, Engine
+from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError, ModelError, ReactiveError, describe
 from reactive.interaction import (
+    INTERACTION_EVENT,
     DispatchError,
     DispatchResult,
     Interaction,

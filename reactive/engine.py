@@ -27,7 +27,8 @@ from reactive.errors import ComputationError, ModelError, SetupError, describe
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
 from reactive.handles.base import Handle
 from reactive.handles.state_machine import CustomHandle, StateMachineHandle
-from reactive.handles.transform import TransformHandle
+from reactive.handles.transform import EventTransformHandle, TransformHandle
+from reactive.interaction import INTERACTION_EVENT
 from reactive.model import (
     HARD_DELETION_PROPERTY,
     Dictionary,
@@ -42,8 +43,6 @@ from storage import Field, Index, LinkType, MutationEvent, RecordType, Schema
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
 _SEQUENCES = (list, tuple)
 
-INTERACTION_EVENT = "_Interaction_"
-"""The record every dispatch writes: ``interaction_name``, ``user``, ``payload``."""
 DICTIONARY_RECORD = "_Dictionary_"
 """Where dictionary values live: ``key``, ``value`` (and the computation's ``state``)."""
 
@@ -288,7 +287,12 @@ class Engine:
                         f"{record_name(owner)}: an entity or relation computation must be a "
                         f"Transform, got {type(owner.computation).__name__}"
                     )
-                record_handles.append(TransformHandle(owner.computation, record_name(owner)))
+                transform = owner.computation
+                record_handles.append(
+                    EventTransformHandle(transform, record_name(owner))
+                    if transform.event_deps is not None
+                    else TransformHandle(transform, record_name(owner))
+                )
         property_handles: list[Handle] = []
         for owner in owners:
             host = record_name(owner)

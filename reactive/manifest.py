@@ -79,7 +79,7 @@ def _name(record: Any) -> Any:
 
 def _trigger(trigger: Trigger) -> dict[str, Any]:
     return {
-        "record": record_name(trigger.record),
+        "record": trigger.record_name,
         "type": trigger.type,
         "fields": _plain(dict(trigger.fields) if trigger.fields is not None else None),
         "keys": None if trigger.keys is None else list(trigger.keys),
@@ -107,6 +107,8 @@ def identity(computation: Computation | None) -> dict[str, Any] | None:
             attribute_query=_plain(computation.attribute_query),
             callback=fingerprint(computation.callback),
         )
+        if computation.event_deps is not None:
+            out["event_deps"] = [_trigger(t) for t in computation.event_deps]
     elif isinstance(computation, StateMachine):
         out.update(
             states=[[s.name, fingerprint(s.compute_value)] for s in computation.states],

@@ -17,6 +17,8 @@ item at once:
   in place (a row keeps its id while its source and position stay), surplus rows deleted, rows
   of sources that no longer exist deleted. These writes run the computations that depend on
   the derived records, like any write.
+- Transform over ``event_deps``: its records are history (one per past event), tied to no
+  source: nothing is derived again, nothing checked (it is listed in ``report.skipped``).
 - ``computed=`` properties: recomputed from each row.
 - StateMachine: history cannot be replayed. Rows without a state (added to a model with
   existing records) or in a state the machine no longer has get the initial state (or
@@ -52,7 +54,7 @@ from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
 from reactive.handles.state_machine import CustomHandle, StateMachineHandle
-from reactive.handles.transform import TransformHandle
+from reactive.handles.transform import EventTransformHandle, TransformHandle
 from reactive.views import has_merged_ids
 from storage import MatchExp
 from storage.migration import RelatedTotals
@@ -85,7 +87,8 @@ class Difference:
 class VerifyReport:
     """What :meth:`Controller.verify` found: ``ok`` when nothing differs; ``differences``
     (each a :class:`Difference`); ``skipped``: computations whose values depend on the
-    history of events (StateMachine, Custom) and cannot be recomputed from the data."""
+    history of events (StateMachine, Custom, a Transform over ``event_deps``) and cannot be
+    recomputed from the data."""
 
     differences: list[Difference]
     skipped: list[str]
@@ -406,6 +409,21 @@ class _Transform(Recomputation):
         return [Difference(self.h.output, r["id"], "*", r, None) for r in self._orphans(ctx)]
 
 
+class _EventTransform(Recomputation):
+    """A Transform over events: its records are what past events produced; there is nothing
+    to recompute them from, so nothing is written or checked."""
+
+    recomputable = False
+    checked = False
+
+    def __init__(self, handle: EventTransformHandle):
+        self.key = handle.output
+        self.outputs = frozenset({(handle.output, "*")})
+
+    def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
+        return None
+
+
 class _Computed(Recomputation):
     def __init__(self, record: str, prop: str, compute: Callable[..., Any]):
         self.record, self.prop, self.compute = record, prop, compute
@@ -543,6 +561,8 @@ def recomputations(engine: Engine) -> dict[str, Recomputation]:
             rec = _DictionaryAggregate(handle, engine)
         elif isinstance(handle, TransformHandle):
             rec = _Transform(handle, engine)
+        elif isinstance(handle, EventTransformHandle):
+            rec = _EventTransform(handle)
         elif isinstance(handle, StateMachineHandle):
             rec = _StateMachine(handle)
         elif isinstance(handle, CustomHandle):
