@@ -38,6 +38,7 @@ from reactive.computations import (
 )
 from reactive.context import TransactionContext
 from reactive.controller import Controller
+from reactive.custom_deps import DictionaryValueDep, OwnFieldsDep, RecordsDep
 from reactive.errors import (
     ComputationError,
     CycleError,
@@ -94,6 +95,7 @@ __all__ = [
     "Custom",
     "CycleError",
     "Dictionary",
+    "DictionaryValueDep",
     "DispatchError",
     "DispatchResult",
     "Entity",
@@ -107,12 +109,14 @@ __all__ = [
     "OutboxEvent",
     "OutboxPosition",
     "OutboxReader",
+    "OwnFieldsDep",
     "Param",
     "Payload",
     "PayloadItem",
     "Property",
     "ReactiveError",
     "RecordMutationSideEffect",
+    "RecordsDep",
     "Relation",
     "SetupError",
     "SideEffectLeases",

@@ -7,12 +7,14 @@ same transaction).
 
 from __future__ import annotations
 
+import copy
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import attrs
 
+from reactive.custom_deps import DataDep, DictionaryValueDep, OwnFieldsDep, RecordsDep
 from reactive.errors import ModelError
 from reactive.interaction import INTERACTION_EVENT, Interaction
 from reactive.model import Entity, Relation, record_name
@@ -295,14 +297,35 @@ class StateMachine(Computation):
 
 @attrs.define(eq=False)
 class Custom(Computation):
-    """The escape hatch: ``compute(last_value, event, ctx)`` gives a property's or dictionary's
-    new value whenever one of ``triggers`` matches an event.
+    """The escape hatch: a property's or dictionary's value computed by a user function, run
+    either on events (``triggers``) or when declared data changes (``data_deps``): exactly one
+    of the two.
 
-    On a property, ``compute_target(event, ctx)`` names the host records (as for a StateMachine).
-    Return :data:`reactive.UNCHANGED` to leave the value as it is. ``initial`` is the value of a
-    new host (or the dictionary at install): a value or a zero-argument callable. With
-    ``with_record=True`` a property's compute receives the host's whole stored record instead
-    of the last value (``compute(record, event, ctx)``), for values that depend on its id.
+    On events: ``compute(last_value, event, ctx)`` gives the new value whenever one of
+    ``triggers`` matches an event. On a property, ``compute_target(event, ctx)`` names the host
+    records (as for a StateMachine). With ``with_record=True`` a property's compute receives
+    the host's whole stored record instead of the last value (``compute(record, event, ctx)``),
+    for values that depend on its id.
+
+    On data: ``data_deps`` maps names to dependencies (:mod:`reactive.custom_deps`:
+    ``RecordsDep``, ``DictionaryValueDep``, ``OwnFieldsDep``); ``compute(deps, ctx)`` on a
+    dictionary, ``compute(deps, record, ctx)`` on a property (``record``: the host's stored
+    record), where ``deps`` holds each dependency's current value under its name. It runs when
+    a dependency changes, when a host is created, and at install for a dictionary; it should
+    be a deterministic function of its arguments: ``verify()`` and ``recompute()`` run it again
+    and compare (unless it keeps ``state``). See :mod:`reactive.custom_deps` for the costs.
+
+    ``state``: the computation's own state, a dict kept per host record (in an internal field)
+    or for the dictionary (in its row), written in the same transaction as the value. Give its
+    initial value (a dict, or a zero-argument function returning one); ``compute`` then takes
+    it as one more argument before ``ctx`` (``compute(last_value, event, state, ctx)``,
+    ``compute(deps, state, ctx)``, ``compute(deps, record, state, ctx)``) and changes it in
+    place; a changed state is written even when the value is :data:`UNCHANGED`. A Custom with
+    state depends on its history: ``verify()`` lists it in ``skipped``.
+
+    Return :data:`reactive.UNCHANGED` to leave the value as it is. ``initial`` is the value of
+    a new host (or the dictionary at install) before any compute: a value or a zero-argument
+    callable.
     """
 
     compute: Callable[..., typing.Any]
@@ -310,16 +333,50 @@ class Custom(Computation):
     compute_target: Callable[..., typing.Any] | None = None
     initial: typing.Any = None
     with_record: bool = False
+    data_deps: Mapping[str, DataDep] | None = None
+    state: typing.Any = None
     kind = "Custom"
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.compute):
             raise ModelError("Custom compute must be callable")
-        if not self.triggers:
-            raise ModelError("Custom needs triggers: the events it recomputes on")
+        if bool(self.triggers) == bool(self.data_deps):
+            raise ModelError(
+                "Custom needs exactly one of triggers= (the events it recomputes on) or "
+                "data_deps= (the data it is computed from)"
+            )
         for trigger in self.triggers:
             if not isinstance(trigger, Trigger):
                 raise ModelError("Custom triggers must be Trigger objects")
+        if self.data_deps is not None:
+            if not isinstance(self.data_deps, Mapping):
+                raise ModelError("Custom data_deps must be a dict of name -> dependency")
+            for name, dep in self.data_deps.items():
+                if not isinstance(name, str) or not name:
+                    raise ModelError(f"Custom data_deps names must be strings, got {name!r}")
+                if not isinstance(dep, RecordsDep | DictionaryValueDep | OwnFieldsDep):
+                    raise ModelError(
+                        f"Custom data_deps {name!r}: a RecordsDep, DictionaryValueDep or "
+                        f"OwnFieldsDep, got {dep!r}"
+                    )
+            if self.compute_target is not None or self.with_record:
+                raise ModelError(
+                    "Custom with data_deps takes no compute_target or with_record: its hosts "
+                    "follow from its dependencies, and a property's compute gets the record"
+                )
+        if self.state is not None and not (callable(self.state) or isinstance(self.state, dict)):
+            raise ModelError(
+                f"Custom state must be a dict or a function returning one, got {self.state!r}"
+            )
+
+    def initial_state(self) -> dict[str, typing.Any] | None:
+        """A fresh copy of the declared initial state (None without state)."""
+        if self.state is None:
+            return None
+        value = self.state() if callable(self.state) else copy.deepcopy(self.state)
+        if not isinstance(value, dict):
+            raise ModelError(f"Custom state function must return a dict, got {value!r}")
+        return value
 
 
 class _Unchanged:

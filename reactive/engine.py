@@ -26,9 +26,11 @@ from reactive.computations import (
 from reactive.errors import ComputationError, ModelError, SetupError, describe
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
 from reactive.handles.base import Handle
+from reactive.handles.custom_deps import DataDepsHandle
 from reactive.handles.state_machine import CustomHandle, StateMachineHandle
 from reactive.handles.transform import EventTransformHandle, TransformHandle
-from reactive.interaction import INTERACTION_EVENT
+from reactive.interaction import INTERACTION_EVENT as INTERACTION_EVENT
+from reactive.model import DICTIONARY_RECORD as DICTIONARY_RECORD
 from reactive.model import (
     HARD_DELETION_PROPERTY,
     Dictionary,
@@ -43,8 +45,6 @@ from storage import Field, Index, LinkType, MutationEvent, RecordType, Schema
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
 _SEQUENCES = (list, tuple)
 
-DICTIONARY_RECORD = "_Dictionary_"
-"""Where dictionary values live: ``key``, ``value`` (and the computation's ``state``)."""
 
 SYSTEM_RECORDS = [
     RecordType(
@@ -158,6 +158,9 @@ class Engine:
         self._check_names(declared_views)
         owned: dict[str, dict[str, Handle]] = {}
         handles = tuple(self._create_handles(owned))
+        for handle in handles:
+            if isinstance(handle, DataDepsHandle):
+                handle.check_dictionaries(self.dictionaries)
         init("handles", handles)
         # Handles need the schema (relation attributes) to know their hidden fields; those
         # fields never change attributes, so bind against a first schema, then build the final.
@@ -502,6 +505,8 @@ def _property_handle(prop: Property, host: str) -> Handle:
     if isinstance(computation, StateMachine):
         return StateMachineHandle(computation, host, prop.name)
     if isinstance(computation, Custom):
+        if computation.data_deps is not None:
+            return DataDepsHandle(computation, host, prop.name)
         return CustomHandle(computation, host, prop.name)
     raise ModelError(f"{host}.{prop.name}: {type(computation).__name__} cannot compute a property")
 
@@ -512,6 +517,8 @@ def _dictionary_handle(computation: Computation, name: str, integer: bool) -> Ha
     if isinstance(computation, StateMachine):
         return StateMachineHandle(computation, None, name)
     if isinstance(computation, Custom):
+        if computation.data_deps is not None:
+            return DataDepsHandle(computation, None, name)
         return CustomHandle(computation, None, name)
     raise ModelError(f"dictionary {name}: {type(computation).__name__} cannot compute it")
 

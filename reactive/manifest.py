@@ -31,6 +31,7 @@ from reactive.computations import (
     _Aggregate,
 )
 from reactive.computations import Every as EveryDecl
+from reactive.custom_deps import DataDep, DictionaryValueDep, RecordsDep
 from reactive.fingerprint import fingerprint
 from reactive.model import Dictionary, Entity, Property, Relation, record_name
 from storage import Field, RecordType, Schema
@@ -86,6 +87,14 @@ def _trigger(trigger: Trigger) -> dict[str, Any]:
     }
 
 
+def _data_dep(dep: DataDep) -> dict[str, Any]:
+    if isinstance(dep, RecordsDep):
+        return {"records": _name(dep.record), "fields": dep.fields}
+    if isinstance(dep, DictionaryValueDep):
+        return {"dictionary": dep.name}
+    return {"own": list(dep.fields)}
+
+
 def identity(computation: Computation | None) -> dict[str, Any] | None:
     """The identity of a computation (None for none): kind, arguments, callback fingerprints."""
     if computation is None:
@@ -132,6 +141,10 @@ def identity(computation: Computation | None) -> dict[str, Any] | None:
             initial=_plain(computation.initial),
             with_record=computation.with_record,
         )
+        if computation.data_deps is not None:
+            out["data_deps"] = {k: _data_dep(v) for k, v in computation.data_deps.items()}
+        if computation.state is not None:
+            out["state"] = _plain(computation.state)
     else:
         out["repr"] = repr(computation)
     return out

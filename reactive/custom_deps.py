@@ -1,0 +1,92 @@
+"""The data a :class:`~reactive.Custom` computation declares it reads (``data_deps``).
+
+Each dependency names data whose *current* value is passed to ``compute`` (in a dict, under the
+name it is declared with) and whose changes re-run ``compute``:
+
+- :class:`RecordsDep` — every record of an entity or relation (a list of dicts, by id).
+- :class:`DictionaryValueDep` — one dictionary's value.
+- :class:`OwnFieldsDep` — fields of the host record itself (a Custom on a property only).
+
+Costs, per change of a dependency: a dictionary Custom reads each of its dependencies once and
+runs ``compute`` once. A property Custom recomputes only its host when an own field changes,
+but *every* host record when a records or dictionary dependency changes (one read of the
+dependencies, then one ``compute`` and at most one write per host): put such values in a
+dictionary where the hosts are many. A :class:`RecordsDep` reads all records of its source on
+each run (O(n)); prefer an aggregate (Count, Summation, ...) for sums and counts, which is
+O(1) per change.
+
+(The aggregates' ``data_deps`` of issue 14 item 4 declare dictionary dependencies of their
+own; the two are meant to share one declaration when both exist.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from reactive.errors import ModelError
+from reactive.model import Dictionary, Entity, Relation
+
+
+def _fields(value: Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ModelError(f"data dependency fields must be a list of field names, got {value!r}")
+    if not all(isinstance(f, str) for f in value):
+        raise ModelError(f"data dependency fields must be field names, got {value!r}")
+    return list(value)
+
+
+@attrs.define(eq=False)
+class RecordsDep:
+    """Every record of ``record`` (an entity, relation or view), as a list of dicts ordered by
+    id, each with ``id`` and ``fields`` (default: every field users declared). Re-runs the
+    computation when a record is created or deleted, or one of ``fields`` changes."""
+
+    record: Entity | Relation | str
+    fields: list[str] | None = attrs.field(default=None, converter=_fields)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.record, Entity | Relation | str):
+            raise ModelError(
+                f"RecordsDep record must be an Entity, a Relation or a name, got {self.record!r}"
+            )
+
+
+@attrs.define(eq=False)
+class DictionaryValueDep:
+    """The current value of a dictionary (its default while it has none). Re-runs the
+    computation when the value is written."""
+
+    dictionary: Dictionary | str
+
+    @property
+    def name(self) -> str:
+        """The dictionary's name."""
+        return self.dictionary.name if isinstance(self.dictionary, Dictionary) else self.dictionary
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.dictionary, Dictionary | str):
+            raise ModelError(
+                f"DictionaryValueDep needs a Dictionary or its name, got {self.dictionary!r}"
+            )
+
+
+@attrs.define(eq=False)
+class OwnFieldsDep:
+    """Fields of the host record itself, as a dict (with ``id``); a Custom on a property only.
+    Re-runs the computation of that host when one of them changes."""
+
+    fields: list[str] = attrs.field(converter=_fields)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.fields:
+            raise ModelError("OwnFieldsDep needs at least one field name")
+
+
+DataDep = RecordsDep | DictionaryValueDep | OwnFieldsDep
+"""One declared data dependency of a Custom."""
+
+__all__ = ["DataDep", "DictionaryValueDep", "OwnFieldsDep", "RecordsDep"]
