@@ -556,6 +556,8 @@ def _kind_of(computation: Any) -> str:
         return "computed"
     if computation.get("kind") == "Transform" and computation.get("event_deps") is not None:
         return "EventTransform"
+    if computation.get("kind") == "Custom" and computation.get("data_deps") is not None:
+        return "Custom" if computation.get("state") is not None else "CustomDeps"
     return str(computation.get("kind"))
 
 
@@ -570,6 +572,8 @@ def _backfill_action(kind: str) -> str:
         return "records without a state start in the initial state (or initial(record))"
     if kind == "Custom":
         return "records without a value get its initial value (history is not replayed)"
+    if kind == "CustomDeps":
+        return "compute every value again from its data dependencies"
     return "recompute every row from its own fields"
 
 
@@ -596,7 +600,11 @@ def _dictionary_changes(
             )
         else:
             kind = (spec["computation"] or {}).get("kind")
-            action = "write its default" if kind is None else f"{kind}: {_backfill_action(kind)}"
+            action = (
+                "write its default"
+                if kind is None
+                else f"{kind}: {_backfill_action(_kind_of(spec['computation']))}"
+            )
             drafts.append(_Draft("add_dictionary", name, action))
             if kind is not None:
                 backfill.append(name)
@@ -607,7 +615,8 @@ def _dictionary_changes(
             else:
                 verb = "add_computation" if old["computation"] is None else "change_computation"
                 kind = spec["computation"]["kind"]
-                drafts.append(_Draft(verb, name, f"{kind}: {_backfill_action(kind)}"))
+                action = _backfill_action(_kind_of(spec["computation"]))
+                drafts.append(_Draft(verb, name, f"{kind}: {action}"))
                 backfill.append(name)
         if old["type"] != spec["type"]:
             drafts.append(
