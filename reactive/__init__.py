@@ -38,7 +38,7 @@ from reactive.computations import (
 )
 from reactive.context import TransactionContext
 from reactive.controller import Controller
-from reactive.custom_deps import DictionaryValueDep, OwnFieldsDep, RecordsDep
+from reactive.custom_deps import DictionaryValueDep, OwnFieldsDep, RecordsDep, RelatedDep
 from reactive.errors import (
     ComputationError,
     CycleError,
@@ -117,6 +117,7 @@ __all__ = [
     "ReactiveError",
     "RecordMutationSideEffect",
     "RecordsDep",
+    "RelatedDep",
     "Relation",
     "SetupError",
     "SideEffectLeases",

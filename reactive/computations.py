@@ -14,7 +14,13 @@ from typing import Literal
 
 import attrs
 
-from reactive.custom_deps import DataDep, DictionaryValueDep, OwnFieldsDep, RecordsDep
+from reactive.custom_deps import (
+    DataDep,
+    DictionaryValueDep,
+    OwnFieldsDep,
+    RecordsDep,
+    RelatedDep,
+)
 from reactive.errors import ModelError
 from reactive.interaction import INTERACTION_EVENT, Interaction
 from reactive.model import Entity, Relation, record_name
@@ -308,7 +314,8 @@ class Custom(Computation):
     for values that depend on its id.
 
     On data: ``data_deps`` maps names to dependencies (:mod:`reactive.custom_deps`:
-    ``RecordsDep``, ``DictionaryValueDep``, ``OwnFieldsDep``); ``compute(deps, ctx)`` on a
+    ``RecordsDep``, ``DictionaryValueDep``, ``OwnFieldsDep``, ``RelatedDep``);
+    ``compute(deps, ctx)`` on a
     dictionary, ``compute(deps, record, ctx)`` on a property (``record``: the host's stored
     record), where ``deps`` holds each dependency's current value under its name. It runs when
     a dependency changes, when a host is created, and at install for a dictionary; it should
@@ -354,10 +361,10 @@ class Custom(Computation):
             for name, dep in self.data_deps.items():
                 if not isinstance(name, str) or not name:
                     raise ModelError(f"Custom data_deps names must be strings, got {name!r}")
-                if not isinstance(dep, RecordsDep | DictionaryValueDep | OwnFieldsDep):
+                if not isinstance(dep, RecordsDep | DictionaryValueDep | OwnFieldsDep | RelatedDep):
                     raise ModelError(
-                        f"Custom data_deps {name!r}: a RecordsDep, DictionaryValueDep or "
-                        f"OwnFieldsDep, got {dep!r}"
+                        f"Custom data_deps {name!r}: a RecordsDep, DictionaryValueDep, "
+                        f"OwnFieldsDep or RelatedDep, got {dep!r}"
                     )
             if self.compute_target is not None or self.with_record:
                 raise ModelError(

@@ -6,10 +6,13 @@ name it is declared with) and whose changes re-run ``compute``:
 - :class:`RecordsDep` — every record of an entity or relation (a list of dicts, by id).
 - :class:`DictionaryValueDep` — one dictionary's value.
 - :class:`OwnFieldsDep` — fields of the host record itself (a Custom on a property only).
+- :class:`RelatedDep` — the host's related records through one of its relation attributes
+  (a Custom on a property only).
 
 Costs, per change of a dependency: a dictionary Custom reads each of its dependencies once and
 runs ``compute`` once. A property Custom recomputes only its host when an own field changes,
-but *every* host record when a records or dictionary dependency changes (one read of the
+and the hosts linked to a related record when it (or a link) changes, but *every* host record
+when a records or dictionary dependency changes (one read of the
 dependencies, then one ``compute`` and at most one write per host): put such values in a
 dictionary where the hosts are many. A :class:`RecordsDep` reads all records of its source on
 each run (O(n)); prefer an aggregate (Count, Summation, ...) for sums and counts, which is
@@ -86,7 +89,23 @@ class OwnFieldsDep:
             raise ModelError("OwnFieldsDep needs at least one field name")
 
 
-DataDep = RecordsDep | DictionaryValueDep | OwnFieldsDep
+@attrs.define(eq=False)
+class RelatedDep:
+    """The host's related records through its relation attribute ``attribute`` (a Custom on a
+    property only): a list of dicts (``id`` and ``fields``) for a to-many attribute, a dict or
+    None for a to-one. Re-runs the computation of the hosts concerned when a link of that
+    relation is created or deleted, or one of ``fields`` of a related record changes (cost:
+    one read of the links of the changed record, then one run per linked host)."""
+
+    attribute: str
+    fields: list[str] = attrs.field(factory=list, converter=_fields)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.attribute, str) or not self.attribute:
+            raise ModelError(f"RelatedDep needs a relation attribute name, got {self.attribute!r}")
+
+
+DataDep = RecordsDep | DictionaryValueDep | OwnFieldsDep | RelatedDep
 """One declared data dependency of a Custom."""
 
-__all__ = ["DataDep", "DictionaryValueDep", "OwnFieldsDep", "RecordsDep"]
+__all__ = ["DataDep", "DictionaryValueDep", "OwnFieldsDep", "RecordsDep", "RelatedDep"]

@@ -31,7 +31,7 @@ from reactive.computations import (
     _Aggregate,
 )
 from reactive.computations import Every as EveryDecl
-from reactive.custom_deps import DataDep, DictionaryValueDep, RecordsDep
+from reactive.custom_deps import DataDep, DictionaryValueDep, RecordsDep, RelatedDep
 from reactive.fingerprint import fingerprint
 from reactive.model import Dictionary, Entity, Property, Relation, record_name
 from storage import Field, RecordType, Schema
@@ -92,6 +92,8 @@ def _data_dep(dep: DataDep) -> dict[str, Any]:
         return {"records": _name(dep.record), "fields": dep.fields}
     if isinstance(dep, DictionaryValueDep):
         return {"dictionary": dep.name}
+    if isinstance(dep, RelatedDep):
+        return {"related": dep.attribute, "fields": list(dep.fields)}
     return {"own": list(dep.fields)}
 
 

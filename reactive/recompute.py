@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from reactive.computations import StateNode
-from reactive.custom_deps import DictionaryValueDep, OwnFieldsDep, RecordsDep
+from reactive.custom_deps import DictionaryValueDep, OwnFieldsDep, RecordsDep, RelatedDep
 from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
@@ -580,6 +580,11 @@ class _CustomDeps(Recomputation):
                 inputs.add((DICTIONARY_RECORD, dep.name))
             elif isinstance(dep, OwnFieldsDep) and handle.host is not None:
                 inputs.update((handle.host, f) for f in dep.fields)
+            elif isinstance(dep, RelatedDep):
+                for key, attribute in handle.attributes.items():
+                    if handle.deps[key] is dep:
+                        inputs.add((attribute.link.name, "#rows"))
+                        inputs.update((attribute.related, f) for f in dep.fields)
         self.inputs = frozenset(inputs)
 
     def _compare(

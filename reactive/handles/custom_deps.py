@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from reactive.callables import adapt
 from reactive.computations import UNCHANGED, Custom
-from reactive.custom_deps import DictionaryValueDep, OwnFieldsDep, RecordsDep
+from reactive.custom_deps import DictionaryValueDep, OwnFieldsDep, RecordsDep, RelatedDep
 from reactive.errors import ModelError
 from reactive.handles.base import Handle, Route
 from reactive.model import DICTIONARY_RECORD, record_name
-from storage import Field, MutationEvent, Schema
+from storage import Field, MutationEvent, RelationAttribute, Schema
 
 if TYPE_CHECKING:
     from reactive.context import TransactionContext
@@ -47,6 +47,9 @@ class DataDepsHandle(Handle):
         self.records: list[tuple[str, str, list[str] | None]] = []
         self.dictionaries: list[tuple[str, str]] = []
         self.own: list[str] = []
+        # (dependency name, declaration, its attribute once bound)
+        self.related: list[tuple[str, RelatedDep]] = []
+        self.attributes: dict[str, RelationAttribute] = {}
         for key, dep in self.deps.items():
             if isinstance(dep, RecordsDep):
                 self.records.append((key, record_name(dep.record), dep.fields))
@@ -66,6 +69,13 @@ class DataDepsHandle(Handle):
                         "computes"
                     )
                 self.own.extend(f for f in dep.fields if f not in self.own)
+            elif isinstance(dep, RelatedDep):
+                if host is None:
+                    raise ModelError(
+                        f"{self.name}: data_deps {key!r} is a RelatedDep, which needs a host "
+                        "record (a Custom on a property)"
+                    )
+                self.related.append((key, dep))
 
     def check_dictionaries(self, names: Mapping[str, Any]) -> None:
         """Every DictionaryValueDep names a declared dictionary."""
@@ -94,6 +104,22 @@ class DataDepsHandle(Handle):
                         f"{self.name}: data_deps {key!r} reads {record}.{field}, the value it "
                         "computes"
                     )
+        for key, dep in self.related:
+            assert self.host is not None
+            attribute = schema.attributes(self.host).get(dep.attribute)
+            if attribute is None or not attribute.via_link:
+                raise ModelError(
+                    f"{self.name}: data_deps {key!r}: {self.host} has no relation attribute "
+                    f"{dep.attribute!r}"
+                )
+            related_fields = set(schema.fields(attribute.related))
+            for field in dep.fields:
+                if field != "id" and field not in related_fields:
+                    raise ModelError(
+                        f"{self.name}: data_deps {key!r}: {attribute.related} (reached by "
+                        f"{self.host}.{dep.attribute}) has no field {field!r}"
+                    )
+            self.attributes[key] = attribute
         if self.host is not None:
             known = set(schema.fields(self.host))
             for field in self.own:
@@ -114,6 +140,9 @@ class DataDepsHandle(Handle):
             out += [(record, "create"), (record, "update"), (record, "delete")]
         if self.dictionaries:
             out += [(DICTIONARY_RECORD, "create"), (DICTIONARY_RECORD, "update")]
+        for attribute in self.attributes.values():
+            link = attribute.link.name
+            out += [(link, "create"), (link, "delete"), (attribute.related, "update")]
         if self.host is not None:
             out.append((self.host, "create"))
             if self.own:
@@ -158,13 +187,24 @@ class DataDepsHandle(Handle):
                 out[key] = row.get("value")
         return out
 
-    def values(self, shared: Mapping[str, Any], host: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Each dependency's value by name: ``shared`` plus the host's own fields."""
+    def values(
+        self, shared: Mapping[str, Any], host: Mapping[str, Any] | None, ctx: TransactionContext
+    ) -> dict[str, Any]:
+        """Each dependency's value by name: ``shared`` plus the host's own fields and related
+        records (one read per RelatedDep)."""
         out = dict(shared)
         for key, dep in self.deps.items():
             if isinstance(dep, OwnFieldsDep):
                 assert host is not None
                 out[key] = {"id": host["id"], **{f: host.get(f) for f in dep.fields}}
+            elif isinstance(dep, RelatedDep):
+                assert host is not None and self.host is not None
+                query = [(dep.attribute, ["id", *(f for f in dep.fields if f != "id")])]
+                row = ctx.find_one(self.host, {"id": host["id"]}, query)
+                found = (row or {}).get(dep.attribute)
+                if self.attributes[key].to_many:
+                    found = sorted(found or [], key=lambda x: x["id"])
+                out[key] = found
         return {key: out[key] for key in self.deps}
 
     def evaluate(
@@ -177,7 +217,7 @@ class DataDepsHandle(Handle):
     ) -> Any:
         """What compute gives now for ``host`` (None: the dictionary); ``state`` is changed in
         place; ``last`` is returned for UNCHANGED."""
-        deps = self.values(self.global_values(ctx) if shared is None else shared, host)
+        deps = self.values(self.global_values(ctx) if shared is None else shared, host, ctx)
         args: list[Any] = [deps]
         if self.host is not None:
             assert host is not None
@@ -191,8 +231,8 @@ class DataDepsHandle(Handle):
     # -- events ---------------------------------------------------------------------------------
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
-        every, one = self._concerned(event, ctx)
-        if not every and one is None:
+        every, some = self._concerned(event, ctx)
+        if not every and not some:
             return
         if self.host is None:
             self._run_dictionary(ctx)
@@ -201,30 +241,53 @@ class DataDepsHandle(Handle):
         if every:
             ids = [r["id"] for r in ctx.find(self.host, None, ["id"], {"id": "asc"})]
         else:
-            ids = [one]
+            ids = list(dict.fromkeys(some))
         for host_id in ids:
             self._run_host(host_id, shared, ctx)
 
-    def _concerned(self, event: MutationEvent, ctx: TransactionContext) -> tuple[bool, Any]:
-        """(every host, one host id or None) that ``event`` changes the dependencies of."""
+    def _linked(self, event: MutationEvent, ctx: TransactionContext) -> list[Any]:
+        """The hosts whose related records ``event`` changes (a link created or deleted, or
+        a watched field of a related record)."""
+        out: list[Any] = []
+        for key, dep in self.related:
+            attribute = self.attributes[key]
+            link = attribute.link.name
+            sides = ("source", "target") if attribute.symmetric else (attribute.side,)
+            if event.record_name == link and event.type in ("create", "delete"):
+                out.extend(event.record[side]["id"] for side in sides)
+            elif (
+                event.record_name == attribute.related
+                and event.type == "update"
+                and self._changed(event, dep.fields, attribute.related, ctx)
+            ):
+                related_id = event.record["id"]
+                others = ("source", "target") if attribute.symmetric else (attribute.other,)
+                for other in others:
+                    mine = "target" if other == "source" else "source"
+                    for row in ctx.find(link, {other: {"id": related_id}}, [mine]):
+                        out.append(row[mine]["id"])
+        return out
+
+    def _concerned(self, event: MutationEvent, ctx: TransactionContext) -> tuple[bool, list[Any]]:
+        """(every host, the host ids) whose dependencies ``event`` changes."""
         name, kind = event.record_name, event.type
         for _, record, fields in self.records:
             if record != name:
                 continue
             if kind != "update" or self._changed(event, fields, record, ctx):
-                return True, None
+                return True, []
         if name == DICTIONARY_RECORD and self.dictionaries:
             key = event.merged.get("key")
             if any(key == n for _, n in self.dictionaries) and (
                 kind == "create" or self._changed(event, ["value"], name, ctx)
             ):
-                return True, None
-        if name == self.host:
-            if kind == "create":
-                return False, event.record["id"]
-            if kind == "update" and self._changed(event, self.own, name, ctx):
-                return False, event.record["id"]
-        return False, None
+                return True, []
+        some = self._linked(event, ctx) if self.related else []
+        if name == self.host and (
+            kind == "create" or (kind == "update" and self._changed(event, self.own, name, ctx))
+        ):
+            some.append(event.record["id"])
+        return False, some
 
     def _changed(
         self, event: MutationEvent, fields: list[str] | None, record: str, ctx: TransactionContext

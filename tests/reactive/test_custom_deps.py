@@ -178,6 +178,82 @@ async def test_property_from_every_record_and_a_dictionary(make: MakeController)
     assert (await c.verify()).ok
 
 
+async def test_property_from_related_records(make: MakeController) -> None:
+    """The original's 'property dataDeps with relations': an employee's text from its own
+    fields and its department's; and a to-many list of related titles."""
+
+    def info(deps: dict[str, Any], record: dict[str, Any]) -> str:
+        dept = deps["dept"]
+        where = f"{dept['name']} ({dept['budget']:g})" if dept else "no department"
+        return f"{deps['own']['name']} - {deps['own']['position']} in {where}"
+
+    department = r.Entity(
+        "Department",
+        [
+            r.Property("name"),
+            r.Property("budget", "number"),
+            r.Property(
+                "staff",
+                "json",
+                computation=r.Custom(
+                    lambda deps, rec: [e["name"] for e in deps["people"]],
+                    data_deps={"people": r.RelatedDep("employees", ["name"])},
+                    initial=list,
+                ),
+            ),
+        ],
+    )
+    employee = r.Entity(
+        "Employee",
+        [
+            r.Property("name"),
+            r.Property("position"),
+            r.Property(
+                "info",
+                computation=r.Custom(
+                    info,
+                    data_deps={
+                        "own": r.OwnFieldsDep(["name", "position"]),
+                        "dept": r.RelatedDep("department", ["name", "budget"]),
+                    },
+                ),
+            ),
+        ],
+    )
+    works = r.Relation(employee, "department", department, "employees", "n:1")
+    c = await make([department, employee], [works])
+    eng = await c.storage.create("Department", {"name": "Eng", "budget": 100})
+    ops = await c.storage.create("Department", {"name": "Ops", "budget": 5})
+    ada = await c.storage.create(
+        "Employee", {"name": "Ada", "position": "lead", "department": {"id": eng["id"]}}
+    )
+    bob = await c.storage.create("Employee", {"name": "Bob", "position": "dev"})
+
+    async def infos() -> list[str]:
+        rows = await c.storage.find("Employee", None, ["info"], order_by={"id": "asc"})
+        return [x["info"] for x in rows]
+
+    async def staff() -> list[list[str]]:
+        rows = await c.storage.find("Department", None, ["staff"], order_by={"id": "asc"})
+        return [x["staff"] for x in rows]
+
+    assert await infos() == ["Ada - lead in Eng (100)", "Bob - dev in no department"]
+    assert await staff() == [["Ada"], []]
+    await c.storage.update("Department", {"id": eng["id"]}, {"budget": 120})
+    await c.storage.update("Employee", {"id": bob["id"]}, {"department": {"id": eng["id"]}})
+    assert await infos() == ["Ada - lead in Eng (120)", "Bob - dev in Eng (120)"]
+    assert await staff() == [["Ada", "Bob"], []]
+    await c.storage.update("Employee", {"id": ada["id"]}, {"department": {"id": ops["id"]}})
+    await c.storage.update("Employee", {"id": ada["id"]}, {"name": "Ada L."})
+    assert await infos() == ["Ada L. - lead in Ops (5)", "Bob - dev in Eng (120)"]
+    assert await staff() == [["Bob"], ["Ada L."]]
+    await c.storage.delete("Department", {"id": ops["id"]})
+    assert await infos() == ["Ada L. - lead in no department", "Bob - dev in Eng (120)"]
+    await c.storage.delete("Employee", {"id": bob["id"]})
+    assert await staff() == [[]]
+    assert (await c.verify()).ok
+
+
 async def test_dictionary_state_accumulates(make: MakeController) -> None:
     """The original's 'custom state management': a bound state the compute reads and writes."""
     trigger = r.Dictionary("trigger", "number", default=0)
@@ -306,6 +382,10 @@ def test_bad_declarations_fail_at_construction() -> None:
         ({"x": r.OwnFieldsDep(["colour"])}, r"Shop\.label .*'colour', which Shop does not have"),
         ({"x": r.OwnFieldsDep(["label"])}, r"Shop\.label .*reads Shop\.label, the value it"),
         (
+            {"x": r.RelatedDep("owner", ["name"])},
+            r"Shop\.label \(Custom\): data_deps 'x': Shop has no relation attribute 'owner'",
+        ),
+        (
             {"x": r.DictionaryValueDep("nope")},
             r"Shop\.label \(Custom\): data_deps 'x' reads dictionary 'nope', which is not declared",
         ),
@@ -323,6 +403,24 @@ def test_bad_dependencies_fail_at_setup_naming_entity_and_property(
     )
     with pytest.raises(r.ModelError, match=message):
         r.Controller(SQLiteStorage(":memory:"), [shop])
+
+
+def test_related_field_must_exist() -> None:
+    town = r.Entity("Town", [r.Property("name")])
+    shop = r.Entity(
+        "Shop",
+        [
+            r.Property(
+                "label",
+                computation=r.Custom(
+                    lambda deps, rec: "", data_deps={"t": r.RelatedDep("town", ["mayor"])}
+                ),
+            )
+        ],
+    )
+    located = r.Relation(shop, "town", town, "shops", "n:1")
+    with pytest.raises(r.ModelError, match=r"Shop\.label .*Town \(reached by Shop\.town\) has no"):
+        r.Controller(SQLiteStorage(":memory:"), [town, shop], [located])
 
 
 def test_own_fields_on_a_dictionary_is_refused() -> None:
@@ -344,6 +442,7 @@ STEPS = st.lists(
         st.tuples(st.just("qty"), st.integers(0, 20), st.integers(0, 3)),
         st.tuples(st.just("delete"), st.integers(0, 20), st.just(0)),
         st.tuples(st.just("threshold"), st.integers(0, 20), st.just(0)),
+        st.tuples(st.just("move"), st.integers(0, 20), st.integers(0, 2)),
     ),
     max_size=16,
 )
@@ -368,7 +467,7 @@ def test_random_writes_match_a_plain_model_on_postgresql(
     asyncio.run(follow(sequence, "postgres"))
 
 
-def model_of() -> tuple[list[r.Entity], list[r.Dictionary]]:
+def model_of() -> tuple[list[r.Entity], list[r.Relation], list[r.Dictionary]]:
     threshold = r.Dictionary("threshold", "number", default=10)
 
     def over(deps: dict[str, Any]) -> list[int]:
@@ -404,6 +503,21 @@ def model_of() -> tuple[list[r.Entity], list[r.Dictionary]]:
             ),
         ],
     )
+    shelf = r.Entity(
+        "Shelf",
+        [
+            r.Property("name"),
+            r.Property(
+                "prices",
+                "json",
+                computation=r.Custom(
+                    lambda deps, rec: sorted(i["price"] for i in deps["items"]),
+                    data_deps={"items": r.RelatedDep("items", ["price"])},
+                ),
+            ),
+        ],
+    )
+    on = r.Relation(item, "shelf", shelf, "items", "n:1")
     dictionaries = [
         threshold,
         r.Dictionary(
@@ -425,16 +539,16 @@ def model_of() -> tuple[list[r.Entity], list[r.Dictionary]]:
             ),
         ),
     ]
-    return [item], dictionaries
+    return [item, shelf], [on], dictionaries
 
 
 async def follow(sequence: list[Step], backend: str) -> None:
     """Random creates, updates, deletes and threshold changes: every Custom value equals what
     plain Python computes from the same data; the stateful one counts the changes of its
     dependency; verify() agrees."""
-    entities, dictionaries = model_of()
+    entities, relations, dictionaries = model_of()
     async with scratch_storage(backend) as storage:
-        c = r.Controller(storage, entities, [], dictionaries)
+        c = r.Controller(storage, entities, relations, dictionaries)
         await c.setup()
         try:
             await run_steps(c, sequence)
@@ -443,15 +557,27 @@ async def follow(sequence: list[Step], backend: str) -> None:
 
 
 async def run_steps(c: r.Controller, sequence: list[Step]) -> None:
-    items: dict[int, dict[str, int]] = {}
+    items: dict[int, dict[str, Any]] = {}
+    shelves = [(await c.storage.create("Shelf", {"name": n}))["id"] for n in ("s1", "s2")]
     threshold = 10
     runs = 1  # computed once at install
     for kind, a, b in sequence:
         ids = sorted(items)
         if kind == "create":
-            row = await c.storage.create("Item", {"price": a, "qty": b})
-            items[row["id"]] = {"price": a, "qty": b}
+            shelf = shelves[b - 1] if 0 < b <= len(shelves) else None  # qty 0 or 3: none
+            data: dict[str, Any] = {"price": a, "qty": b}
+            if shelf is not None:
+                data["shelf"] = {"id": shelf}
+            row = await c.storage.create("Item", data)
+            items[row["id"]] = {"price": a, "qty": b, "shelf": shelf}
             runs += 1
+        elif kind == "move" and ids:
+            target = ids[a % len(ids)]
+            shelf = shelves[b - 1] if b else None
+            await c.storage.update(
+                "Item", {"id": target}, {"shelf": {"id": shelf} if shelf else None}
+            )
+            items[target]["shelf"] = shelf
         elif kind == "price" and ids:
             target = ids[a % len(ids)]
             await c.storage.update("Item", {"id": target}, {"price": b})
@@ -477,6 +603,10 @@ async def run_steps(c: r.Controller, sequence: list[Step]) -> None:
         i for i, v in sorted(items.items()) if v["price"] > threshold
     ]
     assert await c.storage.get_dict("runs") == runs
+    rows = await c.storage.find("Shelf", None, ["prices"], order_by={"id": "asc"})
+    assert [x["prices"] for x in rows] == [
+        sorted(v["price"] for v in items.values() if v["shelf"] == s) for s in shelves
+    ]
     report = await c.verify()
     assert report.ok, str(report)
     assert "runs" in report.skipped
