@@ -237,13 +237,19 @@ class DataDepsHandle(Handle):
         if self.host is None:
             self._run_dictionary(ctx)
             return
-        shared = self.global_values(ctx)
         if every:
             ids = [r["id"] for r in ctx.find(self.host, None, ["id"], {"id": "asc"})]
         else:
             ids = list(dict.fromkeys(some))
-        for host_id in ids:
-            self._run_host(host_id, shared, ctx)
+        # Every host is locked (SELECT ... FOR UPDATE on PostgreSQL) before the dependencies
+        # are read: a concurrent writer of a dependency that recomputes the same hosts waits,
+        # then reads what this transaction committed (the pattern of every computation that
+        # reads a collection after locking its host; see storage.postgres).
+        hosts = [ctx.snapshot(self.host, host_id, lock=True) for host_id in ids]
+        shared = self.global_values(ctx)
+        for current in hosts:
+            if current is not None:
+                self._run_host(current["id"], shared, ctx)
 
     def _linked(self, event: MutationEvent, ctx: TransactionContext) -> list[Any]:
         """The hosts whose related records ``event`` changes (a link created or deleted, or

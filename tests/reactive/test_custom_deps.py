@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import reactive as r
 from reactive.engine import DICTIONARY_RECORD
-from storage import SQLiteStorage
+from storage import MatchExp, SQLiteStorage
 from tests.conftest import scratch_storage
 
 from .conftest import MakeController
@@ -251,6 +251,45 @@ async def test_property_from_related_records(make: MakeController) -> None:
     assert await infos() == ["Ada L. - lead in no department", "Bob - dev in Eng (120)"]
     await c.storage.delete("Employee", {"id": bob["id"]})
     assert await staff() == [[]]
+    assert (await c.verify()).ok
+
+
+async def test_dictionary_over_a_merged_and_a_filtered_entity(make: MakeController) -> None:
+    """The original's 'merged entity in custom computation': records of a view as a
+    dependency, entering and leaving it."""
+    local = r.Entity("LocalEvent", [r.Property("title"), r.Property("attendees", "number")])
+    online = r.Entity("OnlineEvent", [r.Property("title"), r.Property("attendees", "number")])
+    event = r.Entity("Event", inputs=[local, online])
+    big = r.Entity("BigLocal", base=local, match=MatchExp.atom("attendees", ">", 50))
+
+    def stats(deps: dict[str, Any]) -> dict[str, Any]:
+        events = deps["events"]
+        return {
+            "total": len(events),
+            "attendees": sum(e["attendees"] or 0 for e in events),
+            "big": sorted(e["title"] for e in deps["big"]),
+        }
+
+    summary = r.Dictionary(
+        "stats",
+        "json",
+        computation=r.Custom(
+            stats,
+            data_deps={
+                "events": r.RecordsDep(event, ["attendees"]),
+                "big": r.RecordsDep(big, ["title"]),
+            },
+        ),
+    )
+    c = await make([local, online, event, big], dictionaries=[summary])
+    assert await c.storage.get_dict("stats") == {"total": 0, "attendees": 0, "big": []}
+    meetup = await c.storage.create("LocalEvent", {"title": "meetup", "attendees": 30})
+    await c.storage.create("OnlineEvent", {"title": "conf", "attendees": 150})
+    assert await c.storage.get_dict("stats") == {"total": 2, "attendees": 180, "big": []}
+    await c.storage.update("LocalEvent", {"id": meetup["id"]}, {"attendees": 80})
+    assert await c.storage.get_dict("stats") == {"total": 2, "attendees": 230, "big": ["meetup"]}
+    await c.storage.delete("LocalEvent", {"id": meetup["id"]})
+    assert await c.storage.get_dict("stats") == {"total": 1, "attendees": 150, "big": []}
     assert (await c.verify()).ok
 
 

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
+from storage import MatchExp
 from tests.conftest import scratch_storage
 
 from .conftest import MakeController
@@ -130,6 +131,28 @@ async def test_several_triggers_list_results_and_none(make: MakeController) -> N
         "create x #1",
         "renamed gone",
     ]  # x's deletion: copies is 0, so its list is empty
+
+
+async def test_records_leaving_a_filtered_view(make: MakeController) -> None:
+    """A view's delete event (a record leaving it) is an event like any other."""
+    task = r.Entity("Task", [r.Property("title"), r.Property("done", "boolean")])
+    open_task = r.Entity("OpenTask", base=task, match=MatchExp.atom("done", "=", False))
+    closed = r.Entity(
+        "Closed",
+        [r.Property("title")],
+        computation=r.Transform(
+            event_deps=[r.Trigger(open_task, "delete")],
+            callback=lambda event: {"title": event.record["title"]},
+        ),
+    )
+    c = await make([task, open_task, closed])
+    t = await c.storage.create("Task", {"title": "a", "done": False})
+    await c.storage.create("Task", {"title": "b", "done": True})  # never in the view
+    await c.storage.update("Task", {"id": t["id"]}, {"done": True})
+    await c.storage.update("Task", {"id": t["id"]}, {"done": False})
+    await c.storage.update("Task", {"id": t["id"]}, {"done": True})
+    rows = await c.storage.find("Closed", None, ["title"], order_by={"id": "asc"})
+    assert [x["title"] for x in rows] == ["a", "a"]
 
 
 async def test_callback_error_rolls_the_write_back(make: MakeController) -> None:
