@@ -201,6 +201,9 @@ class Trigger:
     type: Literal["create", "update", "delete"] = "create"
     fields: Mapping[str, typing.Any] | None = None
     keys: Sequence[str] | None = None
+    #: the name of the interaction given as ``record`` (None otherwise); the controller
+    #: checks it is one of its interactions
+    interaction: str | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.type not in ("create", "update", "delete"):
@@ -215,6 +218,7 @@ class Trigger:
                     f"created, so type must be 'create', got {self.type!r}"
                 )
             self.fields = {"interaction_name": self.record.name, **(self.fields or {})}
+            self.interaction = self.record.name
             self.record = INTERACTION_EVENT
         if self.keys is not None:
             if self.type != "update":

@@ -63,6 +63,9 @@ class StateMachineHandle(Handle):
     def hidden_fields(self) -> list[tuple[str, Field]]:
         return [(self.host, Field(self.state_field, "string"))] if self.host else []
 
+    def declared_triggers(self) -> list[Trigger]:
+        return [t.trigger for t in self.transfers]
+
     def routes(self) -> list[Route]:
         return list(dict.fromkeys((t.record, t.trigger.type) for t in self.transfers))
 
@@ -189,6 +192,9 @@ class CustomHandle(Handle):
 
     def routes(self) -> list[Route]:
         return list(dict.fromkeys((name, t.type) for name, t in self.triggers))
+
+    def declared_triggers(self) -> list[Trigger]:
+        return list(self.decl.triggers)
 
     def hidden_fields(self) -> list[tuple[str, Field]]:
         if self.host is None or not self.has_state:

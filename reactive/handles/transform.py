@@ -189,6 +189,9 @@ class EventTransformHandle(Handle):
     def routes(self) -> list[Route]:
         return list(dict.fromkeys((name, t.type) for name, t in self.triggers))
 
+    def declared_triggers(self) -> list[Trigger]:
+        return list(self.decl.event_deps or ())
+
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
         index = self._by_route.get((event.record_name, event.type))
         if index is None or not index.matching(event):

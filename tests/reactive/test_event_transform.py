@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
-from storage import MatchExp
+from storage import MatchExp, SQLiteStorage
 from tests.conftest import scratch_storage
 
 from .conftest import MakeController
@@ -216,6 +216,17 @@ async def test_trigger_on_an_unknown_record_fails_at_setup(make: MakeController)
     )
     with pytest.raises(r.SetupError, match=r"Log .*'Ghost'"):
         await make([ghost])
+
+
+def test_a_trigger_on_an_undeclared_interaction_is_refused() -> None:
+    donate = r.Interaction("Donate")
+    donation = r.Entity(
+        "Donation",
+        [r.Property("amount", "number")],
+        computation=r.Transform(event_deps=[r.Trigger(donate)], callback=lambda event: None),
+    )
+    with pytest.raises(r.ModelError, match=r"Donation \(Transform of events\): .*'Donate'"):
+        r.Controller(SQLiteStorage(":memory:"), [donation], interactions=[r.Interaction("Ping")])
 
 
 def test_interaction_trigger_is_a_pattern_on_interaction_events() -> None:
