@@ -38,8 +38,8 @@ from reactive.computations import (
 )
 from reactive.context import TransactionContext
 from reactive.controller import Controller
+from reactive.custom_deps import OwnFieldsDep, RecordsDep, RelatedDep
 from reactive.deps import DictionaryDep
-from reactive.engine import INTERACTION_EVENT
 from reactive.errors import (
     ComputationError,
     CycleError,
@@ -49,6 +49,7 @@ from reactive.errors import (
     SetupError,
 )
 from reactive.interaction import (
+    INTERACTION_EVENT,
     Condition,
     DispatchError,
     DispatchResult,
@@ -111,12 +112,15 @@ __all__ = [
     "OutboxEvent",
     "OutboxPosition",
     "OutboxReader",
+    "OwnFieldsDep",
     "Param",
     "Payload",
     "PayloadItem",
     "Property",
     "ReactiveError",
     "RecordMutationSideEffect",
+    "RecordsDep",
+    "RelatedDep",
     "Relation",
     "SetupError",
     "SideEffectLeases",

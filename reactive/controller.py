@@ -22,9 +22,10 @@ from reactivex.subject import Subject
 from reactive import evolution
 from reactive.callables import adapt
 from reactive.context import LookupWarnings, Match, RecordRef, TransactionContext
-from reactive.engine import DICTIONARY_RECORD, INTERACTION_EVENT, Engine
+from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError, ModelError, ReactiveError, describe
 from reactive.interaction import (
+    INTERACTION_EVENT,
     DispatchError,
     DispatchResult,
     Interaction,
@@ -123,6 +124,14 @@ class Controller:
             if interaction.name in self.interactions:
                 raise ModelError(f"interaction {interaction.name!r} is declared twice")
             self.interactions[interaction.name] = interaction
+        for handle in self.engine.handles:
+            for trigger in handle.declared_triggers():
+                if trigger.interaction is not None and trigger.interaction not in self.interactions:
+                    known = ", ".join(sorted(self.interactions)) or "none"
+                    raise ModelError(
+                        f"{handle.name}: a trigger names interaction {trigger.interaction!r}, "
+                        f"which is not among the controller's interactions (known: {known})"
+                    )
         self.side_effects = SideEffectQueue(
             self, side_effects, side_effect_concurrency, side_effect_leases
         )

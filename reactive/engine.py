@@ -27,8 +27,11 @@ from reactive.computations import (
 from reactive.errors import ComputationError, ModelError, SetupError, describe
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
 from reactive.handles.base import Handle
+from reactive.handles.custom_deps import DataDepsHandle
 from reactive.handles.state_machine import CustomHandle, StateMachineHandle
-from reactive.handles.transform import TransformHandle
+from reactive.handles.transform import EventTransformHandle, TransformHandle
+from reactive.interaction import INTERACTION_EVENT as INTERACTION_EVENT
+from reactive.model import DICTIONARY_RECORD as DICTIONARY_RECORD
 from reactive.model import (
     HARD_DELETION_PROPERTY,
     Dictionary,
@@ -45,10 +48,6 @@ from storage import Field, Index, LinkType, MutationEvent, RecordType, Schema
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
 _SEQUENCES = (list, tuple)
 
-INTERACTION_EVENT = "_Interaction_"
-"""The record every dispatch writes: ``interaction_name``, ``user``, ``payload``."""
-DICTIONARY_RECORD = "_Dictionary_"
-"""Where dictionary values live: ``key``, ``value`` (and the computation's ``state``)."""
 
 SYSTEM_RECORDS = [
     RecordType(
@@ -163,6 +162,9 @@ class Engine:
         self._check_names(declared_views)
         owned: dict[str, dict[str, Handle]] = {}
         handles = tuple(self._create_handles(owned))
+        for handle in handles:
+            if isinstance(handle, DataDepsHandle):
+                handle.check_dictionaries(self.dictionaries)
         init("handles", handles)
         for handle in handles:  # data_deps name dictionaries of this model (reactive.deps)
             if isinstance(handle, PropertyAggregate | DictionaryAggregate):
@@ -310,7 +312,12 @@ class Engine:
                         f"{record_name(owner)}: an entity or relation computation must be a "
                         f"Transform, got {type(owner.computation).__name__}"
                     )
-                record_handles.append(TransformHandle(owner.computation, record_name(owner)))
+                transform = owner.computation
+                record_handles.append(
+                    EventTransformHandle(transform, record_name(owner))
+                    if transform.event_deps is not None
+                    else TransformHandle(transform, record_name(owner))
+                )
         property_handles: list[Handle] = []
         for owner in owners:
             host = record_name(owner)
@@ -551,6 +558,8 @@ def _property_handle(prop: Property, host: str) -> Handle:
     if isinstance(computation, StateMachine):
         return StateMachineHandle(computation, host, prop.name)
     if isinstance(computation, Custom):
+        if computation.data_deps is not None:
+            return DataDepsHandle(computation, host, prop.name)
         return CustomHandle(computation, host, prop.name)
     raise ModelError(f"{host}.{prop.name}: {type(computation).__name__} cannot compute a property")
 
@@ -561,6 +570,8 @@ def _dictionary_handle(computation: Computation, name: str, integer: bool) -> Ha
     if isinstance(computation, StateMachine):
         return StateMachineHandle(computation, None, name)
     if isinstance(computation, Custom):
+        if computation.data_deps is not None:
+            return DataDepsHandle(computation, None, name)
         return CustomHandle(computation, None, name)
     raise ModelError(f"dictionary {name}: {type(computation).__name__} cannot compute it")
 

@@ -22,6 +22,9 @@ from storage import MutationEvent, is_id
 if TYPE_CHECKING:
     from reactive.context import TransactionContext
 
+INTERACTION_EVENT = "_Interaction_"
+"""The record every dispatch writes: ``interaction_name``, ``user``, ``payload``."""
+
 PayloadType = Literal["string", "number", "integer", "boolean", "json", "timestamp"]
 PAYLOAD_TYPES: tuple[str, ...] = ("string", "number", "integer", "boolean", "json", "timestamp")
 

@@ -31,6 +31,8 @@ from reactive.computations import (
     _Aggregate,
 )
 from reactive.computations import Every as EveryDecl
+from reactive.custom_deps import DataDep, RecordsDep, RelatedDep
+from reactive.deps import DictionaryDep
 from reactive.fingerprint import fingerprint
 from reactive.model import Dictionary, Entity, Property, Relation, record_name
 from storage import Field, RecordType, Schema
@@ -79,11 +81,21 @@ def _name(record: Any) -> Any:
 
 def _trigger(trigger: Trigger) -> dict[str, Any]:
     return {
-        "record": record_name(trigger.record),
+        "record": trigger.record_name,
         "type": trigger.type,
         "fields": _plain(dict(trigger.fields) if trigger.fields is not None else None),
         "keys": None if trigger.keys is None else list(trigger.keys),
     }
+
+
+def _data_dep(dep: DataDep) -> dict[str, Any]:
+    if isinstance(dep, RecordsDep):
+        return {"records": _name(dep.record), "fields": dep.fields}
+    if isinstance(dep, DictionaryDep):
+        return {"dictionary": dep.dictionary}
+    if isinstance(dep, RelatedDep):
+        return {"related": dep.attribute, "fields": list(dep.fields)}
+    return {"own": list(dep.fields)}
 
 
 def identity(computation: Computation | None) -> dict[str, Any] | None:
@@ -112,6 +124,8 @@ def identity(computation: Computation | None) -> dict[str, Any] | None:
             attribute_query=_plain(computation.attribute_query),
             callback=fingerprint(computation.callback),
         )
+        if computation.event_deps is not None:
+            out["event_deps"] = [_trigger(t) for t in computation.event_deps]
     elif isinstance(computation, StateMachine):
         out.update(
             states=[[s.name, fingerprint(s.compute_value)] for s in computation.states],
@@ -135,6 +149,10 @@ def identity(computation: Computation | None) -> dict[str, Any] | None:
             initial=_plain(computation.initial),
             with_record=computation.with_record,
         )
+        if computation.data_deps is not None:
+            out["data_deps"] = {k: _data_dep(v) for k, v in computation.data_deps.items()}
+        if computation.state is not None:
+            out["state"] = _plain(computation.state)
     else:
         out["repr"] = repr(computation)
     return out

@@ -35,6 +35,10 @@ def _list(value: Any) -> list[Any]:
     return list(value) if value is not None else []
 
 
+DICTIONARY_RECORD = "_Dictionary_"
+"""Where dictionary values live: ``key``, ``value`` (and the computation's ``state``)."""
+
+
 @attrs.define(eq=False, kw_only=False)
 class Property:
     """A value field of an entity or relation.

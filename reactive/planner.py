@@ -103,9 +103,8 @@ def plan(
             drafts.append(_added_record(record, is_system))
             computation = new_records.get(name, {}).get("computation")
             if computation is not None:  # a Transform: derive the new records now
-                drafts.append(
-                    _Draft("add_computation", name, f"Transform: {_backfill_action('Transform')}")
-                )
+                action = _backfill_action(_kind_of(computation))
+                drafts.append(_Draft("add_computation", name, f"Transform: {action}"))
                 backfill.append(name)
             continue
         old = record_from_json(old_name, old_schema[old_name])
@@ -559,7 +558,7 @@ def _computation_changes(
             return
         kind = after["kind"] if isinstance(after, dict) else "computed"
         verb = "add_computation" if before is None else "change_computation"
-        drafts.append(_Draft(verb, target, f"{kind}: {_backfill_action(kind)}"))
+        drafts.append(_Draft(verb, target, f"{kind}: {_backfill_action(_kind_of(after))}"))
         backfill.append(key)
 
     compare(name, name, old_model.get("computation"), new_model.get("computation"), "Transform")
@@ -576,15 +575,30 @@ def _computation_changes(
     return drafts
 
 
+def _kind_of(computation: Any) -> str:
+    """A computation's kind for :func:`_backfill_action` (a Transform over events apart)."""
+    if not isinstance(computation, Mapping):
+        return "computed"
+    if computation.get("kind") == "Transform" and computation.get("event_deps") is not None:
+        return "EventTransform"
+    if computation.get("kind") == "Custom" and computation.get("data_deps") is not None:
+        return "Custom" if computation.get("state") is not None else "CustomDeps"
+    return str(computation.get("kind"))
+
+
 def _backfill_action(kind: str) -> str:
     if kind in _DERIVED:
         return "recompute every value from the stored data"
     if kind == "Transform":
         return "derive its records from every stored source record (updated in place)"
+    if kind == "EventTransform":
+        return "nothing to derive: its records come from events after the change"
     if kind == "StateMachine":
         return "records without a state start in the initial state (or initial(record))"
     if kind == "Custom":
         return "records without a value get its initial value (history is not replayed)"
+    if kind == "CustomDeps":
+        return "compute every value again from its data dependencies"
     return "recompute every row from its own fields"
 
 
@@ -611,7 +625,11 @@ def _dictionary_changes(
             )
         else:
             kind = (spec["computation"] or {}).get("kind")
-            action = "write its default" if kind is None else f"{kind}: {_backfill_action(kind)}"
+            action = (
+                "write its default"
+                if kind is None
+                else f"{kind}: {_backfill_action(_kind_of(spec['computation']))}"
+            )
             drafts.append(_Draft("add_dictionary", name, action))
             if kind is not None:
                 backfill.append(name)
@@ -622,7 +640,8 @@ def _dictionary_changes(
             else:
                 verb = "add_computation" if old["computation"] is None else "change_computation"
                 kind = spec["computation"]["kind"]
-                drafts.append(_Draft(verb, name, f"{kind}: {_backfill_action(kind)}"))
+                action = _backfill_action(_kind_of(spec["computation"]))
+                drafts.append(_Draft(verb, name, f"{kind}: {action}"))
                 backfill.append(name)
         if old["type"] != spec["type"]:
             drafts.append(

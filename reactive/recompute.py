@@ -17,13 +17,19 @@ item at once:
   in place (a row keeps its id while its source and position stay), surplus rows deleted, rows
   of sources that no longer exist deleted. These writes run the computations that depend on
   the derived records, like any write.
+- Transform over ``event_deps``: its records are history (one per past event), tied to no
+  source: nothing is derived again, nothing checked (it is listed in ``report.skipped``).
 - ``computed=`` properties: recomputed from each row.
 - StateMachine: history cannot be replayed. Rows without a state (added to a model with
   existing records) or in a state the machine no longer has get the initial state (or
   ``initial(record)``) and its value. ``check`` reports every row (or dictionary) whose stored
   state is not one of the declared states; which declared state is right it cannot judge
   (the machine stays in ``report.skipped``).
-- Custom: likewise history: rows without a value get ``initial``; not checked.
+- Custom on triggers: likewise history: rows without a value get ``initial`` (without a
+  state, the initial state); not checked.
+- Custom on ``data_deps``: a function of the current data, recomputed and checked like an
+  aggregate (its ``compute`` run again per host, the dependencies read once per batch); with
+  ``state`` it is history, filled in and skipped like a Custom on triggers.
 
 Concurrent writers (PostgreSQL, several connections or processes). A recomputation that
 writes locks what it writes before it reads what it sums: the host rows of its id range (a
@@ -49,11 +55,14 @@ import attrs
 
 from reactive import deps
 from reactive.computations import StateNode
+from reactive.custom_deps import OwnFieldsDep, RecordsDep, RelatedDep
 from reactive.engine import DICTIONARY_RECORD, Engine
 from reactive.errors import ComputationError
 from reactive.handles.aggregate import DictionaryAggregate, PropertyAggregate
+from reactive.handles.custom_deps import DataDepsHandle
 from reactive.handles.state_machine import CustomHandle, StateMachineHandle
-from reactive.handles.transform import TransformHandle
+from reactive.handles.transform import EventTransformHandle, TransformHandle
+from reactive.model import record_name
 from reactive.views import has_merged_ids
 from storage import MatchExp
 from storage.migration import RelatedTotals
@@ -86,7 +95,8 @@ class Difference:
 class VerifyReport:
     """What :meth:`Controller.verify` found: ``ok`` when nothing differs; ``differences``
     (each a :class:`Difference`); ``skipped``: computations whose values depend on the
-    history of events (StateMachine, Custom) and cannot be recomputed from the data."""
+    history of events (StateMachine, Custom, a Transform over ``event_deps``) and cannot be
+    recomputed from the data."""
 
     differences: list[Difference]
     skipped: list[str]
@@ -411,6 +421,21 @@ class _Transform(Recomputation):
         return [Difference(self.h.output, r["id"], "*", r, None) for r in self._orphans(ctx)]
 
 
+class _EventTransform(Recomputation):
+    """A Transform over events: its records are what past events produced; there is nothing
+    to recompute them from, so nothing is written or checked."""
+
+    recomputable = False
+    checked = False
+
+    def __init__(self, handle: EventTransformHandle):
+        self.key = handle.output
+        self.outputs = frozenset({(handle.output, "*")})
+
+    def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
+        return None
+
+
 class _Computed(Recomputation):
     def __init__(self, record: str, prop: str, compute: Callable[..., Any]):
         self.record, self.prop, self.compute = record, prop, compute
@@ -534,6 +559,92 @@ class _Custom(_HistoryDependent):
         scope = _in_range("id", id_range)
         for row in ctx.find(h.host, match if scope is None else match & scope):
             ctx.update_internal(h.host, row["id"], {h.target: h.initial_value()})
+        if h.has_state:
+            match = MatchExp.atom(h.state_field, "is null")
+            for row in ctx.find(h.host, match if scope is None else match & scope):
+                ctx.update_internal(h.host, row["id"], {h.state_field: h.decl.initial_state()})
+
+
+class _CustomDeps(Recomputation):
+    """A Custom over data_deps: ``compute`` run again with the current dependencies (read
+    once per batch), per host; with state, only missing values and states are filled in."""
+
+    def __init__(self, handle: DataDepsHandle, engine: Engine):
+        self.h = handle
+        self.key = f"{handle.host}.{handle.target}" if handle.host else handle.target
+        self.batch_record = handle.host
+        self.recomputable = self.checked = not handle.has_state
+        self.outputs = frozenset({(handle.host or DICTIONARY_RECORD, handle.target)})
+        inputs: set[Key] = set()
+        for dep in handle.deps.values():
+            if isinstance(dep, RecordsDep):
+                for source in stored_sources(engine, handle_record(dep)):
+                    inputs.add((source, "#rows"))
+                    inputs.update((source, f) for f in dep.fields or ["*"])
+            elif isinstance(dep, deps.DictionaryDep):
+                inputs.add((DICTIONARY_RECORD, dep.dictionary))
+            elif isinstance(dep, OwnFieldsDep) and handle.host is not None:
+                inputs.update((handle.host, f) for f in dep.fields)
+            elif isinstance(dep, RelatedDep):
+                for key, attribute in handle.attributes.items():
+                    if handle.deps[key] is dep:
+                        inputs.add((attribute.link.name, "#rows"))
+                        inputs.update((attribute.related, f) for f in dep.fields)
+        self.inputs = frozenset(inputs)
+
+    def _compare(
+        self, ctx: TransactionContext, id_range: IdRange | None
+    ) -> list[tuple[Any, Any, Any]]:
+        """(host id or dictionary name, stored, expected) for every value that differs."""
+        h = self.h
+        if h.host is None:
+            row = ctx.dictionary_row(h.target)
+            stored = (row or {}).get("value")
+            value = h.evaluate(None, stored, None, ctx)
+            return [] if row is not None and same(stored, value) else [(h.target, stored, value)]
+        shared = h.global_values(ctx)
+        fields = list(ctx.schema.fields(h.host))
+        out = []
+        for row in ctx.find(h.host, _in_range("id", id_range), fields, {"id": "asc"}):
+            value = h.evaluate(row, row[h.target], None, ctx, shared)
+            if not same(row[h.target], value):
+                out.append((row["id"], row[h.target], value))
+        return out
+
+    def write(self, ctx: TransactionContext, id_range: IdRange | None = None) -> None:
+        h = self.h
+        if h.has_state:
+            if h.host is None:
+                h.install(ctx)
+                return
+            match = MatchExp.atom(h.state_field, "is null")
+            scope = _in_range("id", id_range)
+            for row in ctx.find(h.host, match if scope is None else match & scope):
+                ctx.update_internal(
+                    h.host,
+                    row["id"],
+                    {h.target: h.initial_value(), h.state_field: h.decl.initial_state()},
+                )
+            return
+        for key, _, value in self._compare(ctx, id_range):
+            if h.host is None:
+                ctx.set_dictionary(h.target, value, None)
+            else:
+                ctx.update_internal(h.host, key, {h.target: value})
+
+    def check(self, ctx: TransactionContext, id_range: IdRange | None = None) -> list[Difference]:
+        h = self.h
+        record = h.host or DICTIONARY_RECORD
+        field = h.target if h.host else "value"
+        return [
+            Difference(record, key, field, stored, value)
+            for key, stored, value in self._compare(ctx, id_range)
+        ]
+
+
+def handle_record(dep: RecordsDep) -> str:
+    """The record a RecordsDep reads."""
+    return record_name(dep.record)
 
 
 def recomputations(engine: Engine) -> dict[str, Recomputation]:
@@ -548,10 +659,14 @@ def recomputations(engine: Engine) -> dict[str, Recomputation]:
             rec = _DictionaryAggregate(handle, engine)
         elif isinstance(handle, TransformHandle):
             rec = _Transform(handle, engine)
+        elif isinstance(handle, EventTransformHandle):
+            rec = _EventTransform(handle)
         elif isinstance(handle, StateMachineHandle):
             rec = _StateMachine(handle)
         elif isinstance(handle, CustomHandle):
             rec = _Custom(handle)
+        elif isinstance(handle, DataDepsHandle):
+            rec = _CustomDeps(handle, engine)
         else:  # pragma: no cover - every handle kind is listed above
             continue
         out[rec.key] = rec

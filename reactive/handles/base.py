@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from storage import Field, Index, MutationEvent
 
 if TYPE_CHECKING:
+    from reactive.computations import Trigger
     from reactive.context import TransactionContext
     from storage import Schema
 
@@ -31,6 +32,10 @@ class Handle:
 
     def indexes(self) -> list[tuple[str, Index]]:
         """Indexes this handle looks records up by."""
+        return []
+
+    def declared_triggers(self) -> list[Trigger]:
+        """The triggers the computation was declared with (none for most kinds)."""
         return []
 
     def bind(self, schema: Schema) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,9 @@ class StateMachineHandle(Handle):
 
     def hidden_fields(self) -> list[tuple[str, Field]]:
         return [(self.host, Field(self.state_field, "string"))] if self.host else []
+
+    def declared_triggers(self) -> list[Trigger]:
+        return [t.trigger for t in self.transfers]
 
     def routes(self) -> list[Route]:
         return list(dict.fromkeys((t.record, t.trigger.type) for t in self.transfers))
@@ -158,14 +162,18 @@ class StateMachineHandle(Handle):
 
 
 class CustomHandle(Handle):
-    """``Custom``: ``compute(last_value, event, ctx)`` on every matching event."""
+    """``Custom`` on triggers: ``compute(last_value, event, ctx)`` on every matching event
+    (``compute(last_value, event, state, ctx)`` with state: a dict kept per host in a hidden
+    json field, or in the dictionary's row)."""
 
     def __init__(self, decl: Custom, host: str | None, target: str):
         self.decl = decl
         self.host = host
         self.target = target
         self.name = f"{host}.{target} (Custom)" if host else f"{target} (Custom)"
-        self.compute = adapt(decl.compute, 2, f"{self.name} compute")
+        self.has_state = decl.state is not None
+        self.state_field = f"_{target}_bound_custom_state"
+        self.compute = adapt(decl.compute, 2 + self.has_state, f"{self.name} compute")
         self.compute_target = (
             adapt(decl.compute_target, 1, f"{self.name} compute_target")
             if decl.compute_target
@@ -185,6 +193,14 @@ class CustomHandle(Handle):
     def routes(self) -> list[Route]:
         return list(dict.fromkeys((name, t.type) for name, t in self.triggers))
 
+    def declared_triggers(self) -> list[Trigger]:
+        return list(self.decl.triggers)
+
+    def hidden_fields(self) -> list[tuple[str, Field]]:
+        if self.host is None or not self.has_state:
+            return []
+        return [(self.host, Field(self.state_field, "json"))]
+
     def initial_value(self) -> Any:
         """The value of a new host (``initial``, called when it is a function)."""
         initial = self.decl.initial
@@ -195,11 +211,25 @@ class CustomHandle(Handle):
             raise ModelError(
                 f"{self.host}.{self.target} is computed by {self.name} and cannot be given"
             )
-        return {self.target: self.initial_value()}
+        out = {self.target: self.initial_value()}
+        if self.has_state:
+            out[self.state_field] = self.decl.initial_state()
+        return out
 
     def install(self, ctx: TransactionContext) -> None:
         if self.host is None and ctx.dictionary_row(self.target) is None:
-            ctx.set_dictionary(self.target, self.initial_value(), None)
+            ctx.set_dictionary(self.target, self.initial_value(), self.decl.initial_state())
+
+    def _state(self, stored: Any) -> dict[str, Any] | None:
+        """A copy of the stored state to hand to compute (the initial one when none)."""
+        if not self.has_state:
+            return None
+        return copy.deepcopy(stored) if stored is not None else self.decl.initial_state()
+
+    def _run(self, first: Any, event: MutationEvent, state: Any, ctx: TransactionContext) -> Any:
+        if self.has_state:
+            return self.compute(first, event, state, ctx)
+        return self.compute(first, event, ctx)
 
     def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
         index = self._by_route.get((event.record_name, event.type))
@@ -210,9 +240,14 @@ class CustomHandle(Handle):
         # every earlier computation of this host committed: see storage.postgres.
         if self.host is None:
             row = ctx.dictionary_row(self.target, lock=True)
-            value = self.compute((row or {}).get("value"), event, ctx)
+            stored = (row or {}).get("state") if self.has_state else None
+            state = self._state(stored)
+            last = (row or {}).get("value")
+            value = self._run(last, event, state, ctx)
             if value is not UNCHANGED:
-                ctx.set_dictionary(self.target, value, None)
+                ctx.set_dictionary(self.target, value, state)
+            elif self.has_state and state != stored:
+                ctx.set_dictionary(self.target, last, state)
             return
         assert self.compute_target is not None
         for target_id in target_ids(self.compute_target(event, ctx), self.name):
@@ -220,6 +255,13 @@ class CustomHandle(Handle):
             if current is None:
                 continue
             first = dict(current) if self.decl.with_record else current[self.target]
-            value = self.compute(first, event, ctx)
+            stored = current.get(self.state_field) if self.has_state else None
+            state = self._state(stored)
+            value = self._run(first, event, state, ctx)
+            changes: dict[str, Any] = {}
             if value is not UNCHANGED:
-                ctx.update(self.host, {"id": current["id"]}, {self.target: value})
+                changes[self.target] = value
+            if self.has_state and state != stored:
+                changes[self.state_field] = state
+            if changes:
+                ctx.update(self.host, {"id": current["id"]}, changes)

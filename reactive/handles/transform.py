@@ -1,4 +1,5 @@
-"""Transform: records of the host entity/relation derived from records of a source."""
+"""Transform: records of the host entity/relation derived from records of a source
+(:class:`TransformHandle`), or from mutation events (:class:`EventTransformHandle`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from reactive.callables import adapt
-from reactive.computations import Transform
+from reactive.computations import Transform, Trigger
 from reactive.errors import ComputationError, SetupError
 from reactive.handles.base import Handle, Route
+from reactive.handles.triggers import TriggerIndex, check_trigger
 from reactive.model import record_name
 from reactive.views import stored_record
 from storage import Field, Index, MutationEvent, Schema
@@ -27,6 +29,7 @@ class TransformHandle(Handle):
     def __init__(self, decl: Transform, output: str):
         self.decl = decl
         self.output = output
+        assert decl.record is not None and decl.callback is not None
         self.source = record_name(decl.record)
         self.name = f"{output} (Transform of {self.source})"
         self.callback = adapt(decl.callback, 1, f"{self.name} callback")
@@ -98,17 +101,7 @@ class TransformHandle(Handle):
         if source is None:
             return []
         result = self.callback(source, ctx)
-        items = result if isinstance(result, _SEQUENCES) else [result]
-        rows: list[dict[str, Any]] = []
-        for item in items:
-            if item is None:
-                continue
-            if not isinstance(item, Mapping):
-                raise ComputationError(
-                    self.name, f"callback must return a dict, a list of dicts or None, got {item!r}"
-                )
-            rows.append({k: v for k, v in item.items() if k != "id"})
-        return rows
+        return _rows(result, self.name)
 
     def refresh(self, source_id: Any, ctx: TransactionContext) -> None:
         """Bring one source's derived records to what the callback gives now: updated in place
@@ -154,3 +147,63 @@ class TransformHandle(Handle):
                 ctx.storage.update(self.output, {"id": current["id"]}, changes)
         for surplus in by_index.values():
             ctx.delete(self.output, {"id": surplus["id"]})
+
+
+def _rows(result: Any, owner: str) -> list[dict[str, Any]]:
+    """What a Transform callback returned (a dict, a list of dicts, or None) as rows to write,
+    without ``id`` (the storage gives it)."""
+    items = result if isinstance(result, _SEQUENCES) else [result]
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        if item is None:
+            continue
+        if not isinstance(item, Mapping):
+            raise ComputationError(
+                owner, f"callback must return a dict, a list of dicts or None, got {item!r}"
+            )
+        rows.append({k: v for k, v in item.items() if k != "id"})
+    return rows
+
+
+class EventTransformHandle(Handle):
+    """A Transform over ``event_deps``: each mutation event that matches one of its triggers
+    gives ``callback(event, ctx)``'s records, created once and never followed afterwards.
+
+    The records are history (append-only as far as the engine goes): they carry no source and
+    no bookkeeping field, and neither a later change nor a deletion of what the event was about
+    touches them. The callback gets the event as subscribers see it (computations' internal
+    fields left out). An event matching several triggers runs the callback once. Cost per event
+    on a subscribed route: the trigger index look-up; per matching event, the callback and one
+    create (with its own propagation) per returned record."""
+
+    def __init__(self, decl: Transform, output: str):
+        assert decl.event_deps is not None and decl.callback is not None
+        self.decl = decl
+        self.output = output
+        self.name = f"{output} (Transform of events)"
+        self.callback = adapt(decl.callback, 1, f"{self.name} callback")
+        self.triggers: list[tuple[str, Trigger]] = []
+        self._by_route: dict[Route, TriggerIndex[Trigger]] = {}
+
+    def bind(self, schema: Schema) -> None:
+        self.triggers = [
+            (check_trigger(t, schema, self.name), t) for t in self.decl.event_deps or ()
+        ]
+        by_route: dict[Route, list[tuple[Trigger, Trigger]]] = {}
+        for name, trigger in self.triggers:
+            by_route.setdefault((name, trigger.type), []).append((trigger, trigger))
+        self._by_route = {route: TriggerIndex(entries) for route, entries in by_route.items()}
+
+    def routes(self) -> list[Route]:
+        return list(dict.fromkeys((name, t.type) for name, t in self.triggers))
+
+    def declared_triggers(self) -> list[Trigger]:
+        return list(self.decl.event_deps or ())
+
+    def on_event(self, event: MutationEvent, ctx: TransactionContext) -> None:
+        index = self._by_route.get((event.record_name, event.type))
+        if index is None or not index.matching(event):
+            return
+        result = self.callback(ctx.engine.public_event(event), ctx)
+        for row in _rows(result, self.name):
+            ctx.create(self.output, row)

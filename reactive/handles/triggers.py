@@ -7,7 +7,6 @@ from typing import Any, Generic, TypeVar
 
 from reactive.computations import Trigger
 from reactive.errors import SetupError
-from reactive.model import record_name
 from storage import MutationEvent, Schema
 
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
@@ -16,7 +15,7 @@ _SEQUENCES = (list, tuple)
 
 def check_trigger(trigger: Trigger, schema: Schema, owner: str) -> str:
     """Validate a trigger against the schema; return its record name."""
-    name = record_name(trigger.record)
+    name = trigger.record_name
     if name not in schema.records:
         raise SetupError(
             f"{owner}: trigger record {name!r} is not an entity, relation or system record "

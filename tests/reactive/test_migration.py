@@ -518,6 +518,47 @@ async def test_an_added_custom_and_computed_property(db: Database) -> None:
         await c.close()
 
 
+async def test_added_data_deps_customs_and_an_event_transform(db: Database) -> None:
+    """A Custom over data_deps added to stored records is computed for each of them (and its
+    plan says so); a Transform over events derives nothing from the past."""
+    await seed(db)
+    label = r.Custom(
+        lambda deps, rec: f"{deps['own']['title']}/{deps['own']['score']:g}",
+        data_deps={"own": r.OwnFieldsDep(["title", "score"])},
+    )
+    titles = r.Dictionary(
+        "titles",
+        "json",
+        computation=r.Custom(
+            lambda deps: [p["title"] for p in deps["posts"]],
+            data_deps={"posts": r.RecordsDep("Post", ["title"])},
+        ),
+    )
+    (user, post), relations = blog(post_props=(r.Property("label", computation=label),))
+    archive = r.Entity(
+        "PostArchive",
+        [r.Property("title")],
+        computation=r.Transform(
+            event_deps=[r.Trigger(post, "delete")],
+            callback=lambda event: {"title": event.record["title"]},
+        ),
+    )
+    c = await open_controller(db, [user, post, archive], relations, [titles])
+    try:
+        rows = await c.storage.find("Post", None, ["label"], order_by={"id": "asc"})
+        assert [p["label"] for p in rows] == ["p0/1", "p1/2"]
+        assert await c.storage.get_dict("titles") == ["p0", "p1"]
+        assert await c.storage.find("PostArchive") == []
+        await c.storage.delete("Post", {"id": rows[0]["id"]})
+        assert await c.storage.get_dict("titles") == ["p1"]
+        assert await c.storage.find("PostArchive", None, ["title"]) == [{"id": 1, "title": "p0"}]
+        report = await c.verify()
+        assert report.ok and "PostArchive" in report.skipped
+        assert "Post.label" not in report.skipped and "titles" not in report.skipped
+    finally:
+        await c.close()
+
+
 async def test_a_changed_callback_is_recomputed(db: Database) -> None:
     await seed(db, posts=3)
 

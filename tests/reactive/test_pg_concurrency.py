@@ -240,3 +240,63 @@ async def test_recomputing_while_another_storage_writes_keeps_counts_exact(
         assert found is not None and found["n"] == hits == _N * 2 // len(posts)
     report = await writer.verify()
     assert report.ok, report.differences
+
+
+async def test_data_deps_customs_and_event_transforms_under_concurrent_writes(
+    postgres_storage_factory: PostgresFactory,
+) -> None:
+    """Many Hits at once: a property Custom over every Hit (a global dependency: each host
+    locked before the Hits are read), a dictionary Custom over them, one with state counting
+    its runs, and a Transform over the Hits' create events are all exact afterwards."""
+
+    def runs(deps: dict[str, Any], state: dict[str, Any]) -> int:
+        state["runs"] += 1
+        return state["runs"]
+
+    post, hit = _post_model(
+        seen=r.Custom(
+            lambda deps, rec: len(deps["hits"]), data_deps={"hits": r.RecordsDep("Hit", ["who"])}
+        )
+    )
+    log = r.Entity(
+        "HitLog",
+        [r.Property("who")],
+        computation=r.Transform(
+            event_deps=[r.Trigger(hit, "create")], callback=lambda e: {"who": e.record["who"]}
+        ),
+    )
+    dictionaries = [
+        r.Dictionary(
+            "hits",
+            "integer",
+            computation=r.Custom(
+                lambda deps: len(deps["hits"]), data_deps={"hits": r.RecordsDep(hit, ["who"])}
+            ),
+        ),
+        r.Dictionary(
+            "runs",
+            "integer",
+            computation=r.Custom(
+                runs, data_deps={"hits": r.RecordsDep(hit, ["who"])}, state={"runs": 0}
+            ),
+        ),
+    ]
+    store = await postgres_storage_factory(concurrent_writes=True, pool_size=6)
+    controller = r.Controller(store, [post, hit, log], [], dictionaries)
+    await controller.setup()
+    posts = [await controller.storage.create("Post", {"title": t}) for t in ("a", "b")]
+    await asyncio.gather(
+        *(
+            controller.storage.create("Hit", {"post_id": posts[i % 2]["id"], "who": f"w{i}"})
+            for i in range(_N)
+        )
+    )
+    rows = await controller.storage.find("Post", None, ["seen"], order_by={"id": "asc"})
+    assert [x["seen"] for x in rows] == [_N, _N]
+    assert await controller.storage.get_dict("hits") == _N
+    assert await controller.storage.get_dict("runs") == _N + 1  # once at install
+    logged = await controller.storage.find("HitLog", None, ["who"])
+    assert sorted(x["who"] for x in logged) == sorted(f"w{i}" for i in range(_N))
+    report = await controller.verify()
+    assert report.ok, report.differences
+    await controller.close()

@@ -74,6 +74,8 @@ def test_every_contract_name_is_public_and_no_internal_one_is() -> None:
         assert getattr(reactive, name).__doc__ or name.isupper(), f"{name} has no docstring"
     # Names the integrations share with the engine are public where they belong.
     assert reactive.record_name("Post") == "Post"
+    # A Custom's data dependencies (issue 14 item 5) are declared with these.
+    assert {"RecordsDep", "DictionaryDep", "OwnFieldsDep"} <= public
     assert {"parse_json", "DEFAULT_MAX_JSON_DEPTH"} <= set(reactive.wire.__all__)
     assert "CONTROLLER_KEY" in reactive.server.__all__
 
