@@ -154,7 +154,7 @@ def test_sqlite_constraint_failures_are_read_by_its_dialect() -> None:
     assert [(v.kind, v.fields) for v in failures] == [
         ("unique", ("x", "y")),
         ("foreign key", ()),
-        ("other", ()),
+        ("non-null", ("a",)),
     ]
     assert "NOT NULL" in failures[2].message
 
