@@ -184,6 +184,8 @@ class TransactionContext:
             for event in events:
                 for name in dep_locks.get((event.record_name, event.type), ()):
                     self.dictionary_row(name, lock=True)
+        if self.engine.deep_locks and self._locks_rows:
+            self._lock_deeper(events)
         for index, event in enumerate(events):
             subject = routes.get((event.record_name, event.type))
             if subject is None:
@@ -201,6 +203,34 @@ class TransactionContext:
                 raise self.error
             if len(self.trail) > 200:
                 del self.trail[:100]
+
+    def _lock_deeper(self, events: Sequence[MutationEvent]) -> None:
+        """Share-lock (``SELECT ... FOR SHARE``) the deeper records that ``events`` link items
+        to or unlink them from, through a relation a deep attribute_query path goes through,
+        and keep what was read as their snapshots (see :mod:`reactive.handles.deep`).
+
+        Taken before any computation locks a row, so that a write and a change of that
+        deeper record wait for each other in one order: a change of the record made first
+        (uncommitted) is waited for and then read as committed; one made later waits for this
+        transaction, and its re-evaluation of the record's items sees this link (or its
+        absence). The snapshots replace any held ones, so the handlers read the locked value,
+        not one read before. One statement per deeper record type the events reach."""
+        deep_locks = self.engine.deep_locks
+        wanted: dict[str, set[Any]] = {}
+        for event in events:
+            ends = deep_locks.get(event.record_name)
+            if ends is None or event.type == "update":
+                continue
+            for column, record in ends:
+                ref = event.record.get(column)
+                record_id = ref.get("id") if isinstance(ref, Mapping) else None
+                if record_id is not None and (record, record_id) not in self.deleted:
+                    wanted.setdefault(record, set()).add(record_id)
+        for record, ids in wanted.items():
+            match = MatchExp.atom("id", "in", sorted(ids))
+            rows = self.session.snapshots(record, match, lock=True, share=True)
+            for row in rows:
+                self._snapshots[(record, row["id"])] = row
 
     def _with_views(self, events: Sequence[MutationEvent]) -> Sequence[MutationEvent]:
         """``events`` with the events of the views they change (see :mod:`reactive.views`),

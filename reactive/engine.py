@@ -138,6 +138,7 @@ class Engine:
     leading_fields: Mapping[str, frozenset[str]]
     routes: Mapping[tuple[str, str], RouteSubject]
     dep_locks: Mapping[tuple[str, str], tuple[str, ...]]
+    deep_locks: Mapping[str, tuple[tuple[str, str], ...]]
     views: Mapping[str, View]
     view_sources: Mapping[str, tuple[View, ...]]
     hard_deletion: frozenset[str]
@@ -263,6 +264,21 @@ class Engine:
             "dep_locks",
             MappingProxyType({k: tuple(sorted(v)) for k, v in dep_locks.items()}),
         )
+        # link -> (the link column holding the deeper record's id, the deeper record) of every
+        # deep attribute_query path going through it: a write creating or deleting such a link
+        # reads the deeper record share-locked before any computation runs (see
+        # TransactionContext.propagate and reactive.handles.deep).
+        deep_locks: dict[str, list[tuple[str, str]]] = {}
+        for handle in handles:
+            if isinstance(handle, PropertyAggregate | DictionaryAggregate):
+                if not handle.fold.needs_item:
+                    continue
+                for path in handle.deep:
+                    if path.fields:
+                        ends = deep_locks.setdefault(path.link, [])
+                        if (path.other, path.record) not in ends:
+                            ends.append((path.other, path.record))
+        init("deep_locks", MappingProxyType({k: tuple(v) for k, v in deep_locks.items()}))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"the compiled model is frozen: cannot set {name!r}")

@@ -107,10 +107,17 @@ class Session(Protocol):
         ...
 
     def snapshots(
-        self, name: str, match: Match, limit: int | None = None, lock: bool = False
+        self,
+        name: str,
+        match: Match,
+        limit: int | None = None,
+        lock: bool = False,
+        share: bool = False,
     ) -> list[Record]:
         """Full snapshots of every matching record (the first ``limit``), in id order
-        (``lock``: as for :meth:`snapshot`)."""
+        (``lock``: as for :meth:`snapshot`; ``share`` with it: a shared lock, ``SELECT ... FOR
+        SHARE``, that lets other transactions read and share-lock the rows but not change
+        them)."""
         ...
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:

@@ -22,14 +22,18 @@ every delta relative to what the totals hold at that point.
 Costs: a deeper record's update costs one read of its links to items plus, per linked item,
 the reads of a direct item change (O(items linked to it)); a link change costs one item.
 
-Concurrent writers (PostgreSQL, a known limit): the deeper record is read without a lock. A
-transaction that links an item to an author (or changes the item) while another changes that
-author's queried fields, both uncommitted, can count the item under the author's old fields:
-the author's change did not see the new link, the item's write read the old fields. The value
-is then off until the next change of that item or author; ``verify()`` reports it and
-``recompute()`` repairs it. Reading the author locked closes the race but, taken in handler
-order after other aggregate rows, makes such pairs deadlock (retried, but under steady
-contention they run out of attempts); a fix needs the locks taken in one order per write.
+Concurrent writers (PostgreSQL): a write whose events create or delete a link through which
+a deep path goes (an item created with an author, re-linked, unlinked, or deleted) reads the
+deeper records at the other end share-locked (``SELECT ... FOR SHARE``) before any computation
+runs (``Engine.deep_locks``, taken in ``TransactionContext.propagate``), the same order as a
+data dep's dictionary row: the deeper record first, then the rows the aggregates lock. An
+uncommitted change of that record is waited for and then read as committed; a change made
+later waits for this transaction (every update reads its row ``FOR UPDATE``) and its
+re-evaluation of the record's items then sees the link, or its absence. The handlers read the
+locked value (it replaces any snapshot the transaction held). Cost: one statement per deeper
+record type a write's link events reach, only in models with deep paths and only for the
+relations they go through; share locks do not block each other, so writers linking items to
+one author run at once. SQLite serialises writers: nothing is taken there.
 """
 
 from __future__ import annotations
@@ -117,8 +121,9 @@ class DeepPath:
         return list(rows.values())
 
     def deeper(self, record_id: Any, ctx: TransactionContext) -> dict[str, Any] | None:
-        """The deeper record ``record_id`` as at the current event (read without a lock: see
-        the module's note on concurrent writers)."""
+        """The deeper record ``record_id`` as at the current event (locked and read before the
+        computations ran when this write linked or unlinked it: see the module's note on
+        concurrent writers)."""
         found: Mapping[str, Any] | None = ctx.get(self.record, record_id, self.fields)
         if found is None:
             found = ctx.deleted.get((self.record, record_id))

@@ -61,6 +61,7 @@ class PostgresDialect(Dialect):
     chains_inserts = True
     # Writers of several connections and processes take turns on the rows they read to write.
     row_lock = " FOR UPDATE OF t"
+    share_lock = " FOR SHARE OF t"
     # asyncpg's class 23 errors, set when the driver is imported
     integrity_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     # lease times on the server's clock, read inside the statement (see storage.lease)

@@ -80,6 +80,9 @@ class Dialect:
     """What ends a ``SELECT ... FROM <table> t`` to lock the rows it reads until the
     transaction ends (PostgreSQL: `` FOR UPDATE OF t``); empty where a write transaction
     holds the whole database already (SQLite's ``BEGIN IMMEDIATE``)."""
+    share_lock: ClassVar[str] = ""
+    """As :attr:`row_lock`, a shared lock: others may read and share-lock the rows, none may
+    update or delete them until the transaction ends (PostgreSQL: `` FOR SHARE OF t``)."""
     clock: ClassVar[str | None] = None
     """SQL for the database's own clock in seconds since the epoch (lease times; see
     :mod:`storage.lease`), or None where the database has none and the caller's clock is bound

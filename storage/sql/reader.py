@@ -245,13 +245,14 @@ class Reader:
         match: MatchExp | Mapping[str, Any] | None,
         limit: int | None = None,
         lock: bool = False,
+        share: bool = False,
     ) -> list[Record]:
         """Full value snapshots (links with ``source``/``target`` refs) of the matching records,
         in id order (the first ``limit`` of them); with ``lock``, the rows are locked until the
-        transaction ends (the dialect's ``row_lock``)."""
+        transaction ends (the dialect's ``row_lock``; with ``share`` too, its ``share_lock``)."""
         select, columns = self._snapshot_select(name)
         where, params = self.where(name, match, "t")
-        locking = self.dialect.row_lock if lock else ""
+        locking = "" if not lock else self.dialect.share_lock if share else self.dialect.row_lock
         if limit is None:
             rows = self.run(select + where + " ORDER BY t.id" + locking, params).fetchall()
         else:

@@ -95,14 +95,16 @@ class SQLSession:
         match: MatchExp | Mapping[str, Any] | None,
         limit: int | None = None,
         lock: bool = False,
+        share: bool = False,
     ) -> list[Record]:
         """Full stored value snapshots of every record matching ``match`` (the first ``limit``
         of them), in id order: what :meth:`update_record` takes as ``old``; ``lock`` as for
-        :meth:`snapshot`."""
+        :meth:`snapshot`, ``share`` (with ``lock``): a shared lock (``FOR SHARE``: other
+        transactions may read and share-lock the rows, none may change them)."""
         self.schema.record(name)
         if limit is not None and (type(limit) is not int or limit < 0):
             raise QueryError(f"snapshots of {name}: limit must be an int >= 0, got {limit!r}")
-        return self._reader.snapshots(name, match, limit, lock)
+        return self._reader.snapshots(name, match, limit, lock, share)
 
     def get(self, name: str, record_id: Any, fields: Sequence[str]) -> Record | None:
         """The named value fields of one record, or None: the cheapest read by id."""

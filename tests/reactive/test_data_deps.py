@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
+from functools import partial
 from typing import Any
 
 import pytest
@@ -18,8 +21,8 @@ from hypothesis import strategies as st
 
 import reactive as r
 from reactive.errors import ModelError
-from storage import SQLiteStorage
-from tests.conftest import dispose_postgres, open_postgres, scratch_storage
+from storage import PostgresStorage, SQLiteStorage
+from tests.conftest import PG_URL, dispose_postgres, open_postgres, scratch_storage
 from tests.reactive.conftest import MakeController
 
 EXAMPLES = int(os.environ.get("INTERAQT_MAX_EXAMPLES", "30"))
@@ -520,3 +523,155 @@ async def test_concurrent_items_and_threshold_changes_lose_nothing(postgres_url:
     finally:
         await controller.close()
         await dispose_postgres(storage)
+
+
+def deep_model() -> tuple[list[r.Entity], list[r.Relation], list[r.Dictionary]]:
+    """A deep path and no data deps: nothing else orders the writes (a data dep's row, locked
+    by every write that reaches its aggregates, would serialise them)."""
+    user = r.Entity("User", [r.Property("name"), r.Property("status")])
+    post = r.Entity("Post", [r.Property("price", "integer")])
+    owns = r.Relation(user, "posts", post, "owner", "1:n")
+    authored = r.Relation(post, "author", user, "authored", "n:1")
+    deep = [["author", ["status"]]]
+    user.properties += [
+        r.Property("n_posts", "integer", computation=r.Count(property="posts")),
+        r.Property(
+            "by_active",
+            "integer",
+            computation=r.Count(property="posts", attribute_query=deep, callback=by_active),
+        ),
+    ]
+    return [user, post], [owns, authored], []
+
+
+async def check_deep(c: r.Controller) -> None:
+    """by_active and n_posts of every user equal a recount of what is stored; verify agrees."""
+    posts = await c.storage.find("Post", None, [("owner", ["id"]), ("author", ["id", "status"])])
+    for user in await c.storage.find("User", None, ["n_posts", "by_active"]):
+        own = [p for p in posts if (p["owner"] or {}).get("id") == user["id"]]
+        assert (user["n_posts"], user["by_active"]) == (
+            len(own),
+            sum(1 for p in own if by_active(p)),
+        ), user
+    report = await c.verify()
+    assert report.ok, str(report)
+
+
+def in_thread(schema: str, run: Any) -> threading.Thread:
+    """``await run(controller)`` on a controller of its own (its own storage, connection pool
+    and event loop) on ``schema``, in a thread: a transaction body that blocks blocks only it."""
+
+    async def main() -> None:
+        storage = PostgresStorage(PG_URL, schema=schema, concurrent_writes=True, pool_size=2)
+        controller = r.Controller(storage, *deep_model())
+        try:
+            await controller.setup()
+            await run(controller)
+        finally:
+            await controller.close()
+            await storage.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),))
+    thread.start()
+    return thread
+
+
+async def test_an_unlink_waits_for_an_uncommitted_author_change(postgres_url: str) -> None:
+    """PostgreSQL: one transaction changes an author's status and stays open; another unlinks
+    a post from that author meanwhile. The unlink reads the author share-locked, so it waits
+    for the change to commit and takes the post's share out under the new status (which the
+    change, not seeing the unlink, applied to it): the host's count is right, not -1."""
+    storage = await open_postgres(postgres_url, concurrent_writes=True, pool_size=2)
+    controller = r.Controller(storage, *deep_model())
+    try:
+        await controller.setup()
+        author = await controller.storage.create("User", {"name": "a", "status": "active"})
+        host = await controller.storage.create("User", {"name": "h", "status": "active"})
+        post = await controller.storage.create("Post", {"owner": host, "author": author})
+        assert (await controller.storage.find_one("User", {"id": host["id"]}, ["by_active"]))[
+            "by_active"
+        ] == 1
+        written = threading.Event()
+
+        def change(ctx: Any) -> None:
+            ctx.storage.update("User", {"id": author["id"]}, {"status": "idle"})
+            written.set()
+            time.sleep(0.3)  # uncommitted a while
+
+        async def other(c: r.Controller) -> None:
+            await c.transact(change)
+
+        thread = in_thread(storage.schema_name or "", other)
+        assert await asyncio.to_thread(written.wait, 10)
+        await controller.storage.update("Post", {"id": post["id"]}, {"author": None})
+        await asyncio.to_thread(thread.join)
+        stored = await controller.storage.find_one("User", {"id": host["id"]}, ["by_active"])
+        assert stored["by_active"] == 0
+        await check_deep(controller)
+    finally:
+        await controller.close()
+        await dispose_postgres(storage)
+
+
+async def test_concurrent_links_and_author_changes_lose_nothing(postgres_url: str) -> None:
+    """PostgreSQL, two controllers (two pools, two event loops) on one schema: one creates
+    posts with an author, moves posts between authors, unlinks and deletes them; the other
+    flips the authors' status. Each transaction stays open a moment after its write, so they
+    overlap. A write that links or unlinks a post reads the author share-locked before any
+    computation runs, so no post is counted under a status that a transaction not seeing the
+    (un)link replaced: the stored values equal a recount (and ``verify()``)."""
+    storage = await open_postgres(postgres_url, concurrent_writes=True, pool_size=2)
+    controller = r.Controller(storage, *deep_model())
+    try:
+        await controller.setup()
+        users = [
+            await controller.storage.create("User", {"name": f"u{i}", "status": "active"})
+            for i in range(2)
+        ]
+        hosts = [{"id": u["id"]} for u in users]
+
+        def held(write: Any) -> Any:
+            def body(ctx: Any) -> None:
+                write(ctx)
+                time.sleep(0.003)  # uncommitted a while
+
+            return body
+
+        async def posts(c: r.Controller) -> None:
+            mine: list[Any] = []
+            for k in range(24):
+                post = await c.storage.create(
+                    "Post", {"price": k, "owner": hosts[k % 2], "author": hosts[(k // 2) % 2]}
+                )
+                mine.append({"id": post["id"]})
+                moved, author = mine[(k * 3) % len(mine)], [None, *hosts][k % 3]
+                await c.transact(held(partial(_set_author, moved, author)))
+                if k % 3 == 2:  # a post goes, and its link to its author with it
+                    await c.transact(held(partial(_delete_post, mine.pop(0))))
+
+        async def statuses(c: r.Controller) -> None:
+            for k in range(40):
+                change = partial(_set_status, hosts[k % 2], ["active", "idle"][(k // 2) % 2])
+                await c.transact(held(change))
+
+        thread = in_thread(storage.schema_name or "", statuses)
+        try:
+            await posts(controller)
+        finally:
+            await asyncio.to_thread(thread.join)
+        await check_deep(controller)
+    finally:
+        await controller.close()
+        await dispose_postgres(storage)
+
+
+def _set_author(post: Any, author: Any, ctx: Any) -> None:
+    ctx.storage.update("Post", post, {"author": author})
+
+
+def _delete_post(post: Any, ctx: Any) -> None:
+    ctx.storage.delete("Post", post)
+
+
+def _set_status(user: Any, status: str, ctx: Any) -> None:
+    ctx.storage.update("User", user, {"status": status})

@@ -150,6 +150,40 @@ async def test_locked_snapshots_of_many_rows(postgres_storage_factory: PostgresF
     assert [(row["id"], row["n"]) for row in rows] == list(zip(ids, [1, 2, 3], strict=True))
 
 
+async def test_share_locks_let_each_other_in_and_keep_a_writer_out(
+    postgres_storage_factory: PostgresFactory,
+) -> None:
+    """``snapshots(..., lock=True, share=True)`` (FOR SHARE): two transactions hold the lock on
+    one row at once; an update of the row waits until they end."""
+    store = await _store(postgres_storage_factory)
+    [counter] = await _counters(store, 0)
+    both_hold = asyncio.Barrier(2)
+    held = asyncio.Event()
+    w_pid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    seen: dict[str, Any] = {}
+
+    def sharer(name: str) -> Any:
+        def body(tx: Session) -> None:
+            [row] = tx.snapshots("Counter", {"id": counter}, lock=True, share=True)
+            await_(asyncio.wait_for(both_hold.wait(), _WAIT))  # the other holds it too
+            held.set()
+            _wait_until_blocked(tx, await_(asyncio.wait_for(w_pid, _WAIT)))
+            seen[name] = row["n"]
+
+        return body
+
+    def writer(tx: Session) -> None:
+        await_(asyncio.wait_for(held.wait(), _WAIT))
+        w_pid.set_result(_pid(tx))
+        tx.update("Counter", {"id": counter}, {"n": 5})
+        seen["writer"] = len(seen)  # how many sharers had ended when the update went through
+
+    await asyncio.gather(store.run(sharer("a")), store.run(sharer("b")), store.run(writer))
+    assert seen == {"a": 0, "b": 0, "writer": 2}
+    assert await _n(store, counter) == 5
+    assert store.conflicts == 0
+
+
 # -- whole-body retry: serialization failures and deadlocks ------------------------------------
 
 
