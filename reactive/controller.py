@@ -255,8 +255,8 @@ class Controller:
             raise ModelError("outbox_reader needs Controller(..., outbox=True)")
         if not self._ready:
             raise ModelError("outbox_reader: await controller.setup() first")
-        position = await self.backend.outbox_register(name, durable=True)
-        return OutboxReader(self.backend, name, position)
+        start = await self.backend.outbox_register(name, durable=True)
+        return OutboxReader(self.backend, name, start.position)  # start.skip: see OutboxReader
 
     async def _start_outbox(self) -> None:
         backend = self.backend

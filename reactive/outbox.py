@@ -20,6 +20,9 @@ PostgreSQL, once every older transaction ended), usually milliseconds after its 
 any other process. ``DispatchResult.effects`` and side effects are unchanged: they are the
 writing process's own, at commit.
 
+A follower delivers what commits after it started, nothing committed before (its start and
+the transactions to pass over are read in one snapshot: see ``Follower.start``).
+
 Wake-ups: after a commit that appended rows, the writer wakes its own follower and asks the
 storage to tell the others (LISTEN/NOTIFY on PostgreSQL, outside the transaction); a follower
 also polls every ``poll`` seconds (the backstop), and looks again within milliseconds while
@@ -143,6 +146,9 @@ class Follower:
         self.name = f"live-{uuid.uuid4().hex}"
         self.position = OutboxPosition(-1, 0)
         self._stored = self.position
+        self._skip: frozenset[int] = frozenset()
+        """Transactions after the start that had committed before this follower registered
+        (not delivered; forgotten once the cursor is past the last of them)."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stop_listening: Callable[[], Any] | None = None
@@ -151,9 +157,12 @@ class Follower:
         self._closing = False
 
     async def start(self) -> None:
-        """Register (from the last final row: what commits from now on is delivered), listen
-        for wake-ups and start following."""
-        self.position = await self._backend.outbox_register(self.name, durable=False, lease=LEASE)
+        """Register, listen for wake-ups and start following. What commits from now on is
+        delivered, nothing committed before: the follower reads after the last final row and
+        passes over the transactions after it that had committed already (on PostgreSQL the
+        horizon is the server's, so a transaction elsewhere may hold it below them)."""
+        start = await self._backend.outbox_register(self.name, durable=False, lease=LEASE)
+        self.position, self._skip = start.position, start.skip
         self._stored = self.position
         self._stop_listening = await self._backend.outbox_listen(self._wake.set)
         loop = asyncio.get_running_loop()
@@ -218,12 +227,17 @@ class Follower:
         if batch.rows:
             events = []
             for row in batch.rows:
+                if row.position.tx in self._skip:
+                    continue  # committed before this follower started
                 try:
                     events.append(decode(row))
                 except Exception:
                     log.exception("outbox row %s cannot be read; skipped", row.position)
             self.position = batch.rows[-1].position
-            self._publish(events)
+            if self._skip and self.position.tx >= max(self._skip):
+                self._skip = frozenset()
+            if events:
+                self._publish(events)
         loop = asyncio.get_running_loop()
         now = loop.time()
         if now >= self._next_store:
@@ -252,10 +266,14 @@ class OutboxReader:
     """A named, durable reader of the outbox (``await controller.outbox_reader(name)``).
 
     It starts where its stored cursor is: the last committed position of an earlier run of
-    the same name, or, for a new name, the last final row (it reads what commits from then
-    on). Rows it has not committed past are never pruned, so a process that starts late
-    replays everything since its cursor. ``read`` advances the reader in memory; ``commit``
-    stores the cursor; ``drop`` unregisters the name (its rows become prunable).
+    the same name, or, for a new name, the last final row. So a new name reads at least what
+    commits from then on, and on PostgreSQL possibly a few rows committed shortly before
+    (while a transaction elsewhere on the server held the horizon below them): unlike a
+    process's stream, a durable reader keeps no list of rows to pass over, so that every run
+    from the same stored cursor reads the same rows. Rows it has not committed past are never
+    pruned, so a process that starts late replays everything since its cursor. ``read``
+    advances the reader in memory; ``commit`` stores the cursor; ``drop`` unregisters the
+    name (its rows become prunable).
 
     >>> reader = await controller.outbox_reader("billing")
     >>> for event in await reader.read():

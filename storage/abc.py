@@ -34,7 +34,7 @@ from storage.events import MutationEvent, Record, WriteResult
 from storage.lease import Leader, Lease, Listening
 from storage.match import MatchExp
 from storage.migration import Operation, RelatedTotals, TotalOutput
-from storage.outbox import OutboxBatch, OutboxEntry, OutboxPosition
+from storage.outbox import OutboxBatch, OutboxEntry, OutboxPosition, OutboxStart
 from storage.schema import RecordType, Schema
 
 __all__ = ["Derived", "DerivedKind", "Match", "Outbox", "OutboxSession", "Session", "Storage"]
@@ -420,10 +420,13 @@ class Outbox(Protocol):
 
     async def outbox_register(
         self, name: str, *, durable: bool, lease: float = 60.0
-    ) -> OutboxPosition:
-        """Register reader ``name`` and return its cursor: the stored one when it is
-        registered already, else the position of the last final row (it reads what commits
-        from now on)."""
+    ) -> OutboxStart:
+        """Register reader ``name`` and return where it starts: the stored cursor when it is
+        registered already; else the position of the last final row, with the transactions
+        after it that had committed already (``skip``, found with the start in one snapshot).
+        A new reader that reads after the position and passes over those transactions gets
+        exactly what commits from its registration on (on PostgreSQL the horizon is the
+        server's: rows committed before may lie after the last final row)."""
         ...
 
     async def outbox_store(self, name: str, position: OutboxPosition) -> None:

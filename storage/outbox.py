@@ -36,7 +36,14 @@ import attrs
 
 from storage.errors import StorageError
 
-__all__ = ["OutboxBatch", "OutboxEntry", "OutboxError", "OutboxPosition", "OutboxRow"]
+__all__ = [
+    "OutboxBatch",
+    "OutboxEntry",
+    "OutboxError",
+    "OutboxPosition",
+    "OutboxRow",
+    "OutboxStart",
+]
 
 _POSITION = re.compile(r"^(-?[0-9]+):([0-9]+)$")
 
@@ -70,6 +77,23 @@ class OutboxPosition:
 
 START = OutboxPosition(-1, 0)
 """Before every row."""
+
+
+@attrs.frozen
+class OutboxStart:
+    """Where a reader starts (what ``outbox_register`` returns).
+
+    ``position`` is its cursor: the stored one of a registered reader, else the last final
+    row. ``skip`` is empty for a registered reader; for a new one it holds the transactions
+    (``tx``) after ``position`` whose rows had already committed when it registered (on
+    PostgreSQL, rows committed while an older transaction anywhere on the server held the
+    horizon below them). A reader that delivers only what commits from its registration on
+    passes over the rows of those transactions; rows of other transactions after
+    ``position`` committed after it registered. Transactions, not rows: a transaction's rows
+    commit together. Empty on SQLite (every committed row is final at once)."""
+
+    position: OutboxPosition
+    skip: frozenset[int] = frozenset()
 
 
 @attrs.frozen

@@ -17,8 +17,10 @@ Tables (the backend's own: ``inspect()`` leaves them out, a model cannot name th
 
 Costs: an append is one statement on PostgreSQL; a read is one statement (final rows only,
 plus at most one row saying whether others wait behind the horizon); storing a cursor one;
-register three or four; prune five (one of them deletes the version rows of the deleted
-records it prunes the events of), and it is rare.
+register three or four (one finds the start and the transactions after it that committed
+already: one row per transaction committed while the horizon was held back, rarely more than
+a few); prune five (one of them deletes the version rows of the deleted records it prunes
+the events of), and it is rare.
 
 Register and prune exclude each other (PostgreSQL: a transaction-scoped advisory lock; SQLite:
 write transactions are serial already). Otherwise a prune that had not seen a new reader could
@@ -37,6 +39,7 @@ from storage.outbox import (
     OutboxError,
     OutboxPosition,
     OutboxRow,
+    OutboxStart,
 )
 from storage.sql.driver import Execute
 
@@ -105,9 +108,7 @@ def read(run: Execute, sql: OutboxSQL, after: OutboxPosition, limit: int) -> Out
     return OutboxBatch(ready, pending)
 
 
-def register(
-    run: Execute, sql: OutboxSQL, name: str, durable: bool, lease: float
-) -> OutboxPosition:
+def register(run: Execute, sql: OutboxSQL, name: str, durable: bool, lease: float) -> OutboxStart:
     check_name(name)
     if not lease > 0:
         raise OutboxError(f"an outbox reader's lease is a positive number of seconds: {lease!r}")
@@ -119,18 +120,29 @@ def register(
             f"UPDATE {READERS} SET seen_at = {sql.now}, lease = ? WHERE name = ?",
             (float(lease), name),
         )
-        return OutboxPosition(found[0], found[1])
-    last = run(
-        f"SELECT tx, seq FROM {OUTBOX} WHERE tx < {sql.horizon} ORDER BY tx DESC, seq DESC LIMIT 1",
-        (),
-    ).fetchone()
-    start = START if last is None else OutboxPosition(last[0], last[1])
+        return OutboxStart(OutboxPosition(found[0], found[1]))
+    # One statement, so one snapshot (READ COMMITTED takes one per statement): the last final
+    # transaction (its last row is the start) and every transaction after it whose rows
+    # this snapshot sees, i.e. committed already although not final (the horizon is the
+    # server's: a transaction elsewhere may hold it back). The new reader skips those; any
+    # other row after the start commits after this snapshot.
+    found_txs = run(
+        f"SELECT tx, max(seq), tx < {sql.horizon} FROM {OUTBOX} WHERE tx >= coalesce("
+        f"(SELECT max(tx) FROM {OUTBOX} WHERE tx < {sql.horizon}), ?) GROUP BY tx",
+        (START.tx,),
+    ).fetchall()
+    start, skip = START, set()
+    for tx, seq, final in found_txs:
+        if final:
+            start = OutboxPosition(tx, seq)
+        else:
+            skip.add(int(tx))
     run(
         f"INSERT INTO {READERS} (name, tx, seq, durable, lease, seen_at) "
         f"VALUES (?, ?, ?, ?, ?, {sql.now})",
         (name, start.tx, start.seq, 1 if durable else 0, float(lease)),
     )
-    return start
+    return OutboxStart(start, frozenset(skip))
 
 
 def store(run: Execute, sql: OutboxSQL, name: str, position: OutboxPosition) -> None:

@@ -33,7 +33,7 @@ from storage.events import Record, WriteResult
 from storage.lease import Lease
 from storage.match import MatchExp
 from storage.migration import Operation
-from storage.outbox import OutboxBatch, OutboxPosition
+from storage.outbox import OutboxBatch, OutboxPosition, OutboxStart
 from storage.schema import RecordType, Schema
 from storage.sql import migrate
 from storage.sql import outbox as sql_outbox
@@ -315,8 +315,8 @@ class SQLStorage(Generic[D, S]):
 
     async def outbox_register(
         self, name: str, *, durable: bool, lease: float = 60.0
-    ) -> OutboxPosition:
-        """Register reader ``name`` (see :class:`storage.abc.Outbox`); its cursor."""
+    ) -> OutboxStart:
+        """Register reader ``name`` (see :class:`storage.abc.Outbox`); where it starts."""
         sql = self._outbox_sql()
         return await self._transaction(
             True, lambda d: sql_outbox.register(d.execute, sql, name, durable, lease)

@@ -260,6 +260,55 @@ async def test_a_follower_is_woken_after_its_listening_connection_was_killed(
     assert [e.record["tag"] for e in got] == ["before", "after 1", "after 2", "after 3"]
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_new_follower_delivers_only_what_commits_after_it_started(make: Make) -> None:
+    """The horizon is server-wide: a transaction of another connection (another schema,
+    another application) that took its id first holds it below rows committed here since. A
+    follower that starts then delivers what commits from then on, never those rows."""
+    import asyncpg
+
+    from tests.conftest import PG_URL
+
+    first = await make()
+    got_first: list[r.OutboxEvent] = []
+    first.mutations.subscribe(got_first.append)  # type: ignore[arg-type]
+
+    async def creates(c: r.Controller, tag: str, n: int) -> int:
+        events = 0
+        for i in range(n):
+            _, committed = await c.transact(
+                lambda ctx, i=i: ctx.storage.create("Item", {"n": i, "tag": tag})
+            )
+            events += len(committed)
+        return events
+
+    held = await asyncpg.connect(PG_URL)
+    try:
+        transaction = held.transaction()
+        await transaction.start()
+        await held.fetchval("SELECT pg_current_xact_id()")  # an id: the horizon stays below it
+        before = await creates(first, "before", 4)
+        second = await make()  # its follower starts while the "before" rows are not final
+        got: list[r.OutboxEvent] = []
+        second.mutations.subscribe(got.append)  # type: ignore[arg-type]
+        after = await creates(first, "after", 3) + await creates(second, "after", 3)
+        await asyncio.sleep(0.3)  # both followers looked while the horizon was held back
+        assert got == []
+        await transaction.rollback()
+    finally:
+        await held.close()
+
+    await until(lambda: len(got_first) >= before + after, "the first stream")
+    await until(lambda: len(got) >= after, "the second stream")
+    await settle()
+    assert len(got_first) == before + after
+    assert [e.position for e in got] == [e.position for e in got_first][before:]
+    assert {e.record["tag"] for e in got if e.record_name == "Item"} == {"after"}
+    assert [e.record["tag"] for e in got_first if e.record_name == "Item"] == ["before"] * 4 + [
+        "after"
+    ] * 6
+
+
 async def test_durable_reader_replays_from_its_stored_cursor(make: Make, db_path: str) -> None:
     writer = await make()
     late = await writer.outbox_reader("late")

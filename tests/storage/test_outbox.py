@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from storage import Schema, Storage
 from storage.abc import Outbox, OutboxSession
-from storage.outbox import OutboxEntry, OutboxError, OutboxPosition, OutboxRow
-from tests.conftest import scratch_storage
+from storage.outbox import OutboxEntry, OutboxError, OutboxPosition, OutboxRow, OutboxStart
+from tests.conftest import PG_URL, scratch_storage
 
 START = OutboxPosition(-1, 0)
 READERS = ("a", "b", "c")
@@ -99,7 +99,7 @@ async def test_readers_and_prunes_under_any_interleaving(
         sqlite = backend == "sqlite"
         log: list[str] = []  # payloads in append order (one writer: the outbox order too)
         versions: dict[str, list[int]] = {r: [] for r in RECORDS}
-        position = {n: await outbox.outbox_register(n, durable=True) for n in READERS}
+        position = {n: (await outbox.outbox_register(n, durable=True)).position for n in READERS}
         at = {n: 0 for n in READERS}  # how far into log each reader has read
         stored = dict(at)
         stored_position = dict(position)
@@ -128,7 +128,7 @@ async def test_readers_and_prunes_under_any_interleaving(
                 await outbox.outbox_store(op[1], position[op[1]])
                 stored[op[1]], stored_position[op[1]] = at[op[1]], position[op[1]]
             elif op[0] == "reopen":
-                again = await outbox.outbox_register(op[1], durable=True)
+                again = (await outbox.outbox_register(op[1], durable=True)).position
                 assert again == stored_position[op[1]]
                 position[op[1]], at[op[1]] = again, stored[op[1]]
             else:
@@ -214,7 +214,7 @@ async def test_no_reader_prunes_every_final_row_and_new_readers_start_after_them
     outbox = await open_outbox(store)
     await append(store, [entry("R1", "one")])
     await final_rows(outbox)
-    fresh = await outbox.outbox_register("fresh", durable=True)
+    fresh = (await outbox.outbox_register("fresh", durable=True)).position
     assert await final_rows(outbox, fresh) == []  # it reads what commits from now on
     await append(store, [entry("R1", "two")])
     assert [row.payload for row in await final_rows(outbox, fresh)] == ["two"]
@@ -223,6 +223,49 @@ async def test_no_reader_prunes_every_final_row_and_new_readers_start_after_them
     assert await outbox.outbox_prune() == 1
     assert await final_rows(outbox) == []
     assert not any(name.startswith("_interaqt_outbox") for name in await store.inspect())
+
+
+async def test_a_new_reader_starts_after_everything_committed_before_it(
+    make_storage: Any, backend: str
+) -> None:
+    """``outbox_register`` returns the last final row and, read in the same snapshot, the
+    transactions after it that had committed: together, everything committed before the
+    registration. On PostgreSQL a transaction of another connection (it could be another
+    schema's, another application's) holds the server-wide horizon below the rows committed
+    after it took its id; on SQLite every committed row is final, so nothing is skipped."""
+    import asyncpg
+
+    store = make_storage("outbox")
+    outbox = await open_outbox(store)
+    await append(store, [entry("R1", "old")])
+    [old] = await final_rows(outbox)
+    held = await asyncpg.connect(PG_URL) if backend == "postgres" else None
+    try:
+        if held is not None:
+            await held.execute("BEGIN")
+            await held.fetchval("SELECT pg_current_xact_id()")  # the horizon stays below it
+        await append(store, [entry("R1", "one"), entry("R2", "two")])
+        await append(store, [entry("R1", "three")])
+        fresh = await outbox.outbox_register("fresh", durable=False)
+        again = await outbox.outbox_register("fresh", durable=False)
+        await append(store, [entry("R2", "four")])
+    finally:
+        if held is not None:
+            await held.execute("ROLLBACK")
+            await held.close()
+    rows = await final_rows(outbox, fresh.position)
+    assert [row.payload for row in rows if row.position.tx not in fresh.skip] == ["four"]
+    assert again == OutboxStart(fresh.position)  # registered already: its cursor, no skip
+    if backend == "postgres":
+        assert fresh.position == old.position
+        assert [row.payload for row in rows] == ["one", "two", "three", "four"]
+        assert fresh.skip == {row.position.tx for row in rows[:3]}
+        assert len(fresh.skip) == 2
+    else:
+        assert fresh.skip == frozenset()
+        three = [row for row in await final_rows(outbox) if row.payload == "three"]
+        assert fresh.position == three[0].position  # the last row committed before it
+        assert [row.payload for row in rows] == ["four"]
 
 
 async def version_rows(store: Storage) -> int:
@@ -242,7 +285,7 @@ async def test_a_prune_forgets_deleted_records_versions_with_their_delete_event(
     with its delete event once every reader is past it (so they are O(live records))."""
     store = make_storage("outbox")
     outbox = await open_outbox(store)
-    reader = await outbox.outbox_register("r", durable=True)
+    reader = (await outbox.outbox_register("r", durable=True)).position
 
     def change(record: str, type_: str = "update") -> OutboxEntry:
         return OutboxEntry("Thing", record, type_, f"{record} {type_}")
