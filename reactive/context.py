@@ -131,6 +131,8 @@ class TransactionContext:
         # savepoint it was taken in rolls back); only kept where locks mean anything.
         self._locked: set[tuple[str, Any]] = set()
         self._locks_rows = session.locks_rows
+        # The record type whose records a look-up reads locked (see finding_hosts), or None.
+        self._host_finds: str | None = None
         self._dictionary_ids: dict[str, Any] = {}
         # find_one answers for equalities on own fields, per record name: dropped by any event
         # that could change them (see _forget_lookups).
@@ -356,13 +358,35 @@ class TransactionContext:
     def _find_id(self, name: str, match: Match) -> Record | None:
         """``{"id": ...}`` of the first match (in id order, as ``find_one``). The row is read
         whole in the same statement and remembered as its snapshot: a record looked up is
-        usually read next (a computation's target), which then costs no statement."""
-        rows = self.session.snapshots(name, match, limit=1)
+        usually read next (a computation's target), which then costs no statement. Inside
+        :meth:`finding_hosts` for ``name`` the row is read locked (and kept as locked), so the
+        target's locked read that follows costs no statement either."""
+        lock = self._host_finds == name and self._locks_rows
+        rows = self.session.snapshots(name, match, limit=1, lock=lock)
         if not rows:
             return None
         row = rows[0]
-        self._snapshots.setdefault((name, row["id"]), row)
+        key = (name, row["id"])
+        if lock:
+            self._snapshots[key] = row
+            self._locked.add(key)
+        else:
+            self._snapshots.setdefault(key, row)
         return {"id": row["id"]}
+
+    @contextmanager
+    def finding_hosts(self, name: str | None) -> Iterator[None]:
+        """While it is open, a look-up (``find_one`` without ``attribute_query``) of records
+        of ``name`` reads the row it finds with a row lock (PostgreSQL: ``FOR UPDATE``), as
+        the host read that follows it would. For a computation's ``compute_target``: the
+        records it names are locked next anyway, so the look-up becomes the lock, one statement
+        instead of two. A record it finds and does not name stays locked to the end of the
+        transaction. Where write transactions are exclusive (SQLite) nothing changes."""
+        outer, self._host_finds = self._host_finds, name
+        try:
+            yield
+        finally:
+            self._host_finds = outer
 
     def _lookup(self, name: str, match: dict[str, Any]) -> Record | None:
         fields = self.schema.fields(name)

@@ -111,7 +111,9 @@ class StateMachineHandle(Handle):
             assert compute is not None
             key = id(transfer.source_target)
             if key not in targets_of:
-                targets_of[key] = target_ids(compute(event, ctx), self.name)
+                with ctx.finding_hosts(self.host):
+                    named = compute(event, ctx)
+                targets_of[key] = target_ids(named, self.name)
             for target_id in targets_of[key]:
                 per_target.setdefault(target_id, []).append(transfer)
         for target_id, transfers in per_target.items():
@@ -250,7 +252,9 @@ class CustomHandle(Handle):
                 ctx.set_dictionary(self.target, last, state)
             return
         assert self.compute_target is not None
-        for target_id in target_ids(self.compute_target(event, ctx), self.name):
+        with ctx.finding_hosts(self.host):
+            named = self.compute_target(event, ctx)
+        for target_id in target_ids(named, self.name):
             current = ctx.snapshot(self.host, target_id, lock=True)
             if current is None:
                 continue

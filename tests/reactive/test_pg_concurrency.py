@@ -10,6 +10,7 @@ body) after reading and before writing.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import reactive as r
@@ -300,3 +301,76 @@ async def test_data_deps_customs_and_event_transforms_under_concurrent_writes(
     report = await controller.verify()
     assert report.ok, report.differences
     await controller.close()
+
+
+def _lock_state(store: PostgresStorage, table: str, row_id: int) -> str:
+    """From another connection (its own thread and event loop: the body blocks this loop):
+    "locked" when the row cannot be locked at once, else "free"."""
+    import asyncpg
+
+    async def probe() -> str:
+        conn = await asyncpg.connect(store.dsn)
+        try:
+            await conn.execute(f'SET search_path TO "{store.schema_name}"')
+            async with conn.transaction():
+                try:
+                    await conn.fetch(
+                        f'SELECT id FROM "{table}" WHERE id = $1 FOR UPDATE NOWAIT', row_id
+                    )
+                except asyncpg.LockNotAvailableError:
+                    return "locked"
+                return "free"
+        finally:
+            await conn.close()
+
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(probe())))
+    thread.start()
+    thread.join(_WAIT)
+    assert result, "the lock probe did not answer"
+    return result[0]
+
+
+async def test_a_compute_target_look_up_of_the_host_is_its_lock(
+    postgres_storage_factory: PostgresFactory,
+) -> None:
+    """Inside ``compute_target`` a look-up of the host's record type reads the row locked (the
+    host read that follows needs that lock, so the look-up is it: one statement, not two); a
+    look-up of another type inside it, and a look-up of the host type elsewhere, lock nothing."""
+    seen: dict[str, str] = {}
+    store_box: list[PostgresStorage] = []
+
+    def target(event: MutationEvent, ctx: r.TransactionContext) -> Any:
+        post = ctx.storage.find_one("Post", {"title": event.record["who"]})
+        other = ctx.storage.find_one("Hit", {"id": event.record["id"]})
+        assert post is not None and other is not None
+        seen["post"] = _lock_state(store_box[0], "Post", post["id"])
+        seen["hit"] = _lock_state(store_box[0], "Hit", other["id"])
+        return post
+
+    post, hit = _post_model(
+        hits=r.Custom(
+            lambda last, event: (last or 0) + 1,
+            triggers=[r.Trigger("Hit", "create")],
+            compute_target=target,
+            initial=0,
+        )
+    )
+    controller, store = await _controller(postgres_storage_factory, [post, hit])
+    store_box.append(store)
+    try:
+        created = await controller.storage.create("Post", {"title": "ada"})
+
+        def plain_lookup(ctx: r.TransactionContext) -> str:
+            found = ctx.storage.find_one("Post", {"title": "ada"})
+            assert found == {"id": created["id"]}
+            return _lock_state(store, "Post", created["id"])
+
+        outside, _ = await controller.transact(plain_lookup)
+        assert outside == "free"
+        await controller.storage.create("Hit", {"post_id": created["id"], "who": "ada"})
+        assert seen == {"post": "locked", "hit": "free"}
+        got = await controller.storage.find_one("Post", {"id": created["id"]}, ["hits"])
+        assert got == {"id": created["id"], "hits": 1}
+    finally:
+        await controller.close()
