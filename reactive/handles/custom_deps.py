@@ -20,28 +20,24 @@ from reactive.computations import UNCHANGED, Custom
 from reactive.custom_deps import OwnFieldsDep, RecordsDep, RelatedDep
 from reactive.deps import DictionaryDep
 from reactive.errors import ModelError
-from reactive.handles.base import Handle, Route
+from reactive.handles.base import Route
+from reactive.handles.state_machine import CustomBase
 from reactive.model import DICTIONARY_RECORD, record_name
-from storage import Field, MutationEvent, RelationAttribute, Schema
+from storage import MutationEvent, RelationAttribute, Schema
 
 if TYPE_CHECKING:
     from reactive.context import TransactionContext
 
 
-class DataDepsHandle(Handle):
+class DataDepsHandle(CustomBase):
     """Runs ``compute`` with the current values of its dependencies, for the hosts a change
     concerns: one host (its own create, or a change of an own field), or every host (a change
     of records or of a dictionary it reads); the dictionary once."""
 
     def __init__(self, decl: Custom, host: str | None, target: str):
         assert decl.data_deps is not None
-        self.decl = decl
-        self.host = host
-        self.target = target
-        self.name = f"{host}.{target} (Custom)" if host else f"{target} (Custom)"
+        super().__init__(decl, host, target)
         self.deps: dict[str, Any] = dict(decl.data_deps)
-        self.has_state = decl.state is not None
-        self.state_field = f"_{target}_bound_custom_state"
         base = 1 + (host is not None) + self.has_state
         self.compute = adapt(decl.compute, base, f"{self.name} compute")
         # (dependency name, record name, watched fields or None: every user field)
@@ -130,11 +126,6 @@ class DataDepsHandle(Handle):
                         "not have"
                     )
 
-    def hidden_fields(self) -> list[tuple[str, Field]]:
-        if self.host is None or not self.has_state:
-            return []
-        return [(self.host, Field(self.state_field, "json"))]
-
     def routes(self) -> list[Route]:
         out: list[Route] = []
         for _, record, _ in self.records:
@@ -151,20 +142,6 @@ class DataDepsHandle(Handle):
         return list(dict.fromkeys(out))
 
     # -- values ---------------------------------------------------------------------------------
-
-    def initial_value(self) -> Any:
-        initial = self.decl.initial
-        return initial() if callable(initial) else initial
-
-    def initial(self, data: Mapping[str, Any], ctx: TransactionContext) -> dict[str, Any]:
-        if self.target in data:
-            raise ModelError(
-                f"{self.host}.{self.target} is computed by {self.name} and cannot be given"
-            )
-        out = {self.target: self.initial_value()}
-        if self.has_state:
-            out[self.state_field] = self.decl.initial_state()
-        return out
 
     def install(self, ctx: TransactionContext) -> None:
         if self.host is None and ctx.dictionary_row(self.target) is None:

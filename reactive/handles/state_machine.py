@@ -163,10 +163,9 @@ class StateMachineHandle(Handle):
         ctx.set_dictionary(self.target, value, {"state": node.name})
 
 
-class CustomHandle(Handle):
-    """``Custom`` on triggers: ``compute(last_value, event, ctx)`` on every matching event
-    (``compute(last_value, event, state, ctx)`` with state: a dict kept per host in a hidden
-    json field, or in the dictionary's row)."""
+class CustomBase(Handle):
+    """What every ``Custom`` handle shares: its names, its state field (a dict kept per host in
+    a hidden json field, or in the dictionary's row), and a new host's value."""
 
     def __init__(self, decl: Custom, host: str | None, target: str):
         self.decl = decl
@@ -175,6 +174,34 @@ class CustomHandle(Handle):
         self.name = f"{host}.{target} (Custom)" if host else f"{target} (Custom)"
         self.has_state = decl.state is not None
         self.state_field = f"_{target}_bound_custom_state"
+
+    def hidden_fields(self) -> list[tuple[str, Field]]:
+        if self.host is None or not self.has_state:
+            return []
+        return [(self.host, Field(self.state_field, "json"))]
+
+    def initial_value(self) -> Any:
+        """The value of a new host (``initial``, called when it is a function)."""
+        initial = self.decl.initial
+        return initial() if callable(initial) else initial
+
+    def initial(self, data: Mapping[str, Any], ctx: TransactionContext) -> dict[str, Any]:
+        if self.target in data:
+            raise ModelError(
+                f"{self.host}.{self.target} is computed by {self.name} and cannot be given"
+            )
+        out = {self.target: self.initial_value()}
+        if self.has_state:
+            out[self.state_field] = self.decl.initial_state()
+        return out
+
+
+class CustomHandle(CustomBase):
+    """``Custom`` on triggers: ``compute(last_value, event, ctx)`` on every matching event
+    (``compute(last_value, event, state, ctx)`` with state)."""
+
+    def __init__(self, decl: Custom, host: str | None, target: str):
+        super().__init__(decl, host, target)
         self.compute = adapt(decl.compute, 2 + self.has_state, f"{self.name} compute")
         self.compute_target = (
             adapt(decl.compute_target, 1, f"{self.name} compute_target")
@@ -197,26 +224,6 @@ class CustomHandle(Handle):
 
     def declared_triggers(self) -> list[Trigger]:
         return list(self.decl.triggers)
-
-    def hidden_fields(self) -> list[tuple[str, Field]]:
-        if self.host is None or not self.has_state:
-            return []
-        return [(self.host, Field(self.state_field, "json"))]
-
-    def initial_value(self) -> Any:
-        """The value of a new host (``initial``, called when it is a function)."""
-        initial = self.decl.initial
-        return initial() if callable(initial) else initial
-
-    def initial(self, data: Mapping[str, Any], ctx: TransactionContext) -> dict[str, Any]:
-        if self.target in data:
-            raise ModelError(
-                f"{self.host}.{self.target} is computed by {self.name} and cannot be given"
-            )
-        out = {self.target: self.initial_value()}
-        if self.has_state:
-            out[self.state_field] = self.decl.initial_state()
-        return out
 
     def install(self, ctx: TransactionContext) -> None:
         if self.host is None and ctx.dictionary_row(self.target) is None:
