@@ -256,7 +256,7 @@ class Controller:
         if not self._ready:
             raise ModelError("outbox_reader: await controller.setup() first")
         start = await self.backend.outbox_register(name, durable=True)
-        return OutboxReader(self.backend, name, start.position)  # start.skip: see OutboxReader
+        return OutboxReader(self.backend, name, start.position, start.skip)
 
     async def _start_outbox(self) -> None:
         backend = self.backend

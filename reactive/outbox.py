@@ -265,12 +265,13 @@ class Follower:
 class OutboxReader:
     """A named, durable reader of the outbox (``await controller.outbox_reader(name)``).
 
-    It starts where its stored cursor is: the last committed position of an earlier run of
-    the same name, or, for a new name, the last final row. So a new name reads at least what
-    commits from then on, and on PostgreSQL possibly a few rows committed shortly before
-    (while a transaction elsewhere on the server held the horizon below them): unlike a
-    process's stream, a durable reader keeps no list of rows to pass over, so that every run
-    from the same stored cursor reads the same rows. Rows it has not committed past are never
+    A new name reads what commits from its first registration on, nothing committed before,
+    like a process's stream: it starts after the last final row and passes over the
+    transactions after it that had committed already (on PostgreSQL, while a transaction
+    elsewhere on the server held the horizon below them). Those are stored with the name, so
+    a later run starts where its stored cursor is (the last committed position of an earlier
+    run) and passes over those of them still after it: every run from the same stored cursor
+    reads the same rows. Rows it has not committed past are never
     pruned, so a process that starts late replays everything since its cursor. ``read``
     advances the reader in memory; ``commit`` stores the cursor; ``drop`` unregisters the
     name (its rows become prunable).
@@ -281,21 +282,39 @@ class OutboxReader:
     >>> await reader.commit()
     """
 
-    def __init__(self, backend: Outbox, name: str, position: OutboxPosition) -> None:
+    def __init__(
+        self,
+        backend: Outbox,
+        name: str,
+        position: OutboxPosition,
+        skip: frozenset[int] = frozenset(),
+    ) -> None:
         self._backend = backend
         self.name = name
         self.position = position
         """Where the reader stands: after the last event :meth:`read` returned."""
         self.committed = position
         """The cursor stored for this name (where a new run of it starts)."""
+        self._skip = skip
+        """Transactions committed before the name was first registered (not delivered)."""
 
     async def read(self, limit: int = BATCH) -> list[OutboxEvent]:
         """Up to ``limit`` committed events after :attr:`position`, in the outbox's order
-        (only final ones: none can appear before them later); [] when there are none yet."""
-        batch = await self._backend.outbox_read(self.position, limit)
-        if batch.rows:
+        (only final ones: none can appear before them later); [] when there are none yet.
+        Rows of the transactions passed over (see the class) are read but not returned, so
+        the first reads of a new name may return fewer than ``limit`` (a read that found
+        only such rows reads on)."""
+        while True:
+            batch = await self._backend.outbox_read(self.position, limit)
+            if not batch.rows:
+                return []
             self.position = batch.rows[-1].position
-        return [decode(row) for row in batch.rows]
+            skip = self._skip
+            if skip and self.position.tx >= max(skip):
+                self._skip = frozenset()
+            events = [decode(row) for row in batch.rows if row.position.tx not in skip]
+            if events:
+                return events
 
     async def commit(self, position: OutboxPosition | str | None = None) -> None:
         """Store the cursor: ``position`` (an event's ``position`` or its string), or

@@ -421,12 +421,13 @@ class Outbox(Protocol):
     async def outbox_register(
         self, name: str, *, durable: bool, lease: float = 60.0
     ) -> OutboxStart:
-        """Register reader ``name`` and return where it starts: the stored cursor when it is
-        registered already; else the position of the last final row, with the transactions
-        after it that had committed already (``skip``, found with the start in one snapshot).
-        A new reader that reads after the position and passes over those transactions gets
-        exactly what commits from its registration on (on PostgreSQL the horizon is the
-        server's: rows committed before may lie after the last final row)."""
+        """Register reader ``name`` and return where it starts: for a new reader the position
+        of the last final row, with the transactions after it that had committed already
+        (``skip``, found with the start in one snapshot, and stored with the reader); for a
+        registered one its stored cursor, with the stored ``skip`` still after it. A reader
+        that reads after the position and passes over those transactions gets exactly what
+        commits from its first registration on (on PostgreSQL the horizon is the server's:
+        rows committed before may lie after the last final row)."""
         ...
 
     async def outbox_store(self, name: str, position: OutboxPosition) -> None:

@@ -84,13 +84,16 @@ class OutboxStart:
     """Where a reader starts (what ``outbox_register`` returns).
 
     ``position`` is its cursor: the stored one of a registered reader, else the last final
-    row. ``skip`` is empty for a registered reader; for a new one it holds the transactions
-    (``tx``) after ``position`` whose rows had already committed when it registered (on
-    PostgreSQL, rows committed while an older transaction anywhere on the server held the
-    horizon below them). A reader that delivers only what commits from its registration on
-    passes over the rows of those transactions; rows of other transactions after
-    ``position`` committed after it registered. Transactions, not rows: a transaction's rows
-    commit together. Empty on SQLite (every committed row is final at once)."""
+    row. ``skip`` holds the transactions (``tx``) after ``position`` whose rows had already
+    committed when the reader was first registered (on PostgreSQL, rows committed while an
+    older transaction anywhere on the server held the horizon below them). A reader that
+    delivers only what commits from its registration on passes over the rows of those
+    transactions; rows of other transactions after ``position`` committed after it
+    registered. Transactions, not rows: a transaction's rows commit together. The skip is
+    stored with the reader, so registering a name again returns those of them still after
+    its stored cursor (a durable reader that resumes before them passes over them too: every
+    run from one stored cursor reads the same rows). Empty on SQLite (every committed row
+    is final at once)."""
 
     position: OutboxPosition
     skip: frozenset[int] = frozenset()

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from storage.outbox import OutboxEntry
 from storage.sql.driver import Execute
-from storage.sql.outbox import OUTBOX, READERS, VERSIONS, OutboxSQL
+from storage.sql.outbox import OUTBOX, READERS, SKIPS, VERSIONS, OutboxSQL
 
 __all__ = ["POSTGRES_OUTBOX"]
 
@@ -72,6 +72,8 @@ POSTGRES_OUTBOX = OutboxSQL(
         f"CREATE TABLE IF NOT EXISTS {READERS} (name text PRIMARY KEY, tx bigint NOT NULL, "
         "seq integer NOT NULL, durable integer NOT NULL, lease double precision NOT NULL, "
         "seen_at double precision NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {SKIPS} (name text NOT NULL, tx bigint NOT NULL, "
+        "PRIMARY KEY (name, tx))",
     ),
     horizon="pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
     now="extract(epoch from clock_timestamp())::double precision",

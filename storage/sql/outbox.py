@@ -13,13 +13,18 @@ Tables (the backend's own: ``inspect()`` leaves them out, a model cannot name th
   prune deletes a record's row together with the record's delete event (while that event is
   its last), so there is one row per record that exists or whose delete is not pruned yet;
 - ``_interaqt_outbox_reader(name, tx, seq, durable, lease, seen_at)``: readers and their
-  stored cursors; ``seen_at`` is the database clock (seconds) of the last store.
+  stored cursors; ``seen_at`` is the database clock (seconds) of the last store;
+- ``_interaqt_outbox_skip(name, tx)``: the transactions a reader passes over (its ``skip``,
+  see :class:`~storage.outbox.OutboxStart`), stored at its registration so that every later
+  registration of the name (a durable reader's next run) starts the same way; a prune
+  forgets those its reader's cursor is past, and those of readers gone. Empty on SQLite.
 
 Costs: an append is one statement on PostgreSQL; a read is one statement (final rows only,
 plus at most one row saying whether others wait behind the horizon); storing a cursor one;
-register three or four (one finds the start and the transactions after it that committed
-already: one row per transaction committed while the horizon was held back, rarely more than
-a few); prune five (one of them deletes the version rows of the deleted records it prunes
+register three or four for a new reader (one finds the start and the transactions after it
+that committed already: one row per transaction committed while the horizon was held back,
+rarely more than a few; plus one insert per such transaction), three for a registered one;
+unregister two; prune six (one of them deletes the version rows of the deleted records it prunes
 the events of), and it is rare.
 
 Register and prune exclude each other (PostgreSQL: a transaction-scoped advisory lock; SQLite:
@@ -48,7 +53,8 @@ __all__ = ["OWN_TABLES", "OutboxSQL", "append", "prune", "read", "register", "st
 OUTBOX = "_interaqt_outbox"
 VERSIONS = "_interaqt_outbox_version"
 READERS = "_interaqt_outbox_reader"
-OWN_TABLES = frozenset({OUTBOX, VERSIONS, READERS})
+SKIPS = "_interaqt_outbox_skip"
+OWN_TABLES = frozenset({OUTBOX, VERSIONS, READERS, SKIPS})
 """The outbox's tables: not the model's, left out of ``inspect()``."""
 MAX_NAME = 200
 
@@ -120,7 +126,11 @@ def register(run: Execute, sql: OutboxSQL, name: str, durable: bool, lease: floa
             f"UPDATE {READERS} SET seen_at = {sql.now}, lease = ? WHERE name = ?",
             (float(lease), name),
         )
-        return OutboxStart(OutboxPosition(found[0], found[1]))
+        cursor = OutboxPosition(found[0], found[1])
+        # The transactions it passes over that lie after its cursor still (stored when it
+        # was registered): a run that resumes before them passes over them too.
+        skipped = run(f"SELECT tx FROM {SKIPS} WHERE name = ? AND tx > ?", (name, cursor.tx))
+        return OutboxStart(cursor, frozenset(int(tx) for (tx,) in skipped.fetchall()))
     # One statement, so one snapshot (READ COMMITTED takes one per statement): the last final
     # transaction (its last row is the start) and every transaction after it whose rows
     # this snapshot sees, i.e. committed already although not final (the horizon is the
@@ -142,6 +152,9 @@ def register(run: Execute, sql: OutboxSQL, name: str, durable: bool, lease: floa
         f"VALUES (?, ?, ?, ?, ?, {sql.now})",
         (name, start.tx, start.seq, 1 if durable else 0, float(lease)),
     )
+    run(f"DELETE FROM {SKIPS} WHERE name = ?", (name,))  # a reader of that name, gone
+    for tx in sorted(skip):
+        run(f"INSERT INTO {SKIPS} (name, tx) VALUES (?, ?)", (name, tx))
     return OutboxStart(start, frozenset(skip))
 
 
@@ -162,6 +175,7 @@ def store(run: Execute, sql: OutboxSQL, name: str, position: OutboxPosition) -> 
 
 def unregister(run: Execute, name: str) -> bool:
     check_name(name)
+    run(f"DELETE FROM {SKIPS} WHERE name = ?", (name,))
     return bool(run(f"DELETE FROM {READERS} WHERE name = ?", (name,)).rowcount)
 
 
@@ -169,6 +183,12 @@ def prune(run: Execute, sql: OutboxSQL) -> int:
     if sql.lock is not None:
         run(sql.lock, ())
     run(f"DELETE FROM {READERS} WHERE durable = 0 AND seen_at + lease < {sql.now}", ())
+    # Passed-over transactions matter only while their reader's cursor is before them.
+    run(
+        f"DELETE FROM {SKIPS} WHERE NOT EXISTS (SELECT 1 FROM {READERS} AS r "
+        f"WHERE r.name = {SKIPS}.name AND r.tx < {SKIPS}.tx)",
+        (),
+    )
     least = run(f"SELECT tx, seq FROM {READERS} ORDER BY tx, seq LIMIT 1", ()).fetchone()
     bounds: tuple[int, ...]
     if least is None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from storage.outbox import OutboxEntry
 from storage.sql.driver import Execute
-from storage.sql.outbox import OUTBOX, READERS, VERSIONS, OutboxSQL
+from storage.sql.outbox import OUTBOX, READERS, SKIPS, VERSIONS, OutboxSQL
 
 __all__ = ["SQLITE_OUTBOX"]
 
@@ -50,6 +50,8 @@ SQLITE_OUTBOX = OutboxSQL(
         f"CREATE TABLE IF NOT EXISTS {READERS} (name TEXT PRIMARY KEY, tx INTEGER NOT NULL, "
         "seq INTEGER NOT NULL, durable INTEGER NOT NULL, lease REAL NOT NULL, "
         "seen_at REAL NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {SKIPS} (name TEXT NOT NULL, tx INTEGER NOT NULL, "
+        "PRIMARY KEY (name, tx))",
     ),
     horizon="9223372036854775807",
     now="((julianday('now') - 2440587.5) * 86400.0)",

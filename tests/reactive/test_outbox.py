@@ -309,6 +309,41 @@ async def test_a_new_follower_delivers_only_what_commits_after_it_started(make: 
     ] * 6
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_new_durable_reader_reads_only_what_commits_after_it_and_resumes_alike(
+    make: Make,
+) -> None:
+    """Like a process's stream, a new durable name reads nothing committed before it was
+    first opened, although a transaction elsewhere held the horizon below those rows; a later
+    opening from the same stored cursor (another process here) reads the same events."""
+    import asyncpg
+
+    from tests.conftest import PG_URL
+
+    writer = await make()
+    held = await asyncpg.connect(PG_URL)
+    try:
+        transaction = held.transaction()
+        await transaction.start()
+        await held.fetchval("SELECT pg_current_xact_id()")  # an id: the horizon stays below it
+        for n in range(3):
+            await writer.storage.create("Item", {"n": n, "tag": "before"})
+        first = await writer.outbox_reader("billing")
+        for n in range(3, 5):
+            await writer.storage.create("Item", {"n": n, "tag": "after"})
+        await transaction.rollback()
+    finally:
+        await held.close()
+
+    got = await read_n(first, 4)  # two items, each with its count's update
+    assert [e.record.get("tag") for e in got if e.record_name == "Item"] == ["after"] * 2
+    await settle()
+    assert await first.read() == []
+    again = await (await make()).outbox_reader("billing")  # nothing committed: from the start
+    assert [e.position for e in await read_n(again, 4)] == [e.position for e in got]
+    assert await again.read() == []
+
+
 async def test_durable_reader_replays_from_its_stored_cursor(make: Make, db_path: str) -> None:
     writer = await make()
     late = await writer.outbox_reader("late")

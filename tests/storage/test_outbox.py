@@ -225,14 +225,17 @@ async def test_no_reader_prunes_every_final_row_and_new_readers_start_after_them
     assert not any(name.startswith("_interaqt_outbox") for name in await store.inspect())
 
 
+@pytest.mark.parametrize("durable", [False, True], ids=["live", "durable"])
 async def test_a_new_reader_starts_after_everything_committed_before_it(
-    make_storage: Any, backend: str
+    make_storage: Any, backend: str, durable: bool
 ) -> None:
     """``outbox_register`` returns the last final row and, read in the same snapshot, the
     transactions after it that had committed: together, everything committed before the
     registration. On PostgreSQL a transaction of another connection (it could be another
     schema's, another application's) holds the server-wide horizon below the rows committed
-    after it took its id; on SQLite every committed row is final, so nothing is skipped."""
+    after it took its id; on SQLite every committed row is final, so nothing is skipped.
+    The skip is stored with the reader: registering the name again (another process, a
+    durable reader's next run) starts the same way until its cursor is stored past it."""
     import asyncpg
 
     store = make_storage("outbox")
@@ -246,8 +249,8 @@ async def test_a_new_reader_starts_after_everything_committed_before_it(
             await held.fetchval("SELECT pg_current_xact_id()")  # the horizon stays below it
         await append(store, [entry("R1", "one"), entry("R2", "two")])
         await append(store, [entry("R1", "three")])
-        fresh = await outbox.outbox_register("fresh", durable=False)
-        again = await outbox.outbox_register("fresh", durable=False)
+        fresh = await outbox.outbox_register("fresh", durable=durable)
+        again = await outbox.outbox_register("fresh", durable=durable)
         await append(store, [entry("R2", "four")])
     finally:
         if held is not None:
@@ -255,7 +258,7 @@ async def test_a_new_reader_starts_after_everything_committed_before_it(
             await held.close()
     rows = await final_rows(outbox, fresh.position)
     assert [row.payload for row in rows if row.position.tx not in fresh.skip] == ["four"]
-    assert again == OutboxStart(fresh.position)  # registered already: its cursor, no skip
+    assert again == fresh  # registered already: its stored cursor and skip
     if backend == "postgres":
         assert fresh.position == old.position
         assert [row.payload for row in rows] == ["one", "two", "three", "four"]
@@ -266,6 +269,20 @@ async def test_a_new_reader_starts_after_everything_committed_before_it(
         three = [row for row in await final_rows(outbox) if row.payload == "three"]
         assert fresh.position == three[0].position  # the last row committed before it
         assert [row.payload for row in rows] == ["four"]
+    other = await open_outbox(make_storage("outbox"))  # another process: the same schema
+    assert await other.outbox_register("fresh", durable=durable) == fresh
+    await outbox.outbox_store("fresh", rows[0].position)  # in a skipped one (PostgreSQL)
+    past = OutboxStart(
+        rows[0].position, frozenset(t for t in fresh.skip if t > rows[0].position.tx)
+    )
+    assert await other.outbox_register("fresh", durable=durable) == past
+    await outbox.outbox_store("fresh", rows[-1].position)
+    assert await other.outbox_register("fresh", durable=durable) == OutboxStart(rows[-1].position)
+    await outbox.outbox_prune()
+    assert await outbox.outbox_unregister("fresh") is True
+    newer = await other.outbox_register("fresh", durable=durable)  # a new reader of that name
+    assert newer.skip == frozenset()  # the name's old skip is forgotten with it
+    assert await final_rows(other, newer.position) == []
 
 
 async def version_rows(store: Storage) -> int:
