@@ -213,9 +213,13 @@ async def test_a_follower_is_woken_after_its_listening_connection_was_killed(
 ) -> None:
     """The follower listens through the storage's listeners, which reopen a dropped
     connection and LISTEN again: after the server killed it (``pg_terminate_backend``), an
-    event committed elsewhere still wakes a follower that would otherwise look once an hour."""
+    event committed elsewhere still wakes a follower that would otherwise look once an hour.
+    The listening connections are found as the server sees them (``pg_stat_activity``: the
+    schema's outbox channel), not through the storage's internals."""
     import asyncpg
 
+    from storage import PostgresStorage
+    from storage.postgres.signals import channel_name
     from tests.conftest import PG_URL
 
     writer = await make()
@@ -225,30 +229,33 @@ async def test_a_follower_is_woken_after_its_listening_connection_was_killed(
     await writer.storage.create("Item", {"n": 0, "tag": "before"})
     await until(lambda: len(got) == 1, "the first event")
 
-    # The listening connection is the storage's own (not the pool's): its server process.
-    listeners = idle.backend._listeners  # type: ignore[attr-defined]
-    old = listeners._raw
-    old_pid = old.get_server_pid()
+    assert isinstance(idle.backend, PostgresStorage)
+    assert isinstance(writer.backend, PostgresStorage)
+    assert idle.backend.schema_name == writer.backend.schema_name
+    channel = channel_name(idle.backend.schema_name, "outbox")
     admin = await asyncpg.connect(PG_URL)
     try:
-        assert await admin.fetchval("SELECT pg_terminate_backend($1)", old_pid) is True
-        await until(lambda: old.is_closed(), "the killed connection to be seen closed")
 
-        async def listening_again() -> bool:
-            raw = listeners._raw
-            if raw is None or raw is old or raw.is_closed():
-                return False
-            query = await admin.fetchval(
-                "SELECT query FROM pg_stat_activity WHERE pid = $1", raw.get_server_pid()
+        async def listening() -> set[int]:
+            """The server processes LISTENing on the schema's outbox channel (one per
+            storage: the writer's and the idle one's)."""
+            rows = await admin.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query LIKE 'LISTEN %' AND strpos(query, $1) > 0",
+                channel,
             )
-            return isinstance(query, str) and query.startswith("LISTEN")
+            return {row["pid"] for row in rows}
+
+        old = await listening()
+        assert len(old) == 2
+        for pid in old:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid) is True
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT
-        while not await listening_again():
-            assert loop.time() < deadline, "the listening connection was not reopened"
+        while len(new := await listening()) != 2 or new & old:
+            assert loop.time() < deadline, f"the listening connections were not reopened: {new}"
             await asyncio.sleep(0.05)
-        assert listeners._raw.get_server_pid() != old_pid
     finally:
         await admin.close()
 

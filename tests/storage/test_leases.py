@@ -277,6 +277,30 @@ async def test_one_leader_at_a_time(make_storage: StorageFactory) -> None:
     await other.resign()
 
 
+async def kill_holder_of(store: Storage, name: str) -> None:
+    """Terminate the server process that holds leadership ``name``'s advisory lock, found as
+    the server sees it (``pg_locks``: a bigint key is ``classid`` high, ``objid`` low)."""
+    import asyncpg
+
+    from storage.postgres.signals import lock_key
+
+    assert isinstance(store, PostgresStorage)
+    key = lock_key(store.schema_name, name) & 0xFFFF_FFFF_FFFF_FFFF
+    admin = await asyncpg.connect(PG_URL)
+    try:
+        pids = await admin.fetch(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1",
+            key >> 32,
+            key & 0xFFFF_FFFF,
+        )
+        assert len(pids) == 1, f"one holder of {name!r}'s lock, found {pids}"
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pids[0]["pid"]) is True
+    finally:
+        await admin.close()
+
+
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_a_leader_whose_connection_dies_loses_the_lead(
     make_storage: StorageFactory,
@@ -287,7 +311,7 @@ async def test_a_leader_whose_connection_dies_loses_the_lead(
     a, b = first.leader("sweeper"), second.leader("sweeper")
     assert await a.try_lead() is True
     assert await b.try_lead() is False
-    a._raw.terminate()  # type: ignore[attr-defined]  # the connection dies, as with its process
+    await kill_holder_of(first, "sweeper")  # the connection dies, as with its process
     # The server releases the lock once its backend has seen the connection end: soon, but
     # not necessarily before b's next statement arrives (bounded wait).
     for _ in range(500):
