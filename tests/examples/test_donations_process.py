@@ -7,13 +7,14 @@ first start's tokens valid; ``reset`` removes the database and the secret. With 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -43,6 +44,24 @@ def run_example(env: Mapping[str, str], *args: str) -> subprocess.CompletedProce
         text=True,
         timeout=START_TIMEOUT,
     )
+
+
+@contextlib.asynccontextmanager
+async def schema_url(postgres_url: str) -> AsyncIterator[tuple[str, str]]:
+    """A new PostgreSQL schema and the URL that puts the example in it (``search_path``):
+    ``(schema, url)``; the schema is dropped on exit."""
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        await connection.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await connection.close()
+    try:
+        yield schema, f"{postgres_url}?search_path={schema}"
+    finally:
+        await drop_schema(postgres_url, schema)
 
 
 class Served:
@@ -214,16 +233,9 @@ async def test_the_example_serves_on_postgresql_and_a_donation_completes(
     test's own, through the URL's ``search_path``), the JWT secret in the current folder."""
     import asyncpg
 
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    connection = await asyncpg.connect(postgres_url)
-    try:
-        await connection.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await connection.close()
-    url = f"{postgres_url}?search_path={schema}"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    try:
+    async with schema_url(postgres_url) as (schema, url):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
         served = await Served.start(example_env(PORT=str(port), DATABASE_URL=url), cwd=tmp_path)
         try:
             assert f"Database: {url}  (new" in served.banner
@@ -248,5 +260,3 @@ async def test_the_example_serves_on_postgresql_and_a_donation_completes(
         finally:
             await connection.close()
         assert stored == 1
-    finally:
-        await drop_schema(postgres_url, schema)

@@ -11,16 +11,14 @@ import asyncio
 import os
 import re
 import signal
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import drop_schema
 from tests.examples.test_donations import CREDENTIALS, free_port, until_settled
-from tests.examples.test_donations_process import Served, example_env, run_example
+from tests.examples.test_donations_process import Served, example_env, run_example, schema_url
 
 DONATIONS = 4
 MAX_PROBES = 200
@@ -57,16 +55,9 @@ async def test_two_workers_on_one_port_complete_each_donation_once(
 ) -> None:
     import asyncpg
 
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    connection = await asyncpg.connect(postgres_url)
-    try:
-        await connection.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await connection.close()
-    url = f"{postgres_url}?search_path={schema}"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    try:
+    async with schema_url(postgres_url) as (schema, url):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
         env = example_env(PORT=str(port), DATABASE_URL=url, WORKERS="2")
         served = await Served.start(env, cwd=tmp_path)
         try:
@@ -131,23 +122,12 @@ async def test_two_workers_on_one_port_complete_each_donation_once(
             await connection.close()
         assert donations == DONATIONS
         assert len(intents) == DONATIONS and len({row[0] for row in intents}) == DONATIONS
-    finally:
-        await drop_schema(postgres_url, schema)
 
 
 async def test_a_worker_that_dies_stops_the_others_and_the_parent_exits_1(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    import asyncpg
-
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    connection = await asyncpg.connect(postgres_url)
-    try:
-        await connection.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await connection.close()
-    url = f"{postgres_url}?search_path={schema}"
-    try:
+    async with schema_url(postgres_url) as (_, url):
         env = example_env(PORT=str(free_port()), DATABASE_URL=url, WORKERS="2")
         served = await Served.start(env, cwd=tmp_path)
         first, second = re.search(r"pids (\d+), (\d+)\)", served.banner).groups()  # type: ignore[union-attr]
@@ -160,5 +140,3 @@ async def test_a_worker_that_dies_stops_the_others_and_the_parent_exits_1(
         assert f"worker pid {first} exited with status -9; stopped the others" in error, error
         with pytest.raises(ProcessLookupError):
             os.kill(int(second), 0)  # the other worker is gone too
-    finally:
-        await drop_schema(postgres_url, schema)

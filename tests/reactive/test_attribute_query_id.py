@@ -9,13 +9,12 @@ aggregates whose callback reads the id stay equal to a recount over random write
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
+from tests._backends import on_both_backends
 from tests.conftest import scratch_storage
 
 from .conftest import MakeController
@@ -178,26 +177,6 @@ WRITES = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(writes=WRITES)
-def test_aggregates_reading_the_id_equal_a_recount(writes: list[tuple[str, Any, Any]]) -> None:
-    asyncio.run(aggregates_equal_a_recount("sqlite", writes))
-
-
-@settings(
-    max_examples=20,
-    deadline=None,
-    # postgres_url is a str: nothing a fixture holds carries over from one example to the next
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-@given(writes=WRITES)
-def test_aggregates_reading_the_id_equal_a_recount_on_postgresql(
-    postgres_url: str, writes: list[tuple[str, Any, Any]]
-) -> None:
-    """The same on PostgreSQL (each example sets up its tables on the server: fewer of them)."""
-    asyncio.run(aggregates_equal_a_recount("postgres", writes))
-
-
 async def aggregates_equal_a_recount(backend: str, writes: list[tuple[str, Any, Any]]) -> None:
     """Run ``writes``; every aggregate whose callback reads the id equals a recount."""
     user, post, likes = likes_model(
@@ -259,3 +238,15 @@ async def aggregates_equal_a_recount(backend: str, writes: list[tuple[str, Any, 
                 }
         finally:
             await c.close()
+
+
+(
+    test_aggregates_reading_the_id_equal_a_recount,
+    test_aggregates_reading_the_id_equal_a_recount_on_postgresql,
+) = on_both_backends(
+    "test_aggregates_reading_the_id_equal_a_recount",
+    aggregates_equal_a_recount,
+    examples=60,
+    pg_examples=20,
+    writes=WRITES,
+)

@@ -9,15 +9,14 @@ and ``keys``), exactly as a computation's write does.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
 from storage import MatchExp, StorageError
+from tests._backends import on_both_backends
 from tests.conftest import scratch_storage
 
 from .conftest import MakeController
@@ -297,26 +296,6 @@ WRITES = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(writes=WRITES)
-def test_every_event_describes_a_state_that_existed(writes: list[tuple[str, Any, Any]]) -> None:
-    asyncio.run(events_describe_states("sqlite", writes))
-
-
-@settings(
-    max_examples=30,
-    deadline=None,
-    # postgres_url is a str: nothing a fixture holds carries over from one example to the next
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-@given(writes=WRITES)
-def test_every_event_describes_a_state_that_existed_on_postgresql(
-    postgres_url: str, writes: list[tuple[str, Any, Any]]
-) -> None:
-    """The same on PostgreSQL (each example sets up its table on the server: fewer of them)."""
-    asyncio.run(events_describe_states("postgres", writes))
-
-
 async def events_describe_states(backend: str, writes: list[tuple[str, Any, Any]]) -> None:
     """Run ``writes``; one event per record touched, each a state that existed."""
     async with scratch_storage(backend) as storage:
@@ -353,6 +332,18 @@ async def events_describe_states(backend: str, writes: list[tuple[str, Any, Any]
                 assert account["isActive"] == (account["status"] == "active")
         finally:
             await c.close()
+
+
+(
+    test_every_event_describes_a_state_that_existed,
+    test_every_event_describes_a_state_that_existed_on_postgresql,
+) = on_both_backends(
+    "test_every_event_describes_a_state_that_existed",
+    events_describe_states,
+    examples=60,
+    pg_examples=30,
+    writes=WRITES,
+)
 
 
 async def test_an_update_with_a_relation_writes_the_record_then_links(

@@ -4,17 +4,16 @@ properties; createState with a bound state). Both backends through ``make``."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
 from reactive.engine import DICTIONARY_RECORD
 from storage import MatchExp, SQLiteStorage
+from tests._backends import on_both_backends
 from tests.conftest import scratch_storage
 
 from .conftest import MakeController
@@ -487,25 +486,6 @@ STEPS = st.lists(
 )
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(sequence=STEPS)
-def test_random_writes_match_a_plain_model(sequence: list[Step]) -> None:
-    asyncio.run(follow(sequence, "sqlite"))
-
-
-@settings(
-    max_examples=max(5, EXAMPLES // 4),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-@given(sequence=STEPS)
-def test_random_writes_match_a_plain_model_on_postgresql(
-    postgres_url: str, sequence: list[Step]
-) -> None:
-    """The same on PostgreSQL (each example in a schema of its own: fewer of them)."""
-    asyncio.run(follow(sequence, "postgres"))
-
-
 def model_of() -> tuple[list[r.Entity], list[r.Relation], list[r.Dictionary]]:
     threshold = r.Dictionary("threshold", "number", default=10)
 
@@ -593,6 +573,17 @@ async def follow(sequence: list[Step], backend: str) -> None:
             await run_steps(c, sequence)
         finally:
             await c.close()
+
+
+test_random_writes_match_a_plain_model, test_random_writes_match_a_plain_model_on_postgresql = (
+    on_both_backends(
+        "test_random_writes_match_a_plain_model",
+        follow,
+        examples=EXAMPLES,
+        pg_examples=max(5, EXAMPLES // 4),
+        sequence=STEPS,
+    )
+)
 
 
 async def run_steps(c: r.Controller, sequence: list[Step]) -> None:

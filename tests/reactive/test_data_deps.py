@@ -16,12 +16,12 @@ from functools import partial
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
 from reactive.errors import ModelError
 from storage import PostgresStorage, SQLiteStorage
+from tests._backends import on_both_backends
 from tests.conftest import PG_URL, dispose_postgres, open_postgres, scratch_storage
 from tests.reactive.conftest import MakeController
 
@@ -478,22 +478,15 @@ async def follows(writes: list[tuple[Any, ...]], backend: str) -> None:
             await c.close()
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(writes=WRITES)
-def test_random_writes_equal_a_recount(writes: list[tuple[Any, ...]]) -> None:
-    asyncio.run(follows(writes, "sqlite"))
-
-
-@settings(
-    max_examples=max(5, EXAMPLES // 4),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+test_random_writes_equal_a_recount, test_random_writes_equal_a_recount_on_postgresql = (
+    on_both_backends(
+        "test_random_writes_equal_a_recount",
+        follows,
+        examples=EXAMPLES,
+        pg_examples=max(5, EXAMPLES // 4),
+        writes=WRITES,
+    )
 )
-@given(writes=WRITES)
-def test_random_writes_equal_a_recount_on_postgresql(
-    postgres_url: str, writes: list[tuple[Any, ...]]
-) -> None:
-    asyncio.run(follows(writes, "postgres"))
 
 
 async def test_concurrent_items_and_threshold_changes_lose_nothing(postgres_url: str) -> None:

@@ -9,16 +9,15 @@ total outside 64 bits must be refused and leave every record and total as it was
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
-from tests.conftest import scratch_storage, sqlite_only
+from tests._backends import on_both_backends
+from tests.conftest import scratch_storage
 
 from .conftest import MakeController
 
@@ -85,35 +84,26 @@ OPS = st.lists(
 )
 
 
-SETTINGS = settings(
-    deadline=None,
-    # backend is a str: nothing a fixture holds carries over from one example to the next
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-
-
-@settings(SETTINGS, max_examples=60)
-@given(ops=OPS)
-@sqlite_only("the PostgreSQL run is the test below, with fewer examples")
-def test_integer_totals_equal_python_sums_and_overflow_changes_nothing(
-    backend: str, ops: list[tuple[str, int, int]]
-) -> None:
-    asyncio.run(scenario(backend, ops))
-
-
-@settings(SETTINGS, max_examples=12)
-@given(ops=OPS)
-def test_integer_totals_on_postgresql(postgres_url: str, ops: list[tuple[str, int, int]]) -> None:
-    """The same on PostgreSQL (each example sets up its tables on the server: fewer of them)."""
-    asyncio.run(scenario("postgres", ops))
-
-
 async def scenario(backend: str, ops: list[tuple[str, int, int]]) -> None:
     entities, relations, dictionaries = _model()
     async with scratch_storage(backend) as storage:
         controller = r.Controller(storage, entities, relations, dictionaries)
         await controller.setup()
         await check(controller, ops)
+
+
+(
+    test_integer_totals_equal_python_sums_and_overflow_changes_nothing,
+    test_integer_totals_on_postgresql,
+) = on_both_backends(
+    "test_integer_totals_equal_python_sums_and_overflow_changes_nothing",
+    scenario,
+    examples=60,
+    pg_examples=12,
+    ops=OPS,
+    pg_name="test_integer_totals_on_postgresql",
+    sqlite_param=True,
+)
 
 
 async def check(controller: r.Controller, ops: list[tuple[str, int, int]]) -> None:

@@ -4,16 +4,15 @@ exactly what the database says at each step."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
 from storage import MatchError
+from tests._backends import on_both_backends
 from tests.conftest import StorageFactory, scratch_storage, sqlite_only
 
 
@@ -45,26 +44,6 @@ OPS = st.lists(
     ),
     max_size=30,
 )
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=OPS)
-def test_remembered_answers_always_equal_the_database(ops: list[tuple[str, Any, Any]]) -> None:
-    asyncio.run(remembered_answers("sqlite", ops))
-
-
-@settings(
-    max_examples=25,
-    deadline=None,
-    # postgres_url is a str: nothing a fixture holds carries over from one example to the next
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-@given(ops=OPS)
-def test_remembered_answers_always_equal_the_database_on_postgresql(
-    postgres_url: str, ops: list[tuple[str, Any, Any]]
-) -> None:
-    """The same on PostgreSQL (each example sets up its table on the server: fewer of them)."""
-    asyncio.run(remembered_answers("postgres", ops))
 
 
 async def remembered_answers(backend: str, ops: list[tuple[str, Any, Any]]) -> None:
@@ -112,6 +91,18 @@ async def remembered_answers(backend: str, ops: list[tuple[str, Any, Any]]) -> N
             await controller.transact(body)
         finally:
             await controller.close()
+
+
+(
+    test_remembered_answers_always_equal_the_database,
+    test_remembered_answers_always_equal_the_database_on_postgresql,
+) = on_both_backends(
+    "test_remembered_answers_always_equal_the_database",
+    remembered_answers,
+    examples=150,
+    pg_examples=25,
+    ops=OPS,
+)
 
 
 @sqlite_only("counts statements through sqlite3's trace callback")

@@ -17,17 +17,15 @@ PostgreSQL half runs fewer examples (``MIGRATION_PG_EXAMPLES``).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import tempfile
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
-from tests.conftest import sqlite_only
+from tests._backends import on_both_backends
 from tests.reactive.migration_helpers import Database, databases, open_controller
 
 ITEMS = "Host_items_host_Item"
@@ -324,27 +322,28 @@ async def compare(
         await reference.close()
 
 
-SETTINGS = settings(
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-
-
-@settings(SETTINGS, max_examples=int(os.environ.get("MIGRATION_EXAMPLES", "100")))
-@given(a=specs, b=specs, history=ops, later=ops)
-@sqlite_only("the PostgreSQL run is the test below, with fewer examples")
-def test_a_migrated_database_holds_what_the_new_model_would_have(
-    backend: str, a: dict[str, int], b: dict[str, int], history: list[Any], later: list[Any]
-) -> None:
+async def in_a_folder(backend: str, **drawn: Any) -> None:
+    """:func:`scenario` with a folder of its own for the SQLite files (PostgreSQL: two
+    schemas of its own, no folder)."""
+    if backend != "sqlite":
+        await scenario(backend, "", **drawn)
+        return
     with tempfile.TemporaryDirectory() as folder:
-        asyncio.run(scenario(backend, folder, a, b, history, later))
+        await scenario(backend, folder, **drawn)
 
 
-@settings(SETTINGS, max_examples=int(os.environ.get("MIGRATION_PG_EXAMPLES", "15")))
-@given(a=specs, b=specs, history=ops, later=ops)
-def test_a_migrated_database_holds_what_the_new_model_would_have_on_postgresql(
-    postgres_url: str, a: dict[str, int], b: dict[str, int], history: list[Any], later: list[Any]
-) -> None:
-    """The same on PostgreSQL, each example in two schemas of its own (each example sets up
-    two databases' tables on the server: fewer of them)."""
-    asyncio.run(scenario("postgres", "", a, b, history, later))
+# Each PostgreSQL example sets up two databases' tables on the server: fewer of them.
+(
+    test_a_migrated_database_holds_what_the_new_model_would_have,
+    test_a_migrated_database_holds_what_the_new_model_would_have_on_postgresql,
+) = on_both_backends(
+    "test_a_migrated_database_holds_what_the_new_model_would_have",
+    in_a_folder,
+    examples=int(os.environ.get("MIGRATION_EXAMPLES", "100")),
+    pg_examples=int(os.environ.get("MIGRATION_PG_EXAMPLES", "15")),
+    sqlite_param=True,
+    a=specs,
+    b=specs,
+    history=ops,
+    later=ops,
+)

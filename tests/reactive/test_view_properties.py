@@ -5,15 +5,14 @@ read); this checks that judgement against the database's own match, NULLs includ
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reactive as r
 from storage import FieldRef, MatchExp
+from tests._backends import on_both_backends
 from tests.conftest import scratch_storage
 
 EXAMPLES = int(os.environ.get("INTERAQT_MAX_EXAMPLES", "40"))
@@ -62,25 +61,6 @@ WRITES = st.lists(
 )
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(writes=WRITES)
-def test_views_equal_a_python_filter_after_every_write(writes: list[tuple[Any, ...]]) -> None:
-    asyncio.run(views_follow(writes, "sqlite"))
-
-
-@settings(
-    max_examples=max(5, EXAMPLES // 4),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-@given(writes=WRITES)
-def test_views_equal_a_python_filter_after_every_write_on_postgresql(
-    postgres_url: str, writes: list[tuple[Any, ...]]
-) -> None:
-    """The same on PostgreSQL (each example in a schema of its own: fewer of them)."""
-    asyncio.run(views_follow(writes, "postgres"))
-
-
 FIELDS = [
     r.Property("name"),
     r.Property("active", "boolean"),
@@ -124,6 +104,18 @@ async def views_follow(writes: list[tuple[Any, ...]], backend: str) -> None:
                 await check(c)
         finally:
             await c.close()
+
+
+(
+    test_views_equal_a_python_filter_after_every_write,
+    test_views_equal_a_python_filter_after_every_write_on_postgresql,
+) = on_both_backends(
+    "test_views_equal_a_python_filter_after_every_write",
+    views_follow,
+    examples=EXAMPLES,
+    pg_examples=max(5, EXAMPLES // 4),
+    writes=WRITES,
+)
 
 
 async def apply(c: r.Controller, write: tuple[Any, ...]) -> None:

@@ -12,14 +12,12 @@ tests/reactive/test_concurrent_aggregates.py.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import (
@@ -35,6 +33,7 @@ from storage import (
     TotalRangeError,
     UnknownFieldError,
 )
+from tests._backends import on_both_backends
 from tests.conftest import dispose_postgres, open_postgres, scratch_storage
 from tests.storage.standard import StandardStorage
 
@@ -283,28 +282,6 @@ _DELTAS = st.lists(
 )
 
 
-SETTINGS = settings(
-    deadline=None,
-    # backend is a str: nothing a fixture holds carries over from one example to the next
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-
-
-@settings(SETTINGS, max_examples=40)
-@given(steps=_DELTAS)
-def test_a_sequence_of_deltas_agrees_with_python(steps: list[tuple[Any, int]]) -> None:
-    asyncio.run(_sequence("sqlite", steps))
-
-
-@settings(SETTINGS, max_examples=12)
-@given(steps=_DELTAS)
-def test_a_sequence_of_deltas_agrees_with_python_on_postgresql(
-    postgres_url: str, steps: list[tuple[Any, int]]
-) -> None:
-    """The same on PostgreSQL (each example sets up its table on the server: fewer of them)."""
-    asyncio.run(_sequence("postgres", steps))
-
-
 async def _sequence(backend: str, steps: list[tuple[Any, int]]) -> None:
     async with scratch_storage(backend) as store:
         await store.setup(host_schema())
@@ -347,3 +324,15 @@ async def _sequence(backend: str, steps: list[tuple[Any, int]]) -> None:
         row = await _row(store, host_id)
         assert (row["count"] or 0) == count  # never written when every delta was 0
         assert math.isclose(row["total"] or 0, total, rel_tol=1e-12, abs_tol=1e-6)
+
+
+(
+    test_a_sequence_of_deltas_agrees_with_python,
+    test_a_sequence_of_deltas_agrees_with_python_on_postgresql,
+) = on_both_backends(
+    "test_a_sequence_of_deltas_agrees_with_python",
+    _sequence,
+    examples=40,
+    pg_examples=12,
+    steps=_DELTAS,
+)
