@@ -156,6 +156,29 @@ class StorageBusyError(StorageError):
         self.retry_after = max(1, round(busy_timeout))
 
 
+class LockTimeoutError(StorageBusyError):
+    """PostgreSQL: a statement waited longer than the storage's ``lock_timeout`` for a lock
+    another transaction holds (a row it writes, a table it alters; SQLSTATE ``55P03``).
+
+    The transaction was rolled back: nothing was written, and the same call may succeed once
+    the other transaction ended. A :class:`StorageBusyError` (the server answers 503 with
+    ``Retry-After``): ``path`` is the server, ``waited`` and ``busy_timeout`` are the
+    ``lock_timeout`` (seconds), ``retry_after`` a hint in whole seconds."""
+
+    def __init__(self, server: str, lock_timeout: float, detail: str = ""):
+        StorageError.__init__(
+            self,
+            f"a transaction on {server} waited longer than lock_timeout={lock_timeout:g} s for "
+            f"a lock another transaction holds{f' ({detail})' if detail else ''}; nothing was "
+            "written, try again later",
+        )
+        self.path = server
+        self.waited = lock_timeout
+        self.busy_timeout = lock_timeout
+        self.lock_timeout = lock_timeout
+        self.retry_after = max(1, round(lock_timeout))
+
+
 class TotalRangeError(StorageError, ValueError):
     """An atomic delta would leave a total its field cannot hold: an int beyond 64 bits or a
     float beyond the largest finite one. ``total`` is the value it would have been."""

@@ -182,9 +182,17 @@ class Pool:
     """Up to ``size`` connections to one database, opened on demand and reused."""
 
     def __init__(
-        self, dsn: str, address: Address, size: int, schema: str | None, timeout: float
+        self,
+        dsn: str,
+        address: Address,
+        size: int,
+        schema: str | None,
+        timeout: float,
+        *,
+        lock_timeout: float | None = None,
     ) -> None:
         self._dsn = dsn
+        self._lock_timeout = lock_timeout
         self._address = address
         self._size = size
         self._schema = schema
@@ -198,6 +206,8 @@ class Pool:
     async def open_one(self) -> Connection:
         """Open a connection (not pooled yet); a failure is a :class:`StorageError`."""
         settings = {"search_path": _quote(self._schema)} if self._schema else {}
+        if self._lock_timeout is not None:  # PostgreSQL's unit here: milliseconds
+            settings["lock_timeout"] = str(max(1, round(self._lock_timeout * 1000)))
         try:
             raw = await asyncpg.connect(
                 self._dsn,

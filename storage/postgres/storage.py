@@ -78,7 +78,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from storage.errors import ConflictError, NotSetUpError, StorageError, TransactionError
+from storage.errors import (
+    ConflictError,
+    LockTimeoutError,
+    NotSetUpError,
+    StorageError,
+    TransactionError,
+)
 from storage.lease import Leader, Listening
 from storage.match import MatchExp
 from storage.outbox import OutboxBatch, OutboxPosition
@@ -131,8 +137,13 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
     PostgreSQL schema holding the tables, created when missing; default: the server's
     ``search_path``), ``connect_timeout`` (seconds to open one connection),
     ``concurrent_writes``, ``isolation`` of write transactions (``"read committed"``, the
-    default, or ``"serializable"``; see the module) and ``attempts`` (runs of a body that
-    keeps conflicting before :class:`~storage.errors.ConflictError`, at least 1).
+    default, or ``"serializable"``; see the module), ``attempts`` (runs of a body that
+    keeps conflicting before :class:`~storage.errors.ConflictError`, at least 1) and
+    ``lock_timeout`` (seconds a statement of the pool's connections waits for a lock another
+    transaction holds, PostgreSQL's ``lock_timeout`` set on each connection as it opens; then
+    the transaction is rolled back and the call raises
+    :class:`~storage.errors.LockTimeoutError`; None, the default: wait as long as it takes,
+    the server's own setting).
 
     Write transactions of one storage run one at a time, as on SQLite, unless
     ``concurrent_writes=True``. Reads always run at once, up to ``pool_size``. The lock is
@@ -158,6 +169,7 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         concurrent_writes: bool = False,
         isolation: Isolation = "read committed",
         attempts: int = DEFAULT_ATTEMPTS,
+        lock_timeout: float | None = None,
     ) -> None:
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(
@@ -177,6 +189,15 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
                 f"attempts must be a positive number of runs (1: never run a body again), "
                 f"got {attempts!r}"
             )
+        if lock_timeout is not None and (
+            isinstance(lock_timeout, bool)
+            or not isinstance(lock_timeout, int | float)
+            or not 0.001 <= lock_timeout < 2_000_000
+        ):
+            raise ValueError(
+                f"lock_timeout must be None (wait as long as it takes) or seconds from 0.001 "
+                f"to 2,000,000, got {lock_timeout!r}"
+            )
         super().__init__()
         self.address = Address(dsn)
         self.dsn = dsn
@@ -186,6 +207,7 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         self.concurrent_writes = concurrent_writes
         self.isolation: Isolation = isolation
         self.attempts = attempts
+        self.lock_timeout = lock_timeout
         self.conflicts = 0
         """Runs of a body that met a serialization failure or deadlock, since the storage was
         made (each was rolled back and run again, or given up as :class:`ConflictError`)."""
@@ -222,7 +244,12 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
             return
         driver = _driver(self.address)
         pool: Pool = driver.Pool(
-            self.dsn, self.address, self.pool_size, self.schema_name, self.connect_timeout
+            self.dsn,
+            self.address,
+            self.pool_size,
+            self.schema_name,
+            self.connect_timeout,
+            lock_timeout=self.lock_timeout,
         )
         first = await pool.open_one()
         try:
@@ -410,6 +437,11 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
                 raise _Retry(_StaleStatement(self._explain(error))) from exc
             if state in pg_errors.RETRY_STATES:  # the COMMIT's (a serialization failure)
                 raise _Retry(self._conflict(error)) from exc
+            if state == "55P03" and self.lock_timeout is not None:
+                # lock_not_available: the lock_timeout ran out (or a NOWAIT lock was taken;
+                # the engine takes none). The store's condition, not the body's, whatever a
+                # computation wrapped it in.
+                raise LockTimeoutError(str(self.address), self.lock_timeout) from exc
             lost = state is None and (raw.is_closed() or isinstance(error, OSError))
             if pg_errors.is_store_fault(state) or lost:
                 # The store's fault (or the connection's), not the body's: whatever a
