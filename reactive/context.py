@@ -45,6 +45,7 @@ Match = MatchExp | Mapping[str, Any] | None
 _PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
 _SEQUENCES = (list, tuple)
+_ENDS = frozenset({"source", "target"})
 RecordRef = Entity | Relation | str
 Computed = Sequence[tuple[str, Callable[..., Any]]]
 
@@ -711,16 +712,14 @@ class TransactionContext:
         info = self.engine.records.get(name)
         if info is None or not isinstance(data, Mapping):
             return dict(data) if isinstance(data, Mapping) else data
-        if (
-            info.is_link
-            and not info.properties
-            and data.keys() <= {"source", "target"}
-            and all(type(v) is dict and "id" in v for v in data.values())
-        ):
-            return dict(data)  # a link record between existing records: nothing to fill in
+        if info.is_link and not info.properties:
+            for key, value in data.items():
+                if key not in _ENDS or type(value) is not dict or "id" not in value:
+                    break
+            else:
+                return dict(data)  # a link record between existing records: nothing to fill in
         out = dict(data)
-        for prop_name, prop in info.properties.items():
-            handle = info.owned.get(prop_name)
+        for prop_name, prop, handle in info.fills:
             if handle is not None:
                 out.update(handle.initial(data, self))
             elif prop_name not in out:
