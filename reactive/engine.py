@@ -131,9 +131,11 @@ class RecordInfo:
         self.properties: Mapping[str, Property] = FrozenMap({p.name: p for p in properties})
         self.owned: Mapping[str, Handle] = FrozenMap(dict(owned))
         # What a create fills in, per property in declaration order: its handle's initial
-        # values, or (no handle) its default (worked out once: every create reads it).
-        self.fills: tuple[tuple[str, Property, Handle | None], ...] = tuple(
-            (p.name, p, self.owned.get(p.name)) for p in self.properties.values()
+        # values, or (no handle) its default, made by the default's callable when it is one
+        # (read once, as ``computed`` is: every create reads it).
+        self.fills: tuple[tuple[str, Handle | None, Callable[[], Any] | None, Any], ...] = tuple(
+            (p.name, self.owned.get(p.name), p.default if callable(p.default) else None, p.default)
+            for p in self.properties.values()
         )
         self.computed: tuple[tuple[str, Callable[..., Any]], ...] = tuple(
             (p.name, adapt(p.computed, 1, f"{name}.{p.name} computed"))
