@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from reactive.engine import DICTIONARY_RECORD, Engine
@@ -46,6 +46,7 @@ _PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
 _SEQUENCES = (list, tuple)
 _ENDS = frozenset({"source", "target"})
+_NOTHING: AbstractContextManager[None] = nullcontext()  # reusable: enters and exits as nothing
 RecordRef = Entity | Relation | str
 Computed = Sequence[tuple[str, Callable[..., Any]]]
 
@@ -330,7 +331,10 @@ class TransactionContext:
         (that dict itself: treat it as read-only), else one read."""
         key = (name, record_id)
         held = self.fresh.get(key) or self._snapshots.get(key)
-        if held is not None and all(f in held for f in fields):
+        if held is not None:
+            for field in fields:  # (a loop, not all() over a generator: every item read)
+                if field not in held:
+                    return self.session.get(name, record_id, fields)
             return held
         return self.session.get(name, record_id, fields)
 
@@ -383,8 +387,9 @@ class TransactionContext:
         records it names are locked next anyway, so the look-up becomes the lock, one statement
         instead of two. A record it finds and does not name stays locked to the end of the
         transaction. Where write transactions are exclusive (SQLite) nothing changes.
-        (A small class, not a generator: it is opened around every ``compute_target`` call.)"""
-        return _HostFinds(self, name)
+        (A small class, not a generator: it is opened around every ``compute_target`` call;
+        where reads take no row locks it is a shared no-op.)"""
+        return _HostFinds(self, name) if self._locks_rows else _NOTHING
 
     def _lookup(self, name: str, match: dict[str, Any]) -> Record | None:
         fields = self.schema.fields(name)
