@@ -392,19 +392,19 @@ class TransactionContext:
         return _HostFinds(self, name) if self._locks_rows else _NOTHING
 
     def _lookup(self, name: str, match: dict[str, Any]) -> Record | None:
+        # Remembered when every key is the id or an own field and every value a plain scalar
+        # (hashable, so the match is a key); one loop, no generators (every look-up's path).
         fields = self.schema.fields(name)
-        try:
-            items = tuple(match.items())
-            hash(items)
-        except TypeError:
-            items = ()
-        cacheable = bool(items) and all(
-            (key == "id" or key in fields) and type(value) in _PLAIN_VALUES for key, value in items
-        )
-        if not cacheable:
+        types: list[type] = []
+        for field, value in match.items():
+            kind = type(value)
+            if kind not in _PLAIN_VALUES or (field != "id" and field not in fields):
+                return self._find_id(name, match)
+            types.append(kind)
+        if not types:
             return self._find_id(name, match)
         # With the value types: 1, 1.0 and True are equal keys, not equal matches.
-        key = (items, tuple(type(value) for _, value in items))
+        key = (tuple(match.items()), tuple(types))
         known = self._lookups.setdefault(name, {})
         if key in known:
             found = known[key]
