@@ -154,9 +154,10 @@ class Engine:
     (record, event type) to the handles, and what writes need to know per record type. It keeps
     no state of any transaction and none between transactions: the run-time side of a write is
     :class:`~reactive.context.TransactionContext`. Setting an attribute after compilation raises
-    ``AttributeError``; its mappings are read-only views (a route's subject still accepts
-    reactivex subscribers: observing is not state of the model). Compiling costs one pass over
-    the model (two bindings of the handles); nothing here runs per write but look-ups."""
+    ``AttributeError``; its mappings are read-only (:class:`FrozenMap`; a route's subject still
+    accepts reactivex subscribers: observing is not state of the model). Compiling costs one
+    pass over the model (two bindings of the handles); nothing here runs per write but
+    look-ups."""
 
     MAX_DEPTH = 100
 
