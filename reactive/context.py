@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from reactive.engine import DICTIONARY_RECORD, Engine
@@ -45,6 +45,8 @@ Match = MatchExp | Mapping[str, Any] | None
 _PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
 # Tuples, not X | Y unions: a union is built anew on every isinstance call here.
 _SEQUENCES = (list, tuple)
+_ENDS = frozenset({"source", "target"})
+_NOTHING: AbstractContextManager[None] = nullcontext()  # reusable: enters and exits as nothing
 RecordRef = Entity | Relation | str
 Computed = Sequence[tuple[str, Callable[..., Any]]]
 
@@ -154,11 +156,12 @@ class TransactionContext:
 
     def propagate(self, events: Sequence[MutationEvent]) -> None:
         """Push events to the computations that derive from them, depth-first."""
-        if self.engine.view_sources:
+        engine = self.engine
+        if engine.view_sources:
             events = self._with_views(events)
-        routes = self.engine.routes
+        routes = engine.routes
         fresh = self.fresh
-        items = self.engine.item_records
+        items = engine.item_records
         snapshots = self._snapshots
         lookups = self._lookups
         for event in events:
@@ -178,7 +181,7 @@ class TransactionContext:
                 self.deleted[key] = event.record
                 fresh.pop(key, None)
                 snapshots.pop(key, None)
-        dep_locks = self.engine.dep_locks
+        dep_locks = engine.dep_locks
         if dep_locks:
             # The data_deps dictionaries of the aggregates these events reach, locked before
             # any computation locks a row of its own: every write takes them first, so a
@@ -186,7 +189,7 @@ class TransactionContext:
             for event in events:
                 for name in dep_locks.get((event.record_name, event.type), ()):
                     self.dictionary_row(name, lock=True)
-        if self.engine.deep_locks and self._locks_rows:
+        if engine.deep_locks and self._locks_rows:
             self._lock_deeper(events)
         for index, event in enumerate(events):
             subject = routes.get((event.record_name, event.type))
@@ -328,7 +331,10 @@ class TransactionContext:
         (that dict itself: treat it as read-only), else one read."""
         key = (name, record_id)
         held = self.fresh.get(key) or self._snapshots.get(key)
-        if held is not None and all(f in held for f in fields):
+        if held is not None:
+            for field in fields:  # (a loop, not all() over a generator: every item read)
+                if field not in held:
+                    return self.session.get(name, record_id, fields)
             return held
         return self.session.get(name, record_id, fields)
 
@@ -374,34 +380,31 @@ class TransactionContext:
             self._snapshots.setdefault(key, row)
         return {"id": row["id"]}
 
-    @contextmanager
-    def finding_hosts(self, name: str | None) -> Iterator[None]:
+    def finding_hosts(self, name: str | None) -> AbstractContextManager[None]:
         """While it is open, a look-up (``find_one`` without ``attribute_query``) of records
         of ``name`` reads the row it finds with a row lock (PostgreSQL: ``FOR UPDATE``), as
         the host read that follows it would. For a computation's ``compute_target``: the
         records it names are locked next anyway, so the look-up becomes the lock, one statement
         instead of two. A record it finds and does not name stays locked to the end of the
-        transaction. Where write transactions are exclusive (SQLite) nothing changes."""
-        outer, self._host_finds = self._host_finds, name
-        try:
-            yield
-        finally:
-            self._host_finds = outer
+        transaction. Where write transactions are exclusive (SQLite) nothing changes.
+        (A small class, not a generator: it is opened around every ``compute_target`` call;
+        where reads take no row locks it is a shared no-op.)"""
+        return _HostFinds(self, name) if self._locks_rows else _NOTHING
 
     def _lookup(self, name: str, match: dict[str, Any]) -> Record | None:
+        # Remembered when every key is the id or an own field and every value a plain scalar
+        # (hashable, so the match is a key); one loop, no generators (every look-up's path).
         fields = self.schema.fields(name)
-        try:
-            items = tuple(match.items())
-            hash(items)
-        except TypeError:
-            items = ()
-        cacheable = bool(items) and all(
-            (key == "id" or key in fields) and type(value) in _PLAIN_VALUES for key, value in items
-        )
-        if not cacheable:
+        types: list[type] = []
+        for field, value in match.items():
+            kind = type(value)
+            if kind not in _PLAIN_VALUES or (field != "id" and field not in fields):
+                return self._find_id(name, match)
+            types.append(kind)
+        if not types:
             return self._find_id(name, match)
         # With the value types: 1, 1.0 and True are equal keys, not equal matches.
-        key = (items, tuple(type(value) for _, value in items))
+        key = (tuple(match.items()), tuple(types))
         known = self._lookups.setdefault(name, {})
         if key in known:
             found = known[key]
@@ -458,17 +461,26 @@ class TransactionContext:
         computations' own writes) costs one statement and no read."""
         if type(data) is not dict and isinstance(data, Mapping):
             data = dict(data)
-        if name in self.engine.hard_deletion and data.get(HARD_DELETION_PROPERTY):
+        engine = self.engine
+        if (
+            engine.hard_deletion
+            and name in engine.hard_deletion
+            and data.get(HARD_DELETION_PROPERTY)
+        ):
             # The hard-deletion property set true: the record goes instead (delete events).
             return self.delete(name, match)
-        info = self.engine.records.get(name)
+        info = engine.records.get(name)
         computed: Computed = ()
         if info is not None:
             computed = info.computed
-            if info.relations and type(data) is dict and not info.relations.isdisjoint(data):
+            relations = info.relations
+            if relations and type(data) is dict and not relations.isdisjoint(data):
                 data = self._prepare_update(name, data)  # records and links it creates
-        record_id = match.get("id") if type(match) is dict and len(match) == 1 else None
-        if type(record_id) is int and type(data) is dict:
+        if type(match) is dict and len(match) == 1 and type(data) is dict:
+            record_id = match.get("id")
+        else:
+            record_id = None
+        if type(record_id) is int:
             old = self._snapshots.get((name, record_id))
             if old is not None and self._locks_rows and not self._is_locked(name, old):
                 # Read unlocked earlier in this transaction: another may have changed the row
@@ -709,22 +721,20 @@ class TransactionContext:
         """Fill defaults, initial values of computed properties and ``computed`` fields, for the
         record and for every nested record created with it."""
         info = self.engine.records.get(name)
-        if info is None or not isinstance(data, Mapping):
+        if info is None or (type(data) is not dict and not isinstance(data, Mapping)):
             return dict(data) if isinstance(data, Mapping) else data
-        if (
-            info.is_link
-            and not info.properties
-            and data.keys() <= {"source", "target"}
-            and all(type(v) is dict and "id" in v for v in data.values())
-        ):
-            return dict(data)  # a link record between existing records: nothing to fill in
+        if info.is_link and not info.properties:
+            for key, value in data.items():
+                if key not in _ENDS or type(value) is not dict or "id" not in value:
+                    break
+            else:
+                return dict(data)  # a link record between existing records: nothing to fill in
         out = dict(data)
-        for prop_name, prop in info.properties.items():
-            handle = info.owned.get(prop_name)
+        for prop_name, handle, make, default in info.fills:
             if handle is not None:
                 out.update(handle.initial(data, self))
             elif prop_name not in out:
-                out[prop_name] = prop.default_value()
+                out[prop_name] = default if make is None else make()
         for prop_name, compute in info.computed:
             try:
                 out[prop_name] = compute(out, self)
@@ -732,7 +742,10 @@ class TransactionContext:
                 raise ComputationError(
                     f"{name}.{prop_name} (computed)", describe(exc), exc
                 ) from exc
-        self._prepare_nested(name, data, out)
+        relations = info.relations
+        if relations and not relations.isdisjoint(data):
+            # Only a payload naming a relation attribute creates records with it.
+            self._prepare_nested(name, data, out)
         return out
 
     def _prepare_update(self, name: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -766,6 +779,25 @@ class TransactionContext:
                         item["&"] = self._prepare_create(attribute.link.name, link_data or {})
                 prepared.append(item)
             out[key] = prepared if isinstance(value, _SEQUENCES) else prepared[0]
+
+
+class _HostFinds:
+    """:meth:`TransactionContext.finding_hosts`: sets the record type on entry, puts the
+    outer one back on exit."""
+
+    __slots__ = ("_ctx", "_name", "_outer")
+
+    def __init__(self, ctx: TransactionContext, name: str | None) -> None:
+        self._ctx = ctx
+        self._name = name
+        self._outer: str | None = None
+
+    def __enter__(self) -> None:
+        ctx = self._ctx
+        self._outer, ctx._host_finds = ctx._host_finds, self._name
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx._host_finds = self._outer
 
 
 class EngineStorage:

@@ -41,6 +41,7 @@ LEASE_OWNER = "lease_owner"
 """The field that names a row's lease holder (NULL: nobody)."""
 LEASE_UNTIL = "lease_until"
 """The field holding the end of a row's lease, seconds since the epoch on the database clock."""
+_NUMBERS = (int, float)  # a tuple: an int | float union is built anew on every isinstance call
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,12 @@ class Lease:
     def __post_init__(self) -> None:
         if not isinstance(self.owner, str) or not self.owner:
             raise ValueError(f"Lease.owner must be a non-empty string, got {self.owner!r}")
-        for name in ("duration", "now"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
+        for name, value in (("duration", self.duration), ("now", self.now)):
+            kind = type(value)
+            # (A float or an int, the common cases, is checked first and is a number.)
+            if (kind is not float and kind is not int) and (
+                isinstance(value, bool) or not isinstance(value, _NUMBERS)
+            ):
                 raise ValueError(f"Lease.{name} must be a number of seconds, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"Lease.{name} must be finite, got {value!r}")

@@ -266,13 +266,18 @@ class CustomHandle(CustomBase):
             if current is None:
                 continue
             first = dict(current) if self.decl.with_record else current[self.target]
-            stored = current.get(self.state_field) if self.has_state else None
+            if not self.has_state:  # the common Custom: no state to copy, only the value
+                value = self.compute(first, event, ctx)
+                if value is not UNCHANGED:
+                    ctx.update(self.host, {"id": current["id"]}, {self.target: value})
+                continue
+            stored = current.get(self.state_field)
             state = self._state(stored)
-            value = self._run(first, event, state, ctx)
+            value = self.compute(first, event, state, ctx)
             changes: dict[str, Any] = {}
             if value is not UNCHANGED:
                 changes[self.target] = value
-            if self.has_state and state != stored:
+            if state != stored:
                 changes[self.state_field] = state
             if changes:
                 ctx.update(self.host, {"id": current["id"]}, changes)

@@ -55,7 +55,9 @@ class StatementCache:
         self.order_bys: dict[Any, str] = {}  # (record, order items) -> ORDER BY
         # writes (storage.sql.writer)
         self.shapes: dict[Any, Any] = {}  # (kind, record, payload keys) -> plans.Shape
-        self.inserts: dict[Any, str] = {}  # (record, columns) -> INSERT
+        # (record, columns) -> INSERT; a link's name -> the INSERT of its two ends alone;
+        # (record, keys, "lease_until") -> the INSERT of a leased row (storage.sql.leases)
+        self.inserts: dict[Any, str] = {}
         self.linked: dict[Any, str] = {}  # (record, columns, link, side) -> INSERT ... WITH
         self.updates: dict[Any, str] = {}  # (record, columns) -> UPDATE ... WHERE id = ?
         self.plains: dict[Any, Any] = {}  # (record, columns) -> decoders (() for none)

@@ -137,7 +137,18 @@ class DeltaShape:
                 None if known[f].type in identity else encoder
                 for f, encoder in zip(fields, self.encoders, strict=True)
             ]
-            self.write_derived = [(f, d, all_encoders[f]) for f, d in derived]
+            # A total into a field whose type takes the number as it is (an identity type
+            # holding a number: the total is range-checked already) needs no encoder.
+            self.write_derived = [
+                (
+                    f,
+                    d,
+                    None
+                    if d.kind == "total" and known[f].type == "number" and "number" in identity
+                    else all_encoders[f],
+                )
+                for f, d in derived
+            ]
 
     def statement(
         self, dialect: Dialect, guards: tuple[str, ...]
@@ -202,20 +213,27 @@ class Deltas(Links):
         values = list(deltas.values())
         # Encoding checks each delta against its field (a bool, a NaN, a float for an integer
         # field are refused) on every backend, before anything is written.
-        # (A plain loop: cheaper than a comprehension over zip(strict=True); the shape was made
+        # (Plain loops: cheaper than a comprehension over zip(strict=True); the shape was made
         # from these very keys, so the lengths agree.)
+        if self.dialect.serializes_writers:
+            # The deltas are added in Python (see _read_and_write), never sent: only checked.
+            # An exact int within 64 bits is valid for every number and integer field (the
+            # checks of storage.types): its encoder need not run.
+            for encoder, field, delta in zip(shape.encoders, shape.fields, values):  # noqa: B905
+                if type(delta) is not int or not INT64_MIN <= delta <= INT64_MAX:
+                    encoder(name, field, delta)
+            if shape.integer_targets:
+                _refuse_float_into_integer(name, shape, values)
+            if not any(values):
+                return WriteResult([], [])  # nothing to add: nothing changes
+            return self._read_and_write(name, record_id, shape, values)
         encoded: list[Any] = []
         for encoder, field, delta in zip(shape.encoders, shape.fields, values):  # noqa: B905
             encoded.append(encoder(name, field, delta))
-        for target, source in shape.integer_targets:
-            if type(values[source]) is float:
-                raise FieldTypeError(
-                    name, target, "an integer", values[source], "a float delta makes it a float"
-                )
+        if shape.integer_targets:
+            _refuse_float_into_integer(name, shape, values)
         if not any(values):
             return WriteResult([], [])  # nothing to add: nothing changes
-        if self.dialect.serializes_writers:
-            return self._read_and_write(name, record_id, shape, values)
         # Which guard each delta needs in the UPDATE: a float's total must stay finite, an
         # int's within 64 bits on the side it moves to.
         guards = [
@@ -295,9 +313,15 @@ class Deltas(Links):
             written[field] = total
             params.append(total if encoder is None else encoder(name, field, total))
         for field, fold, encoder in shape.write_derived:
-            value = fold.value(written[fold.total], written[fold.count])
+            # (A total is the new total itself: Derived.value without the call.)
+            if fold.kind == "total":
+                value = written[fold.total]
+            else:
+                value = fold.value(written[fold.total], written[fold.count])
             written[field] = value
-            params.append(None if value is None else encoder(name, field, value))
+            params.append(
+                value if encoder is None or value is None else encoder(name, field, value)
+            )
         params.append(record_id)
         self._execute(name, shape.write_sql, params, written)
         if shape.in_python:
@@ -306,7 +330,11 @@ class Deltas(Links):
             written.update(self._plain(name, {f: sent[f] for f in shape.in_python}))
         new = {**old, **written}
         for field, fold in shape.derived:  # as documented: the function of the old totals
-            old[field] = fold.value(old[fold.total], old[fold.count])
+            if fold.kind == "total":  # Derived.value without the call: None counts as 0
+                before = old[fold.total]
+                old[field] = 0 if before is None else before
+            else:
+                old[field] = fold.value(old[fold.total], old[fold.count])
         event = MutationEvent(name, "update", written, old, shape.keys)
         self.events.append(event)
         return WriteResult([new], [event])
@@ -347,6 +375,15 @@ class Deltas(Links):
             "record exists and its totals fit",
             record=name,
         )
+
+
+def _refuse_float_into_integer(name: str, shape: DeltaShape, values: list[Any]) -> None:
+    """Refuse a float delta to a total that an integer derived field reads."""
+    for target, source in shape.integer_targets:
+        if type(values[source]) is float:
+            raise FieldTypeError(
+                name, target, "an integer", values[source], "a float delta makes it a float"
+            )
 
 
 def _sources(fold: Derived) -> tuple[str, ...]:

@@ -72,23 +72,32 @@ def _lease_set(
 
 def insert_leased(writer: Writer, name: str, values: Mapping[str, Any], lease: Lease) -> Any:
     """Insert one row leased to ``lease.owner`` until the clock's now plus the duration;
-    returns its id."""
-    _check_leasable(writer, name)
-    if name in writer.schema.links:
-        raise StorageError(f"{name} is a link: it cannot be leased", record=name)
-    if LEASE_OWNER in values or LEASE_UNTIL in values:
-        raise StorageError(
-            f"{name}: the lease fields are set from the Lease, not from values", record=name
-        )
+    returns its id. The statement (and the checks of the record and the keys, which it
+    passed) is worked out once per record and keys of ``values``."""
+    key = (name, tuple(values), LEASE_UNTIL)
+    sql = writer._cache.inserts.get(key)
+    if sql is None:
+        _check_leasable(writer, name)
+        if name in writer.schema.links:
+            raise StorageError(f"{name} is a link: it cannot be leased", record=name)
+        if LEASE_OWNER in values or LEASE_UNTIL in values:
+            raise StorageError(
+                f"{name}: the lease fields are set from the Lease, not from values", record=name
+            )
     encoded = writer._encode_internal(name, values)
-    quote = writer.dialect.quote
-    clock, clock_params = _clock(writer, lease)
-    columns = [*(quote(k) for k in encoded), quote(LEASE_OWNER), quote(LEASE_UNTIL)]
-    marks = [*("?" for _ in encoded), "?", f"{clock} + ?"]
-    sql = (
-        f"INSERT INTO {quote(name)} ({', '.join(columns)}) VALUES ({', '.join(marks)}) RETURNING id"
-    )
-    params = [*encoded.values(), lease.owner, *clock_params, _number(writer, lease.duration)]
+    clock = writer.dialect.clock
+    if sql is None:
+        quote = writer.dialect.quote
+        columns = [*(quote(k) for k in encoded), quote(LEASE_OWNER), quote(LEASE_UNTIL)]
+        marks = [*("?" for _ in encoded), "?", f"{'?' if clock is None else clock} + ?"]
+        sql = writer._cache.inserts[key] = (
+            f"INSERT INTO {quote(name)} ({', '.join(columns)}) VALUES ({', '.join(marks)}) "
+            "RETURNING id"
+        )
+    params = [*encoded.values(), lease.owner]
+    if clock is None:  # the caller's clock reading, as _clock gives it
+        params.append(_number(writer, lease.now))
+    params.append(_number(writer, lease.duration))
     return writer._inserted_id(writer._execute(name, sql, params, values))
 
 

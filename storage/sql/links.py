@@ -30,27 +30,43 @@ class Links(Statements):
 
     def _link_relations(self, plan: Plan, record: Record) -> None:
         """Link a record just created to the records of its payload's relations, in payload
-        order (nested records are created first), and put the references into ``record``."""
+        order (nested records are created first), and put the references into ``record``.
+
+        What :meth:`_link` works out is inlined here (every create with a relation runs this):
+        the record is new, so its own side holds no link yet, only the other may. A payload's
+        relations are all through links (``via_link``): symmetric is the link's."""
         record_id = record["id"]
         for attribute, items in plan.relations:
             refs: list[Record] = []
+            link = attribute.link
+            side = attribute.side
+            symmetric = link.symmetric
+            origin = (attribute.owner, attribute.name)
             for item in items or ():
                 nested = item.nested
-                if nested is not None and self._joins_in_one(attribute, item, nested):
+                if nested is None:
+                    related = item.ref
+                    fresh_sides = _NO_SIDE if symmetric else _SIDE[side]
+                elif self._joins_in_one(attribute, item, nested):
                     refs.append({"id": self._create_linked(attribute, record_id, nested)})
                     continue
-                related = item.ref if nested is None else self._resolve(item)
-                # The record is new: its own side holds no link yet, only the other may.
-                self._link(
-                    attribute,
-                    record_id,
-                    related,
-                    item.link_values,
-                    fresh=True,
+                else:
+                    related = self._resolve(item)
                     # A nested record is new too, unless its own payload linked it already.
-                    other_fresh=item.nested is not None
-                    and all(a.link is not attribute.link for a, _ in item.nested.relations),
-                )
+                    if symmetric:
+                        fresh_sides = _NO_SIDE
+                    elif all(a.link is not link for a, _ in nested.relations):
+                        fresh_sides = _BOTH_SIDES
+                    else:
+                        fresh_sides = _SIDE[side]
+                if side == "source":
+                    self._insert_link(
+                        link, record_id, related, item.link_values, origin, fresh_sides
+                    )
+                else:
+                    self._insert_link(
+                        link, related, record_id, item.link_values, origin, fresh_sides
+                    )
                 refs.append({"id": related})
             record[attribute.name] = refs if attribute.to_many else (refs[0] if refs else None)
 
@@ -128,17 +144,18 @@ class Links(Statements):
         if link.target_is_exclusive and "source" not in fresh_sides:
             self._unlink_where(link, "source", source)
         if values:
-            columns = {"source": source, "target": target, **values}
-            sql = self.planner.insert_sql(link.name, tuple(columns))
+            params = [source, target, *values.values()]
+            sql = self.planner.insert_sql(link.name, ("source", "target", *values))
         else:  # the common link, its two ends alone
-            columns = {"source": source, "target": target}
-            sql = self.planner.insert_sql(link.name, _ENDS)
+            params = [source, target]
+            sql = self._cache.inserts.get(link.name) or self._ends_insert(link.name)
         if self.dialect.failed_statement_aborts and not self._whole:
-            link_id = self._insert_link_guarded(link, sql, columns, values, origin)
+            link_id = self._insert_link_guarded(link, sql, params, values, origin)
         else:
             try:
-                link_id = self._inserted_id(self.run(sql, list(columns.values())))
+                link_id = self._inserted_id(self.run(sql, params))
             except self.dialect.integrity_errors as exc:
+                columns = {"source": source, "target": target, **values}
                 raise self._link_error(link, exc, columns, values, origin) from None
         record = {"id": link_id, "source": {"id": source}, "target": {"id": target}}
         if values:
@@ -146,11 +163,17 @@ class Links(Statements):
         self.events.append(MutationEvent(link.name, "create", dict(record)))
         return record
 
+    def _ends_insert(self, link: str) -> str:
+        """The INSERT of a link's two ends alone, remembered under the link's name (the key
+        the common link's write looks up, no tuple to build)."""
+        sql = self._cache.inserts[link] = self.planner.insert_sql(link, _ENDS)
+        return sql
+
     def _insert_link_guarded(
         self,
         link: LinkType,
         sql: str,
-        columns: dict[str, Any],
+        params: list[Any],
         values: Mapping[str, Any],
         origin: tuple[str, str | None],
     ) -> Any:
@@ -158,9 +181,10 @@ class Links(Statements):
         the transaction: the endpoints are looked up only after it was rolled back."""
         try:
             with self.atomic(True):
-                link_id = self._inserted_id(self.run(sql, list(columns.values())))
+                link_id = self._inserted_id(self.run(sql, params))
         except self.dialect.integrity_errors as exc:
             # The savepoint is rolled back by now: the transaction can read again.
+            columns = {"source": params[0], "target": params[1], **values}
             raise self._link_error(link, exc, columns, values, origin) from None
         return link_id
 

@@ -10,7 +10,7 @@ dialect and run on the driver interface.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from storage.errors import NonNullViolationError, StorageError, UniqueViolationError
@@ -20,6 +20,8 @@ from storage.sql.dialect import Dialect
 from storage.sql.driver import Cursor, Execute
 from storage.sql.plans import Planner
 from storage.sql.reader import Reader
+
+_NOTHING: AbstractContextManager[None] = nullcontext()  # reusable: enters and exits as nothing
 
 
 class Statements:
@@ -41,30 +43,31 @@ class Statements:
     )
 
     def __init__(self, reader: Reader, events: list[MutationEvent]) -> None:
+        dialect = reader.dialect
+        cache = reader._cache
         self.schema = reader.schema
         self.run: Execute = reader.run
-        self.dialect: Dialect = reader.dialect
+        self.dialect: Dialect = dialect
         self.reader = reader
         self.events = events
         self._savepoints = 0
         # Any failure aborts the transaction and none needs a statement after it (see
         # Dialect.names_missing_reference): a write is whole without a savepoint of its own.
-        self._whole = reader.dialect.failed_statement_aborts and (
-            reader.dialect.names_missing_reference
-        )
-        self._inserted_id = reader.dialect.inserted_id
-        self._cache: StatementCache = reader._cache
-        planner = reader._cache.planner
+        self._whole = dialect.failed_statement_aborts and dialect.names_missing_reference
+        self._inserted_id = dialect.inserted_id
+        self._cache: StatementCache = cache
+        planner = cache.planner
         if planner is None:  # one per storage memory: it derives from schema and dialect alone
-            planner = reader._cache.planner = Planner(reader.schema, reader.dialect, reader._cache)
+            planner = cache.planner = Planner(reader.schema, dialect, cache)
         self.planner: Planner = planner
 
+    def atomic(self, needed: bool = True) -> AbstractContextManager[None]:
+        """A savepoint around a multi-statement write: it happens whole or not at all (not
+        ``needed``: nothing, and no generator made for it)."""
+        return self._savepoint() if needed else _NOTHING
+
     @contextmanager
-    def atomic(self, needed: bool = True) -> Iterator[None]:
-        """A savepoint around a multi-statement write: it happens whole or not at all."""
-        if not needed:
-            yield
-            return
+    def _savepoint(self) -> Iterator[None]:
         self._savepoints += 1
         name = f"w{self._savepoints}"
         events_before = len(self.events)

@@ -229,12 +229,14 @@ class Writer(Deltas):
         return WriteResult(rows, self.events[start:])
 
     def _encode_internal(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
-        fields = self.schema.fields(name)
+        encoders = self.planner.encoders(name)  # every field's (an unknown record raises)
         encoded: dict[str, Any] = {}
         for key, value in values.items():
-            if key not in fields:
+            encoder = encoders.get(key)
+            if encoder is None:
                 self.schema.field(name, key)  # raises UnknownFieldError naming the fields
-            encoded[key] = self.dialect.codecs.encode(name, key, fields[key].type, value)
+                raise AssertionError(key)  # (not reached: every field has an encoder)
+            encoded[key] = None if value is None else encoder(name, key, value)
         return encoded
 
     def insert_internal(self, name: str, values: Mapping[str, Any]) -> Any:
