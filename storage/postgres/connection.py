@@ -61,12 +61,17 @@ class Connection:
         whatever the body made of the error (caught, wrapped). Cleared when a transaction
         begins."""
         self._statements: OrderedDict[str, PreparedStatement] = OrderedDict()
+        self._named = 0
         self._savepoints = 0
 
     def _prepared(self, sql: str) -> PreparedStatement:
         statement = self._statements.get(sql)
         if statement is None:
-            statement = await_(self.raw.prepare(sql))
+            # Named: asyncpg prepares an unnamed statement when its own cache is off (as here),
+            # and an unnamed one is parsed and planned again at every run. A name is never
+            # reused: a statement dropped below is closed on the server later, by asyncpg.
+            self._named += 1
+            statement = await_(self.raw.prepare(sql, name=f"__interaqt_{self._named}__"))
             self._statements[sql] = statement
             if len(self._statements) > STATEMENT_CACHE_SIZE:
                 self._statements.popitem(last=False)

@@ -231,6 +231,26 @@ async def test_prepared_statements_are_kept_per_connection_and_dropped_after_ddl
     assert await store._transaction(False, lambda c: len(c._statements)) == 0
 
 
+async def test_a_statement_is_prepared_once_under_a_name_and_run_by_it_again(
+    postgres_storage_factory: PostgresFactory,
+) -> None:
+    """An unnamed statement would be parsed and planned again at every run: the server lists
+    named ones only, and lists ours once however often it ran."""
+    store = await postgres_storage_factory(pool_size=1)
+    await store._transaction(True, _table)
+    select = "SELECT v FROM t WHERE id = $1"
+
+    def runs(c: Connection) -> list[str]:
+        for i in range(3):
+            c.execute(select, [i])
+        listed = c.execute("SELECT name, statement FROM pg_prepared_statements").fetchall()
+        return [name for name, statement in listed if statement == select]
+
+    names = await store._transaction(False, runs)
+    assert len(names) == 1 and names[0].startswith("__interaqt_")
+    assert await store._transaction(False, runs) == names  # the same one, next transaction too
+
+
 async def test_ddl_on_one_connection_clears_the_statements_of_every_pooled_one(
     postgres_storage_factory: PostgresFactory,
 ) -> None:
