@@ -21,8 +21,9 @@ the engine's; ``ratio_to_floor`` is engine seconds over floor seconds. Engine an
 take turns (median of RUNS each), each in a fresh PostgreSQL schema dropped afterwards.
 
 Server: ``INTERAQT_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432/test``).
-The counting adapter reaches into the backend's pool (``_pool``, ``open_one``): a benchmark's
-instrument, kept here and never imported by the library.
+The counting adapter reaches into the backend's pool (``_pool``, ``open_one``) and wraps each
+connection's ``raw`` and ``run_prepared``: a benchmark's instrument, kept here and never
+imported by the library.
 """
 
 from __future__ import annotations
@@ -105,8 +106,19 @@ class _Counted:
         return _Counted(await self._inner.prepare(*args, **kwargs), self._count)
 
 
+def _counted_run(run: Any, count: Count) -> Any:
+    """A connection's ``run_prepared`` (one run of a prepared statement) that counts it."""
+
+    def counted(statement: Any, params: Any) -> Any:
+        count.statements += 1
+        return run(statement, params)
+
+    return counted
+
+
 class CountingPostgres(PostgresStorage):
-    """PostgresStorage whose every pooled connection counts its statements in ``tally``."""
+    """PostgresStorage whose every pooled connection counts its statements in ``tally``
+    (those sent on its asyncpg connection, and its prepared statements' runs)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,11 +131,13 @@ class CountingPostgres(PostgresStorage):
         pool: Any = self._pool
         for connection in pool._idle:
             connection.raw = _Counted(connection.raw, self.tally)
+            connection.run_prepared = _counted_run(connection.run_prepared, self.tally)
         open_one = pool.open_one
 
         async def counted_open_one() -> Any:
             connection = await open_one()
             connection.raw = _Counted(connection.raw, self.tally)
+            connection.run_prepared = _counted_run(connection.run_prepared, self.tally)
             return connection
 
         pool.open_one = counted_open_one
