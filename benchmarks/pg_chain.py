@@ -4,8 +4,9 @@ Workloads (the models and checks of ``benchmarks/chain.py``, run on ``PostgresSt
 - ``pg_chain``: the guide's chain (dispatch, durable side effect writing three events, the
   StateMachine and Customs) to all completed, verified; with ``statements_per_chain``: the SQL
   statements the engine sent per chain while timed, BEGIN/COMMIT included, counted on the
-  driver adapter's asyncpg connection (``prepares_per_chain``: statements it had to parse
-  first; ``transactions_per_chain``: its BEGINs).
+  driver adapter (its asyncpg connection and its prepared statements' runs;
+  ``prepares_per_chain``: statements it had to parse first; ``transactions_per_chain``: its
+  BEGINs).
 - ``pg_count_growth``: likes one at a time on one post, timed in a window around each mark.
 - ``pg_summation``: K items on one order, ``total`` a WeightedSummation.
 - ``pg_chain_outbox``: ``pg_chain`` with ``Controller(outbox=True)``, timed until the
