@@ -4,8 +4,9 @@ Workloads (the models and checks of ``benchmarks/chain.py``, run on ``PostgresSt
 - ``pg_chain``: the guide's chain (dispatch, durable side effect writing three events, the
   StateMachine and Customs) to all completed, verified; with ``statements_per_chain``: the SQL
   statements the engine sent per chain while timed, BEGIN/COMMIT included, counted on the
-  driver adapter's asyncpg connection (``prepares_per_chain``: statements it had to parse
-  first; ``transactions_per_chain``: its BEGINs).
+  driver adapter (its asyncpg connection and its prepared statements' runs;
+  ``prepares_per_chain``: statements it had to parse first; ``transactions_per_chain``: its
+  BEGINs).
 - ``pg_count_growth``: likes one at a time on one post, timed in a window around each mark.
 - ``pg_summation``: K items on one order, ``total`` a WeightedSummation.
 - ``pg_chain_outbox``: ``pg_chain`` with ``Controller(outbox=True)``, timed until the
@@ -21,8 +22,9 @@ the engine's; ``ratio_to_floor`` is engine seconds over floor seconds. Engine an
 take turns (median of RUNS each), each in a fresh PostgreSQL schema dropped afterwards.
 
 Server: ``INTERAQT_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432/test``).
-The counting adapter reaches into the backend's pool (``_pool``, ``open_one``): a benchmark's
-instrument, kept here and never imported by the library.
+The counting adapter reaches into the backend's pool (``_pool``, ``open_one``) and wraps each
+connection's ``raw`` and ``run_prepared``: a benchmark's instrument, kept here and never
+imported by the library.
 """
 
 from __future__ import annotations
@@ -105,8 +107,19 @@ class _Counted:
         return _Counted(await self._inner.prepare(*args, **kwargs), self._count)
 
 
+def _counted_run(run: Any, count: Count) -> Any:
+    """A connection's ``run_prepared`` (one run of a prepared statement) that counts it."""
+
+    def counted(statement: Any, params: Any) -> Any:
+        count.statements += 1
+        return run(statement, params)
+
+    return counted
+
+
 class CountingPostgres(PostgresStorage):
-    """PostgresStorage whose every pooled connection counts its statements in ``tally``."""
+    """PostgresStorage whose every pooled connection counts its statements in ``tally``
+    (those sent on its asyncpg connection, and its prepared statements' runs)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,11 +132,13 @@ class CountingPostgres(PostgresStorage):
         pool: Any = self._pool
         for connection in pool._idle:
             connection.raw = _Counted(connection.raw, self.tally)
+            connection.run_prepared = _counted_run(connection.run_prepared, self.tally)
         open_one = pool.open_one
 
         async def counted_open_one() -> Any:
             connection = await open_one()
             connection.raw = _Counted(connection.raw, self.tally)
+            connection.run_prepared = _counted_run(connection.run_prepared, self.tally)
             return connection
 
         pool.open_one = counted_open_one

@@ -7,16 +7,20 @@ Each statement is awaited through the greenlet bridge (:mod:`.bridge`), so it ma
 inside a body that :class:`PostgresStorage` runs.
 
 Prepared statements: each pooled connection keeps its own cache of asyncpg prepared statements,
-keyed by SQL text (least recently used dropped past :data:`STATEMENT_CACHE_SIZE`). A statement
-is parsed and planned by the server once per connection, then each run is a single round trip
-(Bind/Execute/Sync). DDL run on a connection clears its cache at once and, once it commits,
-the caches of every connection of the pool: asyncpg decodes a row with the types the statement
-was prepared with, and the server does not always refuse a statement whose table changed
-(a column type changed under a prepared statement came back as a decoding error in our
-trials). DDL run by another process is the operator's to order: processes running the old
-model stop before a migration and start after it. When the server does refuse a stale
-statement (``cached plan must not change result type``) the storage clears the cache and runs
-the body once more.
+keyed by SQL text (least recently used dropped past :data:`STATEMENT_CACHE_SIZE`), each under a
+name of its own (an unnamed one would be parsed and planned again at every run). A statement is
+parsed and planned by the server once per connection, then each run is a single round trip
+(Bind/Execute/Sync) made by :mod:`.internals` (on asyncpg's protocol, one coroutine; through its
+public API when the check at open finds the internals missing). A statement's row count is the
+number of rows it returned, or else the one its command status gives.
+
+DDL run on a connection clears its cache at once and, once it commits, the caches of every
+connection of the pool: asyncpg decodes a row with the types the statement was prepared with,
+and the server does not always refuse a statement whose table changed (a column type changed
+under a prepared statement came back as a decoding error in our trials). DDL run by another
+process is the operator's to order: processes running the old model stop before a migration
+and start after it. When the server does refuse a stale statement (``cached plan must not
+change result type``) the storage clears the cache and runs the body once more.
 
 :class:`Pool` holds up to ``size`` connections, opened on demand and kept; a connection that
 broke (closed, or left inside a transaction after a failed ROLLBACK) is closed and replaced.
@@ -36,6 +40,7 @@ from typing import Any
 import asyncpg
 from asyncpg.prepared_stmt import PreparedStatement
 
+from storage.postgres import internals
 from storage.postgres.address import Address, connect_error
 from storage.postgres.bridge import await_
 from storage.postgres.dialect import POSTGRES
@@ -49,8 +54,10 @@ STATEMENT_CACHE_SIZE = 512
 class Connection:
     """One pooled asyncpg connection with its prepared statements, used synchronously."""
 
-    def __init__(self, raw: asyncpg.Connection) -> None:
+    def __init__(self, raw: asyncpg.Connection, run_prepared: internals.Run) -> None:
         self.raw = raw
+        self.run_prepared = run_prepared
+        """How a prepared statement of ``raw`` runs once (see :mod:`.internals`)."""
         self.ran_ddl = False
         """Whether this transaction ran DDL (the pool then drops every connection's statements
         once it commits)."""
@@ -61,12 +68,17 @@ class Connection:
         whatever the body made of the error (caught, wrapped). Cleared when a transaction
         begins."""
         self._statements: OrderedDict[str, PreparedStatement] = OrderedDict()
+        self._named = 0
         self._savepoints = 0
 
     def _prepared(self, sql: str) -> PreparedStatement:
         statement = self._statements.get(sql)
         if statement is None:
-            statement = await_(self.raw.prepare(sql))
+            # Named: asyncpg prepares an unnamed statement when its own cache is off (as here),
+            # and an unnamed one is parsed and planned again at every run. A name is never
+            # reused: a statement dropped below is closed on the server later, by asyncpg.
+            self._named += 1
+            statement = await_(self.raw.prepare(sql, name=f"__interaqt_{self._named}__"))
             self._statements[sql] = statement
             if len(self._statements) > STATEMENT_CACHE_SIZE:
                 self._statements.popitem(last=False)
@@ -88,13 +100,13 @@ class Connection:
                 else:
                     await_(self.raw.execute(sql))
                 return Cursor([], -1)
-            statement = self._prepared(sql)
-            rows = await_(statement.fetch(*params))
+            rows, status, _ = await_(self.run_prepared(self._prepared(sql), params))
         except asyncpg.PostgresError as exc:
             if sqlstate(exc) in RETRY_STATES:
                 self.conflict = exc
             raise
-        return Cursor(rows, _count(statement.get_statusmsg()))
+        # A statement that returned rows (SELECT, ... RETURNING) counts the rows it returned.
+        return Cursor(rows, len(rows) if rows else _count(status))
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Cursor:
         """Run one statement once per parameter row (pipelined: about one round trip)."""
@@ -170,11 +182,11 @@ class Cursor:
         return rows
 
 
-def _count(status: str | None) -> int:
-    """The row count of a command status: ``"UPDATE 3"`` -> 3, ``"INSERT 0 1"`` -> 1."""
+def _count(status: bytes | None) -> int:
+    """The row count of a command status: ``b"UPDATE 3"`` -> 3, ``b"INSERT 0 1"`` -> 1."""
     if not status:
         return -1
-    last = status.rsplit(" ", 1)[-1]
+    last = status.rpartition(b" ")[2]
     return int(last) if last.isdigit() else -1
 
 
@@ -223,10 +235,11 @@ class Pool:
             await raw.set_type_codec(
                 "int8", schema="pg_catalog", encoder=_encode_bigint, decoder=int, format="text"
             )
+            run_prepared = await internals.runner(raw)
         except BaseException:
             raw.terminate()
             raise
-        return Connection(raw)
+        return Connection(raw, run_prepared)
 
     async def acquire(self) -> Connection:
         """A connection for one transaction; waits while all ``size`` are in use."""

@@ -410,8 +410,7 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         work: Callable[[Connection], T],
         alone: bool = False,
     ) -> T:
-        from storage.postgres.bridge import await_
-
+        await_ = _driver(self.address).await_
         raw = connection.raw
         connection.conflict = None
         try:
@@ -538,8 +537,15 @@ class _Conflict(StorageError):
         self.sqlstate = sqlstate
 
 
+_loaded: ModuleType | None = None
+
+
 def _driver(address: Address) -> ModuleType:
-    """The driver half of the backend (asyncpg, greenlet), imported on first use."""
+    """The driver half of the backend (asyncpg, greenlet), imported on first use (and kept:
+    every transaction asks)."""
+    global _loaded
+    if _loaded is not None:
+        return _loaded
     try:
         module = importlib.import_module("storage.postgres.driver")
     except ImportError as exc:
@@ -550,6 +556,7 @@ def _driver(address: Address) -> ModuleType:
             f"PostgresStorage for {address} needs the PostgreSQL driver, and {missing!r} is not "
             "installed: pip install 'interaqt-py[postgres]' (asyncpg and greenlet)"
         ) from None
+    _loaded = module
     return module
 
 

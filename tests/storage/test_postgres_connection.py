@@ -8,7 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -229,6 +229,69 @@ async def test_prepared_statements_are_kept_per_connection_and_dropped_after_ddl
     assert await store._transaction(False, lambda c: len(c._statements)) == 1  # kept
     await store._transaction(True, lambda c: c.script("ALTER TABLE t ADD COLUMN w text"))
     assert await store._transaction(False, lambda c: len(c._statements)) == 0
+
+
+async def test_a_statement_is_prepared_once_under_a_name_and_run_by_it_again(
+    postgres_storage_factory: PostgresFactory,
+) -> None:
+    """An unnamed statement would be parsed and planned again at every run: the server lists
+    named ones only, and lists ours once however often it ran."""
+    store = await postgres_storage_factory(pool_size=1)
+    await store._transaction(True, _table)
+    select = "SELECT v FROM t WHERE id = $1"
+
+    def runs(c: Connection) -> list[str]:
+        for i in range(3):
+            c.execute(select, [i])
+        listed = c.execute("SELECT name, statement FROM pg_prepared_statements").fetchall()
+        return [name for name, statement in listed if statement == select]
+
+    names = await store._transaction(False, runs)
+    assert len(names) == 1 and names[0].startswith("__interaqt_")
+    assert await store._transaction(False, runs) == names  # the same one, next transaction too
+
+
+async def test_row_counts_come_from_the_rows_or_the_command_status(
+    postgres_storage_factory: PostgresFactory,
+) -> None:
+    store = await postgres_storage_factory()
+    await store._transaction(True, _table)
+
+    def counts(c: Connection) -> list[int]:
+        return [
+            c.execute("INSERT INTO t VALUES ($1, 'a'), ($2, 'b')", [1, 2]).rowcount,
+            c.execute("UPDATE t SET v = $1 WHERE id > $2", ["c", 0]).rowcount,
+            c.execute("UPDATE t SET v = $1 WHERE id > $2 RETURNING id", ["d", 1]).rowcount,
+            c.execute("DELETE FROM t WHERE id = $1", [7]).rowcount,
+            c.execute("SELECT id FROM t WHERE id > $1", [0]).rowcount,
+        ]
+
+    assert await store._transaction(True, counts) == [2, 2, 1, 0, 2]
+
+
+async def test_without_the_driver_internals_statements_run_through_the_public_api(
+    postgres_url: str,
+) -> None:
+    """An asyncpg lacking what storage.postgres.internals uses gets the public path, with the
+    same rows and command status."""
+    import asyncpg
+
+    from storage.postgres import internals
+
+    class Public:  # an asyncpg connection as far as the public API goes, no protocol
+        def __init__(self, raw: Any) -> None:
+            self.prepare = raw.prepare
+
+    raw = await asyncpg.connect(postgres_url, statement_cache_size=0)
+    try:
+        fast, public = await internals.runner(raw), await internals.runner(cast(Any, Public(raw)))
+        assert public is internals._public and fast is not public
+        statement = await raw.prepare("SELECT g FROM generate_series(1, $1::int) g", name="s1")
+        for run in (fast, public):
+            rows, status, completed = await run(statement, [3])
+            assert ([r[0] for r in rows], status, completed) == ([1, 2, 3], b"SELECT 3", True)
+    finally:
+        await raw.close()
 
 
 async def test_ddl_on_one_connection_clears_the_statements_of_every_pooled_one(
