@@ -44,7 +44,7 @@ from typing import Any
 
 from storage.errors import NonNullViolationError, StorageError, UniqueViolationError
 from storage.events import MutationEvent, Record
-from storage.sql.cache import StatementCache
+from storage.sql.cache import SHAPES_KEPT, StatementCache
 from storage.sql.dialect import Dialect
 from storage.sql.driver import Cursor, Execute
 from storage.sql.plans import Planner
@@ -138,15 +138,18 @@ class Statements:
         """Whether an UPDATE of ``columns`` of a ``name`` row can be kept pending: no column is
         ``non_null`` or named by a unique index (its fields or its ``where``). Remembered."""
         key = (name, columns)
-        known = self._cache.deferrable.get(key)
+        memory = self._cache.deferrable
+        known = memory.get(key)
         if known is None:
+            if len(memory) >= SHAPES_KEPT:  # column sets come from callers' payloads
+                memory.clear()
             fields = self.schema.fields(name)
-            constrained = {key for key, field in fields.items() if field.non_null}
+            constrained = {f for f, field in fields.items() if field.non_null}
             for index in self.schema.record(name).indexes:
                 if index.unique:
                     constrained.update(index.fields)
                     constrained.update(field for field, _ in index.where)
-            known = self._cache.deferrable[key] = constrained.isdisjoint(columns)
+            known = memory[key] = constrained.isdisjoint(columns)
         return known
 
     def defer(
