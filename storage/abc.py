@@ -75,7 +75,13 @@ class Derived:
 
 
 class Session(Protocol):
-    """Reads and writes inside one running transaction (synchronous)."""
+    """Reads and writes inside one running transaction (synchronous).
+
+    A backend may hold back an update of one record by id and send it later, merged with the
+    record's next ones (the SQL backends do: see :mod:`storage.sql.statements`), as long as
+    nothing can tell: every read and every other statement of the session sees it, it is sent
+    before COMMIT, undone with a savepoint it was made in, and the errors a write can raise
+    are raised by the write itself."""
 
     schema: Schema
     events: list[MutationEvent]

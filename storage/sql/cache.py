@@ -22,6 +22,7 @@ class StatementCache:
 
     __slots__ = (
         "decoders",
+        "deferrable",
         "deltas",
         "dict_wheres",
         "encoders",
@@ -63,4 +64,5 @@ class StatementCache:
         self.plains: dict[Any, Any] = {}  # (record, columns) -> decoders (() for none)
         self.encoders: dict[str, dict[str, Any]] = {}  # record -> {field: encoder}
         self.deltas: dict[Any, Any] = {}  # (record, delta fields, derived items) -> DeltaShape
+        self.deferrable: dict[Any, bool] = {}  # (record, columns) -> an UPDATE that can't fail
         self.planner: Any = None  # the storage.sql.plans.Planner over this memory (made once)

@@ -285,6 +285,12 @@ class SQLSession:
             raise NotImplementedError(f"{self._reader.dialect.name} has no outbox")
         outbox.append(self._reader.run, sql, entries)
 
+    def flush(self) -> None:
+        """Send the updates kept pending (see :mod:`storage.sql.statements`): the storage calls
+        it after the body, before COMMIT, inside the transaction. Every statement of the
+        session sends them first anyway, so no reader ever misses one."""
+        self._writer.flush()
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested transaction: on an exception everything inside it (writes and their

@@ -197,7 +197,9 @@ class SQLStorage(Generic[D, S]):
             if guard is not None:
                 guard(lambda record: self._peek(driver, record))
             migrate.apply(driver.execute, self.dialect, self.ddl, schema, list(operations))
-            result = body(self._session(schema, driver, statements))
+            session = self._session(schema, driver, statements)
+            result = body(session)
+            session.flush()
             # New non-null fields last: the body gave the existing rows their values.
             migrate.enforce_non_null(driver.execute, self.ddl, schema)
             return result
@@ -221,7 +223,14 @@ class SQLStorage(Generic[D, S]):
         transaction (a consistent snapshot) instead of taking the write lock.
         """
         schema, statements = self.schema, self._statements
-        return await self._transaction(write, lambda d: body(self._session(schema, d, statements)))
+
+        def work(driver: D) -> T:
+            session = self._session(schema, driver, statements)
+            result = body(session)
+            session.flush()  # updates kept pending, inside the transaction (before COMMIT)
+            return result
+
+        return await self._transaction(write, work)
 
     # -- the async face: one transaction each ------------------------------------------------
 

@@ -102,8 +102,10 @@ class Writer(Deltas):
         name = shape.name
         assert shape.sql is not None
         params = plan.params
+        # A row of its own, no foreign key: pending updates of other tables need not go first.
+        direct = bool(self._pending) and not self.pending_in(name)
         record: Record = {
-            "id": self._inserted_id(self._execute(name, shape.sql, params, plan.values))
+            "id": self._inserted_id(self._execute(name, shape.sql, params, plan.values, direct))
         }
         _read_back(record, plan.values, params, shape.plains)
         self.events.append(MutationEvent(name, "create", dict(record)))
@@ -179,7 +181,12 @@ class Writer(Deltas):
             return {**old}
         params, values = plan.params, plan.values
         record_id = old["id"]
-        self._execute(name, shape.sql, [*params, record_id], values)
+        if self.deferrable(name, shape.value_keys):
+            # Nothing reads the statement's result: kept pending, sent before anything that
+            # could see it (see storage.sql.statements).
+            self.defer(name, record_id, shape.value_keys, params, values)
+        else:
+            self._execute(name, shape.sql, [*params, record_id], values)
         written: Record = {"id": record_id}
         _read_back(written, values, params, shape.plains)
         self.events.append(MutationEvent(name, "update", written, old, shape.value_keys))
@@ -244,7 +251,12 @@ class Writer(Deltas):
             raise StorageError(
                 f"{name} is a link: create it with create(), which reports the link", record=name
             )
-        return self._insert(name, self._encode_internal(name, values))
+        encoded = self._encode_internal(name, values)
+        sql = self.planner.insert_sql(name, tuple(encoded))
+        # Not a link (refused above): no foreign key; pending updates of other tables stay.
+        direct = bool(self._pending) and not self.pending_in(name)
+        cursor = self._execute(name, sql, list(encoded.values()), encoded, direct)
+        return self._inserted_id(cursor)
 
     def write_internal(self, name: str, record_id: Any, values: Mapping[str, Any]) -> None:
         encoded = self._encode_internal(name, values)

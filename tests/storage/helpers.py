@@ -1,11 +1,16 @@
-"""Shared helpers for the storage tests: link names of the blog schema, whole-database dumps."""
+"""Shared helpers for the storage tests: link names of the blog schema, whole-database dumps,
+the statements a storage sends."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from storage import MutationEvent, SQLiteStorage, WriteResult
+import pytest
+
+from storage import MutationEvent, PostgresStorage, Schema, SQLiteStorage, Storage, WriteResult
+from storage.postgres.connection import Connection
 
 PROFILE = "User_profile_owner_Profile"  # 1:1
 POSTS = "User_posts_author_Post"  # 1:n
@@ -40,3 +45,47 @@ def created_id(result: WriteResult) -> Any:
     """The id of the record a create returned."""
     assert result.record is not None
     return result.record["id"]
+
+
+@contextmanager
+def statement_log(store: Storage, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The statements the storage's sessions send while open (whitespace collapsed; BEGIN,
+    COMMIT and ROLLBACK left out): SQLite's trace callback, or PostgreSQL's connection."""
+    log: list[str] = []
+
+    def note(sql: str) -> None:
+        text = " ".join(sql.split())
+        if not text.startswith(("BEGIN", "COMMIT", "ROLLBACK")) or text.startswith("ROLLBACK TO"):
+            log.append(text)
+
+    if isinstance(store, PostgresStorage):
+        execute = Connection.execute
+
+        def logged(self: Connection, sql: str, params: Any = (), /) -> Any:
+            note(sql)
+            return execute(self, sql, params)
+
+        monkeypatch.setattr(Connection, "execute", logged)
+        yield log
+        monkeypatch.setattr(Connection, "execute", execute)
+        return
+    make = store._session  # type: ignore[attr-defined]
+    traced: list[Any] = []
+
+    def traced_note(sql: str) -> None:
+        # SQLite's trace shows a statement that fires triggers (the non-null ones) twice.
+        if not log or " ".join(sql.split()) != log[-1]:
+            note(sql)
+
+    def session(schema: Schema, conn: Any, statements: Any) -> Any:
+        conn.set_trace_callback(traced_note)
+        traced.append(conn)
+        return make(schema, conn, statements)
+
+    monkeypatch.setattr(store, "_session", session)
+    try:
+        yield log
+    finally:
+        for conn in traced:
+            conn.set_trace_callback(None)
+        monkeypatch.setattr(store, "_session", make)
