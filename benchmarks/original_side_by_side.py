@@ -1,0 +1,160 @@
+"""Our engine beside the original interaqt framework (npm ``interaqt``), both on this PostgreSQL.
+
+Workloads, the same on both sides (``benchmarks/original/bench.mjs`` builds the original's with
+its own API; see its header):
+- ``count``: N likes one at a time on one post, ``Post.likes`` a Count over its ``liked_by``
+  n:n relation; ``min(20, N)`` untimed likes on another post first; verified ``likes == N``.
+- ``summation``: N items one at a time on one order, ``Order.total`` a WeightedSummation
+  (quantity x price) over its 1:n ``items``; verified against the sum
+  (:func:`benchmarks.chain.run_summation`).
+Ours writes through ``controller.storage.create`` on ``PostgresStorage`` (one transaction per
+write), in a fresh schema dropped afterwards (:mod:`benchmarks.pg_chain`'s helpers, which also
+count the statements sent while timed). The original runs in a fresh database of its own (its
+``PostgreSQLDB`` owns one), dropped afterwards, along two paths: ``dispatch`` (an Interaction
+per like/item, a Transform creating the record: its documented normal path) and ``storage``
+(``system.storage.create``: the same call ours times). Runs take turns (ours, original dispatch,
+original storage; RUNS times) and the median of each side is reported, so slow spells of this
+shared machine fall on all of them.
+
+Lines: ``orig_side_count`` / ``orig_side_summation`` (ours, with ``ratio_to_original``: our
+ops/s over the original's dispatch path, the issue's comparison, and
+``ratio_to_original_storage_path``), then the original's lines as its script printed them (its
+median run per path). Needs ``node`` and ``benchmarks/original/node_modules``
+(``npm ci --prefix benchmarks/original``, or ``make bench-original``); without them it prints
+one line saying it skipped and exits 0. Server: ``INTERAQT_TEST_PG``.
+Costs: about N/100 s per original run on a quiet day; N defaults to 300 (``BENCH_SCALE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import reactive as r
+from benchmarks.chain import run_summation
+from benchmarks.common import Timer, report, scaled
+from benchmarks.pg_chain import URL, CountingPostgres, _timed_engine
+from storage import Storage
+
+RUNS = 3
+ORIGINAL = Path(__file__).resolve().parent / "original"
+PATHS = ("dispatch", "storage")
+
+
+async def run_count(storage: Storage, n: int, timer: Callable[[], Timer] = Timer) -> float:
+    """Seconds for ``n`` likes on one post (the model of ``run_count_growth``), after
+    ``min(20, n)`` untimed likes on another post to warm the code paths and statement caches."""
+    user = r.Entity("User", [r.Property("name")])
+    post = r.Entity(
+        "Post",
+        [
+            r.Property("title"),
+            r.Property("likes", "number", computation=r.Count(property="liked_by")),
+        ],
+    )
+    likes = r.Relation(post, "liked_by", user, "liked", "n:n")
+    controller = r.Controller(storage, [user, post], [likes])
+    await controller.setup()
+    the_post = await controller.storage.create("Post", {"title": "p"})
+    warm_up = await controller.storage.create("Post", {"title": "warm-up"})
+    fan = await controller.storage.create("User", {"name": "fan"})
+    link = likes.relation_name
+
+    async def like(post_id: int) -> None:
+        await controller.storage.create(
+            link, {"source": {"id": post_id}, "target": {"id": fan["id"]}}
+        )
+
+    for _ in range(min(20, n)):
+        await like(warm_up["id"])
+    with timer() as t:
+        for _ in range(n):
+            await like(the_post["id"])
+    final = await controller.storage.find_one("Post", {"id": the_post["id"]}, ["likes"])
+    await controller.close()
+    if final is None or final["likes"] != n:
+        raise AssertionError(f"count: post {the_post['id']} has {final}, expected likes={n}")
+    return t.seconds
+
+
+def original(workload: str, n: int, path: str) -> dict[str, Any]:
+    """One run of the original's script: its JSON line; its stderr when it fails."""
+    done = subprocess.run(
+        ["node", "bench.mjs", workload, str(n), path],
+        cwd=ORIGINAL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "INTERAQT_TEST_PG": URL},
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"original {workload} ({path}) exited {done.returncode}: {done.stderr.strip()}"
+        )
+    line: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return line
+
+
+def _median_line(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(lines, key=lambda line: float(line["seconds"]))[len(lines) // 2]
+
+
+async def side_by_side(workload: str, n: int) -> None:
+    async def ours_once(store: CountingPostgres, timer: Callable[[], Timer]) -> float:
+        if workload == "count":
+            return await run_count(store, n, timer)
+        return await run_summation(store, n, timer)
+
+    ours: list[tuple[float, tuple[int, int, int]]] = []
+    theirs: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS}
+    for _ in range(RUNS):
+        ours.append(await _timed_engine(ours_once))
+        for path in PATHS:
+            theirs[path].append(original(workload, n, path))
+    seconds = statistics.median(s for s, _ in ours)
+    statements = statistics.median(sent[0] for _, sent in ours)
+    medians = {path: _median_line(lines) for path, lines in theirs.items()}
+    ops = n / seconds
+    report(
+        f"orig_side_{workload}",
+        n,
+        seconds,
+        ratio_to_original=round(ops / float(medians["dispatch"]["ops_per_second"]), 2),
+        ratio_to_original_storage_path=round(ops / float(medians["storage"]["ops_per_second"]), 2),
+        statements_per_op=round(statements / n, 2),
+        runs=RUNS,
+    )
+    for path in PATHS:
+        print(json.dumps({**medians[path], "runs": RUNS}), flush=True)
+
+
+def missing() -> str | None:
+    """Why the original cannot run here, or None."""
+    if shutil.which("node") is None:
+        return "node is not on PATH"
+    if not (ORIGINAL / "node_modules" / "interaqt").is_dir():
+        return f"{ORIGINAL / 'node_modules'} is missing (npm ci --prefix benchmarks/original)"
+    return None
+
+
+async def main() -> None:
+    why = missing()
+    if why is not None:
+        print(json.dumps({"workload": "orig_side", "skipped": why}), flush=True)
+        return
+    n = scaled(300)
+    await side_by_side("count", n)
+    await side_by_side("summation", n)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    sys.stdout.flush()
