@@ -18,7 +18,9 @@ shared machine fall on all of them.
 
 Lines: ``orig_side_count`` / ``orig_side_summation`` (ours, with ``ratio_to_original``: our
 ops/s over the original's dispatch path, the issue's comparison, and
-``ratio_to_original_storage_path``), then the original's lines as its script printed them (its
+``ratio_to_original_storage_path``; ``cpu_seconds``: this process's CPU time while timed, the
+original's script reports its own: a side mostly waiting on the server suffers more from a slow
+server than a side mostly computing), then the original's lines as its script printed them (its
 median run per path). Needs ``node`` and ``benchmarks/original/node_modules``
 (``npm ci --prefix benchmarks/original``, or ``make bench-original``); without them it prints
 one line saying it skipped and exits 0. Server: ``INTERAQT_TEST_PG``.
@@ -34,6 +36,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,26 @@ async def run_count(storage: Storage, n: int, timer: Callable[[], Timer] = Timer
     return t.seconds
 
 
+class CpuTimer(Timer):
+    """``inner`` (a wall-clock Timer) that also takes this process's CPU time (all threads) over
+    the same window, as ``cpu_seconds``: ours runs in this process, so seconds - cpu_seconds is
+    roughly time spent waiting on the server, as the original's script reports of its own."""
+
+    def __init__(self, inner: Timer) -> None:
+        self.inner = inner
+        self.cpu_seconds = 0.0
+
+    def __enter__(self) -> CpuTimer:
+        self.inner.__enter__()
+        self._cpu = time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu_seconds = time.process_time() - self._cpu
+        self.inner.__exit__(*exc)
+        self.seconds = self.inner.seconds
+
+
 def original(workload: str, n: int, path: str) -> dict[str, Any]:
     """One run of the original's script: its JSON line; its stderr when it fails."""
     done = subprocess.run(
@@ -108,10 +131,21 @@ def _median_line(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def side_by_side(workload: str, n: int) -> None:
+    cpu: list[float] = []
+
     async def ours_once(store: CountingPostgres, timer: Callable[[], Timer]) -> float:
+        timers: list[CpuTimer] = []
+
+        def cpu_timer() -> Timer:
+            timers.append(CpuTimer(timer()))
+            return timers[-1]
+
         if workload == "count":
-            return await run_count(store, n, timer)
-        return await run_summation(store, n, timer)
+            seconds = await run_count(store, n, cpu_timer)
+        else:
+            seconds = await run_summation(store, n, cpu_timer)
+        cpu.append(timers[-1].cpu_seconds)
+        return seconds
 
     ours: list[tuple[float, tuple[int, int, int]]] = []
     theirs: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS}
@@ -120,6 +154,7 @@ async def side_by_side(workload: str, n: int) -> None:
         for path in PATHS:
             theirs[path].append(original(workload, n, path))
     seconds = statistics.median(s for s, _ in ours)
+    cpu_seconds = statistics.median(cpu)
     statements = statistics.median(sent[0] for _, sent in ours)
     medians = {path: _median_line(lines) for path, lines in theirs.items()}
     ops = n / seconds
@@ -130,6 +165,8 @@ async def side_by_side(workload: str, n: int) -> None:
         ratio_to_original=round(ops / float(medians["dispatch"]["ops_per_second"]), 2),
         ratio_to_original_storage_path=round(ops / float(medians["storage"]["ops_per_second"]), 2),
         statements_per_op=round(statements / n, 2),
+        cpu_seconds=round(cpu_seconds, 6),
+        original_ops_per_second=medians["dispatch"]["ops_per_second"],
         runs=RUNS,
     )
     for path in PATHS:
