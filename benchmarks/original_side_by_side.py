@@ -1,7 +1,11 @@
 """Our engine beside the original interaqt framework (npm ``interaqt``), both on this PostgreSQL.
 
 Workloads, the same on both sides (``benchmarks/original/bench.mjs`` builds the original's with
-its own API; see its header):
+its own API, ``benchmarks/original/chain.mjs`` its chain; see their headers):
+- ``chain``: the guide's chain of :func:`benchmarks.chain.run_chain` (dispatch, a side effect
+  writing three events, a StateMachine and event-set values), N chains to all completed,
+  verified. The original's differs where its API does (chain.mjs says how): its side effect
+  runs after the dispatch commits and writes each event in its own transaction.
 - ``count``: N likes one at a time on one post, ``Post.likes`` a Count over its ``liked_by``
   n:n relation; ``min(20, N)`` untimed likes on another post first; verified ``likes == N``.
 - ``summation``: N items one at a time on one order, ``Order.total`` a WeightedSummation
@@ -12,19 +16,20 @@ write), in a fresh schema dropped afterwards (:mod:`benchmarks.pg_chain`'s helpe
 count the statements sent while timed). The original runs in a fresh database of its own (its
 ``PostgreSQLDB`` owns one), dropped afterwards, along two paths: ``dispatch`` (an Interaction
 per like/item, a Transform creating the record: its documented normal path) and ``storage``
-(``system.storage.create``: the same call ours times). Runs take turns (ours, original dispatch,
-original storage; RUNS times) and the median of each side is reported, so slow spells of this
-shared machine fall on all of them.
+(``system.storage.create``: the same call ours times); both chains run by dispatch. Runs take
+turns (ours, then the original's paths; RUNS times) and the median of each is reported, so slow
+spells of this shared machine fall on all of them.
 
-Lines: ``orig_side_count`` / ``orig_side_summation`` (ours, with ``ratio_to_original``: our
-ops/s over the original's dispatch path, the issue's comparison, and
-``ratio_to_original_storage_path``; ``cpu_seconds``: this process's CPU time while timed, the
-original's script reports its own: a side mostly waiting on the server suffers more from a slow
-server than a side mostly computing), then the original's lines as its script printed them (its
-median run per path). Needs ``node`` and ``benchmarks/original/node_modules``
+Lines: ``orig_side_<workload>`` (ours, with ``ratio_to_original``: our ops/s over the
+original's dispatch path, the issue's comparison; ``ratio_to_original_storage_path``;
+``cpu_seconds``: this process's CPU time while timed, as the original's scripts report their
+own: a side mostly waiting on the server suffers more from a slow server than a side mostly
+computing), then the original's lines as its script printed them (its median run per path).
+Needs ``node`` and ``benchmarks/original/node_modules``
 (``npm ci --prefix benchmarks/original``, or ``make bench-original``); without them it prints
 one line saying it skipped and exits 0. Server: ``INTERAQT_TEST_PG``.
-Costs: about N/100 s per original run on a quiet day; N defaults to 300 (``BENCH_SCALE``).
+Costs: the original does ~100 likes or items/s and ~10 chains/s here, so with the default N
+(300 likes and items, 100 chains; ``BENCH_SCALE`` scales them) a full run takes about 2 min.
 """
 
 from __future__ import annotations
@@ -42,14 +47,19 @@ from pathlib import Path
 from typing import Any
 
 import reactive as r
-from benchmarks.chain import run_summation
+from benchmarks.chain import run_chain, run_summation
 from benchmarks.common import Timer, report, scaled
 from benchmarks.pg_chain import URL, CountingPostgres, _timed_engine
 from storage import Storage
 
 RUNS = 3
 ORIGINAL = Path(__file__).resolve().parent / "original"
-PATHS = ("dispatch", "storage")
+PATHS = {
+    "chain": ("dispatch",),
+    "count": ("dispatch", "storage"),
+    "summation": ("dispatch", "storage"),
+}
+"""The original's paths per workload (its chain is dispatch alone: a chain starts with one)."""
 
 
 async def run_count(storage: Storage, n: int, timer: Callable[[], Timer] = Timer) -> float:
@@ -110,8 +120,9 @@ class CpuTimer(Timer):
 
 def original(workload: str, n: int, path: str) -> dict[str, Any]:
     """One run of the original's script: its JSON line; its stderr when it fails."""
+    script = ["chain.mjs", str(n)] if workload == "chain" else ["bench.mjs", workload, str(n), path]
     done = subprocess.run(
-        ["node", "bench.mjs", workload, str(n), path],
+        ["node", *script],
         cwd=ORIGINAL,
         capture_output=True,
         text=True,
@@ -140,7 +151,9 @@ async def side_by_side(workload: str, n: int) -> None:
             timers.append(CpuTimer(timer()))
             return timers[-1]
 
-        if workload == "count":
+        if workload == "chain":
+            seconds = await run_chain(store, n, cpu_timer)
+        elif workload == "count":
             seconds = await run_count(store, n, cpu_timer)
         else:
             seconds = await run_summation(store, n, cpu_timer)
@@ -148,28 +161,38 @@ async def side_by_side(workload: str, n: int) -> None:
         return seconds
 
     ours: list[tuple[float, tuple[int, int, int]]] = []
-    theirs: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS}
+    paths = PATHS[workload]
+    theirs: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
     for _ in range(RUNS):
         ours.append(await _timed_engine(ours_once))
-        for path in PATHS:
+        for path in paths:
             theirs[path].append(original(workload, n, path))
     seconds = statistics.median(s for s, _ in ours)
     cpu_seconds = statistics.median(cpu)
     statements = statistics.median(sent[0] for _, sent in ours)
     medians = {path: _median_line(lines) for path, lines in theirs.items()}
     ops = n / seconds
+    storage_path = (
+        {
+            "ratio_to_original_storage_path": round(
+                ops / float(medians["storage"]["ops_per_second"]), 2
+            )
+        }
+        if "storage" in medians
+        else {}
+    )
     report(
         f"orig_side_{workload}",
         n,
         seconds,
         ratio_to_original=round(ops / float(medians["dispatch"]["ops_per_second"]), 2),
-        ratio_to_original_storage_path=round(ops / float(medians["storage"]["ops_per_second"]), 2),
+        **storage_path,
         statements_per_op=round(statements / n, 2),
         cpu_seconds=round(cpu_seconds, 6),
         original_ops_per_second=medians["dispatch"]["ops_per_second"],
         runs=RUNS,
     )
-    for path in PATHS:
+    for path in paths:
         print(json.dumps({**medians[path], "runs": RUNS}), flush=True)
 
 
@@ -187,6 +210,7 @@ async def main() -> None:
     if why is not None:
         print(json.dumps({"workload": "orig_side", "skipped": why}), flush=True)
         return
+    await side_by_side("chain", scaled(100))
     n = scaled(300)
     await side_by_side("count", n)
     await side_by_side("summation", n)
