@@ -56,15 +56,17 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.pg_driver
 	$(BIN)/python -m benchmarks.pg_chain
 	$(BIN)/python -m benchmarks.cluster_chain
+	@# Beside the original interaqt (make bench-original installs it; one skip line without it).
+	$(BIN)/python -m benchmarks.original_side_by_side
 	@# SEAM_BASE=path/to/another/checkout (with its own .venv): the SQLite chain, count and
 	@# summation of both, in CPU time, in turns (issue 11: the seam must not cost SQLite).
 	@if [ -n "$(SEAM_BASE)" ]; then $(BIN)/python -m benchmarks.seam_cost "$(SEAM_BASE)"; fi
 
-# Our PostgreSQL count and summation beside the original interaqt framework's (npm, pinned in
-# benchmarks/original/package-lock.json; needs node and npm), in turns, with ratios. Not part of
-# `make test` or `make bench`: it installs from the npm registry. --ignore-scripts: the
-# drivers bundle imports better-sqlite3, PGlite and mysql2 at load time, but only pg is used, so
-# better-sqlite3 needs no native build.
+# Our PostgreSQL chain, count and summation beside the original interaqt framework's (npm,
+# pinned in benchmarks/original/package-lock.json; needs node and npm), in turns, with ratios.
+# Not part of `make test`; `make bench` runs the comparison only once this has installed it.
+# --ignore-scripts: interaqt's drivers bundle imports better-sqlite3, PGlite and mysql2 at load
+# time, but only pg is used, so better-sqlite3 needs no native build.
 bench-original: $(STAMP)
 	npm ci --prefix benchmarks/original --ignore-scripts --no-audit --no-fund
 	$(BIN)/python -m benchmarks.original_side_by_side
