@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run tour reset test lint typecheck bench bench-original clean
+.PHONY: run tour reset test lint typecheck bench bench-original original-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,7 +56,9 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.pg_driver
 	$(BIN)/python -m benchmarks.pg_chain
 	$(BIN)/python -m benchmarks.cluster_chain
-	@# Beside the original interaqt (make bench-original installs it; one skip line without it).
+	@# Beside the original interaqt, installed here when npm is on the PATH (one skip line
+	@# without node or npm).
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory original-deps; fi
 	$(BIN)/python -m benchmarks.original_side_by_side
 	@# SEAM_BASE=path/to/another/checkout (with its own .venv): the SQLite chain, count and
 	@# summation of both, in CPU time, in turns (issue 11: the seam must not cost SQLite).
@@ -67,9 +69,11 @@ bench: $(STAMP)
 # Not part of `make test`; `make bench` runs the comparison only once this has installed it.
 # --ignore-scripts: interaqt's drivers bundle imports better-sqlite3, PGlite and mysql2 at load
 # time, but only pg is used, so better-sqlite3 needs no native build.
-bench-original: $(STAMP)
-	npm ci --prefix benchmarks/original --ignore-scripts --no-audit --no-fund
+bench-original: $(STAMP) original-deps
 	$(BIN)/python -m benchmarks.original_side_by_side
+
+original-deps:
+	npm ci --prefix benchmarks/original --ignore-scripts --no-audit --no-fund
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
