@@ -59,6 +59,7 @@ class PostgresDialect(Dialect):
     failed_statement_aborts = True
     names_missing_reference = True
     chains_inserts = True
+    defers_updates = True
     # Writers of several connections and processes take turns on the rows they read to write.
     row_lock = " FOR UPDATE OF t"
     share_lock = " FOR SHARE OF t"

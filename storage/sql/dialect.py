@@ -65,6 +65,10 @@ class Dialect:
     row it read stays as read until it ends (SQLite: one writer per database, and a write
     transaction whose read went stale cannot write). Atomic deltas then read the row and
     write the sums (see :mod:`storage.sql.deltas`)."""
+    defers_updates: ClassVar[bool] = False
+    """Whether the writer keeps UPDATEs by id pending and sends one per row (write-behind, see
+    :mod:`storage.sql.statements`). It pays where every statement is a round trip to a server
+    (PostgreSQL); an embedded database runs a statement for less than the bookkeeping costs."""
     chains_inserts: ClassVar[bool] = False
     """Whether one INSERT can feed another in a statement (a data-modifying ``WITH``,
     PostgreSQL): a nested create and its link to the new record are then one statement."""

@@ -6,7 +6,9 @@ UPDATE texts are the planner's, remembered per record and columns).
 and :class:`~storage.sql.writer.Writer` build on it. Backend-neutral: the texts come from the
 dialect and run on the driver interface.
 
-Write-behind of updates by id (:meth:`Statements.defer`). An UPDATE of one row by its id whose
+Write-behind of updates by id (:meth:`Statements.defer`), where the dialect says it pays
+(``Dialect.defers_updates``: PostgreSQL, whose every statement is a round trip; not SQLite,
+where a statement costs less than keeping it pending). An UPDATE of one row by its id whose
 columns no constraint can refuse (none ``non_null``, none in a unique index, its fields or its
 ``where``) is kept pending instead of sent, merged with the row's earlier pending UPDATE (later
 values win; columns in the order first written, so a sequence of writes repeats its statement
@@ -138,8 +140,11 @@ class Statements:
     # -- write-behind of updates by id (see the module docstring) ----------------------------
 
     def deferrable(self, name: str, columns: tuple[str, ...]) -> bool:
-        """Whether an UPDATE of ``columns`` of a ``name`` row can be kept pending: no column is
-        ``non_null`` or named by a unique index (its fields or its ``where``). Remembered."""
+        """Whether an UPDATE of ``columns`` of a ``name`` row can be kept pending: the dialect
+        defers updates (``Dialect.defers_updates``) and no column is ``non_null`` or named by a
+        unique index (its fields or its ``where``). Remembered."""
+        if not self.dialect.defers_updates:
+            return False
         key = (name, columns)
         memory = self._cache.deferrable
         known = memory.get(key)
