@@ -24,20 +24,13 @@
 //   counted; BEGIN/COMMIT included), over n; cpu_seconds: this node process's CPU time (user +
 //   system) while timed, so seconds - cpu_seconds is roughly time spent waiting on the server.
 // Exit status: 0 with one JSON line on stdout; non-zero with the reason on stderr.
-import pg from 'pg'
-import { randomBytes } from 'node:crypto'
-import { performance } from 'node:perf_hooks'
-import { readFileSync } from 'node:fs'
 import {
   Action,
-  Controller,
   Count,
   Entity,
   Interaction,
   InteractionEventEntity,
-  KlassByName,
   MatchExp,
-  MonoSystem,
   Payload,
   PayloadItem,
   Property,
@@ -45,31 +38,7 @@ import {
   Transform,
   WeightedSummation,
 } from 'interaqt'
-import { PostgreSQLDB } from 'interaqt/drivers'
-
-// The benchmark's instrument: every query the pg driver sends (pools run theirs on Clients).
-let sent = 0
-const query = pg.Client.prototype.query
-pg.Client.prototype.query = function counted(...args) {
-  sent += 1
-  return query.apply(this, args)
-}
-
-const VERSION = JSON.parse(
-  readFileSync(new URL('./node_modules/interaqt/package.json', import.meta.url), 'utf8'),
-).version
-
-function serverOptions() {
-  const url = new URL(
-    (process.env.INTERAQT_TEST_PG || '').trim() || 'postgresql://postgres@127.0.0.1:5432/test',
-  )
-  return {
-    host: url.hostname,
-    port: Number(url.port || 5432),
-    user: decodeURIComponent(url.username || 'postgres'),
-    password: url.password ? decodeURIComponent(url.password) : undefined,
-  }
-}
+import { main, report, timed, withController } from './harness.mjs'
 
 // One like: an Interaction whose event a Transform on the relation turns into a Post-User link
 // (path dispatch); without the Transform for path storage (interaqt refuses direct creates of
@@ -175,9 +144,6 @@ async function dispatch(controller, interaction, payload) {
   }
 }
 
-let statements = 0
-let cpu = { user: 0, system: 0 }
-
 async function findOne(system, name, id, fields) {
   return system.storage.findOne(name, MatchExp.atom({ key: 'id', value: ['=', id] }), undefined, ['id', ...fields])
 }
@@ -190,96 +156,48 @@ async function runCount(controller, system, model, n, path, warm) {
     ? (postId) => dispatch(controller, model.Like, { postId: String(postId), userId: String(fan.id) })
     : (postId) => system.storage.create(model.Likes.name, { source: { id: postId }, target: { id: fan.id } })
   for (let i = 0; i < warm; i++) await like(warmUp.id)
-  const before = sent
-  const cpuBefore = process.cpuUsage()
-  const start = performance.now()
-  for (let i = 0; i < n; i++) await like(post.id)
-  const seconds = (performance.now() - start) / 1000
-  statements = sent - before
-  cpu = process.cpuUsage(cpuBefore)
+  const measured = await timed(async () => {
+    for (let i = 0; i < n; i++) await like(post.id)
+  })
   const final = await findOne(system, 'Post', post.id, ['likes'])
   if (!final || Number(final.likes) !== n) {
     throw new Error(`count: Post ${post.id} has likes=${final && final.likes}, expected ${n} (path ${path})`)
   }
-  return seconds
+  return measured
 }
 
 async function runSummation(controller, system, model, n, path) {
   const order = await system.storage.create('Order', {})
   let expected = 0
-  const before = sent
-  const cpuBefore = process.cpuUsage()
-  const start = performance.now()
-  for (let i = 0; i < n; i++) {
-    const price = 1 + (i % 7)
-    const quantity = 1 + (i % 3)
-    expected += price * quantity
-    if (path === 'dispatch') {
-      await dispatch(controller, model.AddItem, { orderId: String(order.id), price, quantity })
-    } else {
-      await system.storage.create('Item', { price, quantity, order: { id: order.id } })
+  const measured = await timed(async () => {
+    for (let i = 0; i < n; i++) {
+      const price = 1 + (i % 7)
+      const quantity = 1 + (i % 3)
+      expected += price * quantity
+      if (path === 'dispatch') {
+        await dispatch(controller, model.AddItem, { orderId: String(order.id), price, quantity })
+      } else {
+        await system.storage.create('Item', { price, quantity, order: { id: order.id } })
+      }
     }
-  }
-  const seconds = (performance.now() - start) / 1000
-  statements = sent - before
-  cpu = process.cpuUsage(cpuBefore)
+  })
   const final = await findOne(system, 'Order', order.id, ['total'])
   if (!final || Number(final.total) !== expected) {
     throw new Error(`summation: Order ${order.id} has total=${final && final.total}, expected ${expected} (path ${path})`)
   }
-  return seconds
+  return measured
 }
 
-async function main() {
+main(async () => {
   const [workload, nArg, path = 'dispatch'] = process.argv.slice(2)
   const n = Number(nArg)
   if (!['count', 'summation'].includes(workload) || !(n > 0) || !['dispatch', 'storage'].includes(path)) {
     throw new Error('usage: node bench.mjs <count|summation> <n> [dispatch|storage]')
   }
   const warm = Number(process.env.WARM ?? Math.min(20, n))
-  const options = serverOptions()
-  const database = `bench_orig_${randomBytes(6).toString('hex')}`
-  const db = new PostgreSQLDB(database, options)
-  let seconds
-  try {
-    const model = workload === 'count' ? countModel(path) : summationModel(path)
-    const system = new MonoSystem(db)
-    system.conceptClass = KlassByName
-    const controller = new Controller({
-      system,
-      entities: model.entities,
-      relations: model.relations,
-      eventSources: model.eventSources,
-      dict: [],
-      recordMutationSideEffects: [],
-    })
-    await controller.setup(true)
-    seconds = workload === 'count'
-      ? await runCount(controller, system, model, n, path, warm)
-      : await runSummation(controller, system, model, n, path)
-  } finally {
-    await db.close()
-    const admin = new pg.Client({ ...options, database: 'postgres' })
-    await admin.connect()
-    try {
-      await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`)
-    } finally {
-      await admin.end()
-    }
-  }
-  console.log(JSON.stringify({
-    workload: `original_${workload}`,
-    n,
-    seconds: Math.round(seconds * 1e6) / 1e6,
-    ops_per_second: Math.round((n / seconds) * 10) / 10,
-    path,
-    statements_per_op: Math.round((statements / n) * 100) / 100,
-    cpu_seconds: Math.round(cpu.user + cpu.system) / 1e6,
-    framework_version: VERSION,
-  }))
-}
-
-main().catch((error) => {
-  console.error(error && error.stack ? error.stack : String(error))
-  process.exit(1)
+  const model = workload === 'count' ? countModel(path) : summationModel(path)
+  const measured = await withController(model, [], (controller, system) => workload === 'count'
+    ? runCount(controller, system, model, n, path, warm)
+    : runSummation(controller, system, model, n, path))
+  report(`original_${workload}`, n, path, measured)
 })

@@ -19,20 +19,13 @@
 //   set from events); Greeting.voiceUrl likewise takes the completed event's url, its target
 //   the Greeting of the call with that externalId (ours derives it from the call's update).
 // Verified: n calls completed, n greetings with a voiceUrl; fails loudly otherwise.
-// Server and database handling as bench.mjs (a fresh database, dropped afterwards).
-import pg from 'pg'
-import { randomBytes } from 'node:crypto'
-import { performance } from 'node:perf_hooks'
-import { readFileSync } from 'node:fs'
+// Server, database, counting and the JSON line: harness.mjs (a fresh database, dropped afterwards).
 import {
   Action,
-  Controller,
   Entity,
   Interaction,
   InteractionEventEntity,
-  KlassByName,
   MatchExp,
-  MonoSystem,
   Payload,
   PayloadItem,
   Property,
@@ -43,30 +36,7 @@ import {
   StateTransfer,
   Transform,
 } from 'interaqt'
-import { PostgreSQLDB } from 'interaqt/drivers'
-
-let sent = 0
-const query = pg.Client.prototype.query
-pg.Client.prototype.query = function counted(...args) {
-  sent += 1
-  return query.apply(this, args)
-}
-
-const VERSION = JSON.parse(
-  readFileSync(new URL('./node_modules/interaqt/package.json', import.meta.url), 'utf8'),
-).version
-
-function serverOptions() {
-  const url = new URL(
-    (process.env.INTERAQT_TEST_PG || '').trim() || 'postgresql://postgres@127.0.0.1:5432/test',
-  )
-  return {
-    host: url.hostname,
-    port: Number(url.port || 5432),
-    user: decodeURIComponent(url.username || 'postgres'),
-    password: url.password ? decodeURIComponent(url.password) : undefined,
-  }
-}
+import { main, report, timed, withController } from './harness.mjs'
 
 const onEvent = (eventType) => ({ recordName: 'TTSEvent', type: 'create', record: { eventType } })
 
@@ -200,40 +170,19 @@ function model() {
   return { entities: [Greeting, TTSCall, TTSEvent], relations: [Calls], eventSources: [Greet], Greet, tts }
 }
 
-async function main() {
+main(async () => {
   const n = Number(process.argv[2])
   if (!(n > 0)) throw new Error('usage: node chain.mjs <n>')
-  const options = serverOptions()
-  const database = `bench_orig_${randomBytes(6).toString('hex')}`
-  const db = new PostgreSQLDB(database, options)
-  let seconds
-  let statements
-  let cpu
-  try {
-    const m = model()
-    const system = new MonoSystem(db)
-    system.conceptClass = KlassByName
-    const controller = new Controller({
-      system,
-      entities: m.entities,
-      relations: m.relations,
-      eventSources: m.eventSources,
-      dict: [],
-      recordMutationSideEffects: [m.tts],
+  const m = model()
+  const measured = await withController(m, [m.tts], async (controller, system) => {
+    const result = await timed(async () => {
+      for (let i = 0; i < n; i++) {
+        const outcome = await controller.dispatch(m.Greet, { user: { id: 'bench' }, payload: { text: `hello ${i}` } })
+        if (outcome.error) throw new Error(`dispatch of Greet failed: ${outcome.error.message ?? outcome.error}`)
+        const failures = outcome.postCommitPhase && outcome.postCommitPhase.failures
+        if (failures && failures.length) throw new Error(`side effect failed: ${JSON.stringify(failures)}`)
+      }
     })
-    await controller.setup(true)
-    const before = sent
-    const cpuBefore = process.cpuUsage()
-    const start = performance.now()
-    for (let i = 0; i < n; i++) {
-      const result = await controller.dispatch(m.Greet, { user: { id: 'bench' }, payload: { text: `hello ${i}` } })
-      if (result.error) throw new Error(`dispatch of Greet failed: ${result.error.message ?? result.error}`)
-      const failures = result.postCommitPhase && result.postCommitPhase.failures
-      if (failures && failures.length) throw new Error(`side effect failed: ${JSON.stringify(failures)}`)
-    }
-    seconds = (performance.now() - start) / 1000
-    statements = sent - before
-    cpu = process.cpuUsage(cpuBefore)
     const calls = await system.storage.find('TTSCall', undefined, undefined, ['id', 'status', 'externalId', 'responseData'])
     const greetings = await system.storage.find('Greeting', undefined, undefined, ['id', 'voiceUrl'])
     const done = calls.filter((c) => c.status === 'completed').length
@@ -244,29 +193,7 @@ async function main() {
           `(first call ${JSON.stringify(calls[0])}, first greeting ${JSON.stringify(greetings[0])})`,
       )
     }
-  } finally {
-    await db.close()
-    const admin = new pg.Client({ ...options, database: 'postgres' })
-    await admin.connect()
-    try {
-      await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`)
-    } finally {
-      await admin.end()
-    }
-  }
-  console.log(JSON.stringify({
-    workload: 'original_chain',
-    n,
-    seconds: Math.round(seconds * 1e6) / 1e6,
-    ops_per_second: Math.round((n / seconds) * 10) / 10,
-    path: 'dispatch',
-    statements_per_op: Math.round((statements / n) * 100) / 100,
-    cpu_seconds: Math.round(cpu.user + cpu.system) / 1e6,
-    framework_version: VERSION,
-  }))
-}
-
-main().catch((error) => {
-  console.error(error && error.stack ? error.stack : String(error))
-  process.exit(1)
+    return result
+  })
+  report('original_chain', n, 'dispatch', measured)
 })
