@@ -276,15 +276,9 @@ def chain_floor(path: Path, n: int) -> float:
 # -- count growth ----------------------------------------------------------------------------
 
 
-async def run_count_growth(
-    storage: Storage, marks: list[int], window: int
-) -> list[tuple[int, float, float, float]]:
-    """Per mark M: (M, seconds of the window's likes on the post, median like on the post,
-    median like on a new post liked in turns with it).
-
-    The second post has fewer likes than the window, and its likes are taken in turns with the
-    big post's, so both medians see the same moment of this shared machine: their ratio shows
-    what M itself costs."""
+async def likes_controller(storage: Storage) -> tuple[r.Controller, str]:
+    """The count workloads' model on ``storage``, set up: users like posts (an n:n relation),
+    ``Post.likes`` a Count of them. Returns the controller and the like relation's name."""
     user = r.Entity("User", [r.Property("name")])
     post = r.Entity(
         "Post",
@@ -296,9 +290,21 @@ async def run_count_growth(
     likes = r.Relation(post, "liked_by", user, "liked", "n:n")
     controller = r.Controller(storage, [user, post], [likes])
     await controller.setup()
+    return controller, likes.relation_name
+
+
+async def run_count_growth(
+    storage: Storage, marks: list[int], window: int
+) -> list[tuple[int, float, float, float]]:
+    """Per mark M: (M, seconds of the window's likes on the post, median like on the post,
+    median like on a new post liked in turns with it).
+
+    The second post has fewer likes than the window, and its likes are taken in turns with the
+    big post's, so both medians see the same moment of this shared machine: their ratio shows
+    what M itself costs."""
+    controller, link = await likes_controller(storage)
     the_post = await controller.storage.create("Post", {"title": "p"})
     fan = await controller.storage.create("User", {"name": "fan"})
-    link = likes.relation_name
 
     async def like(post_id: int) -> float:
         with Timer() as t:

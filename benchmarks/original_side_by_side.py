@@ -46,8 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import reactive as r
-from benchmarks.chain import run_chain, run_summation
+from benchmarks.chain import likes_controller, run_chain, run_summation
 from benchmarks.common import Timer, report, scaled
 from benchmarks.pg_chain import URL, CountingPostgres, _timed_engine
 from storage import Storage
@@ -65,21 +64,10 @@ PATHS = {
 async def run_count(storage: Storage, n: int, timer: Callable[[], Timer] = Timer) -> float:
     """Seconds for ``n`` likes on one post (the model of ``run_count_growth``), after
     ``min(20, n)`` untimed likes on another post to warm the code paths and statement caches."""
-    user = r.Entity("User", [r.Property("name")])
-    post = r.Entity(
-        "Post",
-        [
-            r.Property("title"),
-            r.Property("likes", "number", computation=r.Count(property="liked_by")),
-        ],
-    )
-    likes = r.Relation(post, "liked_by", user, "liked", "n:n")
-    controller = r.Controller(storage, [user, post], [likes])
-    await controller.setup()
+    controller, link = await likes_controller(storage)
     the_post = await controller.storage.create("Post", {"title": "p"})
     warm_up = await controller.storage.create("Post", {"title": "warm-up"})
     fan = await controller.storage.create("User", {"name": "fan"})
-    link = likes.relation_name
 
     async def like(post_id: int) -> None:
         await controller.storage.create(
