@@ -291,6 +291,11 @@ class SQLSession:
         session sends them first anyway, so no reader ever misses one."""
         self._writer.flush()
 
+    def discard(self) -> None:
+        """Forget the updates kept pending: the storage calls it when the body fails, so a
+        rolled-back session holds no flushing runner (a reference back to itself)."""
+        self._writer.discard()
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested transaction: on an exception everything inside it (writes and their

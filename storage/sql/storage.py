@@ -226,8 +226,12 @@ class SQLStorage(Generic[D, S]):
 
         def work(driver: D) -> T:
             session = self._session(schema, driver, statements)
-            result = body(session)
-            session.flush()  # updates kept pending, inside the transaction (before COMMIT)
+            try:
+                result = body(session)
+                session.flush()  # updates kept pending, inside the transaction (before COMMIT)
+            except BaseException:
+                session.discard()  # rolled back: nothing pending is kept (nor its runner)
+                raise
             return result
 
         return await self._transaction(write, work)
