@@ -197,9 +197,7 @@ class SQLStorage(Generic[D, S]):
             if guard is not None:
                 guard(lambda record: self._peek(driver, record))
             migrate.apply(driver.execute, self.dialect, self.ddl, schema, list(operations))
-            session = self._session(schema, driver, statements)
-            result = body(session)
-            session.flush()
+            result = _body(self._session(schema, driver, statements), body)
             # New non-null fields last: the body gave the existing rows their values.
             migrate.enforce_non_null(driver.execute, self.ddl, schema)
             return result
@@ -225,14 +223,7 @@ class SQLStorage(Generic[D, S]):
         schema, statements = self.schema, self._statements
 
         def work(driver: D) -> T:
-            session = self._session(schema, driver, statements)
-            try:
-                result = body(session)
-                session.flush()  # updates kept pending, inside the transaction (before COMMIT)
-            except BaseException:
-                session.discard()  # rolled back: nothing pending is kept (nor its runner)
-                raise
-            return result
+            return _body(self._session(schema, driver, statements), body)
 
         return await self._transaction(write, work)
 
@@ -367,3 +358,16 @@ class SQLStorage(Generic[D, S]):
 
     def outbox_notify(self) -> None:
         """No signal between processes here: nothing to send."""
+
+
+def _body(session: S, body: Callable[[S], T]) -> T:
+    """``body(session)``, then the updates it kept pending sent, inside the transaction (before
+    COMMIT); when either fails they are dropped (the transaction rolls back), so a failed
+    session holds no flushing runner (a reference back to itself)."""
+    try:
+        result = body(session)
+        session.flush()
+    except BaseException:
+        session.discard()
+        raise
+    return result
