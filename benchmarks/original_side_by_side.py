@@ -24,7 +24,11 @@ Lines: ``orig_side_<workload>`` (ours, with ``ratio_to_original``: our ops/s ove
 original's dispatch path, the issue's comparison; ``ratio_to_original_storage_path``;
 ``cpu_seconds``: this process's CPU time while timed, as the original's scripts report their
 own: a side mostly waiting on the server suffers more from a slow server than a side mostly
-computing), then the original's lines as its script printed them (its median run per path).
+computing; ``goal_ratio_to_original``: the issue's goal; ``floor_ratio_to_original`` and, for
+count and summation, ``one_trip_ratio_to_original``: the same ratio for the hand-written runs
+of ``CEILINGS``, timed in the same turns: the most an engine could show here while it waits for
+each statement's answer, and with a whole transaction in one round trip), then the original's
+lines as its script printed them (its median run per path).
 Needs ``node`` and ``benchmarks/original/node_modules``
 (``npm ci --prefix benchmarks/original``, or ``make bench-original``); without them it prints
 one line saying it skipped and exits 0. Server: ``INTERAQT_TEST_PG``.
@@ -48,7 +52,21 @@ from typing import Any
 
 from benchmarks.chain import likes_controller, run_chain, run_summation
 from benchmarks.common import Timer, report, scaled
-from benchmarks.pg_chain import URL, CountingPostgres, _timed_engine
+from benchmarks.pg_chain import (
+    _CHAIN_TABLES,
+    _COUNT_TABLES,
+    _SUM_TABLES,
+    URL,
+    CountingPostgres,
+    Sent,
+    _floor,
+    _timed_engine,
+    chain_floor,
+    count_floor,
+    count_one_trip,
+    summation_floor,
+    summation_one_trip,
+)
 from storage import Storage
 
 RUNS = 3
@@ -59,6 +77,24 @@ PATHS = {
     "summation": ("dispatch", "storage"),
 }
 """The original's paths per workload (its chain is dispatch alone: a chain starts with one)."""
+GOALS = {"chain": 20, "count": 10, "summation": 10}
+"""The ratios to the original's dispatch path that issue 11 asks for."""
+FloorRun = Callable[[Any, int, Callable[[], Timer]], Any]
+CEILINGS: dict[str, dict[str, tuple[str, FloorRun]]] = {
+    "chain": {"floor": (_CHAIN_TABLES, chain_floor)},
+    "count": {
+        "floor": (_COUNT_TABLES, count_floor),
+        "one_trip": (_COUNT_TABLES, count_one_trip),
+    },
+    "summation": {
+        "floor": (_SUM_TABLES, summation_floor),
+        "one_trip": (_SUM_TABLES, summation_one_trip),
+    },
+}
+"""Hand-written runs of the same rows (:mod:`benchmarks.pg_chain`), timed in the same turns:
+``floor`` (the same statements through the same driver, each waiting for its answer) and
+``one_trip`` (each unit's transaction sent as one round trip). Their ratios to the original are
+the most any engine could show here with that many round trips."""
 
 
 async def run_count(storage: Storage, n: int, timer: Callable[[], Timer] = Timer) -> float:
@@ -125,6 +161,17 @@ def original(workload: str, n: int, path: str) -> dict[str, Any]:
     return line
 
 
+async def _ceiling(tables: str, run: FloorRun, n: int) -> float:
+    """Seconds of one hand-written run of ``n`` units in a fresh schema holding ``tables``."""
+
+    async def timed(conn: Any, timer: Callable[[], Timer]) -> float:
+        seconds: float = await run(conn, n, timer)
+        return seconds
+
+    seconds, _sent = await _floor(tables, timed)
+    return seconds
+
+
 def _median_line(lines: list[dict[str, Any]]) -> dict[str, Any]:
     return sorted(lines, key=lambda line: float(line["seconds"]))[len(lines) // 2]
 
@@ -148,18 +195,27 @@ async def side_by_side(workload: str, n: int) -> None:
         cpu.append(timers[-1].cpu_seconds)
         return seconds
 
-    ours: list[tuple[float, tuple[int, int, int]]] = []
+    ours: list[tuple[float, Sent]] = []
     paths = PATHS[workload]
     theirs: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
+    ceilings: dict[str, list[float]] = {name: [] for name in CEILINGS[workload]}
     for _ in range(RUNS):
         ours.append(await _timed_engine(ours_once))
+        for name, (tables, run) in CEILINGS[workload].items():
+            ceilings[name].append(await _ceiling(tables, run, n))
         for path in paths:
             theirs[path].append(original(workload, n, path))
     seconds = statistics.median(s for s, _ in ours)
     cpu_seconds = statistics.median(cpu)
     statements = statistics.median(sent[0] for _, sent in ours)
+    trips = statistics.median(sent[3] for _, sent in ours)
     medians = {path: _median_line(lines) for path, lines in theirs.items()}
     ops = n / seconds
+    theirs_ops = float(medians["dispatch"]["ops_per_second"])
+    ceiling_ratios = {
+        f"{name}_ratio_to_original": round(n / statistics.median(runs) / theirs_ops, 2)
+        for name, runs in ceilings.items()
+    }
     storage_path = (
         {
             "ratio_to_original_storage_path": round(
@@ -173,9 +229,12 @@ async def side_by_side(workload: str, n: int) -> None:
         f"orig_side_{workload}",
         n,
         seconds,
-        ratio_to_original=round(ops / float(medians["dispatch"]["ops_per_second"]), 2),
+        ratio_to_original=round(ops / theirs_ops, 2),
         **storage_path,
+        goal_ratio_to_original=GOALS[workload],
+        **ceiling_ratios,
         statements_per_op=round(statements / n, 2),
+        round_trips_per_op=round(trips / n, 2),
         cpu_seconds=round(cpu_seconds, 6),
         original_ops_per_second=medians["dispatch"]["ops_per_second"],
         runs=RUNS,

@@ -6,7 +6,8 @@ Workloads (the models and checks of ``benchmarks/chain.py``, run on ``PostgresSt
   statements the engine sent per chain while timed, BEGIN/COMMIT included, counted on the
   driver adapter (its asyncpg connection and its prepared statements' runs;
   ``prepares_per_chain``: statements it had to parse first; ``transactions_per_chain``: its
-  BEGINs).
+  BEGINs; ``round_trips_per_chain``: the times it waited for the server, a BEGIN sent with
+  the statement after it sharing that statement's trip).
 - ``pg_count_growth``: likes one at a time on one post, timed in a window around each mark.
 - ``pg_summation``: K items on one order, ``total`` a WeightedSummation.
 - ``pg_chain_outbox``: ``pg_chain`` with ``Controller(outbox=True)``, timed until the
@@ -45,8 +46,8 @@ from storage import PostgresStorage
 URL = os.environ.get("INTERAQT_TEST_PG", "").strip() or "postgresql://postgres@127.0.0.1:5432/test"
 RUNS = 3
 T = TypeVar("T")
-Sent = tuple[int, int, int]
-"""Statements, BEGINs and prepares counted while a run was timed."""
+Sent = tuple[int, int, int, int]
+"""Statements, BEGINs, prepares and round trips counted while a run was timed."""
 
 
 # -- counting the statements sent -------------------------------------------------------------
@@ -54,15 +55,17 @@ Sent = tuple[int, int, int]
 
 class Count:
     """Statements sent (one per statement run, ``executemany`` one per row), of them BEGINs,
-    and prepares (a Parse/Describe round trip before a statement's first run)."""
+    prepares (a Parse/Describe before a statement's first run), and round trips (a BEGIN sent
+    with the next statement shares its trip; an ``executemany`` is one)."""
 
     def __init__(self) -> None:
         self.statements = 0
         self.begins = 0
         self.prepares = 0
+        self.trips = 0
 
     def snapshot(self) -> Sent:
-        return self.statements, self.begins, self.prepares
+        return self.statements, self.begins, self.prepares, self.trips
 
 
 class _Counted:
@@ -78,8 +81,11 @@ class _Counted:
 
     def _sent(self, sql: Any = "") -> None:
         self._count.statements += 1
+        self._count.trips += 1
         if isinstance(sql, str) and sql.lstrip().upper().startswith("BEGIN"):
             self._count.begins += 1
+            if ";" in sql:  # "BEGIN ...; SAVEPOINT sp1": two statements, one simple query
+                self._count.statements += 1
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         self._sent(args[0] if args else "")
@@ -100,10 +106,12 @@ class _Counted:
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
         rows = list(args[-1])
         self._count.statements += len(rows)
+        self._count.trips += 1
         return self._inner.executemany(*args[:-1], rows, **kwargs)
 
     async def prepare(self, *args: Any, **kwargs: Any) -> _Counted:
         self._count.prepares += 1
+        self._count.trips += 1
         return _Counted(await self._inner.prepare(*args, **kwargs), self._count)
 
 
@@ -112,9 +120,31 @@ def _counted_run(run: Any, count: Count) -> Any:
 
     def counted(statement: Any, params: Any) -> Any:
         count.statements += 1
+        count.trips += 1
         return run(statement, params)
 
     return counted
+
+
+def _counted_run_after(run_after: Any, count: Count, pipelined: bool) -> Any:
+    """A connection's ``run_prepared_after`` (a BEGIN, then a run: one round trip when
+    ``pipelined``, else two) that counts them."""
+
+    def counted(first: str, statement: Any, params: Any) -> Any:
+        count.statements += 2
+        count.begins += 1
+        count.trips += 1 if pipelined else 2
+        return run_after(first, statement, params)
+
+    return counted
+
+
+def _count_on(connection: Any, count: Count) -> None:
+    connection.raw = _Counted(connection.raw, count)
+    connection.run_prepared = _counted_run(connection.run_prepared, count)
+    connection.run_prepared_after = _counted_run_after(
+        connection.run_prepared_after, count, connection.pipelined
+    )
 
 
 class CountingPostgres(PostgresStorage):
@@ -131,14 +161,12 @@ class CountingPostgres(PostgresStorage):
         await super()._connect()
         pool: Any = self._pool
         for connection in pool._idle:
-            connection.raw = _Counted(connection.raw, self.tally)
-            connection.run_prepared = _counted_run(connection.run_prepared, self.tally)
+            _count_on(connection, self.tally)
         open_one = pool.open_one
 
         async def counted_open_one() -> Any:
             connection = await open_one()
-            connection.raw = _Counted(connection.raw, self.tally)
-            connection.run_prepared = _counted_run(connection.run_prepared, self.tally)
+            _count_on(connection, self.tally)
             return connection
 
         pool.open_one = counted_open_one
@@ -149,7 +177,7 @@ class CountingTimer(Timer):
 
     def __init__(self, count: Count) -> None:
         self._count = count
-        self.sent = (0, 0, 0)
+        self.sent = (0, 0, 0, 0)
 
     def __enter__(self) -> CountingTimer:
         self._at_start = self._count.snapshot()
@@ -334,14 +362,56 @@ async def summation_floor(conn: Any, k: int, timer: Callable[[], Timer]) -> floa
     return t.seconds
 
 
+# -- one-trip ideals: each unit's transaction in one round trip ---------------------------------
+# What no engine whose transaction body waits for each statement's answer can beat: the floor's
+# rows with BEGIN, the writes and COMMIT sent as one simple query (constants in the text, no
+# answers needed in between), so a unit costs one round trip and one durable commit. The
+# side-by-side with the original reports them as the ceiling of its ratios.
+
+
+async def count_one_trip(conn: Any, n: int, timer: Callable[[], Timer]) -> float:
+    """:func:`count_floor`'s rows, one round trip per like."""
+    unit = (
+        f"{_BEGIN}; INSERT INTO l (source, target) VALUES (1, 1); "
+        "UPDATE p SET likes = likes + 1 WHERE id = 1; COMMIT"
+    )
+    with timer() as t:
+        for _ in range(n):
+            await conn.execute(unit)
+    likes = await conn.fetchval("SELECT likes FROM p WHERE id = 1")
+    assert likes == n, (likes, n)
+    return t.seconds
+
+
+async def summation_one_trip(conn: Any, k: int, timer: Callable[[], Timer]) -> float:
+    """:func:`summation_floor`'s rows, one round trip per item (the link takes the item's id
+    from a data-modifying CTE instead of an answer)."""
+    expected = 0
+    with timer() as t:
+        for n in range(k):
+            price, quantity = 1 + n % 7, 1 + n % 3
+            expected += price * quantity
+            await conn.execute(
+                f"{_BEGIN}; WITH i AS (INSERT INTO i (price, quantity) "
+                f"VALUES ({price}, {quantity}) RETURNING id) "
+                f"INSERT INTO l (source, target, contribution) "
+                f"SELECT 1, id, {price * quantity} FROM i; "
+                f"UPDATE o SET total = total + {price * quantity} WHERE id = 1; COMMIT"
+            )
+    total = await conn.fetchval("SELECT total FROM o WHERE id = 1")
+    assert total == expected, (total, expected)
+    return t.seconds
+
+
 # -- the runs ------------------------------------------------------------------------------------
 
 
 def _per(sent: Sent, n: int, unit: str) -> dict[str, float]:
     """What was sent, per unit (chain, like, item)."""
-    statements, begins, prepares = sent
+    statements, begins, prepares, trips = sent
     return {
         f"statements_per_{unit}": round(statements / n, 2),
+        f"round_trips_per_{unit}": round(trips / n, 2),
         f"transactions_per_{unit}": round(begins / n, 2),
         f"prepares_per_{unit}": round(prepares / n, 2),
     }

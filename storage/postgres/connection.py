@@ -14,6 +14,11 @@ parsed and planned by the server once per connection, then each run is a single 
 public API when the check at open finds the internals missing). A statement's row count is the
 number of rows it returned, or else the one its command status gives.
 
+A transaction's BEGIN is not sent on its own (:meth:`Connection.begin`): it travels with the
+body's first statement, in the same round trip when that statement is prepared already (its
+first run on the connection sends the BEGIN alone before it, see :meth:`Connection.execute`).
+A body that sends nothing sends neither BEGIN nor COMMIT.
+
 DDL run on a connection clears its cache at once and, once it commits, the caches of every
 connection of the pool: asyncpg decodes a row with the types the statement was prepared with,
 and the server does not always refuse a statement whose table changed (a column type changed
@@ -54,10 +59,17 @@ STATEMENT_CACHE_SIZE = 512
 class Connection:
     """One pooled asyncpg connection with its prepared statements, used synchronously."""
 
-    def __init__(self, raw: asyncpg.Connection, run_prepared: internals.Run) -> None:
+    def __init__(self, raw: asyncpg.Connection, runner: internals.Runner) -> None:
         self.raw = raw
-        self.run_prepared = run_prepared
+        self.run_prepared = runner.run
         """How a prepared statement of ``raw`` runs once (see :mod:`.internals`)."""
+        self.run_prepared_after = runner.run_after
+        """The same, after a parameterless statement sent with it (see :mod:`.internals`)."""
+        self.pipelined = runner.pipelined
+        """Whether a BEGIN travels with the first statement (else in a round trip before)."""
+        self.unsent_begin: str | None = None
+        """The BEGIN of the running transaction while no statement has been sent (see
+        :meth:`begin`)."""
         self.ran_ddl = False
         """Whether this transaction ran DDL (the pool then drops every connection's statements
         once it commits)."""
@@ -70,6 +82,35 @@ class Connection:
         self._statements: OrderedDict[str, PreparedStatement] = OrderedDict()
         self._named = 0
         self._savepoints = 0
+
+    # -- the transaction ---------------------------------------------------------------------
+
+    def begin(self, sql: str) -> None:
+        """Begin a transaction with ``sql`` (a ``BEGIN ...``), sent with its first statement:
+        in the same round trip as a prepared statement's run (:mod:`.internals`) when the
+        statement is prepared already, in the same simple query as a savepoint or DDL; else
+        (a statement to prepare, ``executemany``) alone, before it. PostgreSQL takes a
+        transaction's snapshot at its first statement, not at BEGIN, so waiting changes
+        nothing the body can see; a body that sends nothing costs no round trip
+        (:meth:`commit` sends nothing either)."""
+        self.unsent_begin = sql
+
+    def commit(self) -> None:
+        """Commit the running transaction (nothing to send when no statement was)."""
+        if self.unsent_begin is not None:
+            self.unsent_begin = None
+            return
+        await_(self.raw.execute("COMMIT"))
+
+    def abandon(self) -> None:
+        """The body failed: a BEGIN not sent yet never will be (the caller rolls back what
+        was sent)."""
+        self.unsent_begin = None
+
+    def _begin_now(self) -> None:
+        begin, self.unsent_begin = self.unsent_begin, None
+        if begin is not None:
+            await_(self.raw.execute(begin))
 
     def _prepared(self, sql: str) -> PreparedStatement:
         statement = self._statements.get(sql)
@@ -98,9 +139,22 @@ class Connection:
                 if sql.startswith(_DDL):
                     self.script(sql)
                 else:
-                    await_(self.raw.execute(sql))
+                    await_(self.raw.execute(self._with_begin(sql)))
                 return Cursor([], -1)
-            rows, status, _ = await_(self.run_prepared(self._prepared(sql), params))
+            begin = self.unsent_begin
+            if begin is not None and sql not in self._statements:
+                # asyncpg ends a Parse with a Flush, not a Sync: the server keeps the implicit
+                # transaction the Parse opened (with a snapshot) until the run's Sync, and a
+                # BEGIN sent inside it could not set an isolation level. A statement's first
+                # run in a transaction's lead sends the BEGIN alone first, as asked.
+                self._begin_now()
+                begin = None
+            statement = self._prepared(sql)
+            if begin is None:
+                rows, status, _ = await_(self.run_prepared(statement, params))
+            else:
+                self.unsent_begin = None
+                rows, status, _ = await_(self.run_prepared_after(begin, statement, params))
         except asyncpg.PostgresError as exc:
             if sqlstate(exc) in RETRY_STATES:
                 self.conflict = exc
@@ -111,6 +165,7 @@ class Connection:
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> Cursor:
         """Run one statement once per parameter row (pipelined: about one round trip)."""
         try:
+            self._begin_now()
             await_(self._prepared(_render(sql)).executemany(params))
         except asyncpg.PostgresError as exc:
             if sqlstate(exc) in RETRY_STATES:
@@ -122,13 +177,18 @@ class Connection:
         """Run DDL or other parameterless SQL (several statements allowed); clears the
         prepared statements of this connection, whose plans it may invalidate."""
         try:
-            await_(self.raw.execute(sql))
+            await_(self.raw.execute(self._with_begin(sql)))
         except asyncpg.PostgresError as exc:
             if sqlstate(exc) in RETRY_STATES:
                 self.conflict = exc
             raise
         self.forget_statements()
         self.ran_ddl = True
+
+    def _with_begin(self, sql: str) -> str:
+        """``sql`` (parameterless, sent as a simple query), after the unsent BEGIN if any."""
+        begin, self.unsent_begin = self.unsent_begin, None
+        return sql if begin is None else f"{begin}; {sql}"
 
     def forget_statements(self) -> None:
         """Drop every cached prepared statement (after DDL, or a stale-plan refusal)."""
@@ -140,7 +200,7 @@ class Connection:
         re-raised; otherwise the savepoint is released."""
         self._savepoints += 1
         name = f"sp{self._savepoints}"
-        await_(self.raw.execute(f"SAVEPOINT {name}"))
+        await_(self.raw.execute(self._with_begin(f"SAVEPOINT {name}")))
         try:
             yield
         except BaseException:
@@ -235,11 +295,13 @@ class Pool:
             await raw.set_type_codec(
                 "int8", schema="pg_catalog", encoder=_encode_bigint, decoder=int, format="text"
             )
-            run_prepared = await internals.runner(raw)
+            runner = await internals.runner(raw)
         except BaseException:
             raw.terminate()
             raise
-        return Connection(raw, run_prepared)
+        if runner is None:  # the driver check closed it (internals.runner says why): again
+            return await self.open_one()
+        return Connection(raw, runner)
 
     async def acquire(self) -> Connection:
         """A connection for one transaction; waits while all ``size`` are in use."""

@@ -410,17 +410,19 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
         work: Callable[[Connection], T],
         alone: bool = False,
     ) -> T:
-        await_ = _driver(self.address).await_
         raw = connection.raw
         connection.conflict = None
         try:
             if alone:
                 result = work(connection)  # one statement: a transaction by itself
             else:
-                await_(raw.execute(_BEGIN_WRITE[self.isolation] if write else _BEGIN_READ))
+                # Sent with the body's first statement, and not at all for a body that sends
+                # none (Connection.begin).
+                connection.begin(_BEGIN_WRITE[self.isolation] if write else _BEGIN_READ)
                 result = work(connection)
-                await_(raw.execute("COMMIT"))
+                connection.commit()
         except BaseException as exc:
+            connection.abandon()
             _roll_back(raw, exc)
             if connection.conflict is not None and isinstance(exc, Exception):
                 # A statement met a conflict: whatever the body made of it (a computation

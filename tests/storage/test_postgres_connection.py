@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -273,7 +274,7 @@ async def test_without_the_driver_internals_statements_run_through_the_public_ap
     postgres_url: str,
 ) -> None:
     """An asyncpg lacking what storage.postgres.internals uses gets the public path, with the
-    same rows and command status."""
+    same rows and command status, alone and after a BEGIN (sent in a round trip of its own)."""
     import asyncpg
 
     from storage.postgres import internals
@@ -281,17 +282,99 @@ async def test_without_the_driver_internals_statements_run_through_the_public_ap
     class Public:  # an asyncpg connection as far as the public API goes, no protocol
         def __init__(self, raw: Any) -> None:
             self.prepare = raw.prepare
+            self.execute = raw.execute
 
     raw = await asyncpg.connect(postgres_url, statement_cache_size=0)
     try:
         fast, public = await internals.runner(raw), await internals.runner(cast(Any, Public(raw)))
-        assert public is internals._public and fast is not public
+        assert fast is not None and fast.pipelined
+        assert public is not None and not public.pipelined
         statement = await raw.prepare("SELECT g FROM generate_series(1, $1::int) g", name="s1")
-        for run in (fast, public):
-            rows, status, completed = await run(statement, [3])
+        for runner in (fast, public):
+            rows, status, completed = await runner.run(statement, [3])
             assert ([r[0] for r in rows], status, completed) == ([1, 2, 3], b"SELECT 3", True)
+            assert not raw.is_in_transaction()
+            rows, status, completed = await runner.run_after("BEGIN", statement, [2])
+            assert ([r[0] for r in rows], status, completed) == ([1, 2], b"SELECT 2", True)
+            assert raw.is_in_transaction()
+            await raw.execute("ROLLBACK")
     finally:
         await raw.close()
+
+
+async def test_a_begin_travels_with_the_first_statement_and_an_empty_body_sends_nothing(
+    postgres_storage_factory: PostgresFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN goes out with the body's first statement (one round trip, not two); COMMIT after
+    it; a body that sends nothing sends neither; a failed first statement rolls back."""
+    store = await postgres_storage_factory(pool_size=1)
+    await store._transaction(True, _table)
+    sent: list[str] = []
+    pool = store._pool
+    assert pool is not None
+    connection = await pool.acquire()
+    await pool.release(connection)
+    raw = connection.raw
+    assert connection.pipelined
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(raw, name)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            sent.append(sql)
+            return raw.execute(sql, *args)
+
+    run_after = connection.run_prepared_after
+
+    def spied_after(first: str, statement: Any, params: Any) -> Any:
+        sent.append(f"{first} + run")
+        return run_after(first, statement, params)
+
+    monkeypatch.setattr(connection, "raw", Spy())
+    monkeypatch.setattr(connection, "run_prepared_after", spied_after)
+
+    def insert(key: int) -> Callable[[Connection], int]:
+        def body(c: Connection) -> int:
+            c.execute("INSERT INTO t VALUES ($1, $2)", [key, "a"])
+            return c.execute("SELECT count(*) FROM t").fetchone()[0]  # type: ignore[no-any-return]
+
+        return body
+
+    def read(c: Connection) -> int:
+        return c.execute("SELECT count(*) FROM t").fetchone()[0]  # type: ignore[no-any-return]
+
+    # A statement's first run on the connection: it is prepared first, and a BEGIN cannot
+    # follow asyncpg's Parse in the same round trip (connection.py), so it goes alone.
+    assert await store._transaction(True, insert(1)) == 1
+    assert sent == ["BEGIN ISOLATION LEVEL READ COMMITTED", "COMMIT"]
+    sent.clear()
+    assert await store._transaction(True, insert(3)) == 2
+    assert await store._transaction(False, read) == 2  # another isolation level: allowed
+    assert sent == [
+        "BEGIN ISOLATION LEVEL READ COMMITTED + run",
+        "COMMIT",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY + run",
+        "COMMIT",
+    ]
+    sent.clear()
+    assert await store._transaction(True, lambda c: None) is None
+    assert await store._transaction(False, lambda c: None) is None
+    assert sent == []
+    with pytest.raises(StorageError, match="duplicate key"):
+        await store._transaction(True, insert(1))
+    assert sent == ["BEGIN ISOLATION LEVEL READ COMMITTED + run", "ROLLBACK"]
+    sent.clear()
+
+    def savepoint_first(c: Connection) -> None:
+        with c.savepoint():
+            c.execute("INSERT INTO t VALUES ($1, $2)", [2, "b"])
+
+    await store._transaction(True, savepoint_first)
+    assert sent[0] == "BEGIN ISOLATION LEVEL READ COMMITTED; SAVEPOINT sp1" and sent[-1] == "COMMIT"
+    rows = await store._transaction(False, lambda c: c.execute("SELECT id FROM t").fetchall())
+    assert sorted(r[0] for r in rows) == [1, 2, 3]
+    assert not raw.is_in_transaction()
 
 
 async def test_ddl_on_one_connection_clears_the_statements_of_every_pooled_one(

@@ -1,0 +1,133 @@
+"""A transaction's BEGIN sent with its first statement (storage.postgres.connection and
+.internals), against a model: random transactions of inserts (some duplicates), reads,
+savepoints, ``executemany``, statements never run before and empty bodies, read-only or not,
+one connection for all of them, through the pipelined runner and through asyncpg's public API.
+
+After every transaction the connection is idle (not left inside a transaction or holding an
+answer), the committed rows are the model's, and the transaction failed exactly when the
+model says one of its statements had to."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from storage import PostgresStorage, StorageError
+from storage.postgres import internals
+from storage.postgres.connection import Connection
+
+from ..conftest import dispose_postgres, open_postgres
+
+KEYS = st.integers(1, 6)
+STEP = st.one_of(
+    st.tuples(st.just("insert"), KEYS),
+    st.tuples(st.just("read"), st.just(0)),
+    st.tuples(st.just("savepoint"), KEYS),  # an insert under a savepoint; a duplicate is caught
+    st.tuples(st.just("many"), KEYS),  # executemany of the key and the key + 10
+    st.tuples(st.just("fresh"), st.integers(0, 10**6)),  # a statement text not prepared yet
+)
+TRANSACTION = st.tuples(st.booleans(), st.lists(STEP, max_size=4))  # (write, steps)
+
+
+class _Duplicate(Exception):
+    """The model's verdict: the step's insert meets a key already there."""
+
+
+def _model(write: bool, steps: list[tuple[str, int]], rows: set[int]) -> set[int] | None:
+    """The rows after the transaction, or None when it must fail."""
+    after = set(rows)
+    for kind, key in steps:
+        if kind in ("insert", "many", "savepoint") and not write:
+            return None  # a read-only transaction refuses the insert
+        if kind == "insert":
+            if key in after:
+                return None
+            after.add(key)
+        elif kind == "savepoint":
+            after.add(key)  # a duplicate rolls back to the savepoint only
+        elif kind == "many":
+            if {key, key + 10} & after:
+                return None
+            after |= {key, key + 10}
+    return after
+
+
+def _body(steps: list[tuple[str, int]]) -> Callable[[Connection], None]:
+    def body(c: Connection) -> None:
+        for kind, key in steps:
+            if kind == "insert":
+                c.execute("INSERT INTO t VALUES ($1, 'v')", [key])
+            elif kind == "read":
+                c.execute("SELECT count(*) FROM t WHERE id > $1", [0]).fetchone()
+            elif kind == "savepoint":
+                try:
+                    with c.savepoint():
+                        c.execute("INSERT INTO t VALUES ($1, 's')", [key])
+                except asyncpg.UniqueViolationError:
+                    pass  # rolled back to the savepoint; the transaction goes on
+            elif kind == "many":
+                c.executemany("INSERT INTO t VALUES ($1, 'm')", [[key], [key + 10]])
+            else:
+                assert c.execute(f"SELECT {key} + $1::int", [1]).fetchone()[0] == key + 1
+
+    return body
+
+
+async def _run(
+    url: str, transactions: list[tuple[bool, list[tuple[str, int]]]], pipelined: bool
+) -> None:
+    store = await open_postgres(url, pool_size=1)
+    try:
+        await store._transaction(
+            True, lambda c: c.script("CREATE TABLE t (id bigint PRIMARY KEY, v text)")
+        )
+        connection = await _only_connection(store)
+        if not pipelined:  # the public path, as when the internals check fails
+            public = internals._public(connection.raw)
+            connection.run_prepared_after = public.run_after
+            connection.pipelined = False
+        rows: set[int] = set()
+        for write, steps in transactions:
+            expected = _model(write, steps, rows)
+            try:
+                await store._transaction(write, _body(steps))
+            except StorageError:
+                assert expected is None, (write, steps, rows)
+            else:
+                assert expected is not None, (write, steps, rows)
+                rows = expected
+            assert connection.unsent_begin is None
+            assert not connection.raw.is_closed() and not connection.raw.is_in_transaction()
+            stored = await store._transaction(
+                False, lambda c: {r[0] for r in c.execute("SELECT id FROM t").fetchall()}
+            )
+            assert stored == rows, (write, steps)
+    finally:
+        await dispose_postgres(store)
+
+
+async def _only_connection(store: PostgresStorage) -> Connection:
+    pool = store._pool
+    assert pool is not None
+    connection = await pool.acquire()
+    await pool.release(connection)
+    return connection
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "public"])
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(transactions=st.lists(TRANSACTION, min_size=1, max_size=8))
+def test_transactions_agree_with_the_model(
+    postgres_url: str, pipelined: bool, transactions: list[Any]
+) -> None:
+    asyncio.run(_run(postgres_url, transactions, pipelined))
