@@ -70,6 +70,9 @@ class Connection:
         self.unsent_begin: str | None = None
         """The BEGIN of the running transaction while no statement has been sent (see
         :meth:`begin`)."""
+        self.began = False
+        """Whether the running transaction's BEGIN went out (the driver's own flag lags when
+        a statement sent with it was cancelled before the server answered)."""
         self.ran_ddl = False
         """Whether this transaction ran DDL (the pool then drops every connection's statements
         once it commits)."""
@@ -94,6 +97,7 @@ class Connection:
         nothing the body can see; a body that sends nothing costs no round trip
         (:meth:`commit` sends nothing either)."""
         self.unsent_begin = sql
+        self.began = False
 
     def commit(self) -> None:
         """Commit the running transaction (nothing to send when no statement was)."""
@@ -101,15 +105,21 @@ class Connection:
             self.unsent_begin = None
             return
         await_(self.raw.execute("COMMIT"))
+        self.began = False
 
-    def abandon(self) -> None:
-        """The body failed: a BEGIN not sent yet never will be (the caller rolls back what
-        was sent)."""
+    def roll_back(self) -> None:
+        """End a failed transaction: ROLLBACK when its BEGIN went out (or the server says one
+        is open), nothing otherwise; raises what the ROLLBACK raised."""
         self.unsent_begin = None
+        began, self.began = self.began, False
+        if self.raw.is_closed() or not (began or self.raw.is_in_transaction()):
+            return
+        await_(self.raw.execute("ROLLBACK"))
 
     def _begin_now(self) -> None:
         begin, self.unsent_begin = self.unsent_begin, None
         if begin is not None:
+            self.began = True
             await_(self.raw.execute(begin))
 
     def _prepared(self, sql: str) -> PreparedStatement:
@@ -154,6 +164,7 @@ class Connection:
                 rows, status, _ = await_(self.run_prepared(statement, params))
             else:
                 self.unsent_begin = None
+                self.began = True
                 rows, status, _ = await_(self.run_prepared_after(begin, statement, params))
         except asyncpg.PostgresError as exc:
             if sqlstate(exc) in RETRY_STATES:
@@ -188,7 +199,10 @@ class Connection:
     def _with_begin(self, sql: str) -> str:
         """``sql`` (parameterless, sent as a simple query), after the unsent BEGIN if any."""
         begin, self.unsent_begin = self.unsent_begin, None
-        return sql if begin is None else f"{begin}; {sql}"
+        if begin is None:
+            return sql
+        self.began = True
+        return f"{begin}; {sql}"
 
     def forget_statements(self) -> None:
         """Drop every cached prepared statement (after DDL, or a stale-plan refusal)."""

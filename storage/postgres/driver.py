@@ -13,4 +13,11 @@ from storage.postgres.dialect import PostgresDialect
 # The dialect names the driver's constraint failures only now that the driver is imported.
 PostgresDialect.integrity_errors = (asyncpg.IntegrityConstraintViolationError,)
 
-__all__ = ["BridgeError", "Connection", "Pool", "await_", "in_body", "run_sync"]
+
+def refused_input(error: BaseException) -> bool:
+    """Whether ``error`` is the driver refusing a statement's parameters before sending it
+    (a value its codec cannot encode): the caller's input, not the connection's fault."""
+    return isinstance(error, asyncpg.DataError)
+
+
+__all__ = ["BridgeError", "Connection", "Pool", "await_", "in_body", "refused_input", "run_sync"]

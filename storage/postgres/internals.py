@@ -16,7 +16,8 @@ loopback, ``time.process_time``).
   Execute, Sync; awaits ``(rows, status, completed)`` with ``return_extra`` (the call
   ``PreparedStatement.fetch`` makes, with the same arguments; tracing libraries wrap it by
   this signature, unchanged in the versions of :data:`SUPPORTED`);
-- ``Connection._transport``: the connection's asyncio transport, for :attr:`Runner.run_after`.
+- ``Connection._transport``: the connection's asyncio transport, and ``protocol.queries_count``
+  (the runs whose messages it wrote), for :attr:`Runner.run_after`.
 
 :attr:`Runner.run_after` sends a parameterless statement (a transaction's BEGIN) in the same
 round trip as the next prepared statement's run: it writes the first one's Parse, Bind and
@@ -26,12 +27,12 @@ CommandComplete before the run's own messages, and asyncpg's handler of a run sk
 ParseComplete and a BindComplete (it expects them when it parses again) and keeps the last
 CommandComplete's status: the run returns its own rows and status. An error in either is the
 run's error; the connection is then in a failed transaction, as after any failed statement.
-What could leave the first statement's messages without their Sync, a failure in the client
-before the run's messages are written (its parameters refused by a codec, the connection
-busy or closed) or a cancellation while it waits for an earlier cancel, terminates the
-connection instead: the server drops the transaction, the pool opens another one. Saves one
-round trip per transaction: 0.15 ms of ~0.6 for BEGIN, INSERT, UPDATE, COMMIT on loopback.
-
+When the run's own messages are never written (asyncpg counts a run in
+``protocol.queries_count`` once they are), the first statement's would wait for a Sync nobody
+sends: its parameters refused by a codec, the connection busy or closed, a cancellation while
+an earlier cancel completes. The connection is then terminated (the server drops the
+transaction, the pool opens another one). Saves one round trip per transaction: 0.15 ms of
+~0.6 for BEGIN, INSERT, UPDATE, COMMIT on loopback.
 
 What the shortcut skips is checked otherwise: the protocol refuses a closed or busy
 connection itself (``InterfaceError``), as ``fetch`` does; the statements are the adapter's
@@ -41,7 +42,8 @@ nothing refers to it); no asyncpg pool is used. What ``fetch`` adds on
 under a statement, and the engine's columns have builtin types only.
 
 :func:`runner` checks the internals when a connection opens, with a trial run of
-``SELECT 1`` after a ``BEGIN`` sent with it (rolled back): when one is missing or answers in
+``SELECT 1``, alone and (on the process's first connection) after a ``BEGIN`` sent with it,
+rolled back: when one is missing or answers in
 another shape, it returns the public path instead (same results, the CPU and the round trip
 above spent) and logs once which asyncpg lacked what.
 """
@@ -107,24 +109,27 @@ def _unsynced(sql: str) -> bytes:
 
 def _fast(raw: asyncpg.Connection) -> Runner:
     # Typed Any: the stubs describe the public API only.
-    bind_execute = cast(Any, raw)._protocol.bind_execute
+    protocol = cast(Any, raw)._protocol
+    bind_execute = protocol.bind_execute
     transport = cast(Any, raw)._transport
     if not callable(getattr(transport, "write", None)):
         raise AttributeError("Connection._transport has no write()")
+    if not isinstance(protocol.queries_count, int):
+        raise TypeError(f"protocol.queries_count is {protocol.queries_count!r}")
 
     def run(statement: PreparedStatement, params: Sequence[Any]) -> Any:
         return bind_execute(cast(Any, statement)._state, params, "", 0, True, None)
 
     async def run_after(first: str, statement: PreparedStatement, params: Sequence[Any]) -> Answer:
+        written = protocol.queries_count  # counts a run once its messages are written
         transport.write(_unsynced(first))
         try:
             answer: Answer = await bind_execute(
                 cast(Any, statement)._state, params, "", 0, True, None
             )
-        except asyncpg.PostgresError:
-            raise  # the server answered: both statements reached it, and their Sync
         except BaseException:
-            raw.terminate()  # the first one may wait for a Sync nobody sends (the module)
+            if protocol.queries_count == written:
+                raw.terminate()  # ``first`` waits for a Sync nobody sends (see the module)
             raise
         return answer
 

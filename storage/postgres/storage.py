@@ -422,8 +422,7 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
                 result = work(connection)
                 connection.commit()
         except BaseException as exc:
-            connection.abandon()
-            _roll_back(raw, exc)
+            _roll_back(connection, exc)
             if connection.conflict is not None and isinstance(exc, Exception):
                 # A statement met a conflict: whatever the body made of it (a computation
                 # wraps it, a savepoint caught it and the next statement failed), the run is
@@ -443,7 +442,12 @@ class PostgresStorage(SQLStorage["Connection", PostgresSession]):
                 # the engine takes none). The store's condition, not the body's, whatever a
                 # computation wrapped it in.
                 raise LockTimeoutError(str(self.address), self.lock_timeout) from exc
-            lost = state is None and (raw.is_closed() or isinstance(error, OSError))
+            # A closed connection is lost, unless the driver closed it after refusing this
+            # body's own parameters (a first statement's, see storage.postgres.internals).
+            lost = state is None and (
+                isinstance(error, OSError)
+                or (raw.is_closed() and not _driver(self.address).refused_input(error))
+            )
             if pg_errors.is_store_fault(state) or lost:
                 # The store's fault (or the connection's), not the body's: whatever a
                 # computation wrapped it in, the caller gets the server's reason.
@@ -576,13 +580,9 @@ def _driver_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _roll_back(raw: Any, failure: BaseException) -> None:
+def _roll_back(connection: Connection, failure: BaseException) -> None:
     """End a failed transaction without hiding why it failed."""
-    from storage.postgres.bridge import await_
-
-    if raw.is_closed() or not raw.is_in_transaction():
-        return
     try:
-        await_(raw.execute("ROLLBACK"))
+        connection.roll_back()
     except Exception as exc:
         failure.add_note(f"the ROLLBACK after this error failed too: {exc}")

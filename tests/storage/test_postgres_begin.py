@@ -131,3 +131,69 @@ def test_transactions_agree_with_the_model(
     postgres_url: str, pipelined: bool, transactions: list[Any]
 ) -> None:
     asyncio.run(_run(postgres_url, transactions, pipelined))
+
+
+# -- what could leave a BEGIN without its Sync ---------------------------------------------------
+
+
+async def _cached(store: PostgresStorage, sql: str, params: list[Any]) -> Connection:
+    """Run ``sql`` once (so that the next run sends BEGIN with it); the pool's connection."""
+    await store._transaction(True, lambda c: c.execute(sql, params))
+    return await _only_connection(store)
+
+
+async def test_parameters_the_driver_refuses_after_a_begin_went_out_drop_the_connection(
+    postgres_storage_factory: Any,
+) -> None:
+    """A value asyncpg cannot encode, in a first statement whose BEGIN was already written:
+    the connection is closed (the server drops the transaction), the error is the caller's
+    (no write fault), nothing is written, and the next transaction runs on a new connection."""
+    store = await postgres_storage_factory(pool_size=1)
+    await store._transaction(True, lambda c: c.script("CREATE TABLE t (id int PRIMARY KEY)"))
+    insert = "INSERT INTO t VALUES ($1)"
+    first = await _cached(store, insert, [1])
+    assert first.pipelined
+    with pytest.raises(StorageError, match="invalid input for query argument"):
+        await store._transaction(True, lambda c: c.execute(insert, ["not a number"]))
+    assert first.raw.is_closed()
+    assert store.write_fault is None
+    await store._transaction(True, lambda c: c.execute(insert, [2]))
+    second = await _only_connection(store)
+    assert second is not first and not second.raw.is_in_transaction()
+    rows = await store._transaction(False, lambda c: c.execute("SELECT id FROM t").fetchall())
+    assert sorted(r[0] for r in rows) == [1, 2]
+
+
+async def test_a_cancelled_first_statement_is_cancelled_on_the_server_too(
+    postgres_storage_factory: Any,
+) -> None:
+    """Cancelled while its first statement (sent with the BEGIN) runs on the server: asyncpg
+    cancels it there, nothing of the transaction stays, the connection serves the next one."""
+    store = await postgres_storage_factory(pool_size=1)
+    await store._transaction(True, lambda c: c.script("CREATE TABLE t (id int PRIMARY KEY)"))
+    slow = "INSERT INTO t SELECT $1 FROM pg_sleep($2)"
+    first = await _cached(store, slow, [1, 0])
+    task = asyncio.ensure_future(store._transaction(True, lambda c: c.execute(slow, [2, 60])))
+    watcher = await asyncpg.connect(_dsn(store))
+    try:
+        for _ in range(500):  # bounded: until the statement sleeps on the server
+            await asyncio.sleep(0.01)
+            if await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' "
+                "AND state = 'active' AND pid <> pg_backend_pid()"
+            ):
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await watcher.close()
+    await store._transaction(True, lambda c: c.execute("INSERT INTO t VALUES ($1)", [3]))
+    assert not first.raw.is_closed()  # the same connection, in step with the server
+    assert await _only_connection(store) is first
+    rows = await store._transaction(False, lambda c: c.execute("SELECT id FROM t").fetchall())
+    assert sorted(r[0] for r in rows) == [1, 3]
+
+
+def _dsn(store: PostgresStorage) -> str:
+    return store.dsn
