@@ -7,7 +7,9 @@ known shape is the fast path, with no code of its own. How a create is made atom
 its plan: one INSERT is atomic by itself; a create whose links are plain INSERTs (``direct``)
 undoes its rows if a link fails; anything else (nested creates, displaced links, to-many
 relations, link fields) runs under a savepoint. An update takes a savepoint when it re-links or
-writes several records. Where a failed statement aborts the transaction and the dialect's
+writes several records. Where the dialect chains INSERTs (PostgreSQL), a create linked to one
+existing record (an item on an order) is one statement, its row and its link (one round trip
+instead of two), and a nested create with its link to the new record likewise. Where a failed statement aborts the transaction and the dialect's
 errors name a missing reference (PostgreSQL), no write takes a savepoint of its own: the writer
 never runs a statement after a failure there, and the aborted transaction can only be rolled
 back whole or to a savepoint its caller took, either of which undoes the write whole.
@@ -80,9 +82,78 @@ class Writer(Deltas):
         return record
 
     def _create(self, plan: Plan) -> Record:
-        record = self._insert_row(plan)
         if plan.relations:
+            if self._whole and self._references_in_one(plan):
+                return self._create_referencing(plan)
+            record = self._insert_row(plan)
             self._link_relations(plan, record)
+            return record
+        return self._insert_row(plan)
+
+    def _references_in_one(self, plan: Plan) -> bool:
+        """Whether a create and its one link to an existing record can be one statement
+        (:meth:`_create_referencing`): the dialect chains INSERTs (and no write here takes a
+        savepoint: the caller checked ``_whole``), the record is a plain entity, its payload
+        names one relation with one reference and no link fields, and the link displaces
+        nothing (the side the new record takes is the only exclusive one, if any)."""
+        if len(plan.relations) != 1 or not self.dialect.chains_inserts:
+            return False
+        attribute, items = plan.relations[0]
+        if not items or len(items) != 1 or attribute.symmetric:
+            return False
+        item = items[0]
+        if item.nested is not None or item.link_values:
+            return False
+        shape = plan.shape
+        if shape.link is not None or shape.sql is None:
+            return False
+        link = attribute.link
+        # The existing end would lose its link to another record when it may hold only one:
+        # a target holds one source when the source side is exclusive, and the reverse.
+        if attribute.side == "source":
+            return not link.source_is_exclusive
+        return not link.target_is_exclusive
+
+    def _create_referencing(self, plan: Plan) -> Record:
+        """A create and its link to an existing record in one statement, ``WITH r AS (INSERT
+        <record> RETURNING id) INSERT INTO <link> ... SELECT ... FROM r`` (see
+        :meth:`_references_in_one` for when): the record's create event, then the link's, and
+        the same errors, as the two statements would give them (a missing record is the
+        link's foreign key, named from the error; the record's own constraints are its)."""
+        shape = plan.shape
+        name = shape.name
+        attribute, items = plan.relations[0]
+        assert items is not None and shape.sql is not None
+        ref = items[0].ref
+        link = attribute.link
+        side = attribute.side
+        key = (name, shape.value_keys, link.name, side, "referencing")
+        sql = self._cache.linked.get(key)
+        if sql is None:
+            quote = self.dialect.quote
+            ends = "r.id, ?" if side == "source" else "?, r.id"
+            sql = self._cache.linked[key] = (
+                f"WITH r AS ({shape.sql}) INSERT INTO {quote(link.name)} (source, target) "
+                f"SELECT {ends} FROM r RETURNING id, {quote(side)}"
+            )
+        params = plan.params
+        try:
+            link_id, record_id = self.run(sql, [*params, ref]).fetchone()
+        except self.dialect.integrity_errors as exc:
+            violation = self.dialect.violation(exc)
+            # Only link tables have foreign keys; a record's own constraints are its.
+            if violation.kind == "foreign key" or violation.table == link.name:
+                columns: dict[str, Any] = {side: None, attribute.other: ref}
+                origin = (attribute.owner, attribute.name)
+                raise self._link_error(link, exc, columns, {}, origin) from None
+            raise self._integrity_error(name, exc, plan.values) from None
+        record: Record = {"id": record_id}
+        _read_back(record, plan.values, params, shape.plains)
+        self.events.append(MutationEvent(name, "create", dict(record)))
+        refs = {side: {"id": record_id}, attribute.other: {"id": ref}}
+        link_record = {"id": link_id, "source": refs["source"], "target": refs["target"]}
+        self.events.append(MutationEvent(link.name, "create", link_record))
+        record[attribute.name] = [{"id": ref}] if attribute.to_many else {"id": ref}
         return record
 
     def _insert_row(self, plan: Plan) -> Record:
