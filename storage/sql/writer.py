@@ -9,10 +9,11 @@ undoes its rows if a link fails; anything else (nested creates, displaced links,
 relations, link fields) runs under a savepoint. An update takes a savepoint when it re-links or
 writes several records. Where the dialect chains INSERTs (PostgreSQL), a create linked to one
 existing record (an item on an order) is one statement, its row and its link (one round trip
-instead of two), and a nested create with its link to the new record likewise. Where a failed statement aborts the transaction and the dialect's
-errors name a missing reference (PostgreSQL), no write takes a savepoint of its own: the writer
-never runs a statement after a failure there, and the aborted transaction can only be rolled
-back whole or to a savepoint its caller took, either of which undoes the write whole.
+instead of two), and a nested create with its link to the new record likewise. Where a failed
+statement aborts the transaction and the dialect's errors name a missing reference
+(PostgreSQL), no write takes a savepoint of its own: the writer never runs a statement after a
+failure there, and the aborted transaction can only be rolled back whole or to a savepoint its
+caller took, either of which undoes the write whole.
 
 Every payload is validated completely before the first statement runs, so bad input changes
 nothing; errors that only the database can see (a unique violation) roll back the write's
