@@ -155,8 +155,8 @@ class Connection:
             if begin is not None and sql not in self._statements:
                 # asyncpg ends a Parse with a Flush, not a Sync: the server keeps the implicit
                 # transaction the Parse opened (with a snapshot) until the run's Sync, and a
-                # BEGIN sent inside it could not set an isolation level. A statement's first
-                # run in a transaction's lead sends the BEGIN alone first, as asked.
+                # BEGIN sent inside it could not set an isolation level. So a statement that
+                # leads a transaction on its first run here sends the BEGIN alone before it.
                 self._begin_now()
                 begin = None
             statement = self._prepared(sql)
