@@ -43,9 +43,11 @@ under a statement, and the engine's columns have builtin types only.
 
 :func:`runner` checks the internals when a connection opens, with a trial run of
 ``SELECT 1``, alone and (on the process's first connection) after a ``BEGIN`` sent with it,
-rolled back: when one is missing or answers in
-another shape, it returns the public path instead (same results, the CPU and the round trip
-above spent) and logs once which asyncpg lacked what.
+rolled back: when one is missing or answers in another shape, it returns the public path
+instead (same results, the CPU and the round trip above spent) and logs once which asyncpg
+lacked what. A failed check of the BEGIN's way (even a transient one, such as the connection
+lost during it) keeps the process on two round trips per BEGIN: one check, not one per
+connection.
 """
 
 from __future__ import annotations
