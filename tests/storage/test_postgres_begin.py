@@ -197,3 +197,50 @@ async def test_a_cancelled_first_statement_is_cancelled_on_the_server_too(
 
 def _dsn(store: PostgresStorage) -> str:
     return store.dsn
+
+
+async def test_a_driver_that_fails_the_check_sends_begin_alone(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the check at the process's first connection finds that a BEGIN cannot travel with
+    a statement, that connection is closed (it may hold unread answers), another is opened,
+    and every connection sends BEGIN in a round trip of its own, with one warning."""
+    opened: list[Any] = []
+    connect = asyncpg.connect
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        opened.append(await connect(*args, **kwargs))
+        return opened[-1]
+
+    async def refuse(runner: Any, select: Any, raw: Any) -> str:
+        return "a run after BEGIN answered in another shape (simulated)"
+
+    monkeypatch.setattr(asyncpg, "connect", counted)
+    monkeypatch.setattr(internals, "_after_refused", None)
+    monkeypatch.setattr(internals, "_warned", False)
+    monkeypatch.setattr(internals, "_check_run_after", refuse)
+    store = await open_postgres(postgres_url, pool_size=2)
+    try:
+        assert len(opened) == 2 and opened[0].is_closed() and not opened[1].is_closed()
+        assert "simulated" in caplog.text and "round trip of its own" in caplog.text
+        await store._transaction(True, lambda c: c.script("CREATE TABLE t (id int)"))
+        await _run_twice(store)
+        pool = store._pool
+        assert pool is not None
+        held = [await pool.acquire(), await pool.acquire()]  # the second is opened now
+        for connection in held:
+            assert not connection.pipelined
+            await pool.release(connection)
+        assert len(opened) == 3
+    finally:
+        await dispose_postgres(store)
+
+
+async def _run_twice(store: PostgresStorage) -> None:
+    def insert(key: int) -> Callable[[Connection], Any]:
+        return lambda c: c.execute("INSERT INTO t VALUES ($1)", [key])
+
+    for key in (1, 2):
+        await store._transaction(True, insert(key))
+    rows = await store._transaction(False, lambda c: c.execute("SELECT id FROM t").fetchall())
+    assert sorted(r[0] for r in rows) == [1, 2]
