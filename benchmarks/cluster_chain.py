@@ -16,7 +16,9 @@ printed (the database shares the cores with the processes and with anything else
 Where the time goes (when the server runs on this machine, so its processes' CPU can be read
 in ``/proc``; otherwise these fields are left out): ``worker_cpu_ms_per_chain`` (the worker
 processes' CPU, user and system, from go to done, per chain), ``postgres_cpu_ms_per_chain``
-(the CPU of the server processes serving the workers' pooled connections, over the same span),
+(the CPU of the server processes serving the workers' pooled connections, over the same span;
+left out, with ``ratio_ceiling``, when it reads 0: ``/proc`` counts in clock ticks of 10 ms,
+more than a tiny run's server may spend),
 ``machine_busy`` (the share of all cores busy meanwhile, anything else running included), and
 on the one-process line ``ratio_ceiling``: the most any number of processes could gain over
 one on this machine's ``cores`` if they were this workload's alone and the CPU per chain stayed
@@ -254,8 +256,8 @@ async def main() -> None:
         }
         worker = statistics.median(run.worker_cpu for run in runs[processes]) / n
         extra["worker_cpu_ms_per_chain"] = round(worker * 1000, 2)
-        if all(run.server_cpu is not None for run in runs[processes]):
-            server = statistics.median(run.server_cpu or 0.0 for run in runs[processes]) / n
+        server = statistics.median(run.server_cpu or 0.0 for run in runs[processes]) / n
+        if server > 0 and all(run.server_cpu is not None for run in runs[processes]):
             extra["postgres_cpu_ms_per_chain"] = round(server * 1000, 2)
             if processes == 1:
                 cores = os.cpu_count() or 1
