@@ -358,8 +358,12 @@ async def test_a_begin_travels_with_the_first_statement_and_an_empty_body_sends_
         "COMMIT",
     ]
     sent.clear()
-    assert await store._transaction(True, lambda c: None) is None
-    assert await store._transaction(False, lambda c: None) is None
+
+    def sends_nothing(c: Connection) -> object:
+        return None
+
+    assert await store._transaction(True, sends_nothing) is None
+    assert await store._transaction(False, sends_nothing) is None
     assert sent == []
     with pytest.raises(StorageError, match="duplicate key"):
         await store._transaction(True, insert(1))
