@@ -286,13 +286,17 @@ async def test_many_steps_on_one_host_in_one_transaction_each_see_the_last(
         seen = []
         for _ in range(3):
             ctx.storage.create(link, {"source": {"id": post}, "target": {"id": fan}})
-            seen.append(ctx.storage.find_one("Post", {"id": post}, ["likes"])["likes"])
+            found = ctx.storage.find_one("Post", {"id": post}, ["likes"])
+            assert found is not None
+            seen.append(found["likes"])
         with pytest.raises(RuntimeError), ctx.storage.savepoint():
             ctx.storage.create(link, {"source": {"id": post}, "target": {"id": fan}})
             raise RuntimeError("undo")
         ctx.storage.create(link, {"source": {"id": post}, "target": {"id": fan}})
         ctx.storage.delete(link, {"id": 1})
-        seen.append(ctx.storage.find_one("Post", {"id": post}, ["likes"])["likes"])
+        found = ctx.storage.find_one("Post", {"id": post}, ["likes"])
+        assert found is not None
+        seen.append(found["likes"])
         return seen
 
     try:
