@@ -42,7 +42,11 @@ async def through_storage(path: Path, n: int, per_tx: int, executor: str) -> flo
 
     with Timer() as t:
         for i in range(n):
-            await storage.run(lambda tx, i=i: body(tx, i))
+
+            def one(tx: SQLiteSession, i: int = i) -> None:
+                body(tx, i)
+
+            await storage.run(one)
     count = await storage.count("Item")
     await storage.close()
     assert count == n * per_tx, f"expected {n * per_tx} items, found {count}"
