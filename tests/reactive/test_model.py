@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -224,9 +225,9 @@ def test_property_with_default_and_aggregate_computation_is_a_model_error() -> N
         lambda: r.Dictionary("d", "decimal"),  # type: ignore[arg-type]
     ],
 )
-def test_invalid_declarations_are_model_errors(build: object) -> None:
+def test_invalid_declarations_are_model_errors(build: Callable[[], object]) -> None:
     with pytest.raises(r.ModelError):
-        build()  # type: ignore[operator]
+        build()
 
 
 def test_controller_rejects_duplicates_and_dangling_relations() -> None:

@@ -215,7 +215,8 @@ async def test_a_failure_in_a_dispatch_stores_nothing_and_later_writes_work(
 
     result = await c.dispatch(add, payload={"name": "x", "price": 1, "stock": 0})
     assert result.error is not None and result.error.code == "computation_error"
-    assert result.error.details == {"computation": result.error.cause.computation}  # type: ignore[union-attr]
+    assert isinstance(result.error.cause, r.ComputationError)
+    assert result.error.details == {"computation": result.error.cause.computation}
     assert await snapshot(c) == before
 
     # the engine keeps working after a rolled-back write
