@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -106,6 +106,16 @@ async def settle() -> None:
     await asyncio.sleep(0.6)
 
 
+def collect(into: list[r.OutboxEvent]) -> Callable[[r.MutationEvent], None]:
+    """A mutations subscriber appending to ``into``: with the outbox on, ``mutations`` delivers
+    :class:`reactive.OutboxEvent` (typed as its base, :class:`reactive.MutationEvent`)."""
+
+    def append(event: r.MutationEvent) -> None:
+        into.append(cast(r.OutboxEvent, event))
+
+    return append
+
+
 def shape(events: Sequence[r.MutationEvent]) -> list[tuple[str, str, Any]]:
     return [(e.record_name, e.type, e.record) for e in events]
 
@@ -114,7 +124,7 @@ async def test_stream_delivers_each_committed_event_once_in_outbox_order(make: M
     c = await make()
     seen: list[r.OutboxEvent] = []
     updates: list[r.MutationEvent] = []
-    c.mutations.subscribe(seen.append)  # type: ignore[arg-type]
+    c.mutations.subscribe(collect(seen))
     c.stream("Item", "update").subscribe(updates.append)
 
     committed: list[r.MutationEvent] = []
@@ -169,8 +179,8 @@ async def test_two_controllers_on_one_database_deliver_the_same_sequence(make: M
     first = await make()
     second = await make()  # the same database through another storage (connection or pool)
     got: dict[str, list[r.OutboxEvent]] = {"first": [], "second": []}
-    first.mutations.subscribe(got["first"].append)  # type: ignore[arg-type]
-    second.mutations.subscribe(got["second"].append)  # type: ignore[arg-type]
+    first.mutations.subscribe(collect(got["first"]))
+    second.mutations.subscribe(collect(got["second"]))
 
     async def writes(c: r.Controller, tag: str) -> int:
         events = 0
@@ -282,7 +292,7 @@ async def test_a_new_follower_delivers_only_what_commits_after_it_started(make: 
 
     first = await make()
     got_first: list[r.OutboxEvent] = []
-    first.mutations.subscribe(got_first.append)  # type: ignore[arg-type]
+    first.mutations.subscribe(collect(got_first))
 
     async def creates(c: r.Controller, tag: str, n: int) -> int:
         events = 0
@@ -303,7 +313,7 @@ async def test_a_new_follower_delivers_only_what_commits_after_it_started(make: 
         before = await creates(first, "before", 4)
         second = await make()  # its follower starts while the "before" rows are not final
         got: list[r.OutboxEvent] = []
-        second.mutations.subscribe(got.append)  # type: ignore[arg-type]
+        second.mutations.subscribe(collect(got))
         after = await creates(first, "after", 3) + await creates(second, "after", 3)
         await asyncio.sleep(0.3)  # both followers looked while the horizon was held back
         assert got == []
