@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check storage reactive integrations tests benchmarks examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy storage reactive integrations
+	$(BIN)/mypy storage reactive integrations tests benchmarks examples
 
 # The PostgreSQL half of the suites runs when INTERAQT_TEST_PG (default
 # postgresql://postgres@127.0.0.1:5432/test) answers, else it is skipped with one line saying

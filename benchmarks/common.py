@@ -9,7 +9,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -73,5 +73,6 @@ async def serve_on_loopback(app: web.Application, port_queue: Any) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port_queue.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    server = cast(asyncio.Server, site._server)  # started: the loop's listening server
+    port_queue.put(server.sockets[0].getsockname()[1])
     await asyncio.Event().wait()

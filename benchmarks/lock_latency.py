@@ -125,7 +125,11 @@ async def run_lock_latency(hold: float) -> None:
                         await response.read()
                         return response.status
 
-                requests = {"/health": health, "/api/notes.count": read, "write": write}
+                requests: dict[str, Request] = {
+                    "/health": health,
+                    "/api/notes.count": read,
+                    "write": write,
+                }
                 await _phase(requests, min(0.2, hold))  # warm up connections and caches
                 unlocked = await _phase(requests, hold)
                 locked_event = context.Event()

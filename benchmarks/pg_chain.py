@@ -186,9 +186,9 @@ class CountingTimer(Timer):
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
-        self.sent = tuple(  # type: ignore[assignment]
-            b - a for a, b in zip(self._at_start, self._count.snapshot(), strict=True)
-        )
+        statements, begins, prepares, trips = self._count.snapshot()
+        s0, b0, p0, t0 = self._at_start
+        self.sent = (statements - s0, begins - b0, prepares - p0, trips - t0)
 
 
 # -- schemas -------------------------------------------------------------------------------------

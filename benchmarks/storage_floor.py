@@ -15,6 +15,7 @@ from pathlib import Path
 
 from benchmarks.common import Timer, floor_connection, report, scaled
 from storage import Field, RecordType, Schema, SQLiteSession, SQLiteStorage
+from storage.sqlite.storage import Executor
 
 SCHEMA = Schema(records=[RecordType("Item", [Field("name"), Field("qty", "number")])])
 
@@ -32,8 +33,8 @@ def plain_sqlite(path: Path, n: int, per_tx: int) -> float:
     return t.seconds
 
 
-async def through_storage(path: Path, n: int, per_tx: int, executor: str) -> float:
-    storage = SQLiteStorage(str(path), executor=executor)  # type: ignore[arg-type]
+async def through_storage(path: Path, n: int, per_tx: int, executor: Executor) -> float:
+    storage = SQLiteStorage(str(path), executor=executor)
     await storage.setup(SCHEMA)
 
     def body(tx: SQLiteSession, i: int = 0) -> None:
@@ -42,7 +43,11 @@ async def through_storage(path: Path, n: int, per_tx: int, executor: str) -> flo
 
     with Timer() as t:
         for i in range(n):
-            await storage.run(lambda tx, i=i: body(tx, i))
+
+            def one(tx: SQLiteSession, i: int = i) -> None:
+                body(tx, i)
+
+            await storage.run(one)
     count = await storage.count("Item")
     await storage.close()
     assert count == n * per_tx, f"expected {n * per_tx} items, found {count}"
@@ -56,7 +61,8 @@ def main() -> None:
         for per_tx, workload in ((1, "storage_single"), (5, "storage_five")):
             floor = plain_sqlite(root / f"plain{per_tx}.db", n, per_tx)
             report(f"sqlite3_{workload.split('_')[1]}", n, floor, records_per_tx=per_tx)
-            for executor in ("loop", "thread"):
+            executors: tuple[Executor, ...] = ("loop", "thread")
+            for executor in executors:
                 seconds = asyncio.run(
                     through_storage(root / f"{executor}{per_tx}.db", n, per_tx, executor)
                 )

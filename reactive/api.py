@@ -6,7 +6,7 @@ declared params, authenticates, and turns :class:`APIError` into its error envel
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -67,6 +67,12 @@ def _params(value: Mapping[str, str | Param] | None) -> dict[str, str | Param]:
     return params
 
 
+def _headers(value: Iterable[str]) -> tuple[str, ...]:
+    # A typed converter: with ``converter=tuple`` attrs' mypy plugin gave ``API.__init__``'s
+    # ``headers`` the type ``Iterable[_T_co]``, which no typed argument satisfies.
+    return tuple(value)
+
+
 def _errors(value: Mapping[int, str]) -> dict[int, str]:
     errors = dict(value)
     for status, description in errors.items():
@@ -96,7 +102,7 @@ class API:
     allow_anonymous: bool = False
     raw: bool = False
     description: str = ""
-    headers: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    headers: tuple[str, ...] = attrs.field(default=(), converter=_headers)
     errors: dict[int, str] = attrs.field(factory=dict, converter=_errors)
 
     def __attrs_post_init__(self) -> None:

@@ -96,11 +96,13 @@ async def _build(
     # the relations name the original Donation entity: point them at the copy
     relations = []
     for rel in model.relations:
-        ends = {
-            "source": donation if rel.source is model.donation else rel.source,
-            "target": donation if rel.target is model.donation else rel.target,
-        }
-        relations.append(attrs.evolve(rel, **ends))
+        relations.append(
+            attrs.evolve(
+                rel,
+                source=donation if rel.source is model.donation else rel.source,
+                target=donation if rel.target is model.donation else rel.target,
+            )
+        )
     total = model.dictionaries[0]
     if wrong_callback:
         total = r.Dictionary(

@@ -61,7 +61,9 @@ async def test_two_workers_on_one_port_complete_each_donation_once(
         env = example_env(PORT=str(port), DATABASE_URL=url, WORKERS="2")
         served = await Served.start(env, cwd=tmp_path)
         try:
-            pids = set(re.search(r"pids (\d+), (\d+)\)", served.banner).groups())  # type: ignore[union-attr]
+            banner_pids = re.search(r"pids (\d+), (\d+)\)", served.banner)
+            assert banner_pids is not None, served.banner
+            pids = set(banner_pids.groups())
             assert len(pids) == 2, served.banner
             answered: set[str] = set()
             status, _, pid = await call(base, "/api/auth.register", CREDENTIALS)
@@ -130,7 +132,9 @@ async def test_a_worker_that_dies_stops_the_others_and_the_parent_exits_1(
     async with schema_url(postgres_url) as (_, url):
         env = example_env(PORT=str(free_port()), DATABASE_URL=url, WORKERS="2")
         served = await Served.start(env, cwd=tmp_path)
-        first, second = re.search(r"pids (\d+), (\d+)\)", served.banner).groups()  # type: ignore[union-attr]
+        banner_pids = re.search(r"pids (\d+), (\d+)\)", served.banner)
+        assert banner_pids is not None, served.banner
+        first, second = banner_pids.groups()
         os.kill(int(first), signal.SIGKILL)
         async with asyncio.timeout(60):
             status = await served.process.wait()

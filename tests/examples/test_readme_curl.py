@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs the 
 
 def _readme_tour() -> str:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```sh\n(.*?)```", readme, re.DOTALL)
+    blocks: list[str] = re.findall(r"```sh\n(.*?)```", readme, re.DOTALL)
     tour = [block for block in blocks if block.startswith("BASE=")]
     assert len(tour) == 1, "the README has one curl tour starting with BASE="
     return tour[0]

@@ -223,7 +223,7 @@ async def test_a_duplicate_in_a_batch_leaves_the_transaction_usable_under_postgr
     after it in the same batch (and the commit) must still go through."""
     call, event = api_call_entities("Charge", "ChargeEvent")
     backend = AbortingStorage(SQLiteStorage(":memory:"))
-    controller = r.Controller(backend, [call, event])  # type: ignore[arg-type]
+    controller = r.Controller(backend, [call, event])
     await controller.setup()
     events = IntegrationEvents(controller, event)
     try:
@@ -253,7 +253,7 @@ async def test_a_duplicate_in_a_batch_leaves_the_transaction_usable_under_postgr
 @pytest.fixture
 async def aborting_app() -> AsyncIterator[tuple[r.Controller, IntegrationEvents]]:
     call, event = api_call_entities("Charge", "ChargeEvent")
-    controller = r.Controller(AbortingStorage(SQLiteStorage(":memory:")), [call, event])  # type: ignore[arg-type]
+    controller = r.Controller(AbortingStorage(SQLiteStorage(":memory:")), [call, event])
     await controller.setup()
     yield controller, IntegrationEvents(controller, event)
     await controller.close()

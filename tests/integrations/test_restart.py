@@ -8,7 +8,7 @@ import pytest
 from integrations.testing import FakeProvider, Hold
 
 from .app import call_events, create_greeting, get_call, greeting_value
-from .conftest import MakeApp
+from .conftest import App, MakeApp
 from .helpers import eventually, settled
 from .test_delivery import key_of
 
@@ -63,7 +63,7 @@ async def test_a_handler_rerun_after_its_outcome_was_recorded_changes_nothing(
         assert len(await call_events(second.controller, call_id, kind)) <= 1
 
 
-async def _no_pending(app: object) -> bool:
-    controller = app.controller  # type: ignore[attr-defined]
+async def _no_pending(app: App) -> bool:
+    controller = app.controller
     await controller.drain()
     return not await controller.side_effects.pending()

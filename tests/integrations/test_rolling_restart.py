@@ -109,7 +109,11 @@ async def test_a_rolling_restart_sends_every_call_once(
 
     await eventually(nothing_pending)
     requests = provider.requests_to("run")
-    per_key = Counter(r.idempotency_key for r in requests)
+    keys: list[str] = []
+    for request in requests:
+        assert request.idempotency_key is not None  # every submit carries its key
+        keys.append(request.idempotency_key)
+    per_key = Counter(keys)
     duplicates = sum(n - 1 for n in per_key.values())
     print(
         f"rolling restart: {2 * CALLS} calls ({CALLS} in flight at the restart), "

@@ -40,10 +40,10 @@ from integrations.providers.stripe_payments.fake_server import (
     Drop,
     FakeStripe,
     Hold,
-    Reply,
     server_error,
 )
 from integrations.providers.stripe_payments.fake_wire import decode_form, error_body
+from integrations.testing import Reply
 from tests.conftest import StorageFactory
 
 CALL = "PaymentCall"

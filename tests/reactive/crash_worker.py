@@ -170,4 +170,5 @@ async def main(db: str, journal: str, mode: str, lease: float | None = None) -> 
 
 if __name__ == "__main__":
     lease_seconds = float(sys.argv[4]) if len(sys.argv) > 4 else None
-    asyncio.run(main(*sys.argv[1:4], lease_seconds))
+    db, journal, mode = sys.argv[1:4]
+    asyncio.run(main(db, journal, mode, lease_seconds))

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -108,7 +108,7 @@ class Worker:
             if done(line):
                 return line
 
-    def fail(self, why: str) -> None:
+    def fail(self, why: str) -> NoReturn:
         self.kill()
         pytest.fail(
             f"{why}; worker stdout: {self.lines!r}; stderr:\n{self.stderr_path.read_text()}"

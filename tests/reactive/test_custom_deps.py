@@ -132,7 +132,8 @@ async def test_property_from_own_fields(make: MakeController) -> None:
     row = await c.storage.find_one("Product", {"id": p["id"]}, ["final", "label"])
     assert row == {"id": p["id"], "final": 810, "label": "Laptop: 810"}
     q = await c.storage.create("Product", {"name": "Mouse", "base": 25, "tax": 0.05})
-    assert (await c.storage.find_one("Product", {"id": q["id"]}, ["final"]))["final"] == 26.25
+    mouse = await c.storage.find_one("Product", {"id": q["id"]}, ["final"])
+    assert mouse is not None and mouse["final"] == 26.25
     with pytest.raises(r.ModelError, match=r"computed by Product\.final"):
         await c.storage.update("Product", {"id": p["id"]}, {"final": 1})
     assert (await c.verify()).ok
@@ -173,7 +174,8 @@ async def test_property_from_every_record_and_a_dictionary(make: MakeController)
     rows = await c.storage.find("Account", None, ["share"], order_by={"id": "asc"})
     assert [x["share"] for x in rows] == [3, 1]
     await c.storage.delete("Account", {"id": a["id"]})
-    assert (await c.storage.find_one("Account", {"id": b["id"]}, ["share"]))["share"] == 4
+    left = await c.storage.find_one("Account", {"id": b["id"]}, ["share"])
+    assert left is not None and left["share"] == 4
     assert (await c.verify()).ok
 
 
@@ -400,7 +402,7 @@ def test_bad_declarations_fail_at_construction() -> None:
     with pytest.raises(r.ModelError, match="state must be a dict"):
         r.Custom(lambda deps: 1, data_deps={"x": r.RecordsDep("X")}, state=3)
     with pytest.raises(r.ModelError, match="list of field names"):
-        r.RecordsDep("X", "price")  # type: ignore[arg-type]
+        r.RecordsDep("X", "price")
     with pytest.raises(r.ModelError, match="at least one field"):
         r.OwnFieldsDep([])
 
@@ -494,7 +496,8 @@ def model_of() -> tuple[list[r.Entity], list[r.Relation], list[r.Dictionary]]:
 
     def tally(deps: dict[str, Any], state: dict[str, Any]) -> int:
         state["runs"] += 1
-        return state["runs"]
+        runs: int = state["runs"]
+        return runs
 
     item = r.Entity(
         "Item",

@@ -30,7 +30,7 @@ AUTHORED = "Post_author_authored_User"
 
 
 def above(item: dict[str, Any], deps: dict[str, Any]) -> bool:
-    return (item["price"] or 0) > deps["t"]
+    return bool((item["price"] or 0) > deps["t"])
 
 
 def by_active(item: dict[str, Any]) -> bool:
@@ -183,7 +183,8 @@ async def test_count_follows_a_global_threshold(make: MakeController) -> None:
     # An item change after the threshold moved is judged against the new value.
     post = (await c.storage.find("Post", None, ["price"]))[0]
     await c.storage.update("Post", {"id": post["id"]}, {"price": 101})
-    assert (await c.storage.find_one("User", {"id": alice["id"]}, ["expensive"]))["expensive"] == 1
+    alice_now = await c.storage.find_one("User", {"id": alice["id"]}, ["expensive"])
+    assert alice_now is not None and alice_now["expensive"] == 1
     await check(c)
 
 
@@ -199,6 +200,7 @@ async def test_deep_path_follows_the_author(make: MakeController) -> None:
 
     async def by_active_of_host() -> int:
         found = await c.storage.find_one("User", {"id": host["id"]}, ["by_active"])
+        assert found is not None
         return int(found["by_active"])
 
     assert await by_active_of_host() == 0
@@ -241,6 +243,7 @@ async def test_nested_create_and_same_write_changes(make: MakeController) -> Non
 
     await c.transact(several)
     found = await c.storage.find_one("User", {"id": host["id"]}, ["by_active", "expensive"])
+    assert found is not None
     assert (found["by_active"], found["expensive"]) == (2, 2)
     await check(c)
 
@@ -261,6 +264,7 @@ async def test_added_to_a_model_with_data_the_values_are_backfilled(
     await plain.close()
     c = await make(*model())
     found = await c.storage.find_one("User", {"id": ann["id"]}, ["expensive", "by_active"])
+    assert found is not None
     assert (found["expensive"], found["by_active"]) == (2, 3)
     assert await c.storage.get_dict("n_both") == 2
     await c.storage.set_dict("threshold", 20)
@@ -280,6 +284,7 @@ async def test_verify_recounts_with_the_dictionary_and_the_authors(
         await c.storage.create("Post", {"price": price, "owner": ann, "author": ann})
     assert (await c.verify()).ok
     row = await c.storage.find_one("_Dictionary_", {"key": "threshold"}, ["id"])
+    assert row is not None
     await c.backend.run(lambda s: s.write_internal("_Dictionary_", row["id"], {"value": 20}))
     report = await c.verify()
     wrong = {(d.record, d.id, d.field) for d in report.differences}
@@ -287,6 +292,7 @@ async def test_verify_recounts_with_the_dictionary_and_the_authors(
     assert ("_Dictionary_", "n_above", "value") in wrong
     await c.recompute()
     found = await c.storage.find_one("User", {"id": ann["id"]}, ["expensive", "by_active"])
+    assert found is not None
     assert (found["expensive"], found["by_active"]) == (1, 3)
     await c.backend.run(lambda s: s.write_internal("User", ann["id"], {"status": "idle"}))
     wrong = {(d.record, d.id, d.field) for d in (await c.verify()).differences}
@@ -581,9 +587,8 @@ async def test_an_unlink_waits_for_an_uncommitted_author_change(postgres_url: st
         author = await controller.storage.create("User", {"name": "a", "status": "active"})
         host = await controller.storage.create("User", {"name": "h", "status": "active"})
         post = await controller.storage.create("Post", {"owner": host, "author": author})
-        assert (await controller.storage.find_one("User", {"id": host["id"]}, ["by_active"]))[
-            "by_active"
-        ] == 1
+        before = await controller.storage.find_one("User", {"id": host["id"]}, ["by_active"])
+        assert before is not None and before["by_active"] == 1
         written = threading.Event()
 
         def change(ctx: Any) -> None:
@@ -599,7 +604,7 @@ async def test_an_unlink_waits_for_an_uncommitted_author_change(postgres_url: st
         await controller.storage.update("Post", {"id": post["id"]}, {"author": None})
         await asyncio.to_thread(thread.join)
         stored = await controller.storage.find_one("User", {"id": host["id"]}, ["by_active"])
-        assert stored["by_active"] == 0
+        assert stored is not None and stored["by_active"] == 0
         await check_deep(controller)
     finally:
         await controller.close()

@@ -51,9 +51,9 @@ async def test_the_compiled_model_is_a_frozen_value(make_storage: StorageFactory
         await controller.transact(lookups)
         engine = controller.engine
         with pytest.raises(AttributeError, match="frozen"):
-            engine.schema = engine.schema  # type: ignore[misc]
+            engine.schema = engine.schema
         with pytest.raises(AttributeError, match="frozen"):
-            engine.fresh_state = {}  # type: ignore[attr-defined]
+            engine.fresh_state = {}
         with pytest.raises(TypeError):
             engine.records["Ghost"] = engine.records["Item"]  # type: ignore[index]
         with pytest.raises(TypeError):
@@ -142,7 +142,7 @@ async def test_a_computed_field_whose_read_fails_is_reported_before_any_further_
 
     item = r.Entity("Item", [r.Property("code"), r.Property("shout", computed=shout)])
     backend = AbortingStorage(SQLiteStorage(":memory:"))
-    controller = r.Controller(backend, [item])  # type: ignore[arg-type]
+    controller = r.Controller(backend, [item])
     await controller.setup()
     try:
         created = await controller.storage.create("Item", {"code": "a"})

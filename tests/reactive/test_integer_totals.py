@@ -10,6 +10,7 @@ total outside 64 bits must be refused and leave every record and total as it was
 from __future__ import annotations
 
 import math
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -114,6 +115,7 @@ async def check(controller: r.Controller, ops: list[tuple[str, int, int]]) -> No
         for op, x, value in ops:
             before = await _state(controller)
             proposed = dict(gifts)
+            call: Coroutine[Any, Any, Any]  # create answers the record, update and delete lists
             if op == "create":
                 call = controller.storage.create(
                     "Gift", {"cents": value, "weight": 2, "donor": {"id": donors[x]}}
@@ -138,6 +140,7 @@ async def check(controller: r.Controller, ops: list[tuple[str, int, int]]) -> No
             if fits:
                 result = await call
                 if op == "create":
+                    assert isinstance(result, dict)
                     proposed[result["id"]] = (x, value)
                 gifts = proposed
             else:

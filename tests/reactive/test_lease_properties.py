@@ -18,7 +18,8 @@ import asyncio
 import shutil
 import tempfile
 from collections import Counter
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -26,6 +27,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import reactive as r
 from storage import SQLiteStorage
+
+T = TypeVar("T")
 
 LEASE = 3000.0
 QUEUES = ("a", "b")
@@ -78,7 +81,7 @@ class LeaseMachine(RuleBasedStateMachine):
         await controller.setup()
         return controller
 
-    def _run(self, coroutine: Any) -> Any:
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
 
     def _settle(self) -> None:

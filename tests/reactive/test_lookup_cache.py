@@ -5,13 +5,13 @@ exactly what the database says at each step."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import strategies as st
 
 import reactive as r
-from storage import MatchError
+from storage import MatchError, SQLiteSession
 from tests._backends import on_both_backends
 from tests.conftest import StorageFactory, scratch_storage, sqlite_only
 
@@ -115,7 +115,8 @@ async def test_a_transaction_asks_the_database_once_for_the_same_lookup(
 
     def body(ctx: r.TransactionContext) -> list[Any]:
         call = ctx.storage.create("Call", {"external_id": "task-1", "status": "new"})
-        ctx.session.connection.set_trace_callback(statements.append)
+        session = cast(SQLiteSession, ctx.session)  # sqlite_only
+        session.connection.set_trace_callback(statements.append)
         try:
             answers = [ctx.storage.find_one("Call", {"external_id": "task-1"})]
             ctx.storage.update("Call", {"id": call["id"]}, {"status": "done"})  # not matched on
@@ -124,7 +125,7 @@ async def test_a_transaction_asks_the_database_once_for_the_same_lookup(
             answers.append(ctx.storage.find_one("Call", {"external_id": "task-1"}))
             return answers
         finally:
-            ctx.session.connection.set_trace_callback(None)
+            session.connection.set_trace_callback(None)
 
     try:
         answers, _ = await controller.transact(body)

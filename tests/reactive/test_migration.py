@@ -38,7 +38,9 @@ def db(make_db: DatabaseFactory) -> Database:
     return make_db("main")
 
 
-def blog(*user_props: r.Property, post_props: tuple[r.Property, ...] = ()) -> Any:
+def blog(
+    *user_props: r.Property, post_props: tuple[r.Property, ...] = ()
+) -> tuple[list[r.Entity], list[r.Relation]]:
     user = r.Entity("User", [r.Property("name"), *user_props])
     post = r.Entity("Post", [r.Property("title"), r.Property("score", "number"), *post_props])
     return [user, post], [r.Relation(user, "posts", post, "author", "1:n")]
@@ -86,7 +88,8 @@ async def test_the_issue_example_a_new_count_starts_from_the_stored_data(db: Dat
         s = c.storage
         assert await s.find("User", None, ["n"]) == [{"id": 1, "n": 2}, {"id": 2, "n": 0}]
         await s.create("Post", {"title": "3", "author": {"id": 1}})
-        assert (await s.find_one("User", {"id": 1}, ["n"]))["n"] == 3
+        row = await s.find_one("User", {"id": 1}, ["n"])
+        assert row is not None and row["n"] == 3
         await s.delete("Post", None)
         assert await s.find("User", None, ["n"]) == [{"id": 1, "n": 0}, {"id": 2, "n": 0}]
     finally:
@@ -313,7 +316,8 @@ async def test_renames_keep_the_data(db: Database) -> None:
             ("bob", 0, 0),
         ]
         await c.storage.create("Post", {"title": "x", "author": {"id": 2}})
-        assert (await c.storage.find_one("Person", {"id": 2}, ["post_count"]))["post_count"] == 1
+        row = await c.storage.find_one("Person", {"id": 2}, ["post_count"])
+        assert row is not None and row["post_count"] == 1
         assert (await c.verify()).ok
     finally:
         await c.close()
@@ -410,8 +414,9 @@ async def test_every_aggregate_kind_is_backfilled_with_its_running_state(db: Dat
         assert await s.get_dict("posts_big") == 2
         # later incremental steps start from the right base
         await s.delete("Post", {"score": 1})
-        ada = await s.find_one("User", {"id": 1}, ["avg", "all_big", "w"])
-        assert (ada["avg"], ada["all_big"], ada["w"]) == (2.5, True, 10)
+        later = await s.find_one("User", {"id": 1}, ["avg", "all_big", "w"])
+        assert later is not None
+        assert (later["avg"], later["all_big"], later["w"]) == (2.5, True, 10)
         assert await s.get_dict("total_score") == 5
         assert (await c.verify()).ok
     finally:
@@ -459,9 +464,8 @@ async def test_an_added_transform_derives_rows_and_a_changed_one_updates_them_in
             {"id": 2, "title_upper": "p1", "post_ref": 2},
         ]
         await c.storage.update("Post", {"id": 1}, {"title": "New"})
-        assert (await c.storage.find_one("Summary", {"id": 1}, ["title_upper"]))[
-            "title_upper"
-        ] == "new"
+        row = await c.storage.find_one("Summary", {"id": 1}, ["title_upper"])
+        assert row is not None and row["title_upper"] == "new"
     finally:
         await c.close()
 
@@ -487,9 +491,11 @@ async def test_a_state_machine_added_to_existing_records(db: Database) -> None:
         rows = await c.storage.find("Post", None, ["score", "level"], order_by={"id": "asc"})
         assert [p["level"] for p in rows] == ["low", "high", "high"]
         await c.storage.update("Post", {"id": 1}, {"score": 9})
-        assert (await c.storage.find_one("Post", {"id": 1}, ["level"]))["level"] == "high"
+        row = await c.storage.find_one("Post", {"id": 1}, ["level"])
+        assert row is not None and row["level"] == "high"
         new = await c.storage.create("Post", {"title": "n", "score": 5})
-        assert (await c.storage.find_one("Post", {"id": new["id"]}, ["level"]))["level"] == "low"
+        row = await c.storage.find_one("Post", {"id": new["id"]}, ["level"])
+        assert row is not None and row["level"] == "low"
     finally:
         await c.close()
 
@@ -572,11 +578,13 @@ async def test_a_changed_callback_is_recomputed(db: Database) -> None:
         )
 
     c = await open_controller(db, *blog(big(2)))
-    assert (await c.storage.find_one("User", {"id": 1}, ["big"]))["big"] == 2
+    row = await c.storage.find_one("User", {"id": 1}, ["big"])
+    assert row is not None and row["big"] == 2
     await c.close()
     c = await open_controller(db, *blog(big(3)))
     try:
-        assert (await c.storage.find_one("User", {"id": 1}, ["big"]))["big"] == 1
+        row = await c.storage.find_one("User", {"id": 1}, ["big"])
+        assert row is not None and row["big"] == 1
     finally:
         await c.close()
 
@@ -640,7 +648,8 @@ async def test_verify_reports_exactly_the_values_edited_behind_the_engines_back(
         assert {d.field for d in (await c.verify()).differences} == {"_s_bound_count", "value"}
         await c.recompute(batch_size=1)
         assert (await c.verify()).ok
-        assert (await c.storage.find_one("User", {"id": 2}, ["n"]))["n"] == 0
+        row = await c.storage.find_one("User", {"id": 2}, ["n"])
+        assert row is not None and row["n"] == 0
     finally:
         await c.close()
 
@@ -749,7 +758,8 @@ async def test_a_removed_computation_leaves_its_values_as_data(db: Database) -> 
         assert await c.storage.find("User", None, ["n"]) == [{"id": 1, "n": 2}, {"id": 2, "n": 0}]
         assert await db.columns("User") == ["id", "name", "n"]  # its running totals are gone
         await c.storage.update("User", {"id": 1}, {"n": 40})  # a plain field now
-        assert (await c.storage.find_one("User", {"id": 1}, ["n"]))["n"] == 40
+        row = await c.storage.find_one("User", {"id": 1}, ["n"])
+        assert row is not None and row["n"] == 40
     finally:
         await c.close()
 

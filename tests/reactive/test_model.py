@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,17 +217,17 @@ def test_property_with_default_and_aggregate_computation_is_a_model_error() -> N
     [
         lambda: r.Entity("1bad"),
         lambda: r.Entity("has space"),
-        lambda: r.Property("x", "decimal"),
+        lambda: r.Property("x", "decimal"),  # type: ignore[arg-type]
         lambda: r.Property("bad-name"),
         lambda: r.Entity("E", [r.Property("id")]),
         lambda: r.Entity("E", [r.Property("a"), r.Property("a")]),
         lambda: r.Property("x", computed=lambda rec: 1, computation=r.Count(property="p")),
-        lambda: r.Dictionary("d", "decimal"),
+        lambda: r.Dictionary("d", "decimal"),  # type: ignore[arg-type]
     ],
 )
-def test_invalid_declarations_are_model_errors(build: object) -> None:
+def test_invalid_declarations_are_model_errors(build: Callable[[], object]) -> None:
     with pytest.raises(r.ModelError):
-        build()  # type: ignore[operator]
+        build()
 
 
 def test_controller_rejects_duplicates_and_dangling_relations() -> None:
@@ -373,7 +374,7 @@ def test_symmetric_relation_must_be_many_to_many() -> None:
     with pytest.raises(r.ModelError):
         r.Relation(user, "a", user, "b", "1:n", symmetric=True)
     with pytest.raises(r.ModelError):
-        r.Relation(user, "a", user, "b", "2:n")
+        r.Relation(user, "a", user, "b", "2:n")  # type: ignore[arg-type]
 
 
 async def test_deleting_an_entity_deletes_its_links_first_and_keeps_the_other_end(

@@ -268,7 +268,7 @@ async def test_a_merged_view_keeps_a_field_non_null_in_one_input_only(
     ("build", "fragment"),
     [
         (lambda: doc_model(r.NonNullConstraint("titel")), "Doc: non-null constraint names 'titel'"),
-        (lambda: r.NonNullConstraint(["title"]), "one property name"),
+        (lambda: r.NonNullConstraint(["title"]), "one property name"),  # type: ignore[arg-type]
         (
             lambda: r.Entity(
                 "D",

@@ -862,10 +862,10 @@ class EngineMachine(RuleBasedStateMachine):
         # Transform rows are updated in place: a (source, position) keeps its id.
         summary_ids = {(s["post_ref"], s["part"]): s["id"] for s in snap.summaries}
         if self.check_ids:
-            for key, row_id in summary_ids.items():
-                before = self.summary_ids.get(key)
+            for ref, row_id in summary_ids.items():
+                before = self.summary_ids.get(ref)
                 if before is not None and before != row_id:
-                    problems.append(f"PostSummary for {key} changed id {before} -> {row_id}")
+                    problems.append(f"PostSummary for {ref} changed id {before} -> {row_id}")
         assert not problems, "\n".join(problems)
         self.summary_ids = summary_ids
         self.check_ids = True
@@ -1008,7 +1008,8 @@ async def test_change_age_and_add_like_in_one_update(make_storage: StorageFactor
         u = await s.create("User", {"age": 10})
         liked = [{"id": p["id"], "&": {"weight": 1}}]
         await s.update("User", {"id": u["id"]}, {"age": 20, "liked": liked})
-        assert (await s.find_one("Post", {"id": p["id"]}, ["weighted"]))["weighted"] == 20
+        weighted = await s.find_one("Post", {"id": p["id"]}, ["weighted"])
+        assert weighted is not None and weighted["weighted"] == 20
     finally:
         await controller.close()
 

@@ -15,8 +15,8 @@ Pruning and readers under any interleaving are tested on the storage primitives
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, cast
 
 import pytest
 
@@ -106,7 +106,17 @@ async def settle() -> None:
     await asyncio.sleep(0.6)
 
 
-def shape(events: list[r.MutationEvent]) -> list[tuple[str, str, Any]]:
+def collect(into: list[r.OutboxEvent]) -> Callable[[r.MutationEvent], None]:
+    """A mutations subscriber appending to ``into``: with the outbox on, ``mutations`` delivers
+    :class:`reactive.OutboxEvent` (typed as its base, :class:`reactive.MutationEvent`)."""
+
+    def append(event: r.MutationEvent) -> None:
+        into.append(cast(r.OutboxEvent, event))
+
+    return append
+
+
+def shape(events: Sequence[r.MutationEvent]) -> list[tuple[str, str, Any]]:
     return [(e.record_name, e.type, e.record) for e in events]
 
 
@@ -114,7 +124,7 @@ async def test_stream_delivers_each_committed_event_once_in_outbox_order(make: M
     c = await make()
     seen: list[r.OutboxEvent] = []
     updates: list[r.MutationEvent] = []
-    c.mutations.subscribe(seen.append)  # type: ignore[arg-type]
+    c.mutations.subscribe(collect(seen))
     c.stream("Item", "update").subscribe(updates.append)
 
     committed: list[r.MutationEvent] = []
@@ -122,9 +132,11 @@ async def test_stream_delivers_each_committed_event_once_in_outbox_order(make: M
     committed += a.effects
     item_id = a.data["id"]
     for n in range(2, 5):
-        _, events = await c.transact(
-            lambda ctx, n=n: ctx.storage.update("Item", {"id": item_id}, {"n": n})
-        )
+
+        def set_n(ctx: r.TransactionContext, n: int = n) -> list[dict[str, Any]]:
+            return ctx.storage.update("Item", {"id": item_id}, {"n": n})
+
+        _, events = await c.transact(set_n)
         committed += events
     _, events = await c.transact(lambda ctx: ctx.storage.delete("Item", {"id": item_id}))
     committed += events
@@ -167,15 +179,17 @@ async def test_two_controllers_on_one_database_deliver_the_same_sequence(make: M
     first = await make()
     second = await make()  # the same database through another storage (connection or pool)
     got: dict[str, list[r.OutboxEvent]] = {"first": [], "second": []}
-    first.mutations.subscribe(got["first"].append)  # type: ignore[arg-type]
-    second.mutations.subscribe(got["second"].append)  # type: ignore[arg-type]
+    first.mutations.subscribe(collect(got["first"]))
+    second.mutations.subscribe(collect(got["second"]))
 
     async def writes(c: r.Controller, tag: str) -> int:
         events = 0
         for n in range(15):
-            _, committed = await c.transact(
-                lambda ctx, n=n: ctx.storage.create("Item", {"n": n, "tag": tag})
-            )
+
+            def create(ctx: r.TransactionContext, n: int = n) -> dict[str, Any]:
+                return ctx.storage.create("Item", {"n": n, "tag": tag})
+
+            _, committed = await c.transact(create)
             events += len(committed)
         return events
 
@@ -278,14 +292,16 @@ async def test_a_new_follower_delivers_only_what_commits_after_it_started(make: 
 
     first = await make()
     got_first: list[r.OutboxEvent] = []
-    first.mutations.subscribe(got_first.append)  # type: ignore[arg-type]
+    first.mutations.subscribe(collect(got_first))
 
     async def creates(c: r.Controller, tag: str, n: int) -> int:
         events = 0
         for i in range(n):
-            _, committed = await c.transact(
-                lambda ctx, i=i: ctx.storage.create("Item", {"n": i, "tag": tag})
-            )
+
+            def create(ctx: r.TransactionContext, i: int = i) -> dict[str, Any]:
+                return ctx.storage.create("Item", {"n": i, "tag": tag})
+
+            _, committed = await c.transact(create)
             events += len(committed)
         return events
 
@@ -297,7 +313,7 @@ async def test_a_new_follower_delivers_only_what_commits_after_it_started(make: 
         before = await creates(first, "before", 4)
         second = await make()  # its follower starts while the "before" rows are not final
         got: list[r.OutboxEvent] = []
-        second.mutations.subscribe(got.append)  # type: ignore[arg-type]
+        second.mutations.subscribe(collect(got))
         after = await creates(first, "after", 3) + await creates(second, "after", 3)
         await asyncio.sleep(0.3)  # both followers looked while the horizon was held back
         assert got == []
@@ -448,7 +464,7 @@ async def test_bad_input_is_refused_with_the_thing_at_fault(
         await plain.outbox_reader("r")
     for option, value in (("outbox", "yes"), ("outbox_poll", 0), ("outbox_poll", True)):
         with pytest.raises(r.ModelError, match=option):
-            r.Controller(make_storage(str(tmp_path / "x.db")), **{option: value})
+            r.Controller(make_storage(str(tmp_path / "x.db")), **{option: value})  # type: ignore[arg-type]
 
     class NoOutbox:
         """A storage without the outbox face."""

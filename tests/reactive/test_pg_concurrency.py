@@ -252,7 +252,8 @@ async def test_data_deps_customs_and_event_transforms_under_concurrent_writes(
 
     def runs(deps: dict[str, Any], state: dict[str, Any]) -> int:
         state["runs"] += 1
-        return state["runs"]
+        count: int = state["runs"]
+        return count
 
     post, hit = _post_model(
         seen=r.Custom(

@@ -79,9 +79,11 @@ async def test_initial_state_and_transitions_by_interaction(make: MakeController
     assert result.error is None
     assert await statuses(c) == {"a": "paid", "b": "pending"}
     updates = [e for e in result.effects if e.record_name == "Order"]
-    assert [(e.type, e.record["status"], e.old_record["status"]) for e in updates] == [  # type: ignore[index]
-        ("update", "paid", "pending")
-    ]
+    changes = []
+    for e in updates:
+        assert e.old_record is not None
+        changes.append((e.type, e.record["status"], e.old_record["status"]))
+    assert changes == [("update", "paid", "pending")]
 
     # Ship only moves records in "paid"
     await c.dispatch("Ship", payload={"order": {"id": a["id"]}})

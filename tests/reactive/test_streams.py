@@ -84,7 +84,8 @@ async def test_mutations_in_commit_order_for_dispatch_and_storage_writes(
     )
     assert kinds(seen[third:fourth]) == [("Post", "update")]
     assert seen[third].record == {"id": post["id"], "title": "p2"}
-    assert seen[third].old_record is not None and seen[third].old_record["title"] == "p"
+    old = seen[third].old_record
+    assert old is not None and old["title"] == "p"
     assert seen[third].keys == ("title",)
     assert kinds(seen[fourth:]) == [("User_posts_author_Post", "delete"), ("User", "delete")]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +18,8 @@ import reactive as r
 from reactive.testing import strategies
 from reactive.testing.steps import Create, Delete, Update
 from storage import SQLiteStorage
+
+T = TypeVar("T")
 
 user = r.Entity("User", [r.Property("name"), r.Property("age", "integer")])
 post = r.Entity(
@@ -67,16 +69,16 @@ class App:
         await c.storage.create("Post", {"title": "p"})
         return c
 
-    def run(self, coroutine: Any) -> Any:
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
 
     def existing(self) -> dict[str, list[Any]]:
         return self.run(
             strategies.existing_ids(self.controller, ["User", "Post", likes.relation_name])
-        )  # type: ignore[no-any-return]
+        )
 
     def events(self) -> int:
-        return self.run(self.controller.storage.count(r.INTERACTION_EVENT))  # type: ignore[no-any-return]
+        return self.run(self.controller.storage.count(r.INTERACTION_EVENT))
 
 
 @pytest.fixture
@@ -102,6 +104,7 @@ def test_drawn_payloads_are_accepted_as_drawn(app: App) -> None:
                 r.INTERACTION_EVENT, {"id": result.data["id"]}, ["payload"]
             )
         )
+        assert event is not None
         stored = event["payload"]
         assert stored["stars"] == payload["stars"] and 1 <= stored["stars"] <= 5
         if "at" in payload:

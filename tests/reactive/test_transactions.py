@@ -215,7 +215,8 @@ async def test_a_failure_in_a_dispatch_stores_nothing_and_later_writes_work(
 
     result = await c.dispatch(add, payload={"name": "x", "price": 1, "stock": 0})
     assert result.error is not None and result.error.code == "computation_error"
-    assert result.error.details == {"computation": result.error.cause.computation}  # type: ignore[union-attr]
+    assert isinstance(result.error.cause, r.ComputationError)
+    assert result.error.details == {"computation": result.error.cause.computation}
     assert await snapshot(c) == before
 
     # the engine keeps working after a rolled-back write
@@ -286,13 +287,17 @@ async def test_many_steps_on_one_host_in_one_transaction_each_see_the_last(
         seen = []
         for _ in range(3):
             ctx.storage.create(link, {"source": {"id": post}, "target": {"id": fan}})
-            seen.append(ctx.storage.find_one("Post", {"id": post}, ["likes"])["likes"])
+            found = ctx.storage.find_one("Post", {"id": post}, ["likes"])
+            assert found is not None
+            seen.append(found["likes"])
         with pytest.raises(RuntimeError), ctx.storage.savepoint():
             ctx.storage.create(link, {"source": {"id": post}, "target": {"id": fan}})
             raise RuntimeError("undo")
         ctx.storage.create(link, {"source": {"id": post}, "target": {"id": fan}})
         ctx.storage.delete(link, {"id": 1})
-        seen.append(ctx.storage.find_one("Post", {"id": post}, ["likes"])["likes"])
+        found = ctx.storage.find_one("Post", {"id": post}, ["likes"])
+        assert found is not None
+        seen.append(found["likes"])
         return seen
 
     try:

@@ -176,7 +176,7 @@ def test_transform_declaration_errors() -> None:
     with pytest.raises(r.ModelError):
         r.Transform(order, "not callable")  # type: ignore[arg-type]
     with pytest.raises(r.ModelError):
-        r.Transform(order, lambda o: None, attribute_query="code")  # type: ignore[arg-type]
+        r.Transform(order, lambda o: None, attribute_query="code")
     bad_field = r.Entity(
         "Out", [r.Property("x")], computation=r.Transform(order, lambda o: None, ["missing"])
     )

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import reactive as r
 from reactive.handles.triggers import TriggerIndex, matches
-from storage import MutationEvent
+from storage import MutationEvent, MutationType
 
 FIELDS = ["kind", "status", "n"]
 VALUES = st.one_of(
@@ -32,7 +32,7 @@ def patterns(shared: bool) -> st.SearchStrategy[dict[str, Any] | None]:
     return st.builds(lambda rest, status: {**rest, "status": status}, free, st.sampled_from("abc"))
 
 
-def triggers(event_type: str, shared: bool) -> st.SearchStrategy[list[r.Trigger]]:
+def triggers(event_type: MutationType, shared: bool) -> st.SearchStrategy[list[r.Trigger]]:
     # keys= (fields the update must write) exists for update triggers only.
     keys = st.lists(st.sampled_from(FIELDS), min_size=1, max_size=2, unique=True)
     keyed = st.builds(
@@ -47,7 +47,7 @@ def records() -> st.SearchStrategy[dict[str, Any]]:
     return st.dictionaries(st.sampled_from(FIELDS), VALUES).map(lambda d: {"id": 1, **d})
 
 
-def events(event_type: str) -> st.SearchStrategy[MutationEvent]:
+def events(event_type: MutationType) -> st.SearchStrategy[MutationEvent]:
     if event_type != "update":
         return records().map(lambda rec: MutationEvent("Thing", event_type, rec))
     return st.builds(
@@ -62,7 +62,7 @@ def events(event_type: str) -> st.SearchStrategy[MutationEvent]:
 @settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_the_index_matches_exactly_what_a_full_scan_matches(data: st.DataObject) -> None:
-    event_type = data.draw(st.sampled_from(["create", "update", "delete"]))
+    event_type: MutationType = data.draw(st.sampled_from(["create", "update", "delete"]))
     declared = data.draw(triggers(event_type, shared=data.draw(st.booleans())))
     event = data.draw(events(event_type))
     index = TriggerIndex([(trigger, position) for position, trigger in enumerate(declared)])

@@ -18,6 +18,7 @@ was missed (a badge missing, or a stale label, about one run in two).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -69,7 +70,9 @@ def _merged() -> list[r.Entity]:
     return [person, company, customer, badge]
 
 
-CASES = {
+CASES: dict[
+    str, tuple[Callable[[], list[r.Entity]], str, list[dict[str, Any]], dict[str, Any], list[str]]
+] = {
     # (model, the record written, its creates, the concurrent write, the labels at the end)
     "filtered": (
         _filtered,

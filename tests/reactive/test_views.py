@@ -661,8 +661,8 @@ async def test_adding_a_view_needs_no_table_and_an_aggregate_over_it_starts_from
 ) -> None:
     user, _ = users_model()
     c = await make([user], path="evolve")
-    for i, active in enumerate([True, False, True]):
-        await c.storage.create("User", {"name": f"u{i}", "active": active, "salary": 10 * i})
+    for i, is_active in enumerate([True, False, True]):
+        await c.storage.create("User", {"name": f"u{i}", "active": is_active, "salary": 10 * i})
     await c.close()
 
     user, active = users_model()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
+from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
@@ -14,10 +15,10 @@ from reactive import server
 
 def _set_key_from(module_name: str, key: str) -> None:
     """Set ``request[key]`` from code whose module is ``module_name`` (as warnings see it)."""
-    namespace = {"__name__": module_name}
+    namespace: dict[str, Any] = {"__name__": module_name}
     source = "def put(request, key):\n    request[key] = 1\n"
     exec(compile(source, f"<{module_name}>", "exec"), namespace)
-    namespace["put"](make_mocked_request("POST", "/x"), key)  # type: ignore[operator]
+    namespace["put"](make_mocked_request("POST", "/x"), key)
 
 
 def test_only_keys_set_by_the_application_are_warned_about() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -137,7 +137,7 @@ async def test_health_and_reads_answer_while_a_write_waits_for_another_process(
 @sqlite_only("PostgresStorage sets no lock_timeout: a write waits until the lock is released")
 async def test_a_lock_held_past_busy_timeout_answers_503_with_retry_after(serve: Serve) -> None:
     controller, client = await serve(busy_timeout=0.3)
-    path = controller.backend.path
+    path = cast(SQLiteStorage, controller.backend).path  # sqlite_only
     async with LockHolder(path) as holder:
         for response in (
             await _add_note(client),

@@ -12,6 +12,7 @@ import pytest
 
 from storage import NotSetUpError, SQLiteStorage, StorageError
 from storage.sqlite import aio
+from storage.sqlite.storage import Executor
 from tests.storage.conftest import blog_schema
 
 
@@ -24,11 +25,11 @@ from tests.storage.conftest import blog_schema
 )
 @pytest.mark.parametrize("executor", ["loop", "thread"])
 async def test_an_aiosqlite_without_the_internals_is_refused_at_setup(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, internal: str, named: str, executor: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, internal: str, named: str, executor: Executor
 ) -> None:
     monkeypatch.delattr(aiosqlite.Connection, internal)
     path = tmp_path / "refused.db"
-    storage = SQLiteStorage(str(path), executor=executor)  # type: ignore[arg-type]
+    storage = SQLiteStorage(str(path), executor=executor)
     with pytest.raises(StorageError) as info:
         await storage.setup(blog_schema())
     message = str(info.value)
@@ -51,9 +52,9 @@ async def test_a_connection_without_a_worker_thread_is_refused(tmp_path: Path) -
 
 @pytest.mark.parametrize("executor", ["loop", "thread"])
 async def test_transactions_run_on_the_loop_or_as_one_job_on_a_daemon_worker(
-    tmp_path: Path, executor: str
+    tmp_path: Path, executor: Executor
 ) -> None:
-    storage = SQLiteStorage(str(tmp_path / "ok.db"), executor=executor)  # type: ignore[arg-type]
+    storage = SQLiteStorage(str(tmp_path / "ok.db"), executor=executor)
     await storage.setup(blog_schema())
     try:
         loop_thread = threading.get_ident()

@@ -33,6 +33,7 @@ from storage import (
     StorageError,
     TotalRangeError,
     UnknownFieldError,
+    WriteResult,
 )
 from tests._backends import on_both_backends
 from tests.conftest import dispose_postgres, open_postgres, scratch_storage
@@ -153,11 +154,11 @@ async def test_every_and_any_follow_their_totals(store: Storage) -> None:
     derived = {k: DERIVED[k] for k in ("some", "all", "all_ne")}
     seen = []
     for total, count in [(1, 1), (0, 1), (-1, 0), (0, -1)]:
-        result = await store.run(
-            lambda s, t=total, c=count: s.apply_deltas(
-                "Host", host_id, {"total": t, "count": c}, derived
-            )
-        )
+
+        def bump(s: Session, t: int = total, c: int = count) -> WriteResult:
+            return s.apply_deltas("Host", host_id, {"total": t, "count": c}, derived)
+
+        result = await store.run(bump)
         record = result.records[0]
         seen.append((record["total"], record["count"], record["some"], record["all"]))
         assert record["all_ne"] == (record["total"] == record["count"] > 0)
@@ -250,7 +251,13 @@ async def test_bad_input_is_refused_before_anything_is_written(store: Storage) -
     ]
     for error, deltas, derived in cases:
         with pytest.raises(error):
-            await store.run(lambda s, d=deltas, v=derived: s.apply_deltas("Host", host_id, d, v))
+
+            def apply(
+                s: Session, d: dict[str, Any] = deltas, v: dict[str, Derived] = derived
+            ) -> WriteResult:
+                return s.apply_deltas("Host", host_id, d, v)
+
+            await store.run(apply)
     row = await _row(store, host_id)
     assert (row["total"], row["count"], row["units"]) == (1, 1, 3)
 
@@ -296,11 +303,11 @@ async def _sequence(backend: str, steps: list[tuple[Any, int]]) -> None:
         slack = 0.0
         previous: dict[str, Any] | None = None
         for delta, count_delta in steps:
-            result = await store.run(
-                lambda s, d=delta, c=count_delta: s.apply_deltas(
-                    "Host", host_id, {"total": d, "count": c}, DERIVED
-                )
-            )
+
+            def step(s: Session, d: Any = delta, c: int = count_delta) -> WriteResult:
+                return s.apply_deltas("Host", host_id, {"total": d, "count": c}, DERIVED)
+
+            result = await store.run(step)
             if delta == 0 and count_delta == 0:
                 assert result.events == []
                 continue

@@ -13,9 +13,11 @@ from storage import (
     MissingReferenceError,
     MutationEvent,
     PostgresStorage,
+    SQLiteSession,
     SQLiteStorage,
     StorageError,
     UniqueViolationError,
+    WriteResult,
 )
 
 from .conftest import blog_schema
@@ -367,29 +369,37 @@ async def test_statements_worked_out_per_payload_shape_stay_right_when_the_cache
     from storage.sql import plans
 
     monkeypatch.setattr(plans, "SHAPES_KEPT", 2)
-    shapes = [{"name": "a"}, {"age": 1}, {"name": "b", "age": 2}, {"age": 3, "name": "c"}]
-    ids = []
+    shapes: list[dict[str, Any]] = [
+        {"name": "a"},
+        {"age": 1},
+        {"name": "b", "age": 2},
+        {"age": 3, "name": "c"},
+    ]
+    ids: list[int] = []
     for data in shapes * 2:
         result = await storage.create("User", {**data, "name": f"{data.get('name')}{len(ids)}"})
         ids.append(created_id(result))
         assert len(storage._statements.shapes) <= 2
     for record_id in ids:
-        await storage.run(
-            lambda tx, i=record_id: tx.update_record(
+
+        def age(tx: SQLiteSession, i: int = record_id) -> WriteResult:
+            return tx.update_record(
                 "User", tx.snapshot("User", i) or {}, {"age": i * 10, "active": True}
             )
-        )
+
+        await storage.run(age)
     found = await storage.find("User", None, ["name", "age", "active"], order_by={"id": "asc"})
     assert [(u["name"], u["age"], u["active"]) for u in found] == [
         (f"{data.get('name')}{n}", ids[n] * 10, True) for n, data in enumerate(shapes * 2)
     ]
     for round in range(2):
-        for data in [
+        posts: list[dict[str, Any]] = [
             {"title": "p", "author": {"id": ids[0]}},
             {"title": "q", "author": {"name": f"nested{round}"}},
             {"author": {"id": ids[1]}, "title": "r", "score": 2},
             {"title": "s", "tags": [{"label": "t"}]},
-        ]:
+        ]
+        for data in posts:
             await storage.create("Post", data)
             assert len(storage._statements.shapes) <= 2
     found = await storage.find(

@@ -39,6 +39,7 @@ async def _ada_with_everything(storage: SQLiteStorage) -> tuple[int, int]:
 async def test_links_go_with_the_record(storage: SQLiteStorage) -> None:
     ada, friend = await _ada_with_everything(storage)
     snapshot = await storage.find_one("User", {"id": ada}, ["*"])
+    assert snapshot is not None
     result = await storage.delete("User", {"id": ada})
     assert result.records == [snapshot]
     # first every link of the record (full snapshots with endpoints), then the record

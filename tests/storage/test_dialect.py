@@ -126,7 +126,7 @@ async def test_the_standard_dialect_rendered_every_statement(tmp_path: Path) -> 
 
 def test_literals_come_from_the_dialect() -> None:
     schema = blog_schema()
-    empty_or = MatchExp("or", ())
+    empty_or = MatchExp("or", children=())
     membership = MatchExp.atom("name", "in", [None])
     for dialect, true, false in ((SQLITE, "1", "0"), (STANDARD, "TRUE", "FALSE")):
         compiler = MatchCompiler(schema, dialect)

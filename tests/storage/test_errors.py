@@ -473,7 +473,7 @@ CASES = [
         "bad-operator-word",
     ),
     case(
-        lambda s: s.find("User", MatchExp.atom("age", 5, 1)),
+        lambda s: s.find("User", MatchExp.atom("age", 5, 1)),  # type: ignore[arg-type]
         MatchError,
         None,
         None,
@@ -569,7 +569,7 @@ CASES = [
         "empty-segment",
     ),
     case(
-        lambda s: s.find("User", [("name", "=", "ada")]),
+        lambda s: s.find("User", [("name", "=", "ada")]),  # type: ignore[arg-type]
         MatchError,
         None,
         None,
@@ -577,7 +577,7 @@ CASES = [
         "match-a-list",
     ),
     case(
-        lambda s: s.find("User", MatchExp.atom("name", "=", "a") & None),
+        lambda s: s.find("User", MatchExp.atom("name", "=", "a") & None),  # type: ignore[operator]
         MatchError,
         None,
         None,
@@ -747,7 +747,7 @@ CASES = [
         "id-in-update",
     ),
     case(
-        lambda s: s.create("User", ["name"]),
+        lambda s: s.create("User", ["name"]),  # type: ignore[arg-type]
         InvalidDataError,
         "User",
         None,
@@ -755,7 +755,7 @@ CASES = [
         "payload-a-list",
     ),
     case(
-        lambda s: s.create("User", None),
+        lambda s: s.create("User", None),  # type: ignore[arg-type]
         InvalidDataError,
         "User",
         None,
@@ -763,7 +763,7 @@ CASES = [
         "payload-none",
     ),
     case(
-        lambda s: s.create("User", "ada"),
+        lambda s: s.create("User", "ada"),  # type: ignore[arg-type]
         InvalidDataError,
         "User",
         None,
@@ -771,7 +771,7 @@ CASES = [
         "payload-a-string",
     ),
     case(
-        lambda s: s.update("User", {"id": 1}, [("age", 1)]),
+        lambda s: s.update("User", {"id": 1}, [("age", 1)]),  # type: ignore[arg-type]
         InvalidDataError,
         "User",
         None,
@@ -829,10 +829,20 @@ CASES = [
         "offset-negative",
     ),
     case(
-        lambda s: s.find("User", None, limit=1.5), QueryError, "User", None, "limit", "limit-float"
+        lambda s: s.find("User", None, limit=1.5),  # type: ignore[arg-type]
+        QueryError,
+        "User",
+        None,
+        "limit",
+        "limit-float",
     ),
     case(
-        lambda s: s.find("User", None, limit="3"), QueryError, "User", None, "limit", "limit-string"
+        lambda s: s.find("User", None, limit="3"),  # type: ignore[arg-type]
+        QueryError,
+        "User",
+        None,
+        "limit",
+        "limit-string",
     ),
     case(
         lambda s: s.find("User", None, limit=True), QueryError, "User", None, "limit", "limit-bool"
@@ -846,7 +856,7 @@ CASES = [
         "offset-too-big",
     ),
     case(
-        lambda s: s.find("User", None, order_by=["name"]),
+        lambda s: s.find("User", None, order_by=["name"]),  # type: ignore[arg-type]
         QueryError,
         "User",
         None,
@@ -870,7 +880,7 @@ CASES = [
         "attribute-query-a-string",
     ),
     case(
-        lambda s: s.find("User", None, {"name": True}),
+        lambda s: s.find("User", None, {"name": True}),  # type: ignore[arg-type]
         QueryError,
         "User",
         None,

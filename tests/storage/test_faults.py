@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from storage import NotSetUpError, SQLiteSession, SQLiteStorage, StorageError
+from storage.sqlite.storage import Executor
 
 from .conftest import blog_schema
 
@@ -30,10 +31,10 @@ def _fill(tx: SQLiteSession) -> None:
 
 @pytest.mark.parametrize("executor", ["loop", "thread"])
 async def test_a_full_disk_is_a_storage_error_with_sqlites_reason(
-    tmp_path: Path, executor: str
+    tmp_path: Path, executor: Executor
 ) -> None:
     path = str(tmp_path / "full.db")
-    storage = SQLiteStorage(path, executor=executor, max_size=64 * 1024)  # type: ignore[arg-type]
+    storage = SQLiteStorage(path, executor=executor, max_size=64 * 1024)
     await storage.setup(blog_schema())
     try:
         await storage.create("User", {"name": "kept"})

@@ -378,7 +378,7 @@ async def test_order_by_paths_that_cannot_order(storage: SQLiteStorage) -> None:
     with pytest.raises(QueryError, match="direction"):
         await storage.find("Post", None, order_by={"author.name": "sideways"})
     with pytest.raises(QueryError, match="direction"):
-        await storage.find("Post", None, order_by={"author.name": ["asc"]})
+        await storage.find("Post", None, order_by={"author.name": ["asc"]})  # type: ignore[dict-item]
 
 
 async def test_without_order_by_records_come_in_id_order(storage: SQLiteStorage) -> None:

@@ -56,6 +56,7 @@ async def account(make: PostgresFactory, **options: Any) -> tuple[PostgresStorag
     store = await make(concurrent_writes=True, **options)
     await store.setup(SCHEMA)
     created = await store.create("Account", {"balance": 10})
+    assert created.record is not None
     return store, created.record["id"]
 
 

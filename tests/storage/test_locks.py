@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import SQLiteSession, SQLiteStorage, StorageBusyError, StorageError
+from storage.sqlite.storage import Executor
 
 from .conftest import blog_schema
 from .lock_holder import LockHolder
@@ -86,10 +87,10 @@ async def test_many_writes_waiting_for_the_lock_all_land_once(tmp_path: Path) ->
 
 @pytest.mark.parametrize("executor", ["loop", "thread"])
 async def test_a_lock_held_past_busy_timeout_is_a_storage_busy_error(
-    tmp_path: Path, executor: str
+    tmp_path: Path, executor: Executor
 ) -> None:
     path = str(tmp_path / "busy.db")
-    storage = SQLiteStorage(path, executor=executor, busy_timeout=0.3)  # type: ignore[arg-type]
+    storage = SQLiteStorage(path, executor=executor, busy_timeout=0.3)
     await storage.setup(blog_schema())
     try:
         async with LockHolder(path) as holder:
@@ -128,13 +129,13 @@ async def test_busy_timeout_zero_gives_up_at_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("executor", ["loop", "thread"])
 async def test_a_body_that_meets_busy_midway_runs_again_whole(
-    tmp_path: Path, executor: str
+    tmp_path: Path, executor: Executor
 ) -> None:
     """A read transaction that turns into a write after another connection committed gets
     SQLITE_BUSY (its snapshot is stale) after its first statements ran: it is rolled back and
     the body run again whole, on a fresh snapshot."""
     path = str(tmp_path / "midway.db")
-    storage = SQLiteStorage(path, executor=executor, busy_timeout=30)  # type: ignore[arg-type]
+    storage = SQLiteStorage(path, executor=executor, busy_timeout=30)
     await storage.setup(blog_schema())
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     runs: list[int] = []
@@ -178,14 +179,14 @@ _STEPS = st.lists(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=_STEPS, executor=st.sampled_from(["loop", "thread"]))
 def test_writes_around_a_lock_taken_and_released_at_random_land_exactly_once(
-    steps: list[tuple[str, int]], executor: str
+    steps: list[tuple[str, int]], executor: Executor
 ) -> None:
     """Writes started while a second connection takes and releases the write lock at random
     points: none commits while the lock is held, and in the end each has landed exactly once
     (a write run again after a busy attempt is never written twice)."""
 
     async def scenario(path: str) -> None:
-        storage = SQLiteStorage(path, executor=executor, busy_timeout=60)  # type: ignore[arg-type]
+        storage = SQLiteStorage(path, executor=executor, busy_timeout=60)
         await storage.setup(blog_schema())
         other = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
         writes: list[asyncio.Task[Any]] = []

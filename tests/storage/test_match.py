@@ -104,12 +104,14 @@ def oracle(value: Any, op: str, operand: Any) -> bool:
         return value is not None and _like(operand).fullmatch(value) is not None
     if value is None:
         return False
-    return {
-        "<": value < operand,
-        "<=": value <= operand,
-        ">": value > operand,
-        ">=": value >= operand,
-    }[op]
+    return bool(
+        {
+            "<": value < operand,
+            "<=": value <= operand,
+            ">": value > operand,
+            ">=": value >= operand,
+        }[op]
+    )
 
 
 VALUE_ATOMS: list[tuple[str, str, Any]] = [
@@ -396,8 +398,8 @@ async def test_dict_shorthand(storage: SQLiteStorage) -> None:
     assert await ids(storage, "User", {"id": "4"}) == {4}
     # a dict combines with a MatchExp from either side
     assert await ids(storage, "User", MatchExp.atom("age", ">", 10) & {"active": False}) == {2}
-    assert await ids(storage, "User", {"active": False} & MatchExp.atom("age", ">", 10)) == {2}  # type: ignore[operator]
-    assert await ids(storage, "User", {"name": "ada"} | MatchExp.atom("age", "=", 0)) == {1, 5}  # type: ignore[operator]
+    assert await ids(storage, "User", {"active": False} & MatchExp.atom("age", ">", 10)) == {2}
+    assert await ids(storage, "User", {"name": "ada"} | MatchExp.atom("age", "=", 0)) == {1, 5}
 
 
 async def test_reference_shorthand(storage: SQLiteStorage) -> None:
@@ -433,7 +435,7 @@ def test_match_repr_and_no_truth_value() -> None:
     with pytest.raises(TypeError, match="no truth value"):
         bool(match)
     with pytest.raises(TypeError):
-        if MatchExp.atom("a", "=", 1) and MatchExp.atom("b", "=", 2):  # type: ignore[truthy-bool]
+        if MatchExp.atom("a", "=", 1) and MatchExp.atom("b", "=", 2):
             pass
 
 
@@ -522,7 +524,7 @@ async def test_dict_matches_through_relations_agree_with_expressions_for_any_val
         ("User", ["meta", "name"]),  # a json field: compared as JSON text
         ("Post", ["author.meta"]),
     ]
-    values = {
+    values: dict[str, list[Any]] = {
         "name": ["ada", "bob", "Cyd", "nobody"],
         "id": [1, 2, 3, 99],
         "label": ["x", "y", "z"],

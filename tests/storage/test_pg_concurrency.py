@@ -26,6 +26,7 @@ from storage.postgres.bridge import await_
 from storage.postgres.session import PostgresSession
 
 from ..conftest import PostgresFactory, dispose_postgres, open_postgres
+from .helpers import created_id
 
 _WAIT = 20.0  # seconds any one synchronisation step may take before the test fails
 
@@ -46,7 +47,7 @@ async def _store(make: PostgresFactory, **options: Any) -> PostgresStorage:
 
 
 async def _counters(store: PostgresStorage, *values: int) -> list[Any]:
-    return [(await store.create("Counter", {"n": v})).record["id"] for v in values]  # type: ignore[index]
+    return [created_id(await store.create("Counter", {"n": v})) for v in values]
 
 
 async def _n(store: PostgresStorage, counter: Any) -> Any:

@@ -79,7 +79,9 @@ async def test_the_loop_serves_other_tasks_while_a_body_waits_for_the_server(
     """A body blocks on a lock another task holds; that task can only release it if the loop
     keeps running while the body waits (a blocked loop would deadlock here)."""
     store = await postgres_storage_factory(pool_size=2)
-    holder = await store._pool.acquire()  # type: ignore[union-attr]
+    pool = store._pool
+    assert pool is not None
+    holder = await pool.acquire()
     try:
         await holder.raw.execute("SELECT pg_advisory_lock(4242)")
         waiting = asyncio.create_task(
@@ -100,7 +102,7 @@ async def test_the_loop_serves_other_tasks_while_a_body_waits_for_the_server(
         await holder.raw.execute("SELECT pg_advisory_unlock(4242)")
         assert await asyncio.wait_for(waiting, 10) == "got it"
     finally:
-        await store._pool.release(holder)  # type: ignore[union-attr]
+        await pool.release(holder)
 
 
 # -- transactions --------------------------------------------------------------------------
@@ -127,7 +129,9 @@ async def test_concurrent_read_then_write_bodies_lose_no_update(
 async def test_reads_run_while_a_write_waits(postgres_storage_factory: PostgresFactory) -> None:
     store = await postgres_storage_factory(pool_size=3)
     await store.setup(blog_schema())
-    holder = await store._pool.acquire()  # type: ignore[union-attr]
+    pool = store._pool
+    assert pool is not None
+    holder = await pool.acquire()
     try:
         await holder.raw.execute("SELECT pg_advisory_lock(4343)")
         writing = asyncio.create_task(
@@ -144,9 +148,10 @@ async def test_reads_run_while_a_write_waits(postgres_storage_factory: PostgresF
         assert not writing.done()
         await holder.raw.execute("SELECT pg_advisory_unlock(4343)")
         await asyncio.wait_for(writing, 10)
-        assert (await store.create("User", {"name": "bob"})).record["name"] == "bob"  # type: ignore[index]
+        bob = (await store.create("User", {"name": "bob"})).record
+        assert bob is not None and bob["name"] == "bob"
     finally:
-        await store._pool.release(holder)  # type: ignore[union-attr]
+        await pool.release(holder)
 
 
 async def test_a_body_commits_as_one_transaction(postgres_storage_factory: PostgresFactory) -> None:
@@ -337,12 +342,14 @@ async def test_a_begin_travels_with_the_first_statement_and_an_empty_body_sends_
     def insert(key: int) -> Callable[[Connection], int]:
         def body(c: Connection) -> int:
             c.execute("INSERT INTO t VALUES ($1, $2)", [key, "a"])
-            return c.execute("SELECT count(*) FROM t").fetchone()[0]  # type: ignore[no-any-return]
+            count: int = c.execute("SELECT count(*) FROM t").fetchone()[0]
+            return count
 
         return body
 
     def read(c: Connection) -> int:
-        return c.execute("SELECT count(*) FROM t").fetchone()[0]  # type: ignore[no-any-return]
+        count: int = c.execute("SELECT count(*) FROM t").fetchone()[0]
+        return count
 
     # A statement's first run on the connection: it is prepared first, and a BEGIN cannot
     # follow asyncpg's Parse in the same round trip (connection.py), so it goes alone.
@@ -358,8 +365,12 @@ async def test_a_begin_travels_with_the_first_statement_and_an_empty_body_sends_
         "COMMIT",
     ]
     sent.clear()
-    assert await store._transaction(True, lambda c: None) is None
-    assert await store._transaction(False, lambda c: None) is None
+
+    def sends_nothing(c: Connection) -> object:
+        return None
+
+    assert await store._transaction(True, sends_nothing) is None
+    assert await store._transaction(False, sends_nothing) is None
     assert sent == []
     with pytest.raises(StorageError, match="duplicate key"):
         await store._transaction(True, insert(1))
@@ -570,7 +581,9 @@ async def test_a_lost_connection_is_a_fault_and_the_pool_replaces_it(
     pid = await store._transaction(
         False, lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0]
     )
-    killer = await store._pool.open_one()  # type: ignore[union-attr]
+    pool = store._pool
+    assert pool is not None
+    killer = await pool.open_one()
     try:
         with pytest.raises(StorageError, match="PostgreSQL error on"):
 

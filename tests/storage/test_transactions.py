@@ -56,7 +56,11 @@ async def test_run_returns_the_body_value(executor_storage: SQLiteStorage) -> No
         [{"id": 1, "author": {"id": 1, "name": "ada"}}],
     )
     assert await executor_storage.count("User") == 1
-    assert await executor_storage.run(lambda tx: None) is None
+
+    def returns_nothing(tx: SQLiteSession) -> object:
+        return None
+
+    assert await executor_storage.run(returns_nothing) is None
 
 
 async def test_a_body_that_raises_rolls_back_everything(executor_storage: SQLiteStorage) -> None:
@@ -319,7 +323,7 @@ async def _workload(storage: SQLiteStorage) -> list[Any]:
 
 
 async def test_both_executors_behave_identically(tmp_path: Path) -> None:
-    results = []
+    results: list[Any] = []
     for executor in ("loop", "thread"):
         storage = SQLiteStorage(str(tmp_path / f"{executor}.db"), executor=executor)
         await storage.setup(blog_schema())

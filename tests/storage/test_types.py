@@ -25,8 +25,8 @@ async def _round_trip(storage: SQLiteStorage, field: str, value: Any) -> tuple[A
     result = await storage.create("User", {field: value})
     record_id = created_id(result)
     found = await storage.find_one("User", {"id": record_id}, [field])
-    assert found is not None
-    return result.record[field], result.events[0].record[field], found[field]  # type: ignore[index]
+    assert found is not None and result.record is not None
+    return result.record[field], result.events[0].record[field], found[field]
 
 
 @pytest.mark.parametrize(

@@ -171,7 +171,10 @@ async def test_an_insert_into_the_same_table_sends_the_update_first(
     [({"code": "taken"}, UniqueViolationError), ({"must": None}, NonNullViolationError)],
 )
 async def test_a_constrained_column_is_written_at_once_and_fails_there(
-    store: Storage, monkeypatch: pytest.MonkeyPatch, data: dict[str, Any], error: type
+    store: Storage,
+    monkeypatch: pytest.MonkeyPatch,
+    data: dict[str, Any],
+    error: type[BaseException],
 ) -> None:
     """An update of a unique or non-null column is sent at once (after the row's pending
     update): its error comes from the call that made it, the same class as ever, and the

@@ -20,6 +20,7 @@ import reactive as r
 from integrations.auth import AuthIntegration, ScryptParams, TokenSettings, issue_token
 from integrations.auth import integration as auth_module
 from integrations.auth.limits import AttemptLimiter, GateFull, HashGate
+from integrations.auth.passwords import verify_password
 from integrations.testing import FakeClock
 from reactive.server import create_app
 from tests.conftest import StorageFactory
@@ -250,7 +251,7 @@ async def test_attempts_per_username_are_limited_from_any_address(start: Start) 
 def count_hashes(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
     """Counts password checks; the real function still does the work."""
     calls: list[str] = []
-    real = auth_module.verify_password
+    real = verify_password  # what auth_module.verify_password names until patched below
 
     def counting(password: str, stored: str) -> bool:
         calls.append(stored)

@@ -322,7 +322,8 @@ def test_standard_replay_cache_hit_is_refused_and_release_forgets_it() -> None:
     verifier = standard()
     headers = sign_standard(BODY, SECRET, MSG_ID, T0)
     verified = verifier.verify(BODY, headers)
-    assert verified.replay_key is not None and verified.replay_key in verifier.replay_cache  # type: ignore[operator]
+    assert verifier.replay_cache is not None
+    assert verified.replay_key is not None and verified.replay_key in verifier.replay_cache
     assert refused(lambda: verifier.verify(BODY, headers)) == "replayed"
     # Same event id, signed afresh by the provider (a retry): verified, deduplicated downstream.
     assert verifier.verify(BODY, sign_standard(BODY, SECRET, MSG_ID, T0 + 5)).webhook_id == MSG_ID
