@@ -104,8 +104,10 @@ class Connection:
         if self.unsent_begin is not None:
             self.unsent_begin = None
             return
-        await_(self.raw.execute("COMMIT"))
+        # A COMMIT that fails has ended the transaction already; one cancelled on its way
+        # leaves the driver's flag set, which is what roll_back consults then.
         self.began = False
+        await_(self.raw.execute("COMMIT"))
 
     def roll_back(self) -> None:
         """End a failed transaction: ROLLBACK when its BEGIN went out (or the server says one
