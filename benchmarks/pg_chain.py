@@ -139,12 +139,26 @@ def _counted_run_after(run_after: Any, count: Count, pipelined: bool) -> Any:
     return counted
 
 
+def _counted_run_behind(run_behind: Any, count: Count) -> Any:
+    """A connection's ``run_prepared_behind`` (a held statement, then a run such as the
+    COMMIT, in one round trip) that counts them."""
+
+    def counted(messages: bytes, statement: Any, params: Any) -> Any:
+        count.statements += 2
+        count.trips += 1
+        return run_behind(messages, statement, params)
+
+    return counted
+
+
 def _count_on(connection: Any, count: Count) -> None:
     connection.raw = _Counted(connection.raw, count)
     connection.run_prepared = _counted_run(connection.run_prepared, count)
     connection.run_prepared_after = _counted_run_after(
         connection.run_prepared_after, count, connection.pipelined
     )
+    if connection.run_prepared_behind is not None:
+        connection.run_prepared_behind = _counted_run_behind(connection.run_prepared_behind, count)
 
 
 class CountingPostgres(PostgresStorage):

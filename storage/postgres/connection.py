@@ -17,7 +17,9 @@ number of rows it returned, or else the one its command status gives.
 A transaction's BEGIN is not sent on its own (:meth:`Connection.begin`): it travels with the
 body's first statement, in the same round trip when that statement is prepared already (its
 first run on the connection sends the BEGIN alone before it, see :meth:`Connection.execute`).
-A body that sends nothing sends neither BEGIN nor COMMIT.
+A body that sends nothing sends neither BEGIN nor COMMIT. The body's last pending update
+(write-behind, :mod:`storage.sql.statements`) travels with the COMMIT the same way
+(:meth:`Connection.hold`).
 
 DDL run on a connection clears its cache at once and, once it commits, the caches of every
 connection of the pool: asyncpg decodes a row with the types the statement was prepared with,
@@ -40,6 +42,8 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -67,6 +71,10 @@ class Connection:
         """The same, after a parameterless statement sent with it (see :mod:`.internals`)."""
         self.pipelined = runner.pipelined
         """Whether a BEGIN travels with the first statement (else in a round trip before)."""
+        self.run_prepared_behind = runner.run_behind
+        """Other messages, then a run, in one round trip (see :mod:`.internals`), or None."""
+        self.held: bytes | None = None
+        """The last update of the transaction, to go with its COMMIT (:meth:`hold`)."""
         self.unsent_begin: str | None = None
         """The BEGIN of the running transaction while no statement has been sent (see
         :meth:`begin`)."""
@@ -98,21 +106,58 @@ class Connection:
         (:meth:`commit` sends nothing either)."""
         self.unsent_begin = sql
         self.began = False
+        self.held = None
+
+    def hold(self, sql: str, params: Sequence[Any]) -> bool:
+        """Keep ``sql`` with ``params``, the transaction's last statement, to be sent with its
+        COMMIT in one round trip; False (the caller runs it) unless the connection pipelines,
+        the statement ran on it before (it is prepared, under a name) and every parameter has
+        a text form of the type the server gave it. For a statement no constraint can refuse
+        (a pending update, see :mod:`storage.sql.statements`): its errors (a conflict, a lock
+        timeout) are then the COMMIT's, which the storage treats alike."""
+        if self.run_prepared_behind is None or self.unsent_begin is not None:
+            return False
+        sql = _render(sql)
+        statement = self._statements.get(sql)
+        if statement is None:
+            return False
+        types = statement.get_parameters()
+        if len(types) != len(params):
+            return False
+        try:
+            texts = [_text_form(t.name, v) for t, v in zip(types, params, strict=True)]
+        except ValueError:
+            return False
+        self._statements.move_to_end(sql)
+        self.held = internals.bound(statement.get_name(), texts)
+        return True
 
     def commit(self) -> None:
-        """Commit the running transaction (nothing to send when no statement was)."""
+        """Commit the running transaction (nothing to send when no statement was), with the
+        statement :meth:`hold` kept, in one round trip."""
         if self.unsent_begin is not None:
             self.unsent_begin = None
             return
         # A COMMIT that fails has ended the transaction already; one cancelled on its way
         # leaves the driver's flag set, which is what roll_back consults then.
         self.began = False
-        await_(self.raw.execute("COMMIT"))
+        held, self.held = self.held, None
+        if held is None or self.run_prepared_behind is None:
+            await_(self.raw.execute("COMMIT"))
+            return
+        commit = self._prepared("COMMIT")
+        try:
+            await_(self.run_prepared_behind(held, commit, ()))
+        except asyncpg.PostgresError as exc:
+            if sqlstate(exc) in RETRY_STATES:
+                self.conflict = exc
+            raise
 
     def roll_back(self) -> None:
         """End a failed transaction: ROLLBACK when its BEGIN went out (or the server says one
         is open), nothing otherwise; raises what the ROLLBACK raised."""
         self.unsent_begin = None
+        self.held = None
         began, self.began = self.began, False
         if self.raw.is_closed() or not (began or self.raw.is_in_transaction()):
             return
@@ -404,6 +449,31 @@ def _encode_bigint(value: Any) -> str:
     if isinstance(value, str):
         return str(NO_RECORD)
     return str(int(value))
+
+
+def _text_form(type_name: str, value: Any) -> str | None:
+    """``value`` (a parameter as the codecs made it) in the text form PostgreSQL reads for a
+    parameter of type ``type_name``; None for NULL. ValueError where there is none here (the
+    statement then goes on its own, in binary, through asyncpg)."""
+    if value is None:
+        return None
+    if type_name == "int8":
+        return _encode_bigint(value)
+    if isinstance(value, bool):
+        if type_name == "bool":
+            return "true" if value else "false"
+    elif isinstance(value, str):
+        if type_name in ("text", "varchar", "json", "jsonb"):
+            return value
+    elif isinstance(value, int):
+        if type_name in ("numeric", "int2", "int4"):
+            return str(value)
+    elif isinstance(value, Decimal):
+        if type_name == "numeric" and value.is_finite():
+            return str(value)
+    elif isinstance(value, datetime) and type_name == "timestamptz" and value.tzinfo is not None:
+        return value.isoformat()
+    raise ValueError(f"no text form for {type_name} here: {type(value).__name__}")
 
 
 def _quote(name: str) -> str:

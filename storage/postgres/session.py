@@ -2,9 +2,10 @@
 PostgreSQL connection (:class:`storage.postgres.connection.Connection`, statements awaited
 through the greenlet bridge) with the PostgreSQL dialect.
 
-The one addition: aggregates (``sum`` over ``numeric`` columns) come back from PostgreSQL as
+Two additions: aggregates (``sum`` over ``numeric`` columns) come back from PostgreSQL as
 ``Decimal``; they are turned into the int or float SQLite would give (see
-:func:`storage.postgres.codecs.decode_number`).
+:func:`storage.postgres.codecs.decode_number`). And the last pending update goes with the
+COMMIT, in its round trip (:meth:`PostgresSession.finish`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class PostgresSession(SQLSession):
         super().__init__(schema, connection, POSTGRES, cache)
         self.connection = connection
         """The transaction's pooled connection (diagnostics)."""
+
+    def finish(self) -> None:
+        """Send the updates kept pending, the last one with the COMMIT, in its round trip,
+        where the connection can (:meth:`~storage.postgres.connection.Connection.hold`)."""
+        self._writer.flush(self.connection.hold)
 
     def related_totals(
         self, spec: RelatedTotals, id_range: tuple[Any, Any] | None = None

@@ -291,6 +291,12 @@ class SQLSession:
         session sends them first anyway, so no reader ever misses one."""
         self._writer.flush()
 
+    def finish(self) -> None:
+        """The body is done: send the updates kept pending, before COMMIT (the storage calls
+        it after the body, inside the transaction). A backend whose driver can send the last
+        one with its COMMIT, in one round trip, does so (``PostgresSession``)."""
+        self._writer.flush()
+
     def discard(self) -> None:
         """Forget the updates kept pending: the storage calls it when the body fails, so a
         rolled-back session holds no flushing runner (a reference back to itself)."""

@@ -18,8 +18,10 @@ before anything that could see or depend on it:
 - every statement run through ``run`` (reads of any table, deletes, updates not deferred,
   ``UPDATE ... RETURNING`` of running totals, savepoints, the outbox): while updates are
   pending ``run`` is a flushing runner, swapped back to the driver's own when none are;
-- the storage's COMMIT (``SQLStorage`` calls :meth:`~storage.sql.session.SQLSession.flush`
-  after the body, inside the transaction: a failure there rolls it back as the body's would);
+- the storage's COMMIT (``SQLStorage`` calls :meth:`~storage.sql.session.SQLSession.finish`
+  after the body, inside the transaction: a failure there rolls it back as the body's would;
+  where the driver can, the last one goes in the COMMIT's round trip, its failure the
+  COMMIT's);
 - a savepoint's RELEASE (flushed inside it, so a failure rolls the savepoint back); a
   savepoint's rollback *discards* what is pending: every pending update was made inside it, as
   its SAVEPOINT flushed what was there before.
@@ -40,7 +42,7 @@ StateMachine step, then a Custom) between reads send it once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -185,17 +187,23 @@ class Statements:
         """Whether a row of ``name`` has an update pending."""
         return any(key[0] == name for key in self._pending)
 
-    def flush(self) -> None:
+    def flush(self, hold: Callable[[str, Sequence[Any]], bool] | None = None) -> None:
         """Send every pending update, one UPDATE per row, in the order the rows were first
-        written; nothing is pending afterwards (even when one fails)."""
+        written; nothing is pending afterwards (even when one fails). ``hold``: offered the
+        last one, to go with the COMMIT that follows (see ``SQLSession.finish``); it says
+        whether it kept it (else it is sent here)."""
         pending = self._pending
         if not pending:
             return
         self.discard()
         update_sql = self.planner.update_sql
-        for (name, record_id), (encoded, given) in pending.items():
+        last = len(pending)
+        for count, ((name, record_id), (encoded, given)) in enumerate(pending.items(), 1):
             sql = update_sql(name, tuple(encoded))
-            self._execute(name, sql, [*encoded.values(), record_id], given, direct=True)
+            params = [*encoded.values(), record_id]
+            if count == last and hold is not None and hold(sql, params):
+                return
+            self._execute(name, sql, params, given, direct=True)
 
     def discard(self) -> None:
         """Forget every pending update (a savepoint or transaction rolling back)."""

@@ -366,7 +366,7 @@ def _body(session: S, body: Callable[[S], T]) -> T:
     session holds no flushing runner (a reference back to itself)."""
     try:
         result = body(session)
-        session.flush()
+        session.finish()
     except BaseException:
         session.discard()
         raise

@@ -1,7 +1,8 @@
-"""A transaction's BEGIN sent with its first statement (storage.postgres.connection and
-.internals), against a model: random transactions of inserts (some duplicates), reads,
-savepoints, ``executemany``, statements never run before and empty bodies, read-only or not,
-one connection for all of them, through the pipelined runner and through asyncpg's public API.
+"""A transaction's BEGIN sent with its first statement, and its last pending update with its
+COMMIT (storage.postgres.connection and .internals). The BEGIN against a model: random
+transactions of inserts (some duplicates), reads, savepoints, ``executemany``, statements never
+run before and empty bodies, read-only or not, one connection for all of them, through the
+pipelined runner and through asyncpg's public API.
 
 After every transaction the connection is idle (not left inside a transaction or holding an
 answer), the committed rows are the model's, and the transaction failed exactly when the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -18,11 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage import PostgresStorage, StorageError
+from storage import LockTimeoutError, PostgresStorage, StorageError
 from storage.postgres import internals
 from storage.postgres.connection import Connection
 
 from ..conftest import dispose_postgres, open_postgres
+from .conftest import blog_schema
+from .helpers import created_id
 
 KEYS = st.integers(1, 6)
 STEP = st.one_of(
@@ -244,3 +248,148 @@ async def _run_twice(store: PostgresStorage) -> None:
         await store._transaction(True, insert(key))
     rows = await store._transaction(False, lambda c: c.execute("SELECT id FROM t").fetchall())
     assert sorted(r[0] for r in rows) == [1, 2]
+
+
+# -- the last pending update with the COMMIT ---------------------------------------------------
+
+_numbers = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), _numbers, st.text(max_size=6)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "age": st.one_of(st.none(), _numbers),
+        "active": st.one_of(st.none(), st.booleans()),
+        "meta": st.one_of(st.none(), _json),
+        "joined": st.one_of(
+            st.none(),
+            st.datetimes(
+                min_value=datetime(1, 1, 2),
+                max_value=datetime(9999, 12, 30),
+                timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7, minutes=-30))]),
+            ),
+        ),
+    },
+).filter(bool)
+
+
+async def _held_and_sent(url: str, fields: dict[str, Any]) -> None:
+    store = await open_postgres(url, pool_size=1)
+    try:
+        await store.setup(blog_schema())
+        sent_alone = created_id(await store.create("User", {"name": "sent alone"}))
+        held = created_id(await store.create("User", {"name": "held"}))
+        connection = await _only_connection(store)
+        holds: list[bool] = []
+        hold = connection.hold
+
+        def spied(sql: str, params: Any) -> bool:
+            holds.append(hold(sql, params))
+            return holds[-1]
+
+        def update(user: int) -> Callable[[Any], None]:
+            def body(tx: Any) -> None:
+                current = tx.snapshot("User", user)
+                tx.update_record("User", current, fields)
+
+            return body
+
+        connection.hold = lambda sql, params: False  # type: ignore[method-assign]
+        await store.run(update(sent_alone))  # prepares the UPDATE: the next one can be held
+        connection.hold = spied  # type: ignore[method-assign]
+        await store.run(update(held))
+        assert holds == [True]
+        attributes = ["age", "active", "meta", "joined"]
+        one = await store.find_one("User", {"id": sent_alone}, attributes)
+        other = await store.find_one("User", {"id": held}, attributes)
+        assert one is not None and other is not None
+        assert {k: v for k, v in other.items() if k != "id"} == {
+            k: v for k, v in one.items() if k != "id"
+        }
+        assert not connection.raw.is_in_transaction()
+    finally:
+        await dispose_postgres(store)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(fields=_FIELDS)
+def test_an_update_sent_with_the_commit_stores_what_it_would_alone(
+    postgres_url: str, fields: dict[str, Any]
+) -> None:
+    """Its parameters go in text form (the server parses each with its type): every field
+    type stores and reads back exactly as asyncpg's binary form of the same update does."""
+    asyncio.run(_held_and_sent(postgres_url, fields))
+
+
+async def test_a_held_update_goes_with_the_commit_in_one_round_trip(
+    postgres_storage_factory: Any,
+) -> None:
+    store = await postgres_storage_factory(pool_size=1)
+    await store.setup(blog_schema())
+    user = created_id(await store.create("User", {"name": "ada", "age": 1}))
+
+    def birthday(tx: Any) -> None:
+        current = tx.snapshot("User", user)
+        tx.update_record("User", current, {"age": current["age"] + 1})
+
+    await store.run(birthday)  # its UPDATE's first run: sent alone, and prepared
+    connection = await _only_connection(store)
+    behind: list[bytes] = []
+    run_behind = connection.run_prepared_behind
+    assert run_behind is not None
+
+    def spied(messages: bytes, statement: Any, params: Any) -> Any:
+        behind.append(messages)
+        return run_behind(messages, statement, params)
+
+    connection.run_prepared_behind = spied
+    await store.run(birthday)
+    assert len(behind) == 1 and behind[0].startswith(b"B")
+    assert await store.find_one("User", {"id": user}, ["age"]) == {"id": user, "age": 3}
+
+
+async def test_a_held_update_that_fails_fails_the_commit_and_stores_nothing(
+    postgres_storage_factory: Any,
+) -> None:
+    """The held update waits for a row another connection holds, past ``lock_timeout``: the
+    COMMIT's round trip raises LockTimeoutError, nothing of the transaction is stored, and the
+    connection serves the next one."""
+    store = await postgres_storage_factory(pool_size=1, lock_timeout=0.2)
+    await store.setup(blog_schema())
+    user = created_id(await store.create("User", {"name": "ada", "age": 1}))
+    other = created_id(await store.create("User", {"name": "bo", "age": 1}))
+
+    def update(target: int, age: int) -> Callable[[Any], None]:
+        def body(tx: Any) -> None:
+            tx.create("Tag", {"label": f"made with {age}"})
+            current = tx.snapshot("User", target)
+            tx.update_record("User", current, {"age": age})
+
+        return body
+
+    await store.run(update(other, 2))  # prepares the statements
+    locker = await asyncpg.connect(_dsn(store), server_settings={"search_path": store.schema_name})
+    try:
+        await locker.execute("BEGIN")
+        await locker.execute('SELECT 1 FROM "User" WHERE id = $1 FOR UPDATE', user)
+        with pytest.raises(LockTimeoutError):
+            await store.run(update(user, 5))
+        await locker.execute("ROLLBACK")
+    finally:
+        await locker.close()
+    assert await store.find_one("User", {"id": user}, ["age"]) == {"id": user, "age": 1}
+    assert await store.count("Tag", {"label": "made with 5"}) == 0
+    await store.run(update(user, 6))
+    assert await store.find_one("User", {"id": user}, ["age"]) == {"id": user, "age": 6}
