@@ -116,19 +116,29 @@ class Writer(Deltas):
         return not link.target_is_exclusive
 
     def _create_referencing(self, plan: Plan) -> Record:
-        """A create and its link to an existing record in one statement, ``WITH r AS (INSERT
-        <record> RETURNING id) INSERT INTO <link> ... SELECT ... FROM r`` (see
-        :meth:`_references_in_one` for when): the record's create event, then the link's, and
-        the same errors, as the two statements would give them (a missing record is the
-        link's foreign key, named from the error; the record's own constraints are its)."""
+        """A create and its link to an existing record in one statement (see
+        :meth:`_references_in_one` for when, :meth:`_insert_with_link` for how)."""
+        attribute, items = plan.relations[0]
+        assert items is not None
+        ref = items[0].ref
+        record = self._insert_with_link(plan, attribute, attribute.side, ref)
+        record[attribute.name] = [{"id": ref}] if attribute.to_many else {"id": ref}
+        return record
+
+    def _insert_with_link(
+        self, plan: Plan, attribute: RelationAttribute, side: str, other_id: Any
+    ) -> Record:
+        """The planned record's row and its link to ``other_id``, the record taking ``side``
+        of ``attribute``'s link, in one statement: ``WITH r AS (INSERT <record> RETURNING id)
+        INSERT INTO <link> ... SELECT ... FROM r``. The record's create event, then the
+        link's, and the same errors, as two statements would give them (a missing
+        ``other_id`` is the link's foreign key, named from the error; the record's own
+        constraints are its). The record comes back with its id and values."""
         shape = plan.shape
         name = shape.name
-        attribute, items = plan.relations[0]
-        assert items is not None and shape.sql is not None
-        ref = items[0].ref
         link = attribute.link
-        side = attribute.side
-        key = (name, shape.value_keys, link.name, side, "referencing")
+        other = "target" if side == "source" else "source"
+        key = (name, shape.value_keys, link.name, side)
         sql = self._cache.linked.get(key)
         if sql is None:
             quote = self.dialect.quote
@@ -139,22 +149,21 @@ class Writer(Deltas):
             )
         params = plan.params
         try:
-            link_id, record_id = self.run(sql, [*params, ref]).fetchone()
+            link_id, record_id = self.run(sql, [*params, other_id]).fetchone()
         except self.dialect.integrity_errors as exc:
             violation = self.dialect.violation(exc)
             # Only link tables have foreign keys; a record's own constraints are its.
             if violation.kind == "foreign key" or violation.table == link.name:
-                columns: dict[str, Any] = {side: None, attribute.other: ref}
+                columns: dict[str, Any] = {side: None, other: other_id}
                 origin = (attribute.owner, attribute.name)
                 raise self._link_error(link, exc, columns, {}, origin) from None
             raise self._integrity_error(name, exc, plan.values) from None
         record: Record = {"id": record_id}
         _read_back(record, plan.values, params, shape.plains)
         self.events.append(MutationEvent(name, "create", dict(record)))
-        refs = {side: {"id": record_id}, attribute.other: {"id": ref}}
-        link_record = {"id": link_id, "source": refs["source"], "target": refs["target"]}
+        ends_of = {side: {"id": record_id}, other: {"id": other_id}}
+        link_record = {"id": link_id, "source": ends_of["source"], "target": ends_of["target"]}
         self.events.append(MutationEvent(link.name, "create", link_record))
-        record[attribute.name] = [{"id": ref}] if attribute.to_many else {"id": ref}
         return record
 
     def _insert_row(self, plan: Plan) -> Record:
@@ -184,30 +193,10 @@ class Writer(Deltas):
         return record
 
     def _create_linked(self, attribute: RelationAttribute, record_id: Any, nested: Plan) -> Any:
-        """A nested create and its link to the new record ``record_id`` in one statement,
-        ``WITH r AS (INSERT <nested> RETURNING id) INSERT INTO <link> ... SELECT ... FROM r``
-        (see ``Links._joins_in_one`` for when): the nested record's create event, then the
-        link's, as two statements would give them."""
-        shape = nested.shape
-        link = attribute.link
-        key = (shape.name, shape.value_keys, link.name, attribute.side)
-        sql = self._cache.linked.get(key)
-        if sql is None:
-            quote = self.dialect.quote
-            ends = "?, r.id" if attribute.side == "source" else "r.id, ?"
-            sql = self._cache.linked[key] = (
-                f"WITH r AS ({shape.sql}) INSERT INTO {quote(link.name)} (source, target) "
-                f"SELECT {ends} FROM r RETURNING id, {quote(attribute.other)}"
-            )
-        params, values = nested.params, nested.values
-        link_id, nested_id = self._execute(shape.name, sql, [*params, record_id], values).fetchone()
-        record: Record = {"id": nested_id}
-        _read_back(record, values, params, shape.plains)
-        self.events.append(MutationEvent(shape.name, "create", record))
-        ends_of = {attribute.side: {"id": record_id}, attribute.other: {"id": nested_id}}
-        link_record = {"id": link_id, "source": ends_of["source"], "target": ends_of["target"]}
-        self.events.append(MutationEvent(link.name, "create", link_record))
-        return nested_id
+        """A nested create and its link to the new record ``record_id`` in one statement (see
+        ``Links._joins_in_one`` for when, :meth:`_insert_with_link` for how): the nested
+        record takes the other side of ``attribute``'s link."""
+        return self._insert_with_link(nested, attribute, attribute.other, record_id)["id"]
 
     def update_record(self, name: str, old: Record, data: Mapping[str, Any]) -> WriteResult:
         """Update one record whose full snapshot the caller has just read (saves a read)."""
