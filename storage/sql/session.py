@@ -285,16 +285,12 @@ class SQLSession:
             raise NotImplementedError(f"{self._reader.dialect.name} has no outbox")
         outbox.append(self._reader.run, sql, entries)
 
-    def flush(self) -> None:
-        """Send the updates kept pending (see :mod:`storage.sql.statements`): the storage calls
-        it after the body, before COMMIT, inside the transaction. Every statement of the
-        session sends them first anyway, so no reader ever misses one."""
-        self._writer.flush()
-
     def finish(self) -> None:
-        """The body is done: send the updates kept pending, before COMMIT (the storage calls
-        it after the body, inside the transaction). A backend whose driver can send the last
-        one with its COMMIT, in one round trip, does so (``PostgresSession``)."""
+        """The body is done: send the updates kept pending (see :mod:`storage.sql.statements`)
+        before COMMIT (the storage calls it after the body, inside the transaction). Every
+        statement of the session sends them first anyway, so no reader ever misses one. A
+        backend whose driver can send the last one with its COMMIT, in one round trip, does
+        so (``PostgresSession``)."""
         self._writer.flush()
 
     def discard(self) -> None:
