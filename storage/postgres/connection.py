@@ -69,8 +69,6 @@ class Connection:
         """How a prepared statement of ``raw`` runs once (see :mod:`.internals`)."""
         self.run_prepared_after = runner.run_after
         """The same, after a parameterless statement sent with it (see :mod:`.internals`)."""
-        self.pipelined = runner.pipelined
-        """Whether a BEGIN travels with the first statement (else in a round trip before)."""
         self.run_prepared_behind = runner.run_behind
         """Other messages, then a run, in one round trip (see :mod:`.internals`), or None."""
         self.held: bytes | None = None
@@ -94,6 +92,12 @@ class Connection:
         self._named = 0
         self._savepoints = 0
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether a BEGIN travels with the first statement (else in a round trip before), and
+        the last pending update with the COMMIT."""
+        return self.run_prepared_behind is not None
+
     # -- the transaction ---------------------------------------------------------------------
 
     def begin(self, sql: str) -> None:
@@ -115,7 +119,7 @@ class Connection:
         a text form of the type the server gave it. For a statement no constraint can refuse
         (a pending update, see :mod:`storage.sql.statements`): its errors (a conflict, a lock
         timeout) are then the COMMIT's, which the storage treats alike."""
-        if self.run_prepared_behind is None or self.unsent_begin is not None:
+        if not self.pipelined or self.unsent_begin is not None:
             return False
         sql = _render(sql)
         statement = self._statements.get(sql)

@@ -96,10 +96,14 @@ class Runner:
 
     run: Run
     run_after: RunAfter
-    pipelined: bool
-    """Whether ``run_after`` sends both statements in one round trip (else in two)."""
     run_behind: RunBehind | None = None
-    """Present where ``pipelined``: any statement's messages before a run, in its trip."""
+    """Any messages before a run, in its round trip; None where the internals are not used
+    (``run_after`` then sends its two statements in two round trips)."""
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether ``run_after`` sends both statements in one round trip (else in two)."""
+        return self.run_behind is not None
 
 
 log = logging.getLogger("storage.postgres")
@@ -168,7 +172,7 @@ def _fast(raw: asyncpg.Connection) -> Runner:
     def run_after(first: str, statement: PreparedStatement, params: Sequence[Any]) -> Any:
         return run_behind(_unsynced(first), statement, params)
 
-    return Runner(run, run_after, pipelined=True, run_behind=run_behind)
+    return Runner(run, run_after, run_behind)
 
 
 def _public_run(statement: PreparedStatement, params: Sequence[Any]) -> Any:
@@ -185,7 +189,7 @@ def _public(raw: asyncpg.Connection) -> Runner:
         answer: Answer = await _public_run(statement, params)
         return answer
 
-    return Runner(_public_run, run_after, pipelined=False)
+    return Runner(_public_run, run_after)
 
 
 async def _check_run(runner: Runner, select: PreparedStatement) -> str:
@@ -243,7 +247,7 @@ async def runner(raw: asyncpg.Connection) -> Runner | None:
             raw.terminate()  # what it left unanswered could be read as a later answer
             return None
     if _after_refused:
-        return Runner(fast.run, _public(raw).run_after, pipelined=False)
+        return Runner(fast.run, _public(raw).run_after)
     return fast
 
 

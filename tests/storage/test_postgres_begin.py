@@ -95,7 +95,7 @@ async def _run(
         if not pipelined:  # the public path, as when the internals check fails
             public = internals._public(connection.raw)
             connection.run_prepared_after = public.run_after
-            connection.pipelined = False
+            connection.run_prepared_behind = None
         rows: set[int] = set()
         for write, steps in transactions:
             expected = _model(write, steps, rows)
@@ -393,3 +393,43 @@ async def test_a_held_update_that_fails_fails_the_commit_and_stores_nothing(
     assert await store.count("Tag", {"label": "made with 5"}) == 0
     await store.run(update(user, 6))
     assert await store.find_one("User", {"id": user}, ["age"]) == {"id": user, "age": 6}
+
+
+async def test_an_update_hold_cannot_carry_is_sent_alone_before_the_commit(
+    postgres_storage_factory: Any,
+) -> None:
+    """``hold`` refuses (the caller sends the update itself) a statement not prepared on the
+    connection, a parameter with no text form here, and a connection that does not pipeline;
+    it takes the same update once it ran, and the COMMIT then carries it."""
+    store = await postgres_storage_factory(pool_size=1)
+    await store._transaction(True, lambda c: c.script("CREATE TABLE t (id bigint, f float8)"))
+    update = "UPDATE t SET f = $1 WHERE id = $2"
+    connection = await _only_connection(store)
+
+    def refusals(c: Connection) -> list[bool]:
+        c.execute("INSERT INTO t VALUES ($1, $2)", [1, 0.5])
+        refused = [c.hold(update, [1.5, 1])]  # not prepared here yet
+        c.execute(update, [2.5, 1])
+        refused.append(c.hold(update, [3.5, 1]))  # float8 has no text form here
+        return refused
+
+    assert await store._transaction(True, refusals) == [False, False]
+    assert connection.held is None
+
+    def held(c: Connection) -> bool:
+        c.execute("SELECT count(*) FROM t")
+        return c.hold("UPDATE t SET id = $1 WHERE id = $2", [7, 1])
+
+    moved = await store._transaction(
+        True, lambda c: c.execute("UPDATE t SET id = $1 WHERE id = $2", [1, 1]).rowcount
+    )
+    assert moved == 1  # the statement ran here once: now it can be held
+    assert await store._transaction(True, held) is True
+    rows = await store._transaction(False, lambda c: c.execute("SELECT id, f FROM t").fetchall())
+    assert [tuple(r) for r in rows] == [(7, 2.5)]
+
+    behind, connection.run_prepared_behind = connection.run_prepared_behind, None
+    try:
+        assert await store._transaction(True, held) is False  # not pipelined: nothing held
+    finally:
+        connection.run_prepared_behind = behind
